@@ -1,0 +1,149 @@
+"""The contract between the engine and the platform adapters.
+
+An adapter turns a platform event into an `Inbound`, hands it to `Bot.accept`, and implements `Surface` so the
+engine can show progress and deliver the reply. Nothing here knows about Slack, Discord or OpenAI.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+Platform = Literal["slack", "discord", "console"]
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """One user message, as an adapter hands it to the engine.
+
+    `event_id` must be stable across platform retries (Slack `event_id`/`client_msg_id`, Discord message or
+    interaction id): the engine answers each event id at most once.
+    `conversation` is the key of the conversation (main thread) this message belongs to, unique across platforms,
+    e.g. ``slack:C123:1700000000.000100`` or ``discord:987654321``. `channel` groups conversations for channel-wide
+    admin actions, e.g. ``slack:C123``. `route` is whatever the adapter needs later to post into the right place
+    (channel id, thread ts, interaction token...); it must be JSON-serialisable because it is stored.
+    """
+
+    platform: Platform
+    event_id: str
+    conversation: str
+    channel: str
+    user: str
+    text: str
+    route: Mapping[str, str | int | float | bool | None] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """What `Bot.accept` returns. `duplicate` means the event id was seen before: nothing new will happen."""
+
+    event_id: str
+    conversation: str
+    duplicate: bool = False
+    queued_behind_turn: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class TurnRef:
+    """Identifies a turn to a surface. `route` comes from the newest message of the turn."""
+
+    id: str
+    conversation: str
+    channel: str
+    platform: Platform
+    route: Mapping[str, str | int | float | bool | None]
+    users: tuple[str, ...] = ()
+
+
+# ---- progress events: what a surface may render while a turn runs (best effort, never required) ----
+
+
+@dataclass(frozen=True, slots=True)
+class Started:
+    kind: Literal["started"] = "started"
+
+
+@dataclass(frozen=True, slots=True)
+class Delegated:
+    sub: str
+    task: str
+    call_id: str
+    kind: Literal["delegated"] = "delegated"
+
+
+@dataclass(frozen=True, slots=True)
+class SubFinished:
+    sub: str
+    call_id: str
+    ok: bool
+    kind: Literal["sub_finished"] = "sub_finished"
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    text: str
+    kind: Literal["text_delta"] = "text_delta"
+
+
+@dataclass(frozen=True, slots=True)
+class Retrying:
+    reason: str
+    attempt: int
+    who: str = "proxy"
+    kind: Literal["retrying"] = "retrying"
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(self.input_tokens + other.input_tokens, self.output_tokens + other.output_tokens)
+
+    @property
+    def total(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    text: str
+    usage: Usage = Usage()
+    incomplete: bool = False
+    kind: Literal["done"] = "done"
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    user_message: str
+    kind: Literal["failed"] = "failed"
+
+
+Progress = Started | Delegated | SubFinished | TextDelta | Retrying | Done | Failed
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """The one final message of a turn. `kind` tells the surface how to present it."""
+
+    text: str
+    kind: Literal["answer", "failure", "notice"] = "answer"
+
+
+class Surface(Protocol):
+    """Implemented by each adapter; registered with `Bot.add_surface`.
+
+    `progress` is best effort: exceptions are logged and ignored. `deliver` must post `reply` so that it can be
+    found again by `find_delivery` (Slack message metadata / Discord nonce carrying `turn.id`); the engine calls
+    `find_delivery` before re-posting after a crash, which is what makes delivery exactly-once.
+    """
+
+    platform: Platform
+
+    async def progress(self, turn: TurnRef, event: Progress) -> None: ...
+
+    async def deliver(self, turn: TurnRef, reply: Reply) -> str: ...
+
+    async def find_delivery(self, turn: TurnRef) -> str | None: ...
