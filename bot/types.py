@@ -147,3 +147,43 @@ class Surface(Protocol):
     async def deliver(self, turn: TurnRef, reply: Reply) -> str: ...
 
     async def find_delivery(self, turn: TurnRef) -> str | None: ...
+
+
+# ---- commands: every platform's slash commands end up in `Bot.command`, parsed and authorised once ----
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who issued a command. `platform_admin` is the platform's own notion: Slack workspace admin/owner,
+    Discord member with Manage Server (checked by the adapter with a real permission check)."""
+
+    platform: Platform
+    user: str
+    platform_admin: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CommandContext:
+    actor: Actor
+    channel: str
+    conversation: str | None = None  # the conversation the command was issued in, when there is one
+
+
+@dataclass(frozen=True, slots=True)
+class CommandResult:
+    ok: bool
+    text: str
+
+
+class BotLike(Protocol):
+    """What adapters may call on the engine (implemented by `bot.engine.Bot`).
+
+    `command(ctx, "reset")`, `command(ctx, "status")`, `command(ctx, "help")`, `command(ctx, "assistants")` and the
+    admin subcommands (`reset channel`, `reset all`, `cancel`, `audit`) take the text after the slash command.
+    """
+
+    def add_surface(self, surface: Surface) -> None: ...
+
+    async def accept(self, inbound: Inbound) -> Accepted: ...
+
+    async def command(self, ctx: CommandContext, text: str) -> CommandResult: ...
