@@ -110,7 +110,7 @@ class Usage:
 @dataclass(frozen=True, slots=True)
 class Done:
     text: str
-    usage: Usage = Usage()
+    usage: Usage = field(default_factory=Usage)
     incomplete: bool = False
     kind: Literal["done"] = "done"
 

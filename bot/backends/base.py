@@ -1,0 +1,205 @@
+"""The provider seam. A backend maps one provider API onto these few operations and normalised states; the
+supervisor and orchestrator only ever see what is defined here.
+
+Vocabulary: a *thread* is the remote memory of one agent in one conversation (a Conversation on the Responses API,
+a thread on Assistants v2); a *run* is one remote execution on a thread (a response / a run).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from bot.config import AgentConfig
+from bot.types import Usage
+
+RunStatus = Literal[
+    "queued", "in_progress", "requires_action", "cancelling", "completed", "failed", "cancelled", "expired",
+    "incomplete",
+]
+TERMINAL: frozenset[str] = frozenset({"completed", "failed", "cancelled", "expired", "incomplete"})
+# Statuses in which the run waits for us: the supervisor stops watching and the orchestrator acts.
+SETTLED: frozenset[str] = TERMINAL | {"requires_action"}
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    call_id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolResult:
+    call_id: str
+    name: str
+    output: str
+
+
+# What a run is given. Stored as JSON in the runs table so a run can be recreated after a crash.
+@dataclass(frozen=True, slots=True)
+class RunInput:
+    messages: tuple[str, ...] = ()  # new user messages for the thread
+    results: tuple[ToolResult, ...] = ()  # tool results for calls made by an earlier run on this thread
+
+    def to_json(self) -> list[dict[str, Any]]:
+        return [{"type": "message", "text": m} for m in self.messages] + [
+            {"type": "result", "call_id": r.call_id, "name": r.name, "output": r.output} for r in self.results
+        ]
+
+    @classmethod
+    def from_json(cls, items: Sequence[dict[str, Any]]) -> RunInput:
+        return cls(
+            messages=tuple(i["text"] for i in items if i["type"] == "message"),
+            results=tuple(
+                ToolResult(i["call_id"], i["name"], i["output"]) for i in items if i["type"] == "result"
+            ),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RunState:
+    """A normalised snapshot of a run. `tool_calls` are set when status is requires_action."""
+
+    id: str
+    thread_id: str
+    status: RunStatus
+    text: str = ""
+    tool_calls: tuple[ToolCall, ...] = ()
+    error_code: str | None = None
+    error_message: str | None = None
+    incomplete_reason: str | None = None
+    usage: Usage = field(default_factory=Usage)
+    last_seq: int | None = None
+
+    @property
+    def settled(self) -> bool:
+        return self.status in SETTLED
+
+
+@dataclass(frozen=True, slots=True)
+class Delta:
+    """Streamed output text of the run."""
+
+    text: str
+    seq: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The run's state changed (created, status change, settled)."""
+
+    state: RunState
+
+
+RunEvent = Delta | Snapshot
+
+
+@dataclass(frozen=True, slots=True)
+class TranscriptItem:
+    role: Literal["user", "assistant"]
+    text: str
+
+
+@dataclass(slots=True)
+class RunRequest:
+    thread_id: str
+    agent: AgentConfig
+    tools: list[dict[str, Any]]  # function tools for delegation + the agent's own provider tools
+    input: RunInput
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+# ---- errors: every backend raises only these (plus StoreError from storage) ----
+
+
+class BackendError(Exception):
+    """Base class. `user_text` is safe to show to a user; the message may carry provider details."""
+
+    user_text = "The AI provider returned an error."
+
+
+class Transient(BackendError):
+    """Worth retrying after `retry_after` seconds (None: use our backoff): 5xx, 429, timeouts, connection errors."""
+
+    def __init__(self, message: str, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.retry_after = retry_after
+
+
+class Permanent(BackendError):
+    """Retrying will not help (invalid request, auth, invalid_prompt)."""
+
+    def __init__(self, message: str, reason: str, user_text: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        if user_text:
+            self.user_text = user_text
+
+
+class ThreadLocked(BackendError):
+    """Another run is active on the thread. `holder` is its id when the provider says so."""
+
+    def __init__(self, message: str, holder: str | None = None) -> None:
+        super().__init__(message)
+        self.holder = holder
+
+
+class ThreadGone(BackendError):
+    """The thread/conversation no longer exists remotely (deleted, 404)."""
+
+
+class RunGone(BackendError):
+    """The run/response no longer exists remotely."""
+
+
+class StuckToolCall(BackendError):
+    """The thread ends in a tool call that never got an output; every new run on it fails until it is answered."""
+
+    def __init__(self, message: str, call_id: str) -> None:
+        super().__init__(message)
+        self.call_id = call_id
+
+
+class OutputsRejected(BackendError):
+    """Tool outputs could not be attached to the run (it expired or ended, or the call is unknown)."""
+
+
+class StreamDropped(BackendError):
+    """The event stream ended before the run settled. `run_id` is known if the run was created."""
+
+    def __init__(self, message: str, run_id: str | None = None, last_seq: int | None = None) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+        self.last_seq = last_seq
+
+
+class RunStream(Protocol):
+    """Events of one run. `run_id` is None until the provider confirmed creation."""
+
+    run_id: str | None
+
+    def __aiter__(self) -> AsyncIterator[RunEvent]: ...
+
+    async def aclose(self) -> None: ...
+
+
+class Backend(Protocol):
+    name: str
+    supports_resume: bool  # a dropped stream can be resumed from a sequence number
+
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+
+    async def create_thread(self, seed: Sequence[TranscriptItem], metadata: dict[str, str]) -> str: ...
+    async def delete_thread(self, thread_id: str) -> None: ...
+
+    async def start(self, request: RunRequest) -> RunStream: ...
+    async def submit(self, state: RunState, request: RunRequest) -> RunStream: ...
+    async def resume(self, run_id: str, thread_id: str, after_seq: int) -> RunStream: ...
+    async def retrieve(self, run_id: str, thread_id: str) -> RunState: ...
+    async def cancel(self, run_id: str, thread_id: str) -> None: ...
+    async def answer_stuck_call(self, thread_id: str, call_id: str) -> None: ...
+    async def active_runs(self, thread_id: str) -> list[str]: ...

@@ -1,0 +1,82 @@
+"""Translate `openai` SDK exceptions into the backend error vocabulary (shared by both OpenAI backends)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Literal
+
+import openai
+
+from bot.backends.base import (
+    OutputsRejected,
+    Permanent,
+    RunGone,
+    StuckToolCall,
+    ThreadGone,
+    ThreadLocked,
+    Transient,
+)
+
+NotFoundMeans = Literal["thread", "run"]
+_CALL_ID = re.compile(r"function call (\S+?)\.?$")
+_RUN_ID = re.compile(r"\b(run_\w+)")
+CREDENTIALS_TEXT = "The bot's AI provider credentials were refused; an operator needs to check OPENAI_API_KEY."
+
+
+def retry_after(exc: openai.APIStatusError) -> float | None:
+    headers = exc.response.headers
+    for name, divisor in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value:
+            try:
+                return max(0.0, float(value) / divisor)
+            except ValueError:
+                continue
+    return None
+
+
+def translate(exc: openai.OpenAIError, not_found: NotFoundMeans = "thread") -> Exception:
+    """Map one SDK exception to a backend error. The provider's message is kept (it holds no secrets)."""
+    if isinstance(exc, openai.APITimeoutError):
+        return Transient("request to the AI provider timed out", reason="timeout")
+    if isinstance(exc, openai.APIConnectionError):
+        return Transient("could not reach the AI provider", reason="connection")
+    if not isinstance(exc, openai.APIError):
+        return Permanent(f"{type(exc).__name__}: {exc}", reason="client")
+    message = str(getattr(exc, "message", "") or exc)
+    code = getattr(exc, "code", None) or ""
+    if isinstance(exc, openai.RateLimitError) or code == "rate_limit_exceeded":
+        after = retry_after(exc) if isinstance(exc, openai.APIStatusError) else None
+        return Transient(message, reason="rate_limit", retry_after=after)
+    if isinstance(exc, openai.InternalServerError) or code == "server_error":
+        after = retry_after(exc) if isinstance(exc, openai.APIStatusError) else None
+        return Transient(message, reason="server_error", retry_after=after)
+    if isinstance(exc, openai.ConflictError):
+        return Transient(message, reason="conflict")
+    if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
+        return Permanent(message, reason="credentials", user_text=CREDENTIALS_TEXT)
+    if isinstance(exc, openai.NotFoundError):
+        return RunGone(message) if not_found == "run" else ThreadGone(message)
+    if code == "conversation_locked" or "already has an active run" in message or "while a run" in message:
+        holder = _RUN_ID.search(message)
+        return ThreadLocked(message, holder=holder.group(1) if holder else None)
+    if message.startswith("No tool output found for function call"):
+        match = _CALL_ID.search(message)
+        return StuckToolCall(message, call_id=match.group(1) if match else "")
+    if "No tool call found for function call output" in message or "do not accept tool outputs" in message:
+        return OutputsRejected(message)
+    if code == "invalid_prompt":
+        return Permanent(message, reason="invalid_prompt", user_text="The AI provider refused this request.")
+    if isinstance(exc, openai.APIStatusError) and exc.status_code >= 500:
+        return Transient(message, reason="server_error", retry_after=retry_after(exc))
+    return Permanent(message, reason=code or "bad_request")
+
+
+@asynccontextmanager
+async def provider_errors(not_found: NotFoundMeans = "thread") -> AsyncIterator[None]:
+    try:
+        yield
+    except openai.OpenAIError as exc:
+        raise translate(exc, not_found) from exc

@@ -1,0 +1,219 @@
+"""The Responses + Conversations backend (the default).
+
+thread = conversation; run = background response created with `stream=True, store=True`, so it keeps running if
+our stream drops and can be resumed by sequence number. A response that completes with function calls is reported
+as `requires_action`; its outputs go back in a new response on the same conversation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import openai
+
+from bot.backends.base import (
+    Delta,
+    OutputsRejected,
+    RunEvent,
+    RunRequest,
+    RunState,
+    Snapshot,
+    StreamDropped,
+    ToolCall,
+    TranscriptItem,
+)
+from bot.backends.openai_errors import provider_errors, translate
+from bot.types import Usage
+
+MAX_ITEMS_PER_CALL = 20  # conversations.create and items.create take at most 20 items
+TERMINAL_EVENTS = {"response.completed", "response.failed", "response.incomplete", "response.cancelled"}
+
+
+def results_as_text(request: RunRequest) -> str:
+    lines = ["Results of the tools you called earlier (their original run ended before it received them):"]
+    lines += [f"- {r.name} (call {r.call_id}): {r.output}" for r in request.input.results]
+    return "\n".join(lines)
+
+
+class ResponsesBackend:
+    name = "responses"
+    supports_resume = True
+
+    def __init__(self, client: openai.AsyncOpenAI) -> None:
+        self.client = client
+
+    async def open(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    # ---- threads ----
+
+    async def create_thread(self, seed: Sequence[TranscriptItem], metadata: dict[str, str]) -> str:
+        items = [_message(item.role, item.text) for item in seed]
+        async with provider_errors():
+            conversation = await self.client.conversations.create(
+                items=items[:MAX_ITEMS_PER_CALL], metadata=metadata or None
+            )
+            for start in range(MAX_ITEMS_PER_CALL, len(items), MAX_ITEMS_PER_CALL):
+                await self.client.conversations.items.create(
+                    conversation.id, items=items[start : start + MAX_ITEMS_PER_CALL]
+                )
+        return conversation.id
+
+    async def delete_thread(self, thread_id: str) -> None:
+        async with provider_errors():
+            await self.client.conversations.delete(thread_id)
+
+    async def answer_stuck_call(self, thread_id: str, call_id: str) -> None:
+        item = {"type": "function_call_output", "call_id": call_id, "output": "(cancelled: no longer needed)"}
+        async with provider_errors():
+            await self.client.conversations.items.create(thread_id, items=[item])
+
+    async def active_runs(self, thread_id: str) -> list[str]:
+        return []  # the Responses API cannot list a conversation's responses
+
+    # ---- runs ----
+
+    async def start(self, request: RunRequest) -> ResponseStream:
+        try:
+            return await self._create(request, _input_items(request))
+        except OutputsRejected:
+            if not request.input.results:
+                raise
+            # The calls these results answer are not in the conversation (the run that made them never completed):
+            # hand the results over as text instead, so the finished work is not lost.
+            items = [_message("user", m) for m in request.input.messages]
+            items.append(_message("user", results_as_text(request)))
+            return await self._create(request, items)
+
+    async def submit(self, state: RunState, request: RunRequest) -> ResponseStream:
+        return await self.start(request)
+
+    async def _create(self, request: RunRequest, items: list[dict[str, Any]]) -> ResponseStream:
+        kwargs: dict[str, Any] = {
+            "model": request.agent.model,
+            "instructions": request.agent.instructions,
+            "input": items,
+            "conversation": request.thread_id,
+            "background": True,
+            "store": True,
+            "stream": True,
+            "metadata": {"agent": request.agent.name, **request.metadata},
+        }
+        if request.tools:
+            kwargs["tools"] = request.tools
+            kwargs["parallel_tool_calls"] = True
+        async with provider_errors():
+            stream = await self.client.responses.create(**kwargs)
+        return ResponseStream(stream, request.thread_id)
+
+    async def resume(self, run_id: str, thread_id: str, after_seq: int) -> ResponseStream:
+        async with provider_errors(not_found="run"):
+            stream = await self.client.responses.retrieve(run_id, stream=True, starting_after=after_seq)
+        return ResponseStream(stream, thread_id, run_id=run_id, last_seq=after_seq)
+
+    async def retrieve(self, run_id: str, thread_id: str) -> RunState:
+        async with provider_errors(not_found="run"):
+            response = await self.client.responses.retrieve(run_id)
+        return to_state(response, thread_id)
+
+    async def cancel(self, run_id: str, thread_id: str) -> None:
+        async with provider_errors(not_found="run"):
+            await self.client.responses.cancel(run_id)
+
+
+class ResponseStream:
+    """Adapts the SDK's event stream to `RunEvent`s; a broken or truncated stream raises `StreamDropped`."""
+
+    def __init__(self, stream: Any, thread_id: str, run_id: str | None = None, last_seq: int | None = None) -> None:
+        self._stream = stream
+        self.thread_id = thread_id
+        self.run_id = run_id
+        self.last_seq = last_seq
+
+    async def aclose(self) -> None:
+        try:
+            await self._stream.close()
+        except Exception:  # closing a broken stream may fail again; nothing to do about it
+            pass
+
+    def __aiter__(self) -> AsyncIterator[RunEvent]:
+        return self._events()
+
+    async def _events(self) -> AsyncIterator[RunEvent]:
+        settled = False
+        try:
+            async for event in self._stream:
+                seq = getattr(event, "sequence_number", None)
+                if seq is not None:
+                    self.last_seq = seq
+                kind = getattr(event, "type", "")
+                if kind == "response.output_text.delta":
+                    yield Delta(event.delta, seq)
+                elif kind == "error":
+                    raise translate(_stream_error(event))
+                elif kind.startswith("response.") and getattr(event, "response", None) is not None:
+                    state = to_state(event.response, self.thread_id, seq)
+                    self.run_id = state.id
+                    settled = kind in TERMINAL_EVENTS or state.settled
+                    yield Snapshot(state)
+                    if settled:
+                        return
+        except openai.APIError as exc:
+            if isinstance(exc, openai.APIConnectionError):
+                raise StreamDropped(str(exc), self.run_id, self.last_seq) from exc
+            raise translate(exc) from exc
+        if not settled:
+            raise StreamDropped("the event stream ended before the response finished", self.run_id, self.last_seq)
+
+
+def _stream_error(event: Any) -> openai.APIError:
+    message = getattr(event, "message", None) or "error event in stream"
+    error = openai.APIError(message, request=None, body={"code": getattr(event, "code", None)})  # type: ignore[arg-type]
+    error.code = getattr(event, "code", None)
+    return error
+
+
+def _message(role: str, text: str) -> dict[str, Any]:
+    return {"type": "message", "role": role, "content": text}
+
+
+def _input_items(request: RunRequest) -> list[dict[str, Any]]:
+    items = [
+        {"type": "function_call_output", "call_id": r.call_id, "output": r.output} for r in request.input.results
+    ]
+    items += [_message("user", m) for m in request.input.messages]
+    return items
+
+
+def to_state(response: Any, thread_id: str, seq: int | None = None) -> RunState:
+    calls: list[ToolCall] = []
+    texts: list[str] = []
+    for item in response.output or []:
+        if item.type == "function_call":
+            calls.append(ToolCall(call_id=item.call_id, name=item.name, arguments=item.arguments or "{}"))
+        elif item.type == "message":
+            texts += [part.text for part in item.content or [] if getattr(part, "type", "") == "output_text"]
+    status = response.status or "queued"
+    if status == "completed" and calls:
+        status = "requires_action"
+    usage = Usage()
+    if response.usage is not None:
+        usage = Usage(response.usage.input_tokens or 0, response.usage.output_tokens or 0)
+    error = response.error
+    incomplete = response.incomplete_details
+    return RunState(
+        id=response.id,
+        thread_id=thread_id,
+        status=status,
+        text="".join(texts),
+        tool_calls=tuple(calls),
+        error_code=getattr(error, "code", None) if error else None,
+        error_message=getattr(error, "message", None) if error else None,
+        incomplete_reason=getattr(incomplete, "reason", None) if incomplete else None,
+        usage=usage,
+        last_seq=seq,
+    )

@@ -1,0 +1,203 @@
+"""Slash-command text, parsed and authorised once for every platform (adapters only pass the text through).
+
+Admin commands exist only here, reachable from platform commands and the CLI; they are never offered to an
+assistant as a tool, and text inside a chat message never reaches this module. Every admin action, allowed or
+refused, is written to the audit table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from typing import TYPE_CHECKING
+
+from bot.backends.base import BackendError
+from bot.types import CommandContext, CommandResult
+from storage.base import AuditEntry, TurnRecord, TurnUpdate
+
+if TYPE_CHECKING:
+    from bot.engine import Bot
+
+log = logging.getLogger("switchboard.commands")
+
+MAX_COMMAND_CHARS = 200
+CONFIRM_WINDOW_SECONDS = 60.0
+RESET_NOTICE = "This conversation was reset by {who} before I answered; please send your message again."
+
+HELP_TEXT = """\
+Switchboard commands:
+  help               this text
+  assistants         who is on the team and what each does
+  status             what is running in this channel
+  reset              start this conversation afresh (you started it, or you are an admin)
+Admin only:
+  reset channel      reset every conversation in this channel
+  reset all          reset every conversation (asks for confirmation)
+  cancel             cancel the running turn in this conversation
+  audit              the most recent admin actions"""
+
+
+class CommandHandler:
+    def __init__(self, bot: Bot) -> None:
+        self.bot = bot
+        self._confirmations: dict[tuple[str, str], float] = {}
+
+    def is_admin(self, ctx: CommandContext) -> bool:
+        return ctx.actor.platform_admin or ctx.actor.user in self.bot.team.admins(ctx.actor.platform)
+
+    async def handle(self, ctx: CommandContext, text: str) -> CommandResult:
+        words = " ".join(text.split()).lower()[:MAX_COMMAND_CHARS]
+        if words in ("", "help"):
+            return CommandResult(True, HELP_TEXT)
+        if words == "assistants":
+            return CommandResult(True, self._assistants())
+        if words == "status":
+            return CommandResult(True, await self._status(ctx.channel))
+        if words == "reset":
+            return await self._reset_here(ctx)
+        admin_actions = {
+            "reset channel": self._reset_channel,
+            "reset all": self._reset_all,
+            "reset all confirm": self._reset_all_confirmed,
+            "cancel": self._cancel,
+            "audit": self._audit,
+        }
+        action = admin_actions.get(words)
+        if action is None:
+            return CommandResult(False, f"Unknown command {text.strip()[:60]!r}. Try `help`.")
+        if not self.is_admin(ctx):
+            await self._record(ctx, words, ctx.conversation or ctx.channel, "refused", "not an admin")
+            return CommandResult(False, "Sorry, only admins can do that.")
+        return await action(ctx)
+
+    # ---- everyone ----
+
+    def _assistants(self) -> str:
+        team = self.bot.team
+        lines = [f"{team.proxy.name} (talks to you and delegates)"]
+        lines += [f"{s.name}: {s.description}" for s in team.subs]
+        return "\n".join(lines)
+
+    async def _status(self, channel: str) -> str:
+        lines = []
+        for conv in await self.bot.store.conversations(channel):
+            turns = await self.bot.store.unfinished_turns(conv.key)
+            waiting = len(await self.bot.store.pending_inbound(conv.key))
+            if turns or waiting:
+                state = turns[0].state if turns else "waiting"
+                lines.append(f"{conv.key}: {state}, {waiting} message(s) waiting")
+        return "\n".join(lines) if lines else "Nothing is running in this channel."
+
+    async def _reset_here(self, ctx: CommandContext) -> CommandResult:
+        if ctx.conversation is None:
+            return CommandResult(False, "There is no conversation here to reset.")
+        conv = await self.bot.store.get_conversation(ctx.conversation)
+        if conv is None:
+            return CommandResult(False, "There is no conversation here to reset.")
+        allowed = self.is_admin(ctx) or conv.started_by == ctx.actor.user
+        if not allowed:
+            await self._record(ctx, "reset", conv.key, "refused", "neither admin nor starter")
+            refusal = "Sorry, only the person who started this conversation or an admin can reset it."
+            return CommandResult(False, refusal)
+        await self.reset_conversation(conv.key, who=ctx.actor.user)
+        await self._record(ctx, "reset", conv.key, "done")
+        return CommandResult(True, "Done: the next message starts a fresh conversation.")
+
+    # ---- admins ----
+
+    async def _reset_channel(self, ctx: CommandContext) -> CommandResult:
+        convs = await self.bot.store.conversations(ctx.channel)
+        for conv in convs:
+            await self.reset_conversation(conv.key, who=ctx.actor.user)
+        await self._record(ctx, "reset channel", ctx.channel, "done", f"{len(convs)} conversations")
+        return CommandResult(True, f"Reset {len(convs)} conversation(s) in this channel.")
+
+    async def _reset_all(self, ctx: CommandContext) -> CommandResult:
+        count = len(await self.bot.store.conversations())
+        self._confirmations[(ctx.actor.platform, ctx.actor.user)] = time.monotonic() + CONFIRM_WINDOW_SECONDS
+        await self._record(ctx, "reset all", "*", "asked to confirm")
+        return CommandResult(
+            True, f"This resets all {count} conversation(s). Send `reset all confirm` within 60 s to go ahead."
+        )
+
+    async def _reset_all_confirmed(self, ctx: CommandContext) -> CommandResult:
+        deadline = self._confirmations.pop((ctx.actor.platform, ctx.actor.user), 0.0)
+        if time.monotonic() > deadline:
+            await self._record(ctx, "reset all", "*", "refused", "no recent confirmation request")
+            return CommandResult(False, "Nothing to confirm: send `reset all` first.")
+        convs = await self.bot.store.conversations()
+        for conv in convs:
+            await self.reset_conversation(conv.key, who=ctx.actor.user)
+        await self._record(ctx, "reset all", "*", "done", f"{len(convs)} conversations")
+        return CommandResult(True, f"Reset all {len(convs)} conversation(s).")
+
+    async def _cancel(self, ctx: CommandContext) -> CommandResult:
+        if ctx.conversation is None:
+            return CommandResult(False, "Run this inside the conversation whose turn you want to cancel.")
+        cancelled = await self.cancel_turn(ctx.conversation, who=ctx.actor.user, notice="cancelled by {who}")
+        await self._record(ctx, "cancel", ctx.conversation, "done" if cancelled else "nothing running")
+        return CommandResult(True, "Cancelled the running turn." if cancelled else "Nothing is running here.")
+
+    async def _audit(self, ctx: CommandContext) -> CommandResult:
+        await self._record(ctx, "audit", ctx.channel, "done")
+        entries = await self.bot.store.recent_audit(20)
+        lines = [
+            f"{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(e.at))} {e.platform}:{e.actor} {e.action} "
+            f"{e.target} -> {e.outcome}{f' ({e.detail})' if e.detail else ''}"
+            for e in entries
+        ]
+        return CommandResult(True, "\n".join(lines) or "The audit log is empty.")
+
+    # ---- the mechanics, also used by the CLI ----
+
+    async def cancel_turn(self, conversation: str, who: str, notice: str) -> bool:
+        """Stop the conversation's worker, cancel its remote runs, and answer its messages with a notice."""
+        store, bot = self.bot.store, self.bot
+        task = bot.mailbox.cancel(conversation)
+        if task is not None:
+            await asyncio.gather(task, return_exceptions=True)
+        turns = await store.unfinished_turns(conversation)
+        for turn in turns:
+            for run in await store.active_runs(turn.id):
+                try:
+                    await bot.backend.cancel(run.remote_id, run.thread_id)
+                except BackendError as exc:
+                    log.info("cancel of run %s: %s", run.remote_id, exc)
+                await store.update_run(run.remote_id, status="cancelled")
+            if turn.state in ("received", "running", "awaiting_tools"):
+                text = f"This turn was {notice.format(who=who)}; nothing more will come from it."
+                await store.update_turn(turn.id, TurnUpdate(state="replied", reply_kind="notice", reply_text=text))
+        pending = await store.pending_inbound(conversation)
+        if pending:
+            record = await store.get_conversation(conversation)
+            now = time.time()
+            turn = TurnRecord(
+                id="turn_" + uuid.uuid4().hex[:24],
+                conversation=conversation,
+                generation=record.generation if record else 0,
+                state="replied",
+                created_at=now,
+                updated_at=now,
+                reply_kind="notice",
+                reply_text=RESET_NOTICE.format(who=who),
+            )
+            await store.create_turn(turn)
+            await store.claim_inbound([m.event_id for m in pending], turn.id)
+        bot.mailbox.kick(conversation)  # delivers the notices, exactly once, through the normal path
+        return bool(turns)
+
+    async def reset_conversation(self, conversation: str, who: str) -> None:
+        store = self.bot.store
+        record = await store.get_conversation(conversation)
+        if record is None:
+            return
+        await self.cancel_turn(conversation, who=who, notice="stopped because {who} reset the conversation")
+        await store.mark_transcript_reset(conversation, record.generation)
+        await store.bump_generation(conversation)
+
+    async def _record(self, ctx: CommandContext, action: str, target: str, outcome: str, detail: str = "") -> None:
+        entry = AuditEntry(time.time(), ctx.actor.platform, ctx.actor.user, action, target, outcome, detail)
+        await self.bot.store.add_audit(entry)
+        log.info("admin action %s on %s by %s:%s -> %s", action, target, ctx.actor.platform, ctx.actor.user, outcome)

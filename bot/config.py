@@ -1,0 +1,254 @@
+"""The team file (TOML): who is on the team, which backend runs them, and the engine's limits.
+
+`load_config(path)` validates everything at start and raises `ConfigError` naming the key and the problem.
+Secrets and endpoints come from the environment with the ecosystem's usual names (see `ENV_*`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+ENV_API_KEY = "OPENAI_API_KEY"
+ENV_BASE_URL = "OPENAI_BASE_URL"
+ENV_DB = "SWITCHBOARD_DB"
+ENV_CONFIG = "SWITCHBOARD_CONFIG"
+DEFAULT_CONFIG_PATH = "switchboard.toml"
+DEFAULT_DB_PATH = "switchboard.db"
+DEFAULT_MODEL = "gpt-5-mini"
+BACKENDS = ("responses", "assistants")
+NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+TOOL_PREFIX = "ask_"
+MAX_INSTRUCTIONS_CHARS = 256_000
+
+Backend = Literal["responses", "assistants"]
+
+
+class ConfigError(ValueError):
+    """The team file is invalid. The message names the key and what is wrong with it."""
+
+
+@dataclass(frozen=True, slots=True)
+class AgentConfig:
+    name: str
+    instructions: str
+    model: str
+    description: str = ""
+    delegates: tuple[str, ...] = ()  # sub-assistants this one may ask (the proxy asks every sub by default)
+    tools: tuple[Mapping[str, Any], ...] = ()  # provider tools passed through as-is (e.g. {type = "web_search"})
+
+    @property
+    def tool_name(self) -> str:
+        return TOOL_PREFIX + self.name
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_parallel: int = 4  # concurrent sub-assistant calls per step
+    max_depth: int = 1  # 1: only the proxy delegates; 2: its subs may delegate once more; ...
+    retry_budget: int = 6  # recoveries (retries, recreations) allowed per run scope before giving up
+    run_timeout: float = 900.0  # seconds one run may take in total, recoveries included
+    queued_timeout: float = 120.0  # seconds a run may sit in `queued` before we cancel and recreate it
+    lock_wait: float = 60.0  # seconds to wait for a locked thread before giving up
+    backoff_base: float = 0.5  # first retry delay; doubles per attempt
+    backoff_max: float = 30.0
+    poll_interval: float = 1.0  # polling fallback when a stream cannot be used
+    stream_idle_timeout: float = 120.0  # no stream event for this long: treat the stream as dropped
+
+
+@dataclass(frozen=True, slots=True)
+class PlatformConfig:
+    enabled: bool = False
+    admins: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class TeamConfig:
+    proxy: AgentConfig
+    subs: tuple[AgentConfig, ...]
+    backend: Backend = "responses"
+    limits: Limits = Limits()
+    db_path: str = DEFAULT_DB_PATH
+    base_url: str | None = None
+    api_key: str | None = field(default=None, repr=False)
+    platforms: Mapping[str, PlatformConfig] = field(default_factory=dict)
+
+    def sub(self, name: str) -> AgentConfig | None:
+        return next((s for s in self.subs if s.name == name), None)
+
+    def delegates_of(self, agent: AgentConfig) -> list[AgentConfig]:
+        if agent.name == self.proxy.name and not agent.delegates:
+            return list(self.subs)
+        return [s for s in self.subs if s.name in agent.delegates]
+
+    def admins(self, platform: str) -> tuple[str, ...]:
+        cfg = self.platforms.get(platform)
+        return cfg.admins if cfg else ()
+
+
+def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> TeamConfig:
+    """Read and validate the team file; `env` defaults to `os.environ`."""
+    env = os.environ if env is None else env
+    path = Path(path or env.get(ENV_CONFIG) or DEFAULT_CONFIG_PATH)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(
+            f"team file {path} not found: copy switchboard.example.toml to {path} or set {ENV_CONFIG}"
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+    return parse_config(raw, env=env)
+
+
+def parse_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None) -> TeamConfig:
+    env = os.environ if env is None else env
+    _only_keys(raw, "", {"backend", "proxy", "assistants", "limits", "openai", "storage", "slack", "discord"})
+    backend = raw.get("backend", "responses")
+    if backend not in BACKENDS:
+        raise ConfigError(f"backend: must be one of {', '.join(BACKENDS)}, not {backend!r}")
+
+    proxy = _agent(_table(raw, "proxy", required=True), "proxy")
+    subs_raw = raw.get("assistants", [])
+    if not isinstance(subs_raw, list):
+        raise ConfigError("assistants: must be an array of tables ([[assistants]])")
+    subs = tuple(_agent(s, f"assistants[{i}]", sub=True) for i, s in enumerate(subs_raw))
+    names = [proxy.name, *(s.name for s in subs)]
+    for i, name in enumerate(names):
+        if name in names[:i]:
+            raise ConfigError(f"assistants[{i - 1}].name: {name!r} is used twice")
+    for i, sub in enumerate(subs):
+        for d in sub.delegates:
+            if d not in names[1:]:
+                raise ConfigError(f"assistants[{i}].delegates: {d!r} is not a sub-assistant on this team")
+            if d == sub.name:
+                raise ConfigError(f"assistants[{i}].delegates: an assistant cannot delegate to itself")
+    for d in proxy.delegates:
+        if d not in names[1:]:
+            raise ConfigError(f"proxy.delegates: {d!r} is not a sub-assistant on this team")
+
+    limits = _limits(_table(raw, "limits"))
+    openai_table = _table(raw, "openai")
+    _only_keys(openai_table, "openai", {"base_url"})
+    storage_table = _table(raw, "storage")
+    _only_keys(storage_table, "storage", {"path"})
+    platforms = {name: _platform(_table(raw, name), name) for name in ("slack", "discord")}
+
+    base_url = env.get(ENV_BASE_URL) or _opt_str(openai_table, "base_url", "openai")
+    if base_url and not re.match(r"^https?://", base_url):
+        raise ConfigError(f"openai.base_url / {ENV_BASE_URL}: must start with http:// or https://")
+    return TeamConfig(
+        proxy=proxy,
+        subs=subs,
+        backend=backend,
+        limits=limits,
+        db_path=env.get(ENV_DB) or _opt_str(storage_table, "path", "storage") or DEFAULT_DB_PATH,
+        base_url=base_url,
+        api_key=env.get(ENV_API_KEY) or None,
+        platforms=platforms,
+    )
+
+
+def _table(raw: Mapping[str, Any], key: str, required: bool = False) -> Mapping[str, Any]:
+    value = raw.get(key)
+    if value is None:
+        if required:
+            raise ConfigError(f"{key}: missing; the team file needs a [{key}] table")
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{key}: must be a table ([{key}])")
+    return value
+
+
+def _only_keys(table: Mapping[str, Any], where: str, allowed: set[str]) -> None:
+    for key in table:
+        if key not in allowed:
+            prefix = f"{where}." if where else ""
+            raise ConfigError(f"{prefix}{key}: unknown key (allowed: {', '.join(sorted(allowed))})")
+
+
+def _opt_str(table: Mapping[str, Any], key: str, where: str) -> str | None:
+    value = table.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{where}.{key}: must be a non-empty string")
+    return value
+
+
+def _agent(table: Any, where: str, sub: bool = False) -> AgentConfig:
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"{where}: must be a table")
+    _only_keys(table, where, {"name", "description", "instructions", "model", "delegates", "tools"})
+    name = table.get("name", None if sub else "proxy")
+    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+        raise ConfigError(
+            f"{where}.name: must be 1-40 characters of lowercase letters, digits and _, starting with a letter"
+            f" (it becomes the tool name {TOOL_PREFIX}<name>), not {name!r}"
+        )
+    instructions = table.get("instructions")
+    if not isinstance(instructions, str) or not instructions.strip():
+        raise ConfigError(f"{where}.instructions: required, a non-empty string")
+    if len(instructions) > MAX_INSTRUCTIONS_CHARS:
+        raise ConfigError(f"{where}.instructions: longer than {MAX_INSTRUCTIONS_CHARS} characters")
+    description = table.get("description", "")
+    if not isinstance(description, str) or (sub and not description.strip()):
+        raise ConfigError(f"{where}.description: required for a sub-assistant: the proxy reads it to decide")
+    model = table.get("model", DEFAULT_MODEL)
+    if not isinstance(model, str) or not model.strip():
+        raise ConfigError(f"{where}.model: must be a non-empty string")
+    delegates = table.get("delegates", [])
+    if not isinstance(delegates, list) or not all(isinstance(d, str) for d in delegates):
+        raise ConfigError(f"{where}.delegates: must be a list of sub-assistant names")
+    tools = table.get("tools", [])
+    if not isinstance(tools, list) or not all(isinstance(t, Mapping) and "type" in t for t in tools):
+        raise ConfigError(f"{where}.tools: must be a list of tables with a `type` (e.g. {{type = \"web_search\"}})")
+    for t in tools:
+        if t["type"] == "function":
+            raise ConfigError(f"{where}.tools: function tools are reserved for delegation; use `delegates`")
+    return AgentConfig(
+        name=name,
+        instructions=instructions,
+        model=model,
+        description=description,
+        delegates=tuple(delegates),
+        tools=tuple(dict(t) for t in tools),
+    )
+
+
+def _limits(table: Mapping[str, Any]) -> Limits:
+    defaults = Limits()
+    _only_keys(table, "limits", set(Limits.__dataclass_fields__))
+    values: dict[str, Any] = {}
+    for key, default in ((k, getattr(defaults, k)) for k in Limits.__dataclass_fields__):
+        if key not in table:
+            continue
+        value = table[key]
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"limits.{key}: must be a number")
+        if isinstance(default, int) and not isinstance(value, int):
+            raise ConfigError(f"limits.{key}: must be a whole number")
+        if (value <= 0 and key != "retry_budget") or value < 0:
+            raise ConfigError(f"limits.{key}: must be positive")
+        values[key] = value
+    if values.get("max_depth", 1) > 5:
+        raise ConfigError("limits.max_depth: at most 5")
+    return Limits(**values)
+
+
+def _platform(table: Mapping[str, Any], name: str) -> PlatformConfig:
+    _only_keys(table, name, {"enabled", "admins"})
+    enabled = table.get("enabled", False)
+    if not isinstance(enabled, bool):
+        raise ConfigError(f"{name}.enabled: must be true or false")
+    admins = table.get("admins", [])
+    if not isinstance(admins, list) or not all(isinstance(a, str) and a for a in admins):
+        raise ConfigError(f"{name}.admins: must be a list of user ids (strings)")
+    return PlatformConfig(enabled=enabled, admins=tuple(admins))

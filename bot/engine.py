@@ -1,0 +1,289 @@
+"""The engine's front door: `Bot`.
+
+    bot = Bot.from_config(load_config())          # or Bot(team, store, backend) in tests
+    bot.add_surface(my_surface)                   # one per platform (see bot.types.Surface)
+    await bot.start()                             # opens the store, resumes every unfinished turn
+    await bot.accept(Inbound(...))                # fast: dedupe + persist + wake the conversation's worker
+    ...
+    await bot.stop()
+
+A turn goes received -> running (<-> awaiting_tools) -> replied -> delivering -> delivered. The reply is recorded
+before it is posted and the surface is asked whether it was already posted before any re-post after a crash, so
+each acknowledged message is answered exactly once (or told plainly why not).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+
+import openai
+
+from bot.backends.base import Backend, BackendError
+from bot.commands import CommandHandler
+from bot.config import TeamConfig
+from bot.mailbox import Mailbox
+from bot.orchestrator import MAIN_THREAD, Orchestrator, TurnContext
+from bot.supervisor import RunFailed, Supervisor
+from bot.types import (
+    Accepted,
+    CommandContext,
+    CommandResult,
+    Done,
+    Failed,
+    Inbound,
+    Progress,
+    Reply,
+    Started,
+    Surface,
+    TurnRef,
+)
+from storage.base import InboxMessage, Store, StoreError, TranscriptEntry, TurnRecord, TurnUpdate
+from storage.sqlite import SQLiteStore
+
+log = logging.getLogger("switchboard.engine")
+
+MAX_MESSAGE_CHARS = 32_000
+INTERNAL_ERROR_TEXT = "Something went wrong on our side while answering; the error was logged for the operator."
+INCOMPLETE_NOTE = "\n\n_(This answer was cut short by the AI provider's limits.)_"
+
+
+class InvalidInbound(ValueError):
+    """The message cannot be accepted; the text says why in words fit for the user."""
+
+
+@dataclass(slots=True)
+class TurnStats:
+    """What the last turns did, for logs, metrics and benchmarks."""
+
+    turns: int = 0
+    answered: int = 0
+    failed: int = 0
+    retries: int = 0
+
+
+def make_backend(team: TeamConfig) -> Backend:
+    client = openai.AsyncOpenAI(
+        api_key=team.api_key or "missing-key",
+        base_url=team.base_url,
+        max_retries=0,  # the supervisor retries, honouring Retry-After and never duplicating a background run
+    )
+    if team.backend == "assistants":
+        from bot.backends.assistants import AssistantsBackend
+
+        return AssistantsBackend(client, team)
+    from bot.backends.responses import ResponsesBackend
+
+    return ResponsesBackend(client)
+
+
+class Bot:
+    def __init__(self, team: TeamConfig, store: Store, backend: Backend) -> None:
+        self.team = team
+        self.store = store
+        self.backend = backend
+        self.supervisor = Supervisor(backend, store, team.limits)
+        self.orchestrator = Orchestrator(team, backend, self.supervisor)
+        self.mailbox = Mailbox(self._process)
+        self.commands = CommandHandler(self)
+        self.surfaces: dict[str, Surface] = {}
+        self.stats = TurnStats()
+        self._started = False
+
+    @classmethod
+    def from_config(cls, team: TeamConfig) -> Bot:
+        return cls(team, SQLiteStore(team.db_path), make_backend(team))
+
+    # ---- lifecycle ----
+
+    def add_surface(self, surface: Surface) -> None:
+        self.surfaces[surface.platform] = surface
+
+    async def start(self) -> None:
+        await self.store.open()
+        await self.backend.open()
+        self._started = True
+        for conversation in {t.conversation for t in await self.store.unfinished_turns()}:
+            self.mailbox.kick(conversation)
+        for conversation in await self.store.conversations_with_pending():
+            self.mailbox.kick(conversation)
+
+    async def stop(self) -> None:
+        await self.mailbox.close()
+        await self.backend.close()
+        await self.store.close()
+        self._started = False
+
+    async def idle(self) -> None:
+        await self.mailbox.idle()
+
+    # ---- inbound ----
+
+    async def accept(self, inbound: Inbound) -> Accepted:
+        """Persist the message and wake its conversation. Raises `InvalidInbound` (nothing stored) for bad input."""
+        text = inbound.text.strip()
+        if not text:
+            raise InvalidInbound("Your message was empty, so there is nothing to answer.")
+        if len(text) > MAX_MESSAGE_CHARS:
+            raise InvalidInbound(
+                f"Your message is {len(text):,} characters long; the limit is {MAX_MESSAGE_CHARS:,}. "
+                "Please shorten it or attach the text as a file."
+            )
+        if not inbound.event_id or not inbound.conversation:
+            raise InvalidInbound("The message had no event id or conversation; the adapter must set both.")
+        await self.store.ensure_conversation(inbound.conversation, inbound.platform, inbound.channel, inbound.user)
+        fresh = await self.store.add_inbound(
+            InboxMessage(
+                event_id=inbound.event_id,
+                conversation=inbound.conversation,
+                platform=inbound.platform,
+                channel=inbound.channel,
+                user=inbound.user,
+                text=text,
+                route=dict(inbound.route),
+                received_at=time.time(),
+            )
+        )
+        busy = self.mailbox.busy(inbound.conversation)
+        if fresh:
+            self.mailbox.kick(inbound.conversation)
+        return Accepted(inbound.event_id, inbound.conversation, duplicate=not fresh, queued_behind_turn=busy)
+
+    async def command(self, ctx: CommandContext, text: str) -> CommandResult:
+        return await self.commands.handle(ctx, text)
+
+    # ---- the conversation worker ----
+
+    async def _process(self, conversation: str) -> bool:
+        """One unit of work for a conversation: resume its unfinished turn, or start one from its inbox."""
+        unfinished = await self.store.unfinished_turns(conversation)
+        if unfinished:
+            await self._drive(unfinished[0], resumed=True)
+            return True
+        pending = await self.store.pending_inbound(conversation)
+        if not pending:
+            return False
+        record = await self.store.get_conversation(conversation)
+        generation = record.generation if record else 0
+        now = time.time()
+        turn = TurnRecord(
+            id="turn_" + uuid.uuid4().hex[:24],
+            conversation=conversation,
+            generation=generation,
+            state="received",
+            created_at=now,
+            updated_at=now,
+        )
+        await self.store.create_turn(turn)
+        await self.store.claim_inbound([m.event_id for m in pending], turn.id)
+        for message in pending:
+            entry = TranscriptEntry("user", message.text, turn.id)
+            await self.store.append_transcript(conversation, generation, MAIN_THREAD, entry)
+        await self._drive(turn, resumed=False)
+        return True
+
+    async def _drive(self, turn: TurnRecord, resumed: bool) -> None:
+        messages = await self.store.inbound_for_turn(turn.id)
+        ref = self._ref(turn, messages)
+        if turn.state in ("received", "running", "awaiting_tools"):
+            turn = await self._answer(turn, ref, [m.text for m in messages])
+        if turn.state in ("replied", "delivering"):
+            await self._deliver(turn, ref, check_first=turn.state == "delivering" or resumed)
+
+    async def _answer(self, turn: TurnRecord, ref: TurnRef, texts: list[str]) -> TurnRecord:
+        started = time.monotonic()
+        await self.store.update_turn(turn.id, TurnUpdate(state="running"))
+
+        async def emit(event: Progress) -> None:
+            await self._emit(ref, event)
+
+        await emit(Started())
+        ctx = TurnContext(turn=turn, emit=emit)
+        kind, text = "answer", ""
+        try:
+            outcome = await self.orchestrator.run_turn(ctx, texts)
+            text = outcome.text.strip() or "(The assistant returned an empty answer.)"
+            if outcome.incomplete:
+                text += INCOMPLETE_NOTE
+            await emit(Done(text=text, usage=outcome.usage, incomplete=outcome.incomplete))
+        except RunFailed as exc:
+            kind, text = "failure", exc.user_text
+            log.warning("turn %s failed: %s", turn.id, exc.reason)
+            await emit(Failed(text))
+        except (BackendError, StoreError) as exc:
+            kind, text = "failure", INTERNAL_ERROR_TEXT
+            log.error("turn %s failed: %s", turn.id, type(exc).__name__)
+            await emit(Failed(text))
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            kind, text = "failure", INTERNAL_ERROR_TEXT
+            log.exception("turn %s crashed", turn.id)
+            await emit(Failed(text))
+        if kind == "answer":
+            entry = TranscriptEntry("assistant", text, turn.id)
+            await self.store.append_transcript(turn.conversation, turn.generation, MAIN_THREAD, entry)
+        self.stats.turns += 1
+        self.stats.retries += ctx.retries
+        if kind == "answer":
+            self.stats.answered += 1
+        else:
+            self.stats.failed += 1
+        log.info(
+            "turn %s %s in %.0f ms, %d retries, %d tokens",
+            turn.id, "answered" if kind == "answer" else "failed", (time.monotonic() - started) * 1000,
+            ctx.retries, ctx.usage.total,
+        )
+        return await self.store.update_turn(
+            turn.id,
+            TurnUpdate(
+                state="replied",
+                reply_kind=kind,  # type: ignore[arg-type]
+                reply_text=text,
+                add_retries=ctx.retries,
+                add_input_tokens=ctx.usage.input_tokens,
+                add_output_tokens=ctx.usage.output_tokens,
+            ),
+        )
+
+    async def _deliver(self, turn: TurnRecord, ref: TurnRef, check_first: bool) -> None:
+        surface = self.surfaces.get(ref.platform)
+        if surface is None:
+            log.warning("turn %s waits for a %s surface to deliver its reply", turn.id, ref.platform)
+            return
+        assert turn.reply_text is not None
+        delivered: str | None = None
+        if check_first:
+            delivered = await surface.find_delivery(ref)
+        if delivered is None:
+            await self.store.update_turn(turn.id, TurnUpdate(state="delivering"))
+            delivered = await surface.deliver(ref, Reply(turn.reply_text, turn.reply_kind or "answer"))
+        await self.store.update_turn(turn.id, TurnUpdate(state="delivered", delivered_ref=delivered or "-"))
+        messages = await self.store.inbound_for_turn(turn.id)
+        await self.store.set_inbound_state([m.event_id for m in messages], "answered")
+
+    async def _emit(self, ref: TurnRef, event: Progress) -> None:
+        surface = self.surfaces.get(ref.platform)
+        if surface is None:
+            return
+        try:
+            await surface.progress(ref, event)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.warning("progress update to %s failed for turn %s", ref.platform, ref.id, exc_info=True)
+
+    @staticmethod
+    def _ref(turn: TurnRecord, messages: list[InboxMessage]) -> TurnRef:
+        newest = messages[-1] if messages else None
+        return TurnRef(
+            id=turn.id,
+            conversation=turn.conversation,
+            channel=newest.channel if newest else "",
+            platform=newest.platform if newest else "console",  # type: ignore[arg-type]
+            route=dict(newest.route) if newest else {},
+            users=tuple(dict.fromkeys(m.user for m in messages)),
+        )

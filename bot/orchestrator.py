@@ -1,0 +1,240 @@
+"""One turn: the proxy runs on the conversation's main thread; its `ask_<sub>` calls fan out, concurrently and
+bounded, to sub-assistants that each run on their own thread (one per conversation and sub-assistant, kept for
+follow-ups); their results go back to the proxy together. Every step is recorded, so a turn resumed after a crash
+reuses finished sub-assistant results and re-attaches to runs still going.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from bot.backends.base import Backend, RunInput, RunRequest, RunState, ToolCall, ToolResult, TranscriptItem
+from bot.config import AgentConfig, TeamConfig
+from bot.supervisor import RunFailed, Scope, Supervisor
+from bot.types import Delegated, Progress, Retrying, SubFinished, TextDelta, Usage
+from storage.base import ToolCallRecord, TranscriptEntry, TurnRecord, TurnUpdate
+
+log = logging.getLogger("switchboard.orchestrator")
+
+PROXY_SCOPE = "proxy"
+MAIN_THREAD = "main"
+TASK_DESCRIPTION = "What the sub-assistant should do, stated completely and on its own."
+CONTEXT_DESCRIPTION = (
+    "Everything the sub-assistant needs to do the task well: the relevant facts, constraints, decisions, earlier "
+    "results and quotes from the conversation. It cannot see the conversation or other assistants' work; it sees "
+    "only the task and this context, so do not summarise away details it needs."
+)
+
+
+@dataclass(slots=True)
+class TurnOutcome:
+    text: str
+    incomplete: bool
+    usage: Usage
+
+
+@dataclass(slots=True)
+class TurnContext:
+    turn: TurnRecord
+    emit: Callable[[Progress], Awaitable[None]]
+    usage: Usage = field(default_factory=Usage)
+    retries: int = 0
+
+
+def delegation_tool(sub: AgentConfig) -> dict[str, object]:
+    return {
+        "type": "function",
+        "name": sub.tool_name,
+        "description": f"Ask the {sub.name} sub-assistant. {sub.description}".strip(),
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "task": {"type": "string", "description": TASK_DESCRIPTION},
+                "context": {"type": "string", "description": CONTEXT_DESCRIPTION},
+            },
+            "required": ["task", "context"],
+            "additionalProperties": False,
+        },
+        "strict": True,
+    }
+
+
+def sub_input(task: str, context: str) -> str:
+    return f"Task: {task}\n\nContext:\n{context}" if context.strip() else f"Task: {task}"
+
+
+class Orchestrator:
+    def __init__(self, team: TeamConfig, backend: Backend, supervisor: Supervisor) -> None:
+        self.team = team
+        self.backend = backend
+        self.supervisor = supervisor
+        self.store = supervisor.store
+        self._thread_locks: dict[tuple[str, int, str], asyncio.Lock] = {}
+
+    async def run_turn(self, ctx: TurnContext, messages: list[str]) -> TurnOutcome:
+        state = await self._run_agent(ctx, PROXY_SCOPE, self.team.proxy, MAIN_THREAD, RunInput(tuple(messages)), 0)
+        return TurnOutcome(text=state.text, incomplete=state.status == "incomplete", usage=ctx.usage)
+
+    # ---- one agent invocation, possibly delegating ----
+
+    async def _run_agent(
+        self, ctx: TurnContext, scope_path: str, agent: AgentConfig, thread_path: str, first: RunInput, depth: int
+    ) -> RunState:
+        tools = self._tools_for(agent, depth)
+
+        async def on_retry(reason: str, attempt: int) -> None:
+            ctx.retries += 1
+            await ctx.emit(Retrying(reason=reason, attempt=attempt, who=agent.name))
+
+        async def on_delta(text: str) -> None:
+            await ctx.emit(TextDelta(text))
+
+        async def rebuild() -> str:
+            return await self._new_thread(ctx, thread_path)
+
+        scope = Scope(
+            turn_id=ctx.turn.id,
+            path=scope_path,
+            agent=agent.name,
+            rebuild_thread=rebuild,
+            on_retry=on_retry,
+            on_delta=on_delta if scope_path == PROXY_SCOPE else None,
+        )
+        metadata = {"turn": ctx.turn.id, "scope": scope_path}
+        record = await self.store.latest_run(ctx.turn.id, scope_path)
+        if record is not None:
+            request = RunRequest(record.thread_id, agent, tools, RunInput.from_json(record.input), metadata)
+            state = await self.supervisor.follow(scope, request, record)
+        else:
+            thread_id = await self._thread(ctx, thread_path)
+            request = RunRequest(thread_id, agent, tools, first, metadata)
+            state = await self.supervisor.settle(scope, request)
+        ctx.usage += state.usage
+        while state.status == "requires_action":
+            if scope_path == PROXY_SCOPE:
+                await self.store.update_turn(ctx.turn.id, TurnUpdate(state="awaiting_tools"))
+            results = await self._fan_out(ctx, scope_path, thread_path, agent, state.tool_calls, depth)
+            if scope_path == PROXY_SCOPE:
+                await self.store.update_turn(ctx.turn.id, TurnUpdate(state="running"))
+            request = RunRequest(request.thread_id, agent, tools, RunInput(results=tuple(results)), metadata)
+            state = await self.supervisor.settle(scope, request, prior=state)
+            ctx.usage += state.usage
+        return state
+
+    def _tools_for(self, agent: AgentConfig, depth: int) -> list[dict[str, object]]:
+        tools: list[dict[str, object]] = [dict(t) for t in agent.tools]
+        if depth < self.team.limits.max_depth:
+            tools += [delegation_tool(sub) for sub in self.team.delegates_of(agent)]
+        return tools
+
+    # ---- fan-out ----
+
+    async def _fan_out(
+        self, ctx: TurnContext, scope_path: str, thread_path: str, caller: AgentConfig, calls: tuple[ToolCall, ...],
+        depth: int,
+    ) -> list[ToolResult]:
+        # One bound per step (not per turn): a nested step must never wait for slots its parents hold.
+        slots = asyncio.Semaphore(self.team.limits.max_parallel)
+        jobs = [self._one_call(ctx, slots, scope_path, thread_path, caller, call, depth) for call in calls]
+        return list(await asyncio.gather(*jobs))
+
+    async def _one_call(
+        self,
+        ctx: TurnContext,
+        slots: asyncio.Semaphore,
+        scope_path: str,
+        thread_path: str,
+        caller: AgentConfig,
+        call: ToolCall,
+        depth: int,
+    ) -> ToolResult:
+        done = await self.store.get_tool_call(ctx.turn.id, scope_path, call.call_id)
+        if done is not None and done.output is not None:
+            return ToolResult(call.call_id, call.name, done.output)  # finished before a restart: not recomputed
+        await self.store.record_tool_call(
+            ToolCallRecord(ctx.turn.id, scope_path, call.call_id, call.name, call.arguments)
+        )
+        output, ok = await self._dispatch(ctx, slots, scope_path, thread_path, caller, call, depth)
+        await self.store.finish_tool_call(ctx.turn.id, scope_path, call.call_id, output, ok)
+        return ToolResult(call.call_id, call.name, output)
+
+    async def _dispatch(
+        self,
+        ctx: TurnContext,
+        slots: asyncio.Semaphore,
+        scope_path: str,
+        thread_path: str,
+        caller: AgentConfig,
+        call: ToolCall,
+        depth: int,
+    ) -> tuple[str, bool]:
+        allowed = {s.tool_name: s for s in self.team.delegates_of(caller)}
+        sub = allowed.get(call.name) if depth < self.team.limits.max_depth else None
+        if sub is None:
+            return f"ERROR: there is no tool named {call.name!r}. Answer without it.", False
+        try:
+            args = json.loads(call.arguments or "{}")
+            task = str(args["task"]).strip()
+            context = str(args.get("context") or "")
+        except (ValueError, KeyError, TypeError):
+            return f"ERROR: the arguments for {call.name} were not valid JSON with a `task` field.", False
+        if not task:
+            return f"ERROR: {call.name} needs a non-empty task.", False
+
+        sub_thread = sub.name if thread_path == MAIN_THREAD else f"{thread_path}/{sub.name}"
+        sub_scope = f"{scope_path}/{call.call_id}"
+        message = sub_input(task, context)
+        await ctx.emit(Delegated(sub=sub.name, task=task, call_id=call.call_id))
+        lock = self._thread_locks.setdefault(
+            (ctx.turn.conversation, ctx.turn.generation, sub_thread), asyncio.Lock()
+        )
+        try:
+            async with slots, lock:
+                existing = await self.store.latest_run(ctx.turn.id, sub_scope)
+                if existing is None:
+                    await self._transcript(ctx, sub_thread, "user", message)
+                state = await self._run_agent(ctx, sub_scope, sub, sub_thread, RunInput((message,)), depth + 1)
+        except RunFailed as exc:
+            log.warning("sub-assistant %s failed in turn %s: %s", sub.name, ctx.turn.id, exc)
+            await ctx.emit(SubFinished(sub=sub.name, call_id=call.call_id, ok=False))
+            return f"ERROR: the {sub.name} assistant could not finish this task ({exc.user_text}).", False
+        text = state.text or "(no answer)"
+        if state.status == "incomplete":
+            text += f"\n[cut short by the provider: {state.incomplete_reason or 'limit reached'}]"
+        await self._transcript(ctx, sub_thread, "assistant", text)
+        await ctx.emit(SubFinished(sub=sub.name, call_id=call.call_id, ok=True))
+        return text, True
+
+    # ---- threads ----
+
+    async def _thread(self, ctx: TurnContext, thread_path: str) -> str:
+        conv, generation = ctx.turn.conversation, ctx.turn.generation
+        if thread_path == MAIN_THREAD:
+            record = await self.store.get_conversation(conv)
+            existing = record.main_thread if record and record.generation == generation else None
+        else:
+            existing = await self.store.get_sub_thread(conv, generation, thread_path)
+        return existing or await self._new_thread(ctx, thread_path)
+
+    async def _new_thread(self, ctx: TurnContext, thread_path: str) -> str:
+        """Create the remote thread, seeded with the local transcript of earlier turns (a rebuild after the
+        provider lost it; empty for a new conversation). The current turn's input travels with the run."""
+        conv, generation = ctx.turn.conversation, ctx.turn.generation
+        entries = await self.store.transcript(conv, generation, thread_path)
+        seed = [TranscriptItem(e.role, e.text) for e in entries if e.turn_id != ctx.turn.id]
+        metadata = {"conversation": conv[:500], "thread": thread_path[:500]}
+        thread_id = await self.supervisor.call(lambda: self.backend.create_thread(seed, metadata))
+        if thread_path == MAIN_THREAD:
+            await self.store.set_main_thread(conv, generation, thread_id)
+        else:
+            await self.store.set_sub_thread(conv, generation, thread_path, thread_id)
+        return thread_id
+
+    async def _transcript(self, ctx: TurnContext, thread_path: str, role: str, text: str) -> None:
+        entry = TranscriptEntry(role=role, text=text, turn_id=ctx.turn.id)  # type: ignore[arg-type]
+        await self.store.append_transcript(ctx.turn.conversation, ctx.turn.generation, thread_path, entry)
+

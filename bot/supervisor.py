@@ -1,0 +1,324 @@
+"""The supervisor: gets one agent invocation (a *scope*) to a settled run, whatever the provider does.
+
+It implements the recovery table of ARCHITECTURE.md on the normalised vocabulary of `bot.backends.base`, so it
+works the same for every backend. Every recovery costs one unit of the scope's budget and is announced through
+`Scope.on_retry`; when the budget is spent, `RunFailed` carries a sentence a user can read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from bot.backends.base import (
+    Backend,
+    BackendError,
+    Delta,
+    OutputsRejected,
+    Permanent,
+    RunGone,
+    RunRequest,
+    RunState,
+    RunStream,
+    Snapshot,
+    StreamDropped,
+    StuckToolCall,
+    ThreadGone,
+    ThreadLocked,
+    Transient,
+)
+from bot.config import Limits
+from storage.base import RunRecord, Store
+
+log = logging.getLogger("switchboard.supervisor")
+T = TypeVar("T")
+
+RETRYABLE_RUN_ERRORS = {"server_error", "rate_limit_exceeded"}
+MAX_STREAM_RESUMES = 3
+
+
+class RunFailed(Exception):
+    """The scope could not be settled. `user_text` is safe to show; `reason` is for logs and metrics."""
+
+    def __init__(self, user_text: str, reason: str) -> None:
+        super().__init__(f"{reason}: {user_text}")
+        self.user_text = user_text
+        self.reason = reason
+
+
+class _Recreate(Exception):
+    """Internal: the current run is lost; start a new one with the same input."""
+
+    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after
+
+
+@dataclass(slots=True)
+class Scope:
+    """One agent invocation inside a turn: the proxy's, or one sub-assistant call (path "proxy/call_1")."""
+
+    turn_id: str
+    path: str
+    agent: str
+    rebuild_thread: Callable[[], Awaitable[str]]  # recreate the remote thread from the local transcript
+    on_retry: Callable[[str, int], Awaitable[None]]
+    on_delta: Callable[[str], Awaitable[None]] | None = None
+    attempts: int = 0
+    recoveries: dict[str, int] = field(default_factory=dict)
+    run_ids: set[str] = field(default_factory=set)  # every run this scope created (to recognise our own lock)
+
+
+class Supervisor:
+    def __init__(self, backend: Backend, store: Store, limits: Limits) -> None:
+        self.backend = backend
+        self.store = store
+        self.limits = limits
+        self.recovery_counts: dict[str, int] = {}
+
+    # ---- entry points ----
+
+    async def settle(self, scope: Scope, request: RunRequest, prior: RunState | None = None) -> RunState:
+        """Start a run for `request` (or, with `prior` in requires_action, submit `request.input.results` to it)
+        and drive it until it is completed, incomplete, or requires_action."""
+        submit_to = prior
+        while True:
+            try:
+                if submit_to is not None:
+                    stream = await self.backend.submit(submit_to, request)
+                else:
+                    stream = await self.backend.start(request)
+                state = await self._watch(scope, request, stream)
+                return await self._judge(scope, state)
+            except _Recreate as exc:
+                await self._recover(scope, exc.reason, exc.retry_after)
+                submit_to = None
+            except ThreadLocked as exc:
+                await self._wait_for_lock(scope, request, exc)
+            except ThreadGone:
+                await self._recover(scope, "thread_gone")
+                request.thread_id = await scope.rebuild_thread()
+                submit_to = None
+            except StuckToolCall as exc:
+                await self._recover(scope, "stuck_tool_call")
+                try:
+                    await self.backend.answer_stuck_call(request.thread_id, exc.call_id)
+                except BackendError:
+                    request.thread_id = await scope.rebuild_thread()
+                submit_to = None
+            except OutputsRejected:
+                # e.g. the run expired while sub-assistants worked: a new run receives the finished results.
+                await self._recover(scope, "outputs_rejected")
+                submit_to = None
+            except Transient as exc:
+                await self._recover(scope, exc.reason, exc.retry_after)
+            except Permanent as exc:
+                raise RunFailed(exc.user_text, exc.reason) from exc
+
+    async def follow(self, scope: Scope, request: RunRequest, record: RunRecord) -> RunState:
+        """After a restart: watch a run recorded before the crash, then continue as `settle` would."""
+        scope.run_ids.add(record.remote_id)
+        try:
+            state = await self._poll_or_resume(scope, request, record.remote_id, record.last_seq)
+            return await self._judge(scope, state)
+        except (_Recreate, RunGone, StreamDropped, Transient) as exc:
+            reason = getattr(exc, "reason", "run_lost")
+            await self._recover(scope, reason if isinstance(reason, str) else "run_lost")
+        except ThreadGone:
+            await self._recover(scope, "thread_gone")
+            request.thread_id = await scope.rebuild_thread()
+        except Permanent as exc:
+            raise RunFailed(exc.user_text, exc.reason) from exc
+        return await self.settle(scope, request)
+
+    async def call(self, operation: Callable[[], Awaitable[T]]) -> T:
+        """Run a plain provider call (create a thread, ...) with the same backoff and budget as runs."""
+        attempt = 0
+        while True:
+            try:
+                return await operation()
+            except Transient as exc:
+                attempt += 1
+                self._count(exc.reason)
+                if attempt > self.limits.retry_budget:
+                    raise RunFailed(_budget_text(exc.reason), f"budget_spent:{exc.reason}") from exc
+                delay = exc.retry_after
+                if delay is None:
+                    delay = min(self.limits.backoff_max, self.limits.backoff_base * 2 ** (attempt - 1))
+                await asyncio.sleep(delay)
+            except Permanent as exc:
+                raise RunFailed(exc.user_text, exc.reason) from exc
+
+    # ---- judging a settled run ----
+
+    async def _judge(self, scope: Scope, state: RunState) -> RunState:
+        if state.status in ("completed", "requires_action", "incomplete"):
+            return state
+        if state.status == "cancelled":
+            raise _Recreate("cancelled_by_provider")
+        if state.status == "expired":
+            raise _Recreate("expired")
+        if state.status == "failed":
+            code = state.error_code or "server_error"
+            if code in RETRYABLE_RUN_ERRORS:
+                raise _Recreate(code)
+            if code == "invalid_prompt":
+                raise RunFailed("The AI provider refused this request (invalid prompt).", code)
+            raise RunFailed(f"The AI provider could not finish this request ({code}).", code)
+        raise _Recreate(f"unexpected_status_{state.status}")
+
+    # ---- watching ----
+
+    async def _watch(self, scope: Scope, request: RunRequest, stream: RunStream) -> RunState:
+        try:
+            return await self._consume(scope, request, stream, recorded=False)
+        except StreamDropped as drop:
+            run_id = drop.run_id or stream.run_id
+            if run_id is None:
+                # We never learnt the run's id: if it exists it holds the thread, and the lock path will find it.
+                raise _Recreate("stream_dropped_before_created") from drop
+            self._count("stream_dropped")
+            return await self._poll_or_resume(scope, request, run_id, drop.last_seq)
+
+    async def _consume(self, scope: Scope, request: RunRequest, stream: RunStream, recorded: bool) -> RunState:
+        loop = asyncio.get_running_loop()
+        iterator = aiter(stream)
+        last_status: str | None = None
+        queued_since: float | None = None
+        try:
+            while True:
+                timeout = self.limits.stream_idle_timeout
+                if queued_since is not None:
+                    timeout = min(timeout, max(0.0, queued_since + self.limits.queued_timeout - loop.time()))
+                try:
+                    event = await asyncio.wait_for(anext(iterator), timeout)
+                except StopAsyncIteration:
+                    raise StreamDropped("stream ended", stream.run_id) from None
+                except TimeoutError:
+                    if queued_since is not None and stream.run_id:
+                        await self._cancel_quietly(stream.run_id, request.thread_id)
+                        raise _Recreate("queued_too_long") from None
+                    raise StreamDropped("no event within the idle timeout", stream.run_id) from None
+                if isinstance(event, Delta):
+                    if scope.on_delta is not None:
+                        await scope.on_delta(event.text)
+                    continue
+                assert isinstance(event, Snapshot)
+                state = event.state
+                if not recorded:
+                    await self._record(scope, request, state)
+                    recorded = True
+                if state.status != last_status:
+                    last_status = state.status
+                    queued_since = loop.time() if state.status == "queued" else None
+                    if not state.settled:
+                        await self.store.update_run(state.id, status=state.status, last_seq=state.last_seq)
+                if state.settled:
+                    await self.store.update_run(state.id, status=state.status, last_seq=state.last_seq)
+                    return state
+        finally:
+            await stream.aclose()
+
+    async def _poll_or_resume(self, scope: Scope, request: RunRequest, run_id: str, last_seq: int | None) -> RunState:
+        resumes = 0
+        while self.backend.supports_resume and last_seq is not None and resumes < MAX_STREAM_RESUMES:
+            resumes += 1
+            try:
+                stream = await self.backend.resume(run_id, request.thread_id, last_seq)
+                return await self._consume(scope, request, stream, recorded=True)
+            except StreamDropped as drop:
+                last_seq = drop.last_seq if drop.last_seq is not None else last_seq
+                self._count("stream_dropped")
+            except Permanent:
+                break  # e.g. not created with stream=True: polling still works
+        return await self._poll(request, run_id)
+
+    async def _poll(self, request: RunRequest, run_id: str) -> RunState:
+        loop = asyncio.get_running_loop()
+        queued_since: float | None = None
+        while True:
+            state = await self.backend.retrieve(run_id, request.thread_id)
+            await self.store.update_run(run_id, status=state.status, last_seq=state.last_seq)
+            if state.settled:
+                return state
+            if state.status == "queued":
+                queued_since = queued_since or loop.time()
+                if loop.time() - queued_since > self.limits.queued_timeout:
+                    await self._cancel_quietly(run_id, request.thread_id)
+                    raise _Recreate("queued_too_long")
+            else:
+                queued_since = None
+            await asyncio.sleep(self.limits.poll_interval)
+
+    async def _record(self, scope: Scope, request: RunRequest, state: RunState) -> None:
+        scope.run_ids.add(state.id)
+        previous = await self.store.latest_run(scope.turn_id, scope.path)
+        if previous is not None and previous.remote_id != state.id and previous.status not in ("completed",):
+            await self.store.update_run(previous.remote_id, status="superseded")
+        await self.store.record_run(
+            RunRecord(
+                remote_id=state.id,
+                turn_id=scope.turn_id,
+                scope=scope.path,
+                agent=scope.agent,
+                thread_id=request.thread_id,
+                status=state.status,
+                attempt=scope.attempts,
+                input=request.input.to_json(),
+                last_seq=state.last_seq,
+                created_at=time.time(),
+            )
+        )
+
+    # ---- recovery helpers ----
+
+    async def _wait_for_lock(self, scope: Scope, request: RunRequest, exc: ThreadLocked) -> None:
+        """Wait for whoever holds the thread; cancel the holder only when it is a stale run of our own."""
+        holders = [exc.holder] if exc.holder else await self.backend.active_runs(request.thread_id)
+        ours = [h for h in holders if h in scope.run_ids]
+        for holder in ours:
+            await self._cancel_quietly(holder, request.thread_id)
+        await self._recover(scope, "thread_locked", min(self.limits.backoff_max, self.limits.lock_wait / 8))
+
+    async def _cancel_quietly(self, run_id: str, thread_id: str) -> None:
+        try:
+            await self.backend.cancel(run_id, thread_id)
+        except BackendError as exc:
+            log.info("cancel of %s did not go through: %s", run_id, exc)
+        await self.store.update_run(run_id, status="cancelled")
+
+    async def _recover(self, scope: Scope, reason: str, retry_after: float | None = None) -> None:
+        scope.attempts += 1
+        scope.recoveries[reason] = scope.recoveries.get(reason, 0) + 1
+        self._count(reason)
+        if scope.attempts > self.limits.retry_budget:
+            raise RunFailed(_budget_text(reason), f"budget_spent:{reason}")
+        log.info("scope %s of turn %s: recovering from %s (attempt %d)", scope.path, scope.turn_id, reason,
+                 scope.attempts)
+        await scope.on_retry(reason, scope.attempts)
+        delay = retry_after
+        if delay is None:
+            delay = min(self.limits.backoff_max, self.limits.backoff_base * 2 ** (scope.attempts - 1))
+        await asyncio.sleep(delay)
+
+    def _count(self, reason: str) -> None:
+        self.recovery_counts[reason] = self.recovery_counts.get(reason, 0) + 1
+
+
+def _budget_text(reason: str) -> str:
+    plain = {
+        "rate_limit": "the AI provider kept rate-limiting us",
+        "rate_limit_exceeded": "the AI provider kept rate-limiting us",
+        "server_error": "the AI provider kept failing",
+        "thread_locked": "the conversation stayed busy with another request",
+        "cancelled_by_provider": "the AI provider kept cancelling the work",
+        "expired": "the work kept expiring at the AI provider",
+        "queued_too_long": "the AI provider did not start the work",
+    }.get(reason, "the AI provider kept failing")
+    return f"I could not finish this: {plain}, and I ran out of retries."
+

@@ -1,0 +1,119 @@
+"""The SQLite schema, as an ordered list of migrations. A database records the last one applied."""
+
+from __future__ import annotations
+
+SCHEMA_VERSION = 1
+
+MIGRATIONS: list[str] = [
+    # 1: initial schema
+    """
+    CREATE TABLE conversations (
+        key          TEXT PRIMARY KEY,
+        platform     TEXT NOT NULL,
+        channel      TEXT NOT NULL,
+        started_by   TEXT NOT NULL,
+        generation   INTEGER NOT NULL DEFAULT 0,
+        main_thread  TEXT,
+        created_at   REAL NOT NULL
+    );
+    CREATE INDEX conversations_channel ON conversations(channel);
+
+    CREATE TABLE sub_threads (
+        conversation TEXT NOT NULL,
+        generation   INTEGER NOT NULL,
+        path         TEXT NOT NULL,
+        thread_id    TEXT NOT NULL,
+        PRIMARY KEY (conversation, generation, path)
+    );
+
+    CREATE TABLE inbox (
+        event_id     TEXT PRIMARY KEY,
+        conversation TEXT NOT NULL,
+        platform     TEXT NOT NULL,
+        channel      TEXT NOT NULL,
+        user_id      TEXT NOT NULL,
+        text         TEXT NOT NULL,
+        route        TEXT NOT NULL,
+        state        TEXT NOT NULL DEFAULT 'pending',
+        turn_id      TEXT,
+        received_at  REAL NOT NULL,
+        seq          INTEGER NOT NULL
+    );
+    CREATE INDEX inbox_pending ON inbox(conversation, state, seq);
+
+    CREATE TABLE turns (
+        id           TEXT PRIMARY KEY,
+        conversation TEXT NOT NULL,
+        generation   INTEGER NOT NULL,
+        state        TEXT NOT NULL,
+        reply_kind   TEXT,
+        reply_text   TEXT,
+        delivered_ref TEXT,
+        retries      INTEGER NOT NULL DEFAULT 0,
+        input_tokens  INTEGER NOT NULL DEFAULT 0,
+        output_tokens INTEGER NOT NULL DEFAULT 0,
+        created_at   REAL NOT NULL,
+        updated_at   REAL NOT NULL
+    );
+    CREATE INDEX turns_state ON turns(state);
+    CREATE INDEX turns_conversation ON turns(conversation);
+
+    CREATE TABLE runs (
+        remote_id    TEXT PRIMARY KEY,
+        turn_id      TEXT NOT NULL,
+        scope        TEXT NOT NULL,
+        agent        TEXT NOT NULL,
+        thread_id    TEXT NOT NULL,
+        status       TEXT NOT NULL,
+        attempt      INTEGER NOT NULL,
+        last_seq     INTEGER,
+        input        TEXT NOT NULL,
+        created_at   REAL NOT NULL,
+        updated_at   REAL NOT NULL
+    );
+    CREATE INDEX runs_scope ON runs(turn_id, scope, created_at);
+
+    CREATE TABLE tool_calls (
+        turn_id      TEXT NOT NULL,
+        scope        TEXT NOT NULL,
+        call_id      TEXT NOT NULL,
+        name         TEXT NOT NULL,
+        arguments    TEXT NOT NULL,
+        output       TEXT,
+        ok           INTEGER,
+        PRIMARY KEY (turn_id, scope, call_id)
+    );
+
+    CREATE TABLE transcript (
+        id           INTEGER PRIMARY KEY AUTOINCREMENT,
+        conversation TEXT NOT NULL,
+        generation   INTEGER NOT NULL,
+        thread_path  TEXT NOT NULL,
+        role         TEXT NOT NULL,
+        text         TEXT NOT NULL,
+        turn_id      TEXT,
+        reset        INTEGER NOT NULL DEFAULT 0,
+        created_at   REAL NOT NULL
+    );
+    CREATE INDEX transcript_thread ON transcript(conversation, generation, thread_path, id);
+
+    CREATE TABLE audit (
+        id           INTEGER PRIMARY KEY AUTOINCREMENT,
+        at           REAL NOT NULL,
+        platform     TEXT NOT NULL,
+        actor        TEXT NOT NULL,
+        action       TEXT NOT NULL,
+        target       TEXT NOT NULL,
+        outcome      TEXT NOT NULL,
+        detail       TEXT NOT NULL DEFAULT ''
+    );
+
+    CREATE TABLE agents (
+        backend      TEXT NOT NULL,
+        name         TEXT NOT NULL,
+        remote_id    TEXT NOT NULL,
+        content_hash TEXT NOT NULL,
+        PRIMARY KEY (backend, name)
+    );
+    """,
+]

@@ -1,0 +1,453 @@
+"""The SQLite `Store`: one aiosqlite connection, WAL mode, migrations applied on open."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from storage.base import (
+    UNFINISHED_TURN_STATES,
+    AuditEntry,
+    ConversationRecord,
+    InboxMessage,
+    InboxState,
+    RunRecord,
+    StoreError,
+    ToolCallRecord,
+    TranscriptEntry,
+    TurnRecord,
+    TurnUpdate,
+)
+from storage.schema import MIGRATIONS, SCHEMA_VERSION
+
+TERMINAL_RUN_STATUSES = ("completed", "failed", "cancelled", "expired", "incomplete", "superseded")
+BUSY_TIMEOUT_MS = 5000
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+class SQLiteStore:
+    """`Store` on a SQLite file. `path=":memory:"` works for tests that need no restart."""
+
+    schema_version = SCHEMA_VERSION
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        self._db: aiosqlite.Connection | None = None
+
+    # ---- lifecycle ----
+
+    async def open(self) -> None:
+        if self.path != ":memory:":
+            parent = await asyncio.to_thread(_missing_folder, self.path)
+            if parent:
+                raise StoreError(f"database folder {parent} does not exist (set SWITCHBOARD_DB to a writable path)")
+        try:
+            self._db = await aiosqlite.connect(self.path, isolation_level=None)
+            self._db.row_factory = aiosqlite.Row
+            await self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            await self._db.execute("PRAGMA journal_mode=WAL")
+            await self._db.execute("PRAGMA synchronous=NORMAL")
+            await self._db.execute("PRAGMA foreign_keys=ON")
+            await self._migrate()
+        except sqlite3.Error as exc:
+            await self.close()
+            raise StoreError(f"cannot open database {self.path}: {exc}") from exc
+
+    async def close(self) -> None:
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
+
+    async def _migrate(self) -> None:
+        db = self._conn
+        current = (await (await db.execute("PRAGMA user_version")).fetchone())[0]
+        if current > SCHEMA_VERSION:
+            raise StoreError(
+                f"database {self.path} has schema version {current}, newer than this Switchboard ({SCHEMA_VERSION})"
+            )
+        for version in range(current + 1, SCHEMA_VERSION + 1):
+            await db.executescript("BEGIN;" + MIGRATIONS[version - 1] + f"; PRAGMA user_version={version}; COMMIT;")
+
+    @property
+    def _conn(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise StoreError("store is not open")
+        return self._db
+
+    async def _write(self, sql: str, params: Iterable[Any] = ()) -> aiosqlite.Cursor:
+        try:
+            return await self._conn.execute(sql, tuple(params))
+        except sqlite3.OperationalError as exc:
+            raise StoreError(f"database write failed ({exc}); check that {self.path} is writable and not full") from exc
+
+    async def _writemany(self, sql: str, rows: Iterable[Iterable[Any]]) -> None:
+        try:
+            await self._conn.execute("BEGIN")
+            await self._conn.executemany(sql, [tuple(r) for r in rows])
+            await self._conn.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            await self._conn.execute("ROLLBACK")
+            raise StoreError(f"database write failed ({exc}); check that {self.path} is writable and not full") from exc
+
+    async def _rows(self, sql: str, params: Iterable[Any] = ()) -> list[aiosqlite.Row]:
+        try:
+            cursor = await self._conn.execute(sql, tuple(params))
+            return list(await cursor.fetchall())
+        except sqlite3.OperationalError as exc:
+            raise StoreError(f"database read failed: {exc}") from exc
+
+    async def _row(self, sql: str, params: Iterable[Any] = ()) -> aiosqlite.Row | None:
+        rows = await self._rows(sql, params)
+        return rows[0] if rows else None
+
+    # ---- conversations ----
+
+    async def ensure_conversation(self, key: str, platform: str, channel: str, started_by: str) -> ConversationRecord:
+        await self._write(
+            "INSERT OR IGNORE INTO conversations(key, platform, channel, started_by, created_at) VALUES (?,?,?,?,?)",
+            (key, platform, channel, started_by, time.time()),
+        )
+        record = await self.get_conversation(key)
+        assert record is not None
+        return record
+
+    async def get_conversation(self, key: str) -> ConversationRecord | None:
+        row = await self._row("SELECT * FROM conversations WHERE key=?", (key,))
+        return _conversation(row) if row else None
+
+    async def conversations(self, channel: str | None = None) -> list[ConversationRecord]:
+        if channel is None:
+            rows = await self._rows("SELECT * FROM conversations ORDER BY created_at")
+        else:
+            rows = await self._rows("SELECT * FROM conversations WHERE channel=? ORDER BY created_at", (channel,))
+        return [_conversation(r) for r in rows]
+
+    async def set_main_thread(self, key: str, generation: int, thread_id: str | None) -> None:
+        await self._write(
+            "UPDATE conversations SET main_thread=? WHERE key=? AND generation=?", (thread_id, key, generation)
+        )
+
+    async def bump_generation(self, key: str) -> int:
+        await self._write("UPDATE conversations SET generation=generation+1, main_thread=NULL WHERE key=?", (key,))
+        row = await self._row("SELECT generation FROM conversations WHERE key=?", (key,))
+        return int(row["generation"]) if row else 0
+
+    async def get_sub_thread(self, key: str, generation: int, path: str) -> str | None:
+        row = await self._row(
+            "SELECT thread_id FROM sub_threads WHERE conversation=? AND generation=? AND path=?",
+            (key, generation, path),
+        )
+        return str(row["thread_id"]) if row else None
+
+    async def set_sub_thread(self, key: str, generation: int, path: str, thread_id: str) -> None:
+        await self._write(
+            "INSERT OR REPLACE INTO sub_threads(conversation, generation, path, thread_id) VALUES (?,?,?,?)",
+            (key, generation, path, thread_id),
+        )
+
+    async def all_thread_ids(self, key: str, generation: int) -> list[str]:
+        rows = await self._rows(
+            "SELECT thread_id FROM sub_threads WHERE conversation=? AND generation=?", (key, generation)
+        )
+        ids = [str(r["thread_id"]) for r in rows]
+        conv = await self.get_conversation(key)
+        if conv and conv.generation == generation and conv.main_thread:
+            ids.insert(0, conv.main_thread)
+        return ids
+
+    # ---- inbox ----
+
+    async def add_inbound(self, message: InboxMessage) -> bool:
+        cursor = await self._write(
+            "INSERT OR IGNORE INTO inbox(event_id, conversation, platform, channel, user_id, text, route, state,"
+            " received_at, seq) VALUES (?,?,?,?,?,?,?,?,?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM inbox))",
+            (
+                message.event_id,
+                message.conversation,
+                message.platform,
+                message.channel,
+                message.user,
+                message.text,
+                _dumps(dict(message.route)),
+                message.state,
+                message.received_at,
+            ),
+        )
+        return cursor.rowcount == 1
+
+    async def pending_inbound(self, conversation: str) -> list[InboxMessage]:
+        rows = await self._rows(
+            "SELECT * FROM inbox WHERE conversation=? AND state='pending' ORDER BY seq", (conversation,)
+        )
+        return [_inbox(r) for r in rows]
+
+    async def conversations_with_pending(self) -> list[str]:
+        rows = await self._rows("SELECT DISTINCT conversation FROM inbox WHERE state='pending'")
+        return [str(r["conversation"]) for r in rows]
+
+    async def claim_inbound(self, event_ids: list[str], turn_id: str) -> None:
+        await self._writemany(
+            "UPDATE inbox SET state='in_turn', turn_id=? WHERE event_id=? AND state='pending'",
+            ((turn_id, e) for e in event_ids),
+        )
+
+    async def inbound_for_turn(self, turn_id: str) -> list[InboxMessage]:
+        rows = await self._rows("SELECT * FROM inbox WHERE turn_id=? ORDER BY seq", (turn_id,))
+        return [_inbox(r) for r in rows]
+
+    async def set_inbound_state(self, event_ids: list[str], state: InboxState) -> None:
+        await self._writemany("UPDATE inbox SET state=? WHERE event_id=?", ((state, e) for e in event_ids))
+
+    # ---- turns ----
+
+    async def create_turn(self, turn: TurnRecord) -> None:
+        await self._write(
+            "INSERT INTO turns(id, conversation, generation, state, reply_kind, reply_text, created_at, updated_at)"
+            " VALUES (?,?,?,?,?,?,?,?)",
+            (
+                turn.id,
+                turn.conversation,
+                turn.generation,
+                turn.state,
+                turn.reply_kind,
+                turn.reply_text,
+                turn.created_at,
+                turn.updated_at,
+            ),
+        )
+
+    async def get_turn(self, turn_id: str) -> TurnRecord | None:
+        row = await self._row("SELECT * FROM turns WHERE id=?", (turn_id,))
+        return _turn(row) if row else None
+
+    async def update_turn(self, turn_id: str, update: TurnUpdate) -> TurnRecord:
+        sets = ["updated_at=?"]
+        params: list[Any] = [time.time()]
+        for column in ("state", "reply_kind", "reply_text", "delivered_ref"):
+            value = getattr(update, column)
+            if value is not None:
+                sets.append(f"{column}=?")
+                params.append(value)
+        for column, amount in (
+            ("retries", update.add_retries),
+            ("input_tokens", update.add_input_tokens),
+            ("output_tokens", update.add_output_tokens),
+        ):
+            if amount:
+                sets.append(f"{column}={column}+?")
+                params.append(amount)
+        await self._write(f"UPDATE turns SET {', '.join(sets)} WHERE id=?", (*params, turn_id))
+        turn = await self.get_turn(turn_id)
+        if turn is None:
+            raise StoreError(f"turn {turn_id} does not exist")
+        return turn
+
+    async def unfinished_turns(self, conversation: str | None = None) -> list[TurnRecord]:
+        marks = ",".join("?" * len(UNFINISHED_TURN_STATES))
+        sql = f"SELECT * FROM turns WHERE state IN ({marks})"
+        params: list[Any] = list(UNFINISHED_TURN_STATES)
+        if conversation is not None:
+            sql += " AND conversation=?"
+            params.append(conversation)
+        rows = await self._rows(sql + " ORDER BY created_at", params)
+        return [_turn(r) for r in rows]
+
+    # ---- runs and tool calls ----
+
+    async def record_run(self, run: RunRecord) -> None:
+        now = time.time()
+        await self._write(
+            "INSERT OR REPLACE INTO runs(remote_id, turn_id, scope, agent, thread_id, status, attempt, last_seq,"
+            " input, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                run.remote_id,
+                run.turn_id,
+                run.scope,
+                run.agent,
+                run.thread_id,
+                run.status,
+                run.attempt,
+                run.last_seq,
+                _dumps(run.input),
+                run.created_at or now,
+                now,
+            ),
+        )
+
+    async def update_run(self, remote_id: str, *, status: str, last_seq: int | None = None) -> None:
+        await self._write(
+            "UPDATE runs SET status=?, last_seq=COALESCE(?, last_seq), updated_at=? WHERE remote_id=?",
+            (status, last_seq, time.time(), remote_id),
+        )
+
+    async def latest_run(self, turn_id: str, scope: str) -> RunRecord | None:
+        row = await self._row(
+            "SELECT * FROM runs WHERE turn_id=? AND scope=? ORDER BY created_at DESC, rowid DESC LIMIT 1",
+            (turn_id, scope),
+        )
+        return _run(row) if row else None
+
+    async def active_runs(self, turn_id: str | None = None) -> list[RunRecord]:
+        marks = ",".join("?" * len(TERMINAL_RUN_STATUSES))
+        sql = f"SELECT * FROM runs WHERE status NOT IN ({marks})"
+        params: list[Any] = list(TERMINAL_RUN_STATUSES)
+        if turn_id is not None:
+            sql += " AND turn_id=?"
+            params.append(turn_id)
+        return [_run(r) for r in await self._rows(sql, params)]
+
+    async def record_tool_call(self, call: ToolCallRecord) -> None:
+        await self._write(
+            "INSERT OR IGNORE INTO tool_calls(turn_id, scope, call_id, name, arguments) VALUES (?,?,?,?,?)",
+            (call.turn_id, call.scope, call.call_id, call.name, call.arguments),
+        )
+
+    async def finish_tool_call(self, turn_id: str, scope: str, call_id: str, output: str, ok: bool) -> None:
+        await self._write(
+            "UPDATE tool_calls SET output=?, ok=? WHERE turn_id=? AND scope=? AND call_id=?",
+            (output, int(ok), turn_id, scope, call_id),
+        )
+
+    async def get_tool_call(self, turn_id: str, scope: str, call_id: str) -> ToolCallRecord | None:
+        row = await self._row(
+            "SELECT * FROM tool_calls WHERE turn_id=? AND scope=? AND call_id=?", (turn_id, scope, call_id)
+        )
+        if row is None:
+            return None
+        return ToolCallRecord(
+            turn_id=row["turn_id"],
+            scope=row["scope"],
+            call_id=row["call_id"],
+            name=row["name"],
+            arguments=row["arguments"],
+            output=row["output"],
+            ok=None if row["ok"] is None else bool(row["ok"]),
+        )
+
+    # ---- transcript ----
+
+    async def append_transcript(self, key: str, generation: int, thread_path: str, entry: TranscriptEntry) -> None:
+        await self._write(
+            "INSERT INTO transcript(conversation, generation, thread_path, role, text, turn_id, created_at)"
+            " VALUES (?,?,?,?,?,?,?)",
+            (key, generation, thread_path, entry.role, entry.text, entry.turn_id, time.time()),
+        )
+
+    async def transcript(self, key: str, generation: int, thread_path: str) -> list[TranscriptEntry]:
+        rows = await self._rows(
+            "SELECT role, text, turn_id FROM transcript WHERE conversation=? AND generation=? AND thread_path=?"
+            " AND reset=0 ORDER BY id",
+            (key, generation, thread_path),
+        )
+        return [TranscriptEntry(role=r["role"], text=r["text"], turn_id=r["turn_id"]) for r in rows]
+
+    async def mark_transcript_reset(self, key: str, generation: int) -> None:
+        await self._write("UPDATE transcript SET reset=1 WHERE conversation=? AND generation=?", (key, generation))
+
+    # ---- audit and agents ----
+
+    async def add_audit(self, entry: AuditEntry) -> None:
+        await self._write(
+            "INSERT INTO audit(at, platform, actor, action, target, outcome, detail) VALUES (?,?,?,?,?,?,?)",
+            (entry.at, entry.platform, entry.actor, entry.action, entry.target, entry.outcome, entry.detail),
+        )
+
+    async def recent_audit(self, limit: int = 20) -> list[AuditEntry]:
+        rows = await self._rows("SELECT * FROM audit ORDER BY id DESC LIMIT ?", (limit,))
+        return [
+            AuditEntry(
+                at=r["at"],
+                platform=r["platform"],
+                actor=r["actor"],
+                action=r["action"],
+                target=r["target"],
+                outcome=r["outcome"],
+                detail=r["detail"],
+            )
+            for r in rows
+        ]
+
+    async def get_agent(self, backend: str, name: str) -> tuple[str, str] | None:
+        row = await self._row("SELECT remote_id, content_hash FROM agents WHERE backend=? AND name=?", (backend, name))
+        return (str(row["remote_id"]), str(row["content_hash"])) if row else None
+
+    async def set_agent(self, backend: str, name: str, remote_id: str, content_hash: str) -> None:
+        await self._write(
+            "INSERT OR REPLACE INTO agents(backend, name, remote_id, content_hash) VALUES (?,?,?,?)",
+            (backend, name, remote_id, content_hash),
+        )
+
+
+def _missing_folder(path: str) -> str | None:
+    parent = os.path.dirname(os.path.abspath(os.path.expanduser(path)))
+    return None if os.path.isdir(parent) else parent
+
+
+def _conversation(row: aiosqlite.Row) -> ConversationRecord:
+    return ConversationRecord(
+        key=row["key"],
+        platform=row["platform"],
+        channel=row["channel"],
+        started_by=row["started_by"],
+        generation=int(row["generation"]),
+        main_thread=row["main_thread"],
+        created_at=row["created_at"],
+    )
+
+
+def _inbox(row: aiosqlite.Row) -> InboxMessage:
+    return InboxMessage(
+        event_id=row["event_id"],
+        conversation=row["conversation"],
+        platform=row["platform"],
+        channel=row["channel"],
+        user=row["user_id"],
+        text=row["text"],
+        route=json.loads(row["route"]),
+        received_at=row["received_at"],
+        state=row["state"],
+        turn_id=row["turn_id"],
+    )
+
+
+def _turn(row: aiosqlite.Row) -> TurnRecord:
+    return TurnRecord(
+        id=row["id"],
+        conversation=row["conversation"],
+        generation=int(row["generation"]),
+        state=row["state"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        reply_kind=row["reply_kind"],
+        reply_text=row["reply_text"],
+        delivered_ref=row["delivered_ref"],
+        retries=int(row["retries"]),
+        input_tokens=int(row["input_tokens"]),
+        output_tokens=int(row["output_tokens"]),
+    )
+
+
+def _run(row: aiosqlite.Row) -> RunRecord:
+    return RunRecord(
+        remote_id=row["remote_id"],
+        turn_id=row["turn_id"],
+        scope=row["scope"],
+        agent=row["agent"],
+        thread_id=row["thread_id"],
+        status=row["status"],
+        attempt=int(row["attempt"]),
+        input=json.loads(row["input"]),
+        last_seq=row["last_seq"],
+        created_at=row["created_at"],
+    )
