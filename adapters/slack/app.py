@@ -1,0 +1,182 @@
+"""`SlackAdapter`: the bolt AsyncApp, its listeners, the surface, and the transport (Socket Mode or HTTP).
+
+    adapter = SlackAdapter(bot, SlackSettings.from_env())   # registers its surface with bot.add_surface
+    await adapter.start()                                   # auth.test, then connect / listen
+    ...
+    await adapter.stop()
+
+or `await adapter.run()` to start and serve until cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from aiohttp import web
+from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+from slack_bolt.async_app import AsyncApp
+from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+    AsyncServerErrorRetryHandler,
+)
+from slack_sdk.web.async_client import AsyncWebClient
+
+from adapters.slack.admins import AdminCache
+from adapters.slack.keys import ThreadRegistry
+from adapters.slack.listeners import Deps, register_all
+from adapters.slack.settings import SettingsError, SlackSettings
+from adapters.slack.status import StatusBoard
+from adapters.slack.surface import SlackSurface
+from bot.types import BotLike
+
+log = logging.getLogger(__name__)
+
+RATE_LIMIT_RETRIES = 3
+SERVER_ERROR_RETRIES = 2
+SOCKET_PING_INTERVAL_SECONDS = 10.0
+
+
+def make_client(settings: SlackSettings) -> AsyncWebClient:
+    kwargs: dict[str, Any] = {}
+    if settings.base_url:
+        kwargs["base_url"] = settings.base_url
+    return AsyncWebClient(
+        token=settings.bot_token,
+        retry_handlers=[
+            AsyncConnectionErrorRetryHandler(),
+            AsyncRateLimitErrorRetryHandler(max_retry_count=RATE_LIMIT_RETRIES),
+            AsyncServerErrorRetryHandler(max_retry_count=SERVER_ERROR_RETRIES),
+        ],
+        **kwargs,
+    )
+
+
+class SlackAdapter:
+    def __init__(
+        self,
+        bot: BotLike,
+        settings: SlackSettings,
+        *,
+        client: AsyncWebClient | None = None,
+        threads: ThreadRegistry | None = None,
+    ) -> None:
+        self.bot = bot
+        self.settings = settings
+        self.client = client or make_client(settings)
+        self.threads = threads if threads is not None else ThreadRegistry()
+        self.bot_user_id: str | None = None
+        self.team_id: str | None = None
+        http = settings.mode == "http"
+        self.app = AsyncApp(
+            name="switchboard",
+            client=self.client,
+            signing_secret=settings.signing_secret if http else None,
+            request_verification_enabled=http,
+            # our listeners read the assistant thread themselves; no context store needed
+            attaching_conversation_kwargs_enabled=False,
+        )
+        self.status = StatusBoard(self.client, refresh_seconds=settings.status_refresh_seconds)
+        self.surface = SlackSurface(
+            self.client,
+            self.status,
+            streaming=settings.streaming,
+            update_interval=settings.update_interval_seconds,
+            post_interval=settings.post_interval_seconds,
+            bot_user_id=lambda: self.bot_user_id,
+        )
+        self.admins = AdminCache(self.client, settings.admin_cache_seconds)
+        self.deps = Deps(
+            bot=bot,
+            settings=settings,
+            surface=self.surface,
+            status=self.status,
+            threads=self.threads,
+            admins=self.admins,
+        )
+        register_all(self.app, self.deps)
+        bot.add_surface(self.surface)
+        self._socket: AsyncSocketModeHandler | None = None
+        self._runner: web.AppRunner | None = None
+        self.http_port: int | None = None
+
+    # ---- lifecycle --------------------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self._identify()
+        if self.settings.mode == "socket":
+            self._socket = AsyncSocketModeHandler(
+                self.app,
+                app_token=self.settings.app_token,
+                web_client=self.client,
+                ping_interval=SOCKET_PING_INTERVAL_SECONDS,
+            )
+            await self._socket.connect_async()
+            log.info("Slack adapter connected (Socket Mode) as %s", self.bot_user_id)
+        else:
+            await self._serve_http()
+            log.info(
+                "Slack adapter listening on http://%s:%s%s",
+                self.settings.http_host,
+                self.http_port,
+                self.settings.http_path,
+            )
+
+    async def stop(self) -> None:
+        if self._socket is not None:
+            with contextlib.suppress(Exception):
+                await self._socket.close_async()
+            self._socket = None
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        await self.surface.close()
+
+    async def run(self) -> None:
+        """Start, then serve until cancelled."""
+        await self.start()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await self.stop()
+
+    async def __aenter__(self) -> SlackAdapter:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # ---- internals --------------------------------------------------------------------------------------------------
+
+    async def _identify(self) -> None:
+        try:
+            resp = await self.client.auth_test()
+        except SlackApiError as e:
+            raise SettingsError(
+                f"Slack rejected SLACK_BOT_TOKEN (auth.test: {e.response.get('error')}); "
+                "reinstall the app and copy its Bot User OAuth Token"
+            ) from None
+        self.bot_user_id = resp.get("user_id")
+        self.team_id = resp.get("team_id")
+
+    async def _serve_http(self) -> None:
+        web_app = web.Application()
+        web_app.router.add_post(self.settings.http_path, self._handle_http)
+        self._runner = web.AppRunner(web_app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.settings.http_host, self.settings.http_port)
+        await site.start()
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        self.http_port = sockets[0].getsockname()[1] if sockets else self.settings.http_port
+
+    async def _handle_http(self, request: web.Request) -> web.Response:
+        bolt_request = await to_bolt_request(request)
+        bolt_response = await self.app.async_dispatch(bolt_request)
+        return await to_aiohttp_response(bolt_response)

@@ -1,0 +1,92 @@
+"""Slack limits and names the adapter relies on, in one place.
+
+Every number here comes from Slack's documentation or from measuring the real client (see
+shared/PLATFORM_FACTS.md); the adapter stays a safe margin below each documented limit.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+PLATFORM: Final = "slack"
+
+# ---- the slash command and the message shortcut -------------------------------------------------------------
+SLASH_COMMAND: Final = "/switchboard"
+RESET_SHORTCUT_CALLBACK_ID: Final = "switchboard_reset_thread"
+
+# ---- what the app subscribes to and needs (checked against manifest.yml by a test) -------------------------
+#: bot events the listeners handle
+BOT_EVENTS: Final[tuple[str, ...]] = (
+    "app_mention",
+    "message.channels",
+    "message.groups",
+    "message.im",
+    "message.mpim",
+    "assistant_thread_started",
+)
+#: bot token scopes the code needs, with the reason for each
+BOT_SCOPES: Final[dict[str, str]] = {
+    "app_mentions:read": "receive app_mention events",
+    "chat:write": "post, stream, update and delete the bot's replies; setStatus in channel threads",
+    "assistant:write": "thinking indicator and suggested prompts in the assistant view",
+    "commands": "the /switchboard slash command and the reset message shortcut",
+    "channels:history": "message.channels: follow threads the bot is part of; find a delivered reply",
+    "groups:history": "message.groups: the same in private channels",
+    "im:history": "message.im: direct messages and assistant threads",
+    "mpim:history": "message.mpim: group direct messages",
+    "users:read": "users.info is_admin / is_owner for admin commands",
+}
+
+# ---- conversation keys ---------------------------------------------------------------------------------------
+DM_SUFFIX: Final = "dm"
+
+# ---- limits ----------------------------------------------------------------------------------------------------
+#: chat.update answers msg_too_long near 4,000 characters; a section block's text is limited to 3,000.
+#: Every message part we post or update stays at or below this (measured in UTF-16 code units).
+MESSAGE_PART_MAX_CHARS: Final = 3_000
+#: streaming `markdown_text` is limited to 12,000 characters per call
+STREAM_APPEND_MAX_CHARS: Final = 12_000
+#: how much answer text one streamed message carries before the rest goes into follow-up messages
+#: (Slack documents no total for a streamed message; one append's worth is a conservative bound)
+STREAM_MESSAGE_MAX_CHARS: Final = 12_000
+#: the live preview stops growing a streamed message past this, leaving room for the final answer
+STREAM_PREVIEW_MAX_CHARS: Final = 10_000
+#: assistant.threads.setStatus takes at most 10 loading messages
+STATUS_LOADING_MESSAGES_MAX: Final = 10
+#: Slack drops the indicator after 2 minutes; re-send it before that
+STATUS_REFRESH_SECONDS: Final = 90.0
+#: stop refreshing an indicator nobody cleared after this long (safety net only)
+STATUS_MAX_LIFETIME_SECONDS: Final = 30 * 60.0
+#: chat.update / chat.appendStream: about one per second per message
+MESSAGE_UPDATE_INTERVAL_SECONDS: Final = 1.0
+#: chat.postMessage: about one per second per channel (between the parts of a long answer)
+POST_INTERVAL_SECONDS: Final = 1.0
+#: task_update `details` shown under a sub-assistant's name
+TASK_DETAILS_MAX_CHARS: Final = 200
+#: a loading message naming one sub-assistant
+LOADING_MESSAGE_MAX_CHARS: Final = 80
+#: suggested prompts in the assistant view (Slack shows up to 4)
+SUGGESTED_PROMPTS_MAX: Final = 4
+#: an event / slash command must be acknowledged within 3 s
+ACK_DEADLINE_SECONDS: Final = 3.0
+#: signed requests older than this are refused (bolt's verifier enforces it)
+SIGNATURE_MAX_AGE_SECONDS: Final = 5 * 60
+#: how long users.info admin flags are cached
+ADMIN_CACHE_SECONDS: Final = 60.0
+#: conversations.replies pages read by find_delivery (crash recovery only; the method is heavily rate limited)
+FIND_DELIVERY_MAX_PAGES: Final = 5
+FIND_DELIVERY_PAGE_SIZE: Final = 200
+
+# ---- message metadata that marks a delivered reply -----------------------------------------------------------
+REPLY_METADATA_EVENT_TYPE: Final = "switchboard_reply"
+
+# ---- chat streaming ---------------------------------------------------------------------------------------------
+TASK_DISPLAY_MODE: Final = "plan"
+TASK_IN_PROGRESS: Final = "in_progress"
+TASK_COMPLETE: Final = "complete"
+TASK_ERROR: Final = "error"
+
+# ---- status texts -------------------------------------------------------------------------------------------------
+STATUS_THINKING: Final = "is thinking..."
+LOADING_THINKING: Final = "Thinking..."
+LOADING_RETRYING: Final = "Trying again..."

@@ -1,0 +1,92 @@
+"""`/switchboard <text>` and the "Reset this conversation" message shortcut.
+
+Both ack first (Slack wants it within 3 s), then hand the text to `bot.command`, which parses and authorises it,
+and answer ephemerally through the response_url (chat.postEphemeral when that fails).
+Slash commands cannot be used inside threads (Slack's limitation), so in a channel the slash command carries no
+conversation; the message shortcut, used on any message of a thread, resets that thread's conversation.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from slack_bolt.async_app import AsyncApp
+
+from adapters.slack import constants as c
+from adapters.slack.keys import channel_key, conversation_key, is_dm_channel
+from adapters.slack.listeners.deps import Deps
+from adapters.slack.splitting import split_text
+from bot.types import Actor, CommandContext, CommandResult
+
+log = logging.getLogger(__name__)
+
+#: response_url accepts up to 5 replies
+RESPONSE_URL_MAX_POSTS = 5
+#: command words after which the thinking indicators of the affected threads are cleared
+_CLEARING_COMMANDS = frozenset({"reset", "cancel"})
+
+Respond = Callable[..., Awaitable[Any]]
+
+
+async def run_command(
+    deps: Deps, *, team: str, channel: str, user: str, conversation: str | None, text: str
+) -> CommandResult:
+    actor = Actor(platform=c.PLATFORM, user=user, platform_admin=await deps.admins.is_admin(user))
+    ctx = CommandContext(actor=actor, channel=channel_key(team, channel), conversation=conversation)
+    try:
+        result = await deps.bot.command(ctx, text)
+    except Exception:
+        log.exception("command failed")
+        return CommandResult(ok=False, text="Sorry, that command failed. Please try again in a moment.")
+    if result.ok:
+        await _clear_indicators(deps, channel, text)
+    return result
+
+
+async def _clear_indicators(deps: Deps, channel: str, text: str) -> None:
+    """After a successful reset/cancel, clear the indicators it concerns (the engine ends the turns too)."""
+    words = [w.lower() for w in text.split()]
+    if not words or words[0] not in _CLEARING_COMMANDS:
+        return
+    if words[0] == "reset" and len(words) > 1 and words[1] in ("all", "everything"):
+        await deps.status.clear_where(lambda _ch, _ts: True)
+    elif (words[0] == "reset" and len(words) > 1 and words[1] == "channel") or is_dm_channel(channel):
+        await deps.status.clear_where(lambda ch, _ts: ch == channel)
+
+
+async def answer(deps: Deps, respond: Respond, *, channel: str, user: str, text: str) -> None:
+    parts = split_text(text or "Done.", c.MESSAGE_PART_MAX_CHARS)[:RESPONSE_URL_MAX_POSTS]
+    for part in parts:
+        try:
+            await respond(text=part, response_type="ephemeral", replace_original=False)
+        except Exception as e:
+            log.info("response_url failed (%s); using chat.postEphemeral", type(e).__name__)
+            await deps.surface.client.chat_postEphemeral(channel=channel, user=user, text=part)
+
+
+def register(app: AsyncApp, deps: Deps) -> None:
+    @app.command(c.SLASH_COMMAND)
+    async def on_slash_command(ack: Callable[[], Awaitable[None]], body: dict[str, Any], respond: Respond) -> None:
+        await ack()
+        team, channel, user = str(body.get("team_id", "")), str(body.get("channel_id", "")), str(body["user_id"])
+        conversation = conversation_key(team, channel, None) if is_dm_channel(channel) else None
+        result = await run_command(
+            deps, team=team, channel=channel, user=user, conversation=conversation, text=str(body.get("text", ""))
+        )
+        await answer(deps, respond, channel=channel, user=user, text=result.text)
+
+    @app.shortcut(c.RESET_SHORTCUT_CALLBACK_ID)
+    async def on_reset_shortcut(ack: Callable[[], Awaitable[None]], body: dict[str, Any], respond: Respond) -> None:
+        await ack()
+        team = str((body.get("team") or {}).get("id", ""))
+        channel = str((body.get("channel") or {}).get("id", ""))
+        user = str((body.get("user") or {}).get("id", ""))
+        message = body.get("message") or {}
+        thread = message.get("thread_ts") or (None if is_dm_channel(channel) else message.get("ts"))
+        conversation = conversation_key(team, channel, thread)
+        result = await run_command(deps, team=team, channel=channel, user=user, conversation=conversation, text="reset")
+        if result.ok and thread:
+            await deps.status.clear(channel, str(thread))
+        await answer(deps, respond, channel=channel, user=user, text=result.text)

@@ -1,0 +1,137 @@
+"""Messages: mentions in channels, replies in threads the bot is in, DMs and assistant-view threads.
+
+Slack sends a channel mention twice (app_mention and message.channels, with different event ids): mentions outside
+DMs are taken from app_mention only, and a small memory of handled messages guards against any other double.
+The engine's `accept` dedupes by Slack's event_id, which is stable across Slack's own retries.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import OrderedDict
+from typing import Any
+
+from slack_bolt.async_app import AsyncApp, AsyncBoltContext
+
+from adapters.slack.constants import PLATFORM
+from adapters.slack.keys import Route, channel_key, conversation_key, is_dm_channel
+from adapters.slack.listeners.deps import Deps
+from bot.types import Inbound
+
+log = logging.getLogger(__name__)
+
+#: message subtypes that are still a person writing to us; everything else (bot_message, message_changed,
+#: message_deleted, channel_join, ...) is ignored early
+USER_SUBTYPES = frozenset({None, "file_share", "thread_broadcast"})
+_HANDLED_MEMORY = 5_000
+
+
+def strip_mentions(text: str, bot_user_id: str | None) -> str:
+    if bot_user_id:
+        text = re.sub(rf"<@{re.escape(bot_user_id)}(\|[^>]*)?>", " ", text)
+    return text.strip()
+
+
+def mentions(text: str, bot_user_id: str | None) -> bool:
+    return bool(bot_user_id) and re.search(rf"<@{re.escape(str(bot_user_id))}(\|[^>]*)?>", text) is not None
+
+
+def is_from_person(event: dict[str, Any], bot_user_id: str | None) -> bool:
+    if event.get("subtype") not in USER_SUBTYPES:
+        return False
+    if event.get("bot_id") or event.get("bot_profile"):
+        return False
+    user = event.get("user")
+    return bool(user) and user != bot_user_id
+
+
+class MessageHandler:
+    def __init__(self, deps: Deps) -> None:
+        self.deps = deps
+        self._handled: OrderedDict[tuple[str, str], None] = OrderedDict()
+
+    async def route(
+        self, body: dict[str, Any], event: dict[str, Any], bot_user_id: str | None, *, via_mention: bool
+    ) -> Inbound | None:
+        """The Inbound for this event, or None when it is not for us."""
+        if not is_from_person(event, bot_user_id):
+            return None
+        channel = str(event.get("channel") or "")
+        ts = str(event.get("ts") or "")
+        if not channel or not ts:
+            return None
+        raw = str(event.get("text") or "")
+        text = strip_mentions(raw, bot_user_id)
+        if not text:
+            return None
+        team = str(body.get("team_id") or event.get("team") or "")
+        thread_ts = event.get("thread_ts") or None
+        dm = is_dm_channel(channel, event.get("channel_type"))
+        if dm:
+            conv_thread = thread_ts
+        elif via_mention:
+            conv_thread = thread_ts or ts
+        else:
+            if mentions(raw, bot_user_id) or not thread_ts:
+                return None  # mentions arrive as app_mention; top-level chatter is not for us
+            conv_thread = thread_ts
+        conversation = conversation_key(team, channel, conv_thread)
+        if not dm and not via_mention and not await self.deps.threads.knows(conversation):
+            return None
+        route = Route(
+            team=team,
+            channel=channel,
+            user=str(event["user"]),
+            message_ts=ts,
+            thread_ts=conv_thread,
+            place="dm" if dm else "channel",
+        )
+        return Inbound(
+            platform=PLATFORM,
+            event_id=str(body.get("event_id") or f"{channel}:{ts}"),
+            conversation=conversation,
+            channel=channel_key(team, channel),
+            user=str(event["user"]),
+            text=text,
+            route=route.as_mapping(),
+        )
+
+    async def handle(
+        self, body: dict[str, Any], event: dict[str, Any], context: AsyncBoltContext, *, via_mention: bool
+    ) -> None:
+        inbound = await self.route(body, event, context.bot_user_id, via_mention=via_mention)
+        if inbound is None:
+            return
+        key = (str(event["channel"]), str(event["ts"]))
+        if key in self._handled:
+            return
+        route = Route.from_mapping(inbound.route)
+        status = self.deps.status
+        clears_before = status.clears(route.channel, route.status_thread_ts)
+        accepted = await self.deps.bot.accept(inbound)
+        self._remember(key)
+        self.deps.threads.add(inbound.conversation)
+        if accepted.duplicate:
+            return
+        # right after the accept, not waiting for the turn; skipped if the turn already finished meanwhile
+        await status.begin(route.channel, route.status_thread_ts, unless_cleared_since=clears_before)
+
+    def _remember(self, key: tuple[str, str]) -> None:
+        self._handled[key] = None
+        while len(self._handled) > _HANDLED_MEMORY:
+            self._handled.popitem(last=False)
+
+
+def register(app: AsyncApp, deps: Deps) -> MessageHandler:
+    handler = MessageHandler(deps)
+
+    @app.event("app_mention")
+    async def on_app_mention(body: dict[str, Any], event: dict[str, Any], context: AsyncBoltContext) -> None:
+        await handler.handle(body, event, context, via_mention=True)
+
+    @app.event("message")
+    async def on_message(body: dict[str, Any], event: dict[str, Any], context: AsyncBoltContext) -> None:
+        await handler.handle(body, event, context, via_mention=False)
+
+    return handler

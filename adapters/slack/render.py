@@ -1,0 +1,78 @@
+"""Text the adapter shows: task chunks, the fallback placeholder, failure notes, reply metadata."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from adapters.slack import constants as c
+from adapters.slack.splitting import _prefix_fitting, slack_len
+from bot.types import Reply
+
+PLACEHOLDER_WORKING = "Working on it..."
+FAILURE_PREFIX = ":warning: "
+_ICONS = {c.TASK_IN_PROGRESS: ":hourglass_flowing_sand:", c.TASK_COMPLETE: ":white_check_mark:", c.TASK_ERROR: ":x:"}
+
+
+@dataclass
+class Task:
+    call_id: str
+    sub: str
+    task: str
+    status: str = c.TASK_IN_PROGRESS
+
+
+def shorten(text: str, limit: int) -> str:
+    text = " ".join(text.split())
+    if slack_len(text) <= limit:
+        return text
+    return text[: _prefix_fitting(text, limit - 3)] + "..."
+
+
+def task_chunk(task: Task) -> dict[str, Any]:
+    """A chat-streaming task_update chunk for one sub-assistant call."""
+    chunk: dict[str, Any] = {"type": "task_update", "id": task.call_id, "title": task.sub, "status": task.status}
+    if task.task:
+        chunk["details"] = shorten(task.task, c.TASK_DETAILS_MAX_CHARS)
+    return chunk
+
+
+def markdown_chunk(text: str) -> dict[str, Any]:
+    return {"type": "markdown_text", "text": text}
+
+
+def reply_body(reply: Reply) -> str:
+    """The text posted for a reply: answers and notices verbatim, failures marked as such."""
+    text = reply.text if reply.text.strip() else "(no answer)"
+    if reply.kind == "failure":
+        return FAILURE_PREFIX + text
+    return text
+
+
+def reply_metadata(turn_id: str, part: int, last: bool, end: int) -> dict[str, Any]:
+    """Message metadata that lets `find_delivery` recognise part `part` (1-based) of a turn's reply;
+    `end` is the offset in the reply body where this part ends (to resume a partly posted reply)."""
+    return {
+        "event_type": c.REPLY_METADATA_EVENT_TYPE,
+        "event_payload": {"turn_id": turn_id, "part": part, "last": last, "end": end},
+    }
+
+
+def placeholder_text(tasks: list[Task], preview: str, limit: int = c.MESSAGE_PART_MAX_CHARS) -> str:
+    """The fallback placeholder: one line per sub-assistant, then the tail of the live preview; <= limit."""
+    lines = []
+    for t in tasks:
+        detail = f": {shorten(t.task, c.TASK_DETAILS_MAX_CHARS)}" if t.task else ""
+        lines.append(f"{_ICONS.get(t.status, '')} **{t.sub}**{detail}".strip())
+    head = "\n".join(lines)
+    if slack_len(head) > limit // 2:
+        head = head[: _prefix_fitting(head, limit // 2 - 3)] + "..."
+    if not preview.strip():
+        return head or PLACEHOLDER_WORKING
+    room = limit - slack_len(head) - 2
+    tail = preview
+    if slack_len(tail) > room:
+        keep = tail[::-1]
+        keep = keep[: _prefix_fitting(keep, room - 1)][::-1]
+        tail = "…" + keep
+    return f"{head}\n\n{tail}" if head else tail

@@ -1,0 +1,195 @@
+"""The thinking indicator: assistant.threads.setStatus per thread, refreshed during long work, always cleared.
+
+One `ThreadStatus` per (channel, thread_ts). `begin` shows it at once; sub-assistants being delegated to or
+finishing change its loading messages (which Slack shows verbatim, so they name the sub-assistants at work); a
+background refresher re-sends it every `refresh_seconds` (Slack drops it after 2 minutes); `clear` sends
+status "" and stops the refresher. Calls for one thread are serialised so a clear can never be overtaken by an
+older set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from slack_sdk.web.async_client import AsyncWebClient
+
+from adapters.slack import constants as c
+
+log = logging.getLogger(__name__)
+
+ThreadId = tuple[str, str]  # (channel, thread_ts)
+Clock = Callable[[], float]
+
+
+def loading_messages(subs: list[str], retrying: bool = False) -> list[str]:
+    """What the indicator shows: one line per sub-assistant at work (at most Slack's 10)."""
+    lines = [f"Asking {name}..."[: c.LOADING_MESSAGE_MAX_CHARS] for name in dict.fromkeys(subs)]
+    if retrying:
+        lines.insert(0, c.LOADING_RETRYING)
+    if not lines:
+        lines = [c.LOADING_THINKING]
+    return lines[: c.STATUS_LOADING_MESSAGES_MAX]
+
+
+@dataclass
+class ThreadStatus:
+    channel: str
+    thread_ts: str
+    active: bool = False
+    #: call_id -> sub-assistant name, for the sub-assistants at work
+    subs: dict[str, str] = field(default_factory=dict)
+    retrying: bool = False
+    started_at: float = 0.0
+    #: how many times this thread's indicator was cleared (lets a late `begin` see it came too late)
+    clears: int = 0
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    refresher: asyncio.Task[None] | None = None
+
+    def messages(self) -> list[str]:
+        return loading_messages(list(self.subs.values()), self.retrying)
+
+
+class StatusBoard:
+    def __init__(
+        self,
+        client: AsyncWebClient,
+        *,
+        refresh_seconds: float = c.STATUS_REFRESH_SECONDS,
+        max_lifetime_seconds: float = c.STATUS_MAX_LIFETIME_SECONDS,
+        clock: Clock | None = None,
+    ) -> None:
+        self._client = client
+        self.refresh_seconds = refresh_seconds
+        self.max_lifetime_seconds = max_lifetime_seconds
+        self._clock = clock or time.monotonic
+        self._threads: dict[ThreadId, ThreadStatus] = {}
+
+    def thread(self, channel: str, thread_ts: str) -> ThreadStatus:
+        key = (channel, thread_ts)
+        st = self._threads.get(key)
+        if st is None:
+            st = self._threads[key] = ThreadStatus(channel, thread_ts)
+        return st
+
+    def is_active(self, channel: str, thread_ts: str) -> bool:
+        st = self._threads.get((channel, thread_ts))
+        return bool(st and st.active)
+
+    def clears(self, channel: str, thread_ts: str) -> int:
+        return self.thread(channel, thread_ts).clears
+
+    async def begin(self, channel: str, thread_ts: str, *, unless_cleared_since: int | None = None) -> None:
+        """Show the indicator now (no-op when already shown). `unless_cleared_since`: skip when the thread's
+        indicator was cleared after that count was read (the turn it was meant for already finished)."""
+        st = self.thread(channel, thread_ts)
+        async with st.lock:
+            if st.active:
+                return
+            if unless_cleared_since is not None and st.clears != unless_cleared_since:
+                return
+            st.active = True
+            st.retrying = False
+            st.started_at = self._clock()
+            await self._send(st)
+            self._start_refresher(st)
+
+    async def ensure(self, channel: str, thread_ts: str) -> None:
+        await self.begin(channel, thread_ts)
+
+    async def sub_started(self, channel: str, thread_ts: str, call_id: str, sub: str) -> None:
+        st = self.thread(channel, thread_ts)
+        st.subs[call_id] = sub
+        st.retrying = False
+        await self._changed(st)
+
+    async def sub_finished(self, channel: str, thread_ts: str, call_id: str) -> None:
+        st = self.thread(channel, thread_ts)
+        if st.subs.pop(call_id, None) is not None:
+            await self._changed(st)
+
+    async def retrying(self, channel: str, thread_ts: str) -> None:
+        st = self.thread(channel, thread_ts)
+        st.retrying = True
+        await self._changed(st)
+
+    async def clear(self, channel: str, thread_ts: str) -> None:
+        """Clear the indicator (always sends status "", even if we believe it is not shown)."""
+        st = self.thread(channel, thread_ts)
+        async with st.lock:
+            st.active = False
+            st.subs.clear()
+            st.retrying = False
+            st.clears += 1
+            task, st.refresher = st.refresher, None
+            if task is not None:
+                task.cancel()
+            await self._call(st.channel, st.thread_ts, "", None)
+
+    async def clear_where(self, predicate: Callable[[str, str], bool]) -> int:
+        """Clear every active indicator whose (channel, thread_ts) matches; returns how many."""
+        targets = [st for st in self._threads.values() if st.active and predicate(st.channel, st.thread_ts)]
+        for st in targets:
+            await self.clear(st.channel, st.thread_ts)
+        return len(targets)
+
+    async def close(self) -> None:
+        for st in self._threads.values():
+            if st.refresher is not None:
+                st.refresher.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await st.refresher
+                st.refresher = None
+
+    # ---- internals --------------------------------------------------------------------------------------------------
+
+    async def _changed(self, st: ThreadStatus) -> None:
+        async with st.lock:
+            if not st.active:
+                st.active = True
+                st.started_at = self._clock()
+                self._start_refresher(st)
+            await self._send(st)
+
+    def _start_refresher(self, st: ThreadStatus) -> None:
+        if st.refresher is None or st.refresher.done():
+            st.refresher = asyncio.create_task(self._refresh_loop(st), name=f"slack-status-{st.thread_ts}")
+
+    async def _refresh_loop(self, st: ThreadStatus) -> None:
+        while st.active:
+            await asyncio.sleep(self.refresh_seconds)
+            async with st.lock:
+                if not st.active:
+                    return
+                if self._clock() - st.started_at > self.max_lifetime_seconds:
+                    log.warning("thinking indicator in %s/%s outlived its lifetime; clearing", st.channel, st.thread_ts)
+                    st.active = False
+                    await self._call(st.channel, st.thread_ts, "", None)
+                    return
+                await self._send(st)
+
+    async def _send(self, st: ThreadStatus) -> None:
+        await self._call(st.channel, st.thread_ts, c.STATUS_THINKING, st.messages())
+
+    async def _call(self, channel: str, thread_ts: str, status: str, messages: list[str] | None) -> None:
+        try:
+            await self._client.assistant_threads_setStatus(
+                channel_id=channel, thread_ts=thread_ts, status=status, loading_messages=messages
+            )
+        except Exception as e:  # the indicator is best effort
+            log.warning("assistant.threads.setStatus failed in %s: %s", channel, _error_name(e))
+
+
+def _error_name(e: Exception) -> str:
+    response = getattr(e, "response", None)
+    if response is not None:
+        try:
+            return str(response.get("error"))
+        except Exception:
+            return type(e).__name__
+    return type(e).__name__

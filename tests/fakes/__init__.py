@@ -1,0 +1,1 @@
+"""Loopback fakes of the platforms and providers, for end-to-end tests."""
