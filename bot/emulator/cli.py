@@ -1,0 +1,44 @@
+"""``switchboard emulator``: run the emulator in the foreground until interrupted.
+
+Prints one line ``emulator listening on http://HOST:PORT/v1`` (flushed) once the socket is bound, so a parent
+process started with ``--port 0`` can read the address.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+
+from bot.emulator.scripts import load_scripts
+from bot.emulator.server import Emulator
+
+
+async def serve(emulator: Emulator, host: str, port: int, stop: asyncio.Event | None = None) -> None:
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    await emulator.start(host, port)
+    print(f"emulator listening on {emulator.base_url}", flush=True)
+    print(f"control endpoint at {emulator.control_url}", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await emulator.stop()
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    scripts = load_scripts(args.scripts) if getattr(args, "scripts", None) else None
+    emulator = Emulator(latency=args.latency, token_delay=args.token_delay, scripts=scripts)
+    try:
+        asyncio.run(serve(emulator, args.host, args.port))
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        print(f"emulator: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,94 @@
+"""aiohttp glue: reading JSON bodies, writing JSON and error responses, streaming an `EventLog` as SSE."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from bot.emulator.errors import APIError, invalid_request
+from bot.emulator.events import EventLog
+from bot.emulator.wire import JSON, dumps, loads
+
+JSON_CONTENT_TYPE = "application/json"
+SSE_HEADERS = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"}
+DONE_FRAME = b"event: done\ndata: [DONE]\n\n"
+TRUE_VALUES = ("true", "1", "yes")
+
+
+async def read_json(request: web.Request) -> JSON:
+    raw = await request.read()
+    if not raw:
+        return {}
+    try:
+        body = loads(raw)
+    except ValueError:
+        raise invalid_request(
+            "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your HTTP "
+            "library correctly. The OpenAI API expects a JSON payload, but what was sent was not valid JSON.)"
+        ) from None
+    if not isinstance(body, dict):
+        raise invalid_request("The request body must be a JSON object.")
+    return body
+
+
+def json_response(data: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(body=dumps(data), status=status, content_type=JSON_CONTENT_TYPE, headers=headers)
+
+
+def error_response(error: APIError) -> web.Response:
+    return json_response(error.body(), status=error.status, headers=error.headers or None)
+
+
+def query_flag(request: web.Request, name: str) -> bool:
+    return request.query.get(name, "").lower() in TRUE_VALUES
+
+
+def query_int(request: web.Request, name: str) -> int | None:
+    raw = request.query.get(name)
+    if raw is None:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise invalid_request(f"Invalid '{name}': expected an integer, got '{raw}'.", param=name) from None
+
+
+def body_id(value: Any, param: str) -> str:
+    """An object reference given either as ``"id"`` or as ``{"id": "..."}``."""
+    if isinstance(value, dict):
+        value = value.get("id")
+    if not isinstance(value, str) or not value:
+        raise invalid_request(f"Invalid '{param}': expected an id.", param=param)
+    return value
+
+
+async def stream_log(
+    request: web.Request,
+    log: EventLog,
+    *,
+    start: int = 0,
+    stop_at_boundary: bool = False,
+    drop_after: int | None = None,
+    done_marker: bool = False,
+) -> web.StreamResponse:
+    """Send the log's frames from `start` as SSE. `drop_after` aborts the connection after that many frames,
+    as a dropped network connection would (no terminal event, no clean end of the chunked body)."""
+    response = web.StreamResponse(headers={**SSE_HEADERS, "x-request-id": request["request_id"]})
+    await response.prepare(request)
+    sent = 0
+    try:
+        async for frame in log.follow(start, stop_at_boundary=stop_at_boundary):
+            await response.write(frame.data)
+            sent += 1
+            if drop_after is not None and sent >= drop_after:
+                request["dropped"] = True
+                if request.transport is not None:
+                    request.transport.abort()
+                return response
+        if done_marker:
+            await response.write(DONE_FRAME)
+        await response.write_eof()
+    except ConnectionResetError:  # the client went away: the object carries on without it
+        request["client_gone"] = True
+    return response

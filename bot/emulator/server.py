@@ -1,0 +1,334 @@
+"""The emulator: state shared by every surface, the aiohttp application and `run_emulator`.
+
+async with run_emulator(clock=ManualClock()) as emu:
+    client = openai.AsyncOpenAI(base_url=emu.base_url, api_key="x")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import secrets
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
+from typing import Any
+
+from aiohttp import web
+
+from bot.emulator.assistants import AssistantsAPI
+from bot.emulator.clock import Clock, RealClock
+from bot.emulator.control import ControlAPI
+from bot.emulator.conversations import ConversationRecord, ConversationsAPI
+from bot.emulator.errors import APIError, server_error
+from bot.emulator.faults import Faults
+from bot.emulator.httputil import error_response
+from bot.emulator.observe import Counters, LogEntry, RequestLog
+from bot.emulator.responses import ResponseRecord, ResponsesAPI
+from bot.emulator.scripts import Script
+from bot.emulator.wire import IdFactory
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_EXPIRY_SECONDS = 600.0  # OpenAI's requires_action window
+DEFAULT_RETRY_AFTER = 1.0  # seconds announced on injected 429s unless a fault says otherwise
+DEFAULT_POLL_AFTER_MS = 25  # `openai-poll-after-ms` on run retrieve (OpenAI sends larger values)
+DEFAULT_WAIT_TIMEOUT = 5.0
+SHUTDOWN_TIMEOUT = 0.5
+CONTROL_PREFIX = "/_emulator"
+
+
+class Emulator:
+    """State and HTTP server. Read `responses`, `conversations`, `assistants`, `threads`, `runs` for assertions;
+    mutate `scripts` and `faults` to steer it; `log` and `counters` say what happened."""
+
+    def __init__(
+        self,
+        *,
+        clock: Clock | None = None,
+        latency: float = 0.0,
+        token_delay: float = 0.0,
+        scripts: Mapping[str, Script] | None = None,
+        expiry_seconds: float = DEFAULT_EXPIRY_SECONDS,
+        seed: int | None = None,
+        retry_after: float = DEFAULT_RETRY_AFTER,
+        poll_after_ms: int = DEFAULT_POLL_AFTER_MS,
+    ) -> None:
+        self.clock: Clock = clock or RealClock()
+        self.latency = latency
+        self.token_delay = token_delay
+        self.expiry_seconds = expiry_seconds
+        self.poll_after_ms = poll_after_ms
+        self.seed = seed
+        self.scripts: dict[str, Script] = dict(scripts or {})
+        self.ids = IdFactory(seed)
+        self.log = RequestLog()
+        self.counters = Counters()
+        self.faults = Faults(self, retry_after=retry_after)
+        self.conversations_api = ConversationsAPI(self)
+        self.responses_api = ResponsesAPI(self)
+        self.assistants_api = AssistantsAPI(self)
+        self.control_api = ControlAPI(self)
+        self.host = "127.0.0.1"
+        self.port = 0
+        self._ticks = itertools.count(1)
+        self._request_ids = itertools.count(1)
+        self._request_prefix = secrets.token_hex(4)
+        self._changed: asyncio.Event | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._runner: web.AppRunner | None = None
+
+    # --- state, for assertions -----------------------------------------------------------------------------------
+
+    @property
+    def responses(self) -> dict[str, ResponseRecord]:
+        return self.responses_api.records
+
+    @property
+    def conversations(self) -> dict[str, ConversationRecord]:
+        return self.conversations_api.records
+
+    @property
+    def assistants(self) -> dict[str, Any]:
+        return self.assistants_api.assistants
+
+    @property
+    def threads(self) -> dict[str, Any]:
+        return self.assistants_api.threads
+
+    @property
+    def runs(self) -> dict[str, Any]:
+        return self.assistants_api.runs
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.url}/v1"
+
+    @property
+    def control_url(self) -> str:
+        return f"{self.url}{CONTROL_PREFIX}"
+
+    def overlapped(self, first_id: str, second_id: str) -> bool:
+        """Whether two responses/runs were both alive at some moment (by the emulator's event order)."""
+        first, second = self._lifetime(first_id), self._lifetime(second_id)
+        return first[0] < second[1] and second[0] < first[1]
+
+    def _lifetime(self, object_id: str) -> tuple[int, float]:
+        record: Any = self.responses.get(object_id) or self.runs.get(object_id)
+        if record is None:
+            raise KeyError(object_id)
+        end = record.finished_tick if record.finished_tick is not None else float("inf")
+        return record.created_tick, end
+
+    # --- plumbing shared by the surfaces -------------------------------------------------------------------------
+
+    def tick(self) -> int:
+        return next(self._ticks)
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("emulator task failed", exc_info=task.exception())
+
+    def notify(self) -> None:
+        """Wake `wait_until` callers: some state changed."""
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
+
+    async def wait_until(self, predicate: Callable[[], bool], within: float = DEFAULT_WAIT_TIMEOUT) -> None:
+        """Wait (real time, at most `within` s) until `predicate()` holds; re-checked on every state change."""
+
+        async def _wait() -> None:
+            while not predicate():
+                if self._changed is None:
+                    self._changed = asyncio.Event()
+                await self._changed.wait()
+
+        await asyncio.wait_for(_wait(), within)
+
+    async def wait_status(self, object_id: str, *statuses: str, within: float = DEFAULT_WAIT_TIMEOUT) -> None:
+        """Wait until the response or run `object_id` has one of `statuses`."""
+
+        def reached() -> bool:
+            record: Any = self.responses.get(object_id) or self.runs.get(object_id)
+            return record is not None and record.status in statuses
+
+        await self.wait_until(reached, within)
+
+    # --- actions used by fault injection -------------------------------------------------------------------------
+
+    def provider_cancel(self, object_id: str) -> None:
+        """Cancel a response or run from the provider's side."""
+        if object_id in self.responses:
+            self.responses_api.finish_cancelled(self.responses[object_id], by="provider")
+        elif object_id in self.runs:
+            self.assistants_api.provider_cancel(object_id)
+        else:
+            raise KeyError(object_id)
+
+    def expire_run(self, run_id: str) -> None:
+        self.assistants_api.expire_now(run_id)
+
+    def delete_conversation(self, conversation_id: str) -> None:
+        self.conversations_api.delete_now(conversation_id)
+
+    def delete_thread(self, thread_id: str) -> None:
+        self.assistants_api.delete_thread_now(thread_id)
+
+    def reset(self) -> None:
+        """Forget every object, fault, log entry and counter (scripts stay)."""
+        for task in list(self._tasks):
+            task.cancel()
+        self._close_streams()
+        self.responses.clear()
+        self.conversations.clear()
+        self.assistants_api.clear()
+        self.faults.reset()
+        self.log.clear()
+        self.counters.clear()
+        self.notify()
+
+    def _close_streams(self) -> None:
+        for record in self.responses.values():
+            if record.events is not None:
+                record.events.close()
+            record.done.set()
+        self.assistants_api.close_streams()
+
+    # --- HTTP ----------------------------------------------------------------------------------------------------
+
+    def build_app(self) -> web.Application:
+        app = web.Application(middlewares=[self._middleware], client_max_size=16 * 1024 * 1024)
+        router = app.router
+        self.responses_api.add_routes(router)
+        self.conversations_api.add_routes(router)
+        self.assistants_api.add_routes(router)
+        self.control_api.add_routes(router, CONTROL_PREFIX)
+        return app
+
+    @web.middleware
+    async def _middleware(
+        self, request: web.Request, handler: Callable[[web.Request], Coroutine[Any, Any, web.StreamResponse]]
+    ) -> web.StreamResponse:
+        request_id = f"req_{self._request_prefix}{next(self._request_ids):016x}"
+        request["request_id"] = request_id
+        path = request.path
+        if path.startswith(CONTROL_PREFIX):
+            response = await self._call(request, handler)
+            if not response.prepared:
+                response.headers["x-request-id"] = request_id
+            return response
+        clock = self.clock
+        t_start, tick_start = clock.now(), self.tick()
+        method = request.method
+        fault_error: APIError | None = None
+        if self.latency > 0:
+            await asyncio.sleep(self.latency)
+        if self.faults.active or self.faults.random_mode is not None:
+            fault_error = self.faults.check_request(method, path)
+        if fault_error is not None:
+            response: web.StreamResponse = error_response(fault_error)
+        else:
+            response = await self._call(request, handler)
+        if not response.prepared:
+            response.headers["x-request-id"] = request_id
+        resource = request.match_info.route.resource
+        template = resource.canonical if resource is not None else path
+        status = 599 if request.get("dropped") else response.status
+        self.counters.requests[(method, template)] += 1
+        self.counters.statuses[status] += 1
+        self.log.append(
+            LogEntry(
+                method=method,
+                path=path,
+                template=template,
+                status=status,
+                t_start=t_start,
+                t_end=clock.now(),
+                tick_start=tick_start,
+                tick_end=self.tick(),
+                request_id=request_id,
+                agent=request.get("agent"),
+                object_id=request.get("object_id"),
+                fault="http_error" if fault_error is not None else ("drop_stream" if request.get("dropped") else None),
+            )
+        )
+        return response
+
+    async def _call(
+        self, request: web.Request, handler: Callable[[web.Request], Coroutine[Any, Any, web.StreamResponse]]
+    ) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except APIError as error:
+            return error_response(error)
+        except web.HTTPException as exc:
+            if exc.status == 404:
+                message = f"Invalid URL ({request.method} {request.path})"
+            else:
+                message = exc.reason if exc.status != 405 else f"Method not allowed ({request.method} {request.path})"
+            return error_response(APIError(exc.status, message, "invalid_request_error"))
+        except Exception:
+            logger.exception("emulator handler failed: %s %s", request.method, request.path)
+            return error_response(server_error())
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        """Start listening; returns once the socket is bound (port 0 picks a free port)."""
+        runner = web.AppRunner(self.build_app(), access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT)
+        await runner.setup()
+        site = web.TCPSite(runner, host, port, backlog=1024)
+        await site.start()
+        self._runner = runner
+        self.host = host
+        self.port = runner.addresses[0][1]
+
+    async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        self._close_streams()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+
+@contextlib.asynccontextmanager
+async def run_emulator(
+    *,
+    clock: Clock | None = None,
+    latency: float = 0.0,
+    token_delay: float = 0.0,
+    scripts: Mapping[str, Script] | None = None,
+    expiry_seconds: float = DEFAULT_EXPIRY_SECONDS,
+    seed: int | None = None,
+    retry_after: float = DEFAULT_RETRY_AFTER,
+    poll_after_ms: int = DEFAULT_POLL_AFTER_MS,
+    host: str = "127.0.0.1",
+    port: int = 0,
+) -> AsyncIterator[Emulator]:
+    """Run an emulator on a free loopback port for the duration of the block."""
+    emulator = Emulator(
+        clock=clock,
+        latency=latency,
+        token_delay=token_delay,
+        scripts=scripts,
+        expiry_seconds=expiry_seconds,
+        seed=seed,
+        retry_after=retry_after,
+        poll_after_ms=poll_after_ms,
+    )
+    await emulator.start(host, port)
+    try:
+        yield emulator
+    finally:
+        await emulator.stop()
