@@ -1,0 +1,123 @@
+"""Shared helpers for engine tests: a team, a recording surface, and a Bot wired to an emulator."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from bot.config import AgentConfig, Limits, TeamConfig
+from bot.engine import Bot, make_backend
+from bot.types import Inbound, Progress, Reply, TurnRef
+from storage.sqlite import SQLiteStore
+
+WAIT_SECONDS = 20.0
+
+FAST_LIMITS = Limits(
+    max_parallel=4,
+    max_depth=1,
+    retry_budget=6,
+    run_timeout=60,
+    queued_timeout=0.5,
+    lock_wait=2.0,
+    backoff_base=0.01,
+    backoff_max=0.05,
+    poll_interval=0.02,
+    stream_idle_timeout=5.0,
+)
+
+
+def team(base_url: str, db_path: str | Path, backend: str = "responses", **limits: Any) -> TeamConfig:
+    subs = tuple(
+        AgentConfig(name=n, instructions=f"You are the {n}.", model="emu-1", description=f"The {n}.")
+        for n in ("researcher", "critic", "planner")
+    )
+    return TeamConfig(
+        proxy=AgentConfig(name="proxy", instructions="You are the proxy.", model="emu-1"),
+        subs=subs,
+        backend=backend,  # type: ignore[arg-type]
+        limits=dataclasses.replace(FAST_LIMITS, **limits),
+        db_path=str(db_path),
+        base_url=base_url,
+        api_key="test-key",
+    )
+
+
+class RecordingSurface:
+    """A surface that remembers everything; `find_delivery` looks in what was delivered, like a platform would."""
+
+    platform = "console"
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, Progress]] = []
+        self.deliveries: list[tuple[TurnRef, Reply]] = []
+        self._changed = asyncio.Condition()
+
+    async def progress(self, turn: TurnRef, event: Progress) -> None:
+        async with self._changed:
+            self.events.append((turn.id, event))
+            self._changed.notify_all()
+
+    async def wait_event(self, kind: str, count: int = 1) -> list[Progress]:
+        async with asyncio.timeout(WAIT_SECONDS), self._changed:
+            await self._changed.wait_for(lambda: len(self.kinds(kind)) >= count)
+        return self.kinds(kind)
+
+    async def deliver(self, turn: TurnRef, reply: Reply) -> str:
+        async with self._changed:
+            self.deliveries.append((turn, reply))
+            self._changed.notify_all()
+        return f"msg-{len(self.deliveries)}"
+
+    async def find_delivery(self, turn: TurnRef) -> str | None:
+        return next((f"msg-{i + 1}" for i, (t, _) in enumerate(self.deliveries) if t.id == turn.id), None)
+
+    async def wait_for(self, count: int) -> list[tuple[TurnRef, Reply]]:
+        async with asyncio.timeout(WAIT_SECONDS), self._changed:
+            await self._changed.wait_for(lambda: len(self.deliveries) >= count)
+        return self.deliveries
+
+    def replies(self) -> list[Reply]:
+        return [r for _, r in self.deliveries]
+
+    def kinds(self, kind: str) -> list[Progress]:
+        return [e for _, e in self.events if getattr(e, "kind", None) == kind]
+
+
+_counter = 0
+
+
+def inbound(text: str, conversation: str = "console:test:c1", user: str = "u1", event_id: str | None = None) -> Inbound:
+    global _counter
+    _counter += 1
+    return Inbound(
+        platform="console",
+        event_id=event_id or f"evt-{_counter}",
+        conversation=conversation,
+        channel="console:test",
+        user=user,
+        text=text,
+    )
+
+
+@asynccontextmanager
+async def running_bot(cfg: TeamConfig) -> AsyncIterator[tuple[Bot, RecordingSurface]]:
+    bot = Bot(cfg, SQLiteStore(cfg.db_path), make_backend(cfg))
+    surface = RecordingSurface()
+    bot.add_surface(surface)
+    await bot.start()
+    try:
+        yield bot, surface
+    finally:
+        await bot.stop()
+
+
+def item_text(item: dict[str, Any]) -> str:
+    """The text of a message item as the emulator stored it (string content or a list of text parts)."""
+    content = item.get("content")
+    if isinstance(content, str):
+        return content
+    return "".join(part.get("text", "") for part in content or [])
