@@ -78,6 +78,8 @@ class SlackAdapter:
             client=self.client,
             signing_secret=settings.signing_secret if http else None,
             request_verification_enabled=http,
+            # the message listener filters bot and own messages itself (one place, observable, tested)
+            ignoring_self_events_enabled=False,
             # our listeners read the assistant thread themselves; no context store needed
             attaching_conversation_kwargs_enabled=False,
         )
@@ -99,7 +101,7 @@ class SlackAdapter:
             threads=self.threads,
             admins=self.admins,
         )
-        register_all(self.app, self.deps)
+        self.messages = register_all(self.app, self.deps)
         bot.add_surface(self.surface)
         self._socket: AsyncSocketModeHandler | None = None
         self._runner: web.AppRunner | None = None

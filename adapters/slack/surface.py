@@ -180,8 +180,13 @@ class TurnView:
     def _pending_task_chunks(self) -> list[dict[str, Any]]:
         chunks = []
         for task in self.tasks.values():
-            if self.shown_status.get(task.call_id) != task.status:
-                chunks.append(task_chunk(task))
+            shown = self.shown_status.get(task.call_id)
+            if shown == task.status:
+                continue
+            if shown is None and task.status != c.TASK_IN_PROGRESS:
+                # finished before it was ever shown: still show it going in_progress -> complete/error
+                chunks.append(task_chunk(Task(task.call_id, task.sub, task.task, c.TASK_IN_PROGRESS)))
+            chunks.append(task_chunk(task))
         return chunks
 
     def _mark_tasks_shown(self) -> None:

@@ -10,7 +10,9 @@ from adapters.slack.listeners.deps import Deps
 __all__ = ["Deps", "register_all"]
 
 
-def register_all(app: AsyncApp, deps: Deps) -> None:
-    messages.register(app, deps)
+def register_all(app: AsyncApp, deps: Deps) -> messages.MessageHandler:
+    """Register every listener; returns the message handler (its `observers` report each event's outcome)."""
+    handler = messages.register(app, deps)
     assistant.register(app, deps)
     commands.register(app, deps)
+    return handler

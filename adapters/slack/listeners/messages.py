@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import re
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 from slack_bolt.async_app import AsyncApp, AsyncBoltContext
@@ -50,6 +51,8 @@ class MessageHandler:
     def __init__(self, deps: Deps) -> None:
         self.deps = deps
         self._handled: OrderedDict[tuple[str, str], None] = OrderedDict()
+        #: called after each message event with its outcome: accepted | duplicate | seen | ignored | error
+        self.observers: list[Callable[[dict[str, Any], str], None]] = []
 
     async def route(
         self, body: dict[str, Any], event: dict[str, Any], bot_user_id: str | None, *, via_mention: bool
@@ -100,12 +103,22 @@ class MessageHandler:
     async def handle(
         self, body: dict[str, Any], event: dict[str, Any], context: AsyncBoltContext, *, via_mention: bool
     ) -> None:
+        outcome = "error"
+        try:
+            outcome = await self._handle(body, event, context, via_mention=via_mention)
+        finally:
+            for observer in self.observers:
+                observer(event, outcome)
+
+    async def _handle(
+        self, body: dict[str, Any], event: dict[str, Any], context: AsyncBoltContext, *, via_mention: bool
+    ) -> str:
         inbound = await self.route(body, event, context.bot_user_id, via_mention=via_mention)
         if inbound is None:
-            return
+            return "ignored"
         key = (str(event["channel"]), str(event["ts"]))
         if key in self._handled:
-            return
+            return "seen"
         route = Route.from_mapping(inbound.route)
         status = self.deps.status
         clears_before = status.clears(route.channel, route.status_thread_ts)
@@ -113,9 +126,10 @@ class MessageHandler:
         self._remember(key)
         self.deps.threads.add(inbound.conversation)
         if accepted.duplicate:
-            return
+            return "duplicate"
         # right after the accept, not waiting for the turn; skipped if the turn already finished meanwhile
         await status.begin(route.channel, route.status_thread_ts, unless_cleared_since=clears_before)
+        return "accepted"
 
     def _remember(self, key: tuple[str, str]) -> None:
         self._handled[key] = None
