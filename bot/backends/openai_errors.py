@@ -45,7 +45,8 @@ def translate(exc: openai.OpenAIError, not_found: NotFoundMeans = "thread") -> E
         return Transient("could not reach the AI provider", reason="connection")
     if not isinstance(exc, openai.APIError):
         return Permanent(f"{type(exc).__name__}: {exc}", reason="client")
-    message = str(getattr(exc, "message", "") or exc)
+    body = getattr(exc, "body", None)
+    message = str(body.get("message") or exc) if isinstance(body, dict) else str(exc)
     code = getattr(exc, "code", None) or ""
     if isinstance(exc, openai.RateLimitError) or code == "rate_limit_exceeded":
         after = retry_after(exc) if isinstance(exc, openai.APIStatusError) else None

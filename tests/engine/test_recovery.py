@@ -1,0 +1,205 @@
+"""Every row of the supervisor's recovery table, triggered by its emulator fault, ends in exactly one reply."""
+
+from __future__ import annotations
+
+import asyncio
+
+import openai
+
+from bot.emulator import Rule, Script
+from tests.engine.harness import inbound, running_bot, team
+
+
+def reasons(surface) -> list[str]:
+    return [e.reason for e in surface.kinds("retrying")]
+
+
+async def one_reply(bot, surface):
+    [(turn, reply)] = await surface.wait_for(1)
+    await bot.idle()
+    assert len(surface.deliveries) == 1
+    return turn, reply
+
+
+async def test_provider_cancel_is_recreated(emu, tmp_path):
+    emu.faults.cancel(agent="proxy", after_events=2)
+    async with running_bot(team(emu.base_url, tmp_path / "db")) as (bot, surface):
+        await bot.accept(inbound("hello"))
+        _, reply = await one_reply(bot, surface)
+        assert reply.text == "You said: hello"
+        assert reasons(surface) == ["cancelled_by_provider"]
+        statuses = [r.status for r in emu.responses.values() if r.agent == "proxy"]
+        assert statuses == ["cancelled", "completed"]
+
+
+async def test_sub_assistant_cancelled_by_provider_is_recreated(emu, tmp_path):
+    emu.faults.cancel(agent="critic", after_events=1)
+    async with running_bot(team(emu.base_url, tmp_path / "db")) as (bot, surface):
+        await bot.accept(inbound("ask the critic"))
+        _, reply = await one_reply(bot, surface)
+        assert "critic: done with" in reply.text
+        assert [(e.who, e.reason) for e in surface.kinds("retrying")] == [("critic", "cancelled_by_provider")]
+
+
+async def test_server_error_backs_off_and_retries(emu, tmp_path):
+    emu.faults.fail("server_error", agent="proxy", count=2)
+    async with running_bot(team(emu.base_url, tmp_path / "db")) as (bot, surface):
+        await bot.accept(inbound("hello"))
+        _, reply = await one_reply(bot, surface)
+        assert reply.kind == "answer"
+        assert reasons(surface) == ["server_error", "server_error"]
+
+
+async def test_http_429_honours_retry_after(emu, tmp_path):
+    emu.faults.http_error(429, method="POST", path="/v1/responses", count=2, retry_after=0.05)
+    async with running_bot(team(emu.base_url, tmp_path / "db")) as (bot, surface):
+        await bot.accept(inbound("hello"))
+        _, reply = await one_reply(bot, surface)
+        assert reply.kind == "answer"
+        assert reasons(surface) == ["rate_limit", "rate_limit"]
+        posts = [e for e in emu.log if e.method == "POST" and e.path == "/v1/responses"]
+        assert [e.status for e in posts] == [429, 429, 200]
+        # the retry waited at least the Retry-After the emulator sent
+        assert posts[1].t_start - posts[0].t_end >= 0.04
+
+
+async def test_invalid_prompt_fails_plainly_without_retrying(emu, tmp_path):
+    emu.faults.fail("invalid_prompt", agent="proxy")
+    async with running_bot(team(emu.base_url, tmp_path / "db")) as (bot, surface):
+        await bot.accept(inbound("hello"))
+        turn, reply = await one_reply(bot, surface)
+        assert reply.kind == "failure"
+        assert "refused this request" in reply.text
+        assert reasons(surface) == []
+        assert (await bot.store.get_turn(turn.id)).state == "delivered"
+
+
+async def test_incomplete_is_delivered_and_says_so(emu, tmp_path):
+    emu.scripts["proxy"] = Script(rules=[Rule(reply="A partial answer", incomplete="max_output_tokens")])
+    async with running_bot(team(emu.base_url, tmp_path / "db")) as (bot, surface):
+        await bot.accept(inbound("hello"))
+        _, reply = await one_reply(bot, surface)
+        assert reply.kind == "answer"
+        assert reply.text.startswith("A partial answer")
+        assert "cut short" in reply.text
+
+
+async def test_locked_conversation_is_waited_for(emu, tmp_path):
+    async with running_bot(team(emu.base_url, tmp_path / "db")) as (bot, surface):
+        await bot.accept(inbound("first"))
+        await surface.wait_for(1)
+        conv = await bot.store.get_conversation("console:test:c1")
+        # someone else (another process) holds the conversation for a moment
+        emu.scripts["intruder"] = Script(rules=[Rule(reply="mine", delay=0.3)])
+        client = openai.AsyncOpenAI(base_url=emu.base_url, api_key="x", max_retries=0)
+        await client.responses.create(model="m", input="x", conversation=conv.main_thread, background=True,
+                                      store=True, metadata={"agent": "intruder"})
+        await bot.accept(inbound("second"))
+        replies = await surface.wait_for(2)
+        assert replies[1][1].text == "You said: second"
+        assert "thread_locked" in reasons(surface)
+        locked = [e for e in emu.log if e.status == 400 and e.path == "/v1/responses"]
+        assert locked, "the engine should have met the lock at least once"
+        await client.close()
+
+
+async def test_deleted_conversation_is_rebuilt_from_the_transcript(emu, tmp_path):
+    async with running_bot(team(emu.base_url, tmp_path / "db")) as (bot, surface):
+        await bot.accept(inbound("remember: the code word is heron"))
+        await surface.wait_for(1)
+        old = (await bot.store.get_conversation("console:test:c1")).main_thread
+        emu.faults.delete_conversation(old)
+        await bot.accept(inbound("what was the code word?"))
+        replies = await surface.wait_for(2)
+        assert replies[1][1].text == "You said: what was the code word?"
+        new = (await bot.store.get_conversation("console:test:c1")).main_thread
+        assert new != old
+        assert "thread_gone" in reasons(surface)
+        client = openai.AsyncOpenAI(base_url=emu.base_url, api_key="x")
+        items = [i async for i in client.conversations.items.list(new, order="asc")]
+        texts = [p.text for i in items if i.type == "message" for p in i.content]
+        assert texts[:2] == ["remember: the code word is heron", "You said: remember: the code word is heron"]
+        await client.close()
+
+
+async def test_stuck_unanswered_function_call_is_answered(emu, tmp_path):
+    async with running_bot(team(emu.base_url, tmp_path / "db")) as (bot, surface):
+        await bot.accept(inbound("first"))
+        await surface.wait_for(1)
+        conv = (await bot.store.get_conversation("console:test:c1")).main_thread
+        client = openai.AsyncOpenAI(base_url=emu.base_url, api_key="x")
+        await client.conversations.items.create(
+            conv, items=[{"type": "function_call", "call_id": "call_orphan", "name": "ask_critic",
+                          "arguments": "{}"}]
+        )
+        await bot.accept(inbound("second"))
+        replies = await surface.wait_for(2)
+        assert replies[1][1].text == "You said: second"
+        assert "stuck_tool_call" in reasons(surface)
+        await client.close()
+
+
+async def test_response_stuck_in_queued_is_cancelled_and_recreated(emu, tmp_path):
+    emu.faults.stay_queued(agent="proxy")
+    async with running_bot(team(emu.base_url, tmp_path / "db", queued_timeout=0.2)) as (bot, surface):
+        await bot.accept(inbound("hello"))
+        _, reply = await one_reply(bot, surface)
+        assert reply.text == "You said: hello"
+        assert reasons(surface) == ["queued_too_long"]
+        first = next(r for r in emu.responses.values() if r.agent == "proxy")
+        assert first.status == "cancelled"
+
+
+async def test_dropped_stream_is_resumed_without_duplicating_text(emu, tmp_path):
+    emu.faults.drop_stream(3, agent="proxy")
+    async with running_bot(team(emu.base_url, tmp_path / "db")) as (bot, surface):
+        await bot.accept(inbound("hello resumable world"))
+        _, reply = await one_reply(bot, surface)
+        assert reply.text == "You said: hello resumable world"
+        streamed = "".join(e.text for e in surface.kinds("text_delta"))
+        assert streamed == reply.text
+        resumes = [e for e in emu.log if e.method == "GET" and e.path.startswith("/v1/responses/")]
+        assert resumes, "the engine should resume the stream by sequence number"
+        assert len([r for r in emu.responses.values() if r.agent == "proxy"]) == 1
+
+
+async def test_failing_sub_assistant_gives_the_proxy_an_error_to_answer_with(emu, tmp_path):
+    emu.faults.fail("server_error", agent="critic", count=None)
+    async with running_bot(team(emu.base_url, tmp_path / "db", retry_budget=2)) as (bot, surface):
+        await bot.accept(inbound("ask the critic and the researcher"))
+        _, reply = await one_reply(bot, surface)
+        assert reply.kind == "answer"
+        assert "researcher: done with" in reply.text
+        assert "ERROR: the critic assistant could not finish" in reply.text
+        finished = {e.sub: e.ok for e in surface.kinds("sub_finished")}
+        assert finished == {"critic": False, "researcher": True}
+
+
+async def test_spent_budget_ends_in_a_clear_failure_message(emu, tmp_path):
+    emu.faults.http_error(500, method="POST", path="/v1/responses", count=None)
+    async with running_bot(team(emu.base_url, tmp_path / "db", retry_budget=3)) as (bot, surface):
+        await bot.accept(inbound("hello"))
+        turn, reply = await one_reply(bot, surface)
+        assert reply.kind == "failure"
+        assert "ran out of retries" in reply.text
+        assert reasons(surface) == ["server_error"] * 3
+        assert (await bot.store.get_turn(turn.id)).retries == 3
+
+
+async def test_duplicate_response_from_a_lost_create_is_waited_out(emu, tmp_path):
+    # A create that reached the provider but whose answer was lost looks to us like a dropped connection before
+    # the id arrived; the orphan then holds the conversation. We must neither fail nor post a second reply.
+    emu.faults.drop_stream(0, agent="proxy")
+    async with running_bot(team(emu.base_url, tmp_path / "db")) as (bot, surface):
+        await bot.accept(inbound("hello"))
+        _, reply = await one_reply(bot, surface)
+        assert reply.text == "You said: hello"
+
+
+async def test_recovery_counts_are_kept_per_reason(emu, tmp_path):
+    emu.faults.fail("server_error", agent="proxy")
+    async with running_bot(team(emu.base_url, tmp_path / "db")) as (bot, surface):
+        await bot.accept(inbound("hello"))
+        await one_reply(bot, surface)
+        assert bot.supervisor.recovery_counts == {"server_error": 1}
+        await asyncio.sleep(0)
