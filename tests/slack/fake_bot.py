@@ -2,7 +2,8 @@
 
 `accept` dedupes by event id and, like the real engine, returns at once and runs the turn in the background:
 the turn plays a script of progress events on the registered surface and ends with `deliver(Reply)`.
-A script item may also be an `asyncio.Event` (the turn waits for it: tests use this to hold a turn open).
+A script item may also be an `asyncio.Event` (the turn waits for it: tests use this to hold a turn open) or a
+coroutine function (awaited: e.g. wait until the fake Slack saw a call, or `pause(0.02)` to space model tokens).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from bot.types import (
@@ -31,7 +32,8 @@ from bot.types import (
 
 log = logging.getLogger(__name__)
 
-ScriptItem = Progress | Reply | asyncio.Event
+Waiter = Callable[[], Awaitable[object]]
+ScriptItem = Progress | Reply | asyncio.Event | Waiter
 Script = Callable[[Inbound], Sequence[ScriptItem]]
 
 ANSWER = "The **researcher** found three sources; the *writer* drafted this summary."
@@ -52,6 +54,15 @@ def team_script(answer: str = ANSWER, subs: Sequence[str] = ("researcher", "writ
     return script
 
 
+def pause(seconds: float) -> Waiter:
+    """A script step that spaces events out in time, like a model producing tokens."""
+
+    async def _pause() -> None:
+        await asyncio.sleep(seconds)
+
+    return _pause
+
+
 @dataclass
 class Delivery:
     turn: TurnRef
@@ -69,6 +80,8 @@ class FakeBot:
     commands: list[tuple[CommandContext, str]] = field(default_factory=list)
     deliveries: list[Delivery] = field(default_factory=list)
     errors: list[BaseException] = field(default_factory=list)
+    #: when set, `command` waits for it (to show the adapter acks before the engine answers)
+    command_gate: asyncio.Event | None = None
 
     def __post_init__(self) -> None:
         self._seen: set[str] = set()
@@ -96,6 +109,8 @@ class FakeBot:
     async def command(self, ctx: CommandContext, text: str) -> CommandResult:
         self.commands.append((ctx, text))
         await self._notify()
+        if self.command_gate is not None:
+            await self.command_gate.wait()
         return self.command_result
 
     # ---- test helpers -----------------------------------------------------------------------------------------------
@@ -145,6 +160,8 @@ class FakeBot:
             for item in self.script(inbound):
                 if isinstance(item, asyncio.Event):
                     await item.wait()
+                elif callable(item):
+                    await item()
                 elif isinstance(item, Reply):
                     ts = await self.surface.deliver(turn, item)
                     self.deliveries.append(Delivery(turn, item, ts))

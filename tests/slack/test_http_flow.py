@@ -25,7 +25,9 @@ async def test_mention_streams_tasks_and_answers_in_the_thread(fake: FakeSlack, 
     first_post = fake.calls_to("chat.startStream", "chat.postMessage")[0]
     assert first_status.t < first_post.t
     assert first_status.args["thread_ts"] == thread_ts
-    loading = [m for call in fake.calls_to("assistant.threads.setStatus") for m in call.args.get("loading_messages", [])]
+    loading = [
+        m for call in fake.calls_to("assistant.threads.setStatus") for m in call.args.get("loading_messages", [])
+    ]
     assert any("researcher" in m for m in loading) and any("writer" in m for m in loading)
 
     # one stream, in the user's thread, recipients set (a channel), tasks in_progress -> complete
@@ -95,7 +97,9 @@ async def test_forged_and_stale_signatures_are_rejected_without_side_effects(
     status, _ = await http.post_raw(body, {"Content-Type": "application/json"})
     assert status == 401
     tampered = fake.sign(body)
-    status, _ = await http.post_raw(body.replace("sneaky", "sneakier"), {"Content-Type": "application/json", **tampered})
+    status, _ = await http.post_raw(
+        body.replace("sneaky", "sneakier"), {"Content-Type": "application/json", **tampered}
+    )
     assert status == 401
     assert bot.accept_calls == 0
     assert len(fake.calls) == before
@@ -112,8 +116,11 @@ async def test_bot_own_and_edited_messages_are_ignored(
         message(fake, "from another bot", thread_ts=thread, bot_id="B0OTHER", subtype="bot_message"),
         message(fake, "a bot without subtype", thread_ts=thread, bot_id="B0OTHER"),
         message(fake, "our own words", thread_ts=thread, user=fake.bot_user_id),
-        {**message(fake, "x", thread_ts=thread), "subtype": "message_changed",
-         "message": {"text": "edited", "user": fake.bot_user_id}},
+        {
+            **message(fake, "x", thread_ts=thread),
+            "subtype": "message_changed",
+            "message": {"text": "edited", "user": fake.bot_user_id},
+        },
         {**message(fake, "x", thread_ts=thread), "subtype": "message_deleted"},
         mention(fake, "   ", thread_ts=thread),
         message(fake, "top-level chatter, no mention"),

@@ -60,9 +60,12 @@ async def answer(deps: Deps, respond: Respond, *, channel: str, user: str, text:
     parts = split_text(text or "Done.", c.MESSAGE_PART_MAX_CHARS)[:RESPONSE_URL_MAX_POSTS]
     for part in parts:
         try:
-            await respond(text=part, response_type="ephemeral", replace_original=False)
+            resp = await respond(text=part, response_type="ephemeral", replace_original=False)
+            failure = None if getattr(resp, "status_code", 200) == 200 else f"HTTP {resp.status_code}"
         except Exception as e:
-            log.info("response_url failed (%s); using chat.postEphemeral", type(e).__name__)
+            failure = type(e).__name__
+        if failure is not None:
+            log.info("response_url failed (%s); using chat.postEphemeral", failure)
             await deps.surface.client.chat_postEphemeral(channel=channel, user=user, text=part)
 
 

@@ -1,0 +1,125 @@
+"""Splitting, keys and settings: the small pieces, with property tests where it matters."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from adapters.slack import constants as c
+from adapters.slack.keys import Route, ThreadRegistry, conversation_key
+from adapters.slack.listeners.messages import strip_mentions
+from adapters.slack.render import Task, placeholder_text
+from adapters.slack.settings import SettingsError, SlackSettings
+from adapters.slack.splitting import slack_len, split_text
+from adapters.slack.status import loading_messages
+
+TEXT = st.text(alphabet=st.sampled_from(list("ab c.\n`🙂é")), max_size=3000) | st.text(max_size=500)
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=TEXT, limit=st.integers(min_value=2, max_value=400))
+def test_split_never_cuts_and_respects_the_limit(text: str, limit: int):
+    parts = split_text(text, limit)
+    assert "".join(parts) == text
+    assert all(slack_len(p) <= limit for p in parts)
+    assert all(parts)
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=TEXT, first=st.integers(min_value=2, max_value=600), data=st.data())
+def test_split_keeps_a_shown_prefix_in_the_first_part(text: str, first: int, data: st.DataObject):
+    shown = data.draw(st.integers(min_value=0, max_value=len(text)))
+    if slack_len(text[:shown]) > first:
+        return
+    parts = split_text(text, 50, first_limit=first, first_min=shown)
+    assert "".join(parts) == text
+    assert parts == [] or parts[0].startswith(text[:shown])
+    assert parts == [] or slack_len(parts[0]) <= first
+
+
+def test_split_prefers_paragraphs_and_keeps_code_fences_whole():
+    code = "```\n" + "\n".join(f"line {i}" for i in range(20)) + "\n```"
+    text = "Intro paragraph.\n\n" + code + "\n\nOutro paragraph with words."
+    parts = split_text(text, len(code) + 25)
+    assert "".join(parts) == text
+    assert any(code in p for p in parts)
+    assert parts[0].endswith("\n\n")
+
+
+def test_emoji_count_as_two_units():
+    assert slack_len("🙂") == 2
+    parts = split_text("🙂" * 10, 5)
+    assert all(slack_len(p) <= 5 for p in parts) and "".join(parts) == "🙂" * 10
+
+
+def test_keys_and_routes():
+    assert conversation_key("T1", "C1", "1.2") == "slack:T1:C1:1.2"
+    assert conversation_key("T1", "D1", None) == "slack:T1:D1:dm"
+    route = Route("T1", "D1", "U1", "5.5", None, "dm")
+    assert Route.from_mapping(route.as_mapping()) == route
+    assert route.status_thread_ts == "5.5"
+
+
+async def test_registry_lookup_and_seed():
+    asked: list[str] = []
+
+    async def lookup(key: str) -> bool:
+        asked.append(key)
+        return key == "slack:T:C:1"
+
+    reg = ThreadRegistry(lookup=lookup)
+    reg.seed(["slack:T:C:0"])
+    assert await reg.knows("slack:T:C:0") and not asked
+    assert await reg.knows("slack:T:C:1") and "slack:T:C:1" in reg
+    assert not await reg.knows("slack:T:C:2")
+
+
+def test_strip_mentions():
+    assert strip_mentions("<@U0BOT> hi <@U0BOB>", "U0BOT") == "hi <@U0BOB>"
+    assert strip_mentions("<@U0BOT|switchboard>   ", "U0BOT") == ""
+
+
+def test_loading_messages_are_bounded():
+    assert loading_messages([]) == [c.LOADING_THINKING]
+    many = loading_messages([f"sub{i}" for i in range(30)], retrying=True)
+    assert len(many) == c.STATUS_LOADING_MESSAGES_MAX and many[0] == c.LOADING_RETRYING
+
+
+def test_placeholder_stays_below_the_update_limit():
+    tasks = [Task(f"call{i}", f"sub{i}", "x" * 500) for i in range(40)]
+    text = placeholder_text(tasks, "preview " * 2000)
+    assert slack_len(text) <= c.MESSAGE_PART_MAX_CHARS
+    assert text.endswith("preview ")
+
+
+def test_settings_from_env_and_clear_errors():
+    s = SlackSettings.from_env({"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_APP_TOKEN": "xapp-1"})
+    assert s.mode == "socket"
+    assert "xoxb-1" not in repr(s) and "xapp-1" not in repr(s)
+    h = SlackSettings.from_env(
+        {
+            "SLACK_BOT_TOKEN": "xoxb-1",
+            "SLACK_MODE": "http",
+            "SLACK_SIGNING_SECRET": "s3cr3t-value",
+            "SLACK_HTTP_PORT": "8080",
+        }
+    )
+    assert h.mode == "http" and h.http_port == 8080 and "s3cr3t-value" not in repr(h)
+    with pytest.raises(SettingsError, match="SLACK_BOT_TOKEN"):
+        SlackSettings.from_env({})
+    with pytest.raises(SettingsError, match="SLACK_APP_TOKEN"):
+        SlackSettings.from_env({"SLACK_BOT_TOKEN": "xoxb-1"})
+    with pytest.raises(SettingsError, match="SLACK_SIGNING_SECRET"):
+        SlackSettings.from_env({"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_MODE": "http"})
+    with pytest.raises(SettingsError, match="SLACK_HTTP_PORT"):
+        SlackSettings.from_env(
+            {
+                "SLACK_BOT_TOKEN": "xoxb-1",
+                "SLACK_MODE": "http",
+                "SLACK_SIGNING_SECRET": "s",
+                "SLACK_HTTP_PORT": "eighty",
+            }
+        )
+    with pytest.raises(SettingsError, match="xoxb"):
+        SlackSettings.from_env({"SLACK_BOT_TOKEN": "xapp-wrong", "SLACK_APP_TOKEN": "xapp-1"})
