@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from bot.emulator.errors import invalid_request, not_found
-from bot.emulator.httputil import json_response, read_json
+from bot.emulator.httputil import OBJECT_ID, json_response, read_json
 from bot.emulator.items import check_duplicates, normalise_input
 from bot.emulator.wire import JSON, list_page, page_params
 
@@ -84,7 +84,7 @@ class ConversationsAPI:
 
     def _lookup(self, request: web.Request) -> ConversationRecord:
         conversation_id = request.match_info["conversation_id"]
-        request["object_id"] = conversation_id
+        request[OBJECT_ID] = conversation_id
         return self.get(conversation_id)
 
     async def create(self, request: web.Request) -> web.Response:
@@ -100,7 +100,7 @@ class ConversationsAPI:
             items=items,
         )
         self.records[record.id] = record
-        request["object_id"] = record.id
+        request[OBJECT_ID] = record.id
         return json_response(record.to_json())
 
     async def retrieve(self, request: web.Request) -> web.Response:

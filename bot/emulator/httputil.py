@@ -15,6 +15,12 @@ SSE_HEADERS = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Contro
 DONE_FRAME = b"event: done\ndata: [DONE]\n\n"
 TRUE_VALUES = ("true", "1", "yes")
 
+# Per-request facts the handlers leave for the request log.
+REQUEST_ID = web.RequestKey("request_id", str)
+AGENT = web.RequestKey("agent", str)
+OBJECT_ID = web.RequestKey("object_id", str)
+DROPPED = web.RequestKey("dropped", bool)
+
 
 async def read_json(request: web.Request) -> JSON:
     raw = await request.read()
@@ -74,7 +80,7 @@ async def stream_log(
 ) -> web.StreamResponse:
     """Send the log's frames from `start` as SSE. `drop_after` aborts the connection after that many frames,
     as a dropped network connection would (no terminal event, no clean end of the chunked body)."""
-    response = web.StreamResponse(headers={**SSE_HEADERS, "x-request-id": request["request_id"]})
+    response = web.StreamResponse(headers={**SSE_HEADERS, "x-request-id": request[REQUEST_ID]})
     await response.prepare(request)
     sent = 0
     try:
@@ -82,7 +88,7 @@ async def stream_log(
             await response.write(frame.data)
             sent += 1
             if drop_after is not None and sent >= drop_after:
-                request["dropped"] = True
+                request[DROPPED] = True
                 if request.transport is not None:
                     request.transport.abort()
                 return response
@@ -90,5 +96,5 @@ async def stream_log(
             await response.write(DONE_FRAME)
         await response.write_eof()
     except ConnectionResetError:  # the client went away: the object carries on without it
-        request["client_gone"] = True
+        pass
     return response

@@ -25,7 +25,16 @@ from bot.emulator.errors import (
 )
 from bot.emulator.events import EventLog
 from bot.emulator.faults import ObjectFaults
-from bot.emulator.httputil import body_id, json_response, query_flag, query_int, read_json, stream_log
+from bot.emulator.httputil import (
+    AGENT,
+    OBJECT_ID,
+    body_id,
+    json_response,
+    query_flag,
+    query_int,
+    read_json,
+    stream_log,
+)
 from bot.emulator.items import (
     build_turn,
     check_duplicates,
@@ -203,9 +212,9 @@ class ResponsesAPI:
 
     def _lookup(self, request: web.Request) -> ResponseRecord:
         response_id = request.match_info["response_id"]
-        request["object_id"] = response_id
+        request[OBJECT_ID] = response_id
         record = self.get(response_id)
-        request["agent"] = record.agent
+        request[AGENT] = record.agent
         return record
 
     def _chain(self, record: ResponseRecord) -> list[JSON]:
@@ -248,7 +257,7 @@ class ResponsesAPI:
         if not isinstance(metadata, dict):
             raise invalid_request("Invalid 'metadata': expected an object.", param="metadata")
         agent = str(metadata.get("agent") or DEFAULT_AGENT)
-        request["agent"] = agent
+        request[AGENT] = agent
         new_items = normalise_input(body.get("input", []), emu.ids.new)
         conversation: ConversationRecord | None = None
         context: list[JSON] = []
@@ -268,7 +277,7 @@ class ResponsesAPI:
         check_tool_calls(context, new_items)
 
         response_id = emu.ids.new("resp")
-        request["object_id"] = response_id
+        request[OBJECT_ID] = response_id
         faults = emu.faults.for_new_object(agent=agent, api="responses", target=response_id, stream=stream)
         if conversation is not None and faults.delete_container:
             emu.conversations_api.delete_now(conversation.id)

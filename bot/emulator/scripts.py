@@ -165,19 +165,18 @@ def default_script() -> Script:
     return Script(rules=[], fallback=default_plan)
 
 
-class _Template(dict[str, str]):
-    def __missing__(self, key: str) -> str:
-        return "{" + key + "}"
+_PLACEHOLDER = re.compile(r"\{(input|agent|context|outputs)\}")
 
 
 def _fill(template: str, turn: Turn) -> str:
-    values = _Template(
-        input=turn.text,
-        agent=turn.agent,
-        context="\n".join(turn.earlier),
-        outputs="\n".join(result.output for result in turn.tool_outputs),
-    )
-    return template.format_map(values)
+    """Replace the known ``{placeholders}``; every other brace stays as written (JSON templates work)."""
+    values = {
+        "input": turn.text,
+        "agent": turn.agent,
+        "context": "\n".join(turn.earlier),
+        "outputs": "\n".join(result.output for result in turn.tool_outputs),
+    }
+    return _PLACEHOLDER.sub(lambda match: values[match.group(1)], template)
 
 
 def _fill_args(arguments: Mapping[str, Any] | str, turn: Turn) -> str:

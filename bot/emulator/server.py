@@ -22,7 +22,7 @@ from bot.emulator.control import ControlAPI
 from bot.emulator.conversations import ConversationRecord, ConversationsAPI
 from bot.emulator.errors import APIError, server_error
 from bot.emulator.faults import Faults
-from bot.emulator.httputil import error_response
+from bot.emulator.httputil import AGENT, DROPPED, OBJECT_ID, REQUEST_ID, error_response
 from bot.emulator.observe import Counters, LogEntry, RequestLog
 from bot.emulator.responses import ResponseRecord, ResponsesAPI
 from bot.emulator.scripts import Script
@@ -222,7 +222,7 @@ class Emulator:
         self, request: web.Request, handler: Callable[[web.Request], Coroutine[Any, Any, web.StreamResponse]]
     ) -> web.StreamResponse:
         request_id = f"req_{self._request_prefix}{next(self._request_ids):016x}"
-        request["request_id"] = request_id
+        request[REQUEST_ID] = request_id
         path = request.path
         if path.startswith(CONTROL_PREFIX):
             response = await self._call(request, handler)
@@ -245,7 +245,7 @@ class Emulator:
             response.headers["x-request-id"] = request_id
         resource = request.match_info.route.resource
         template = resource.canonical if resource is not None else path
-        status = 599 if request.get("dropped") else response.status
+        status = 599 if request.get(DROPPED) else response.status
         self.counters.requests[(method, template)] += 1
         self.counters.statuses[status] += 1
         self.log.append(
@@ -259,9 +259,9 @@ class Emulator:
                 tick_start=tick_start,
                 tick_end=self.tick(),
                 request_id=request_id,
-                agent=request.get("agent"),
-                object_id=request.get("object_id"),
-                fault="http_error" if fault_error is not None else ("drop_stream" if request.get("dropped") else None),
+                agent=request.get(AGENT),
+                object_id=request.get(OBJECT_ID),
+                fault="http_error" if fault_error is not None else ("drop_stream" if request.get(DROPPED) else None),
             )
         )
         return response
