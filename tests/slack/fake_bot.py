@@ -21,6 +21,7 @@ from bot.types import (
     Delegated,
     Done,
     Inbound,
+    InvalidInbound,
     Progress,
     Reply,
     Started,
@@ -82,6 +83,8 @@ class FakeBot:
     errors: list[BaseException] = field(default_factory=list)
     #: when set, `command` waits for it (to show the adapter acks before the engine answers)
     command_gate: asyncio.Event | None = None
+    #: when set, `accept` refuses every message with this text (as the engine does for empty/too long ones)
+    refuse_with: str | None = None
 
     def __post_init__(self) -> None:
         self._seen: set[str] = set()
@@ -96,6 +99,8 @@ class FakeBot:
 
     async def accept(self, inbound: Inbound) -> Accepted:
         self.accept_calls += 1
+        if self.refuse_with is not None:
+            raise InvalidInbound(self.refuse_with)
         if inbound.event_id in self._seen:
             return Accepted(inbound.event_id, inbound.conversation, duplicate=True)
         self._seen.add(inbound.event_id)

@@ -172,3 +172,16 @@ async def test_direct_messages_top_level_and_threaded(fake: FakeSlack, bot: Fake
     [start] = fake.calls_to("chat.startStream")
     assert "recipient_user_id" not in start.args  # not needed in DMs
     assert fake.message("D0ALICE", second.ts).thread_ts == "1700000000.999999"
+
+
+async def test_a_message_the_engine_refuses_is_explained_to_its_author(
+    fake: FakeSlack, bot: FakeBot, http: HttpSender, outcomes: Outcomes
+):
+    bot.refuse_with = "Your message is too long; the limit is 32,000 characters."
+    event = mention(fake, "x" * 100)
+    await http.event(event)
+    assert await outcomes.wait_count(1) == ["refused"]
+    [call] = fake.calls_to("chat.postEphemeral")
+    assert call.args["user"] == "U0ALICE" and call.args["thread_ts"] == event["ts"]
+    assert call.args["text"] == bot.refuse_with
+    assert not fake.calls_to("chat.postMessage", "chat.startStream", "assistant.threads.setStatus")

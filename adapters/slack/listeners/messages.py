@@ -14,11 +14,12 @@ from collections.abc import Callable
 from typing import Any
 
 from slack_bolt.async_app import AsyncApp, AsyncBoltContext
+from slack_sdk.errors import SlackApiError
 
 from adapters.slack.constants import PLATFORM
 from adapters.slack.keys import Route, channel_key, conversation_key, is_dm_channel
 from adapters.slack.listeners.deps import Deps
-from bot.types import Inbound
+from bot.types import Inbound, InvalidInbound
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ class MessageHandler:
     def __init__(self, deps: Deps) -> None:
         self.deps = deps
         self._handled: OrderedDict[tuple[str, str], None] = OrderedDict()
-        #: called after each message event with its outcome: accepted | duplicate | seen | ignored | error
+        #: called after each message event with its outcome: accepted | duplicate | seen | ignored | refused | error
         self.observers: list[Callable[[dict[str, Any], str], None]] = []
 
     async def route(
@@ -122,7 +123,12 @@ class MessageHandler:
         route = Route.from_mapping(inbound.route)
         status = self.deps.status
         clears_before = status.clears(route.channel, route.status_thread_ts)
-        accepted = await self.deps.bot.accept(inbound)
+        try:
+            accepted = await self.deps.bot.accept(inbound)
+        except InvalidInbound as e:
+            self._remember(key)
+            await self._tell(route, str(e))
+            return "refused"
         self._remember(key)
         self.deps.threads.add(inbound.conversation)
         if accepted.duplicate:
@@ -130,6 +136,15 @@ class MessageHandler:
         # right after the accept, not waiting for the turn; skipped if the turn already finished meanwhile
         await status.begin(route.channel, route.status_thread_ts, unless_cleared_since=clears_before)
         return "accepted"
+
+    async def _tell(self, route: Route, text: str) -> None:
+        """Say why a message cannot be answered, to its author only."""
+        try:
+            await self.deps.surface.client.chat_postEphemeral(
+                channel=route.channel, user=route.user, text=text, thread_ts=route.thread_ts
+            )
+        except SlackApiError as e:
+            log.warning("could not tell the user their message was refused: %s", e.response.get("error"))
 
     def _remember(self, key: tuple[str, str]) -> None:
         self._handled[key] = None

@@ -1,0 +1,165 @@
+"""The real engine (bot.engine.Bot) against the OpenAI emulator, behind the Slack adapter and the fake Slack."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from adapters.slack import SlackAdapter
+from adapters.slack import constants as c
+from bot.config import AgentConfig, Limits, TeamConfig
+from bot.emulator import Emulator, Rule, Script, run_emulator
+from bot.engine import Bot, make_backend
+from storage.sqlite import SQLiteStore
+from tests.fakes.slack_api import FakeSlack, statuses
+from tests.slack.conftest import HttpSender, settings_for
+
+FAST = Limits(
+    max_parallel=4,
+    retry_budget=6,
+    run_timeout=60,
+    queued_timeout=0.5,
+    lock_wait=2.0,
+    backoff_base=0.01,
+    backoff_max=0.05,
+    poll_interval=0.02,
+    stream_idle_timeout=5.0,
+)
+
+
+def make_team(base_url: str, db: Path) -> TeamConfig:
+    subs = tuple(
+        AgentConfig(name=n, instructions=f"You are the {n}.", model="emu-1", description=f"The {n}.")
+        for n in ("researcher", "critic")
+    )
+    return TeamConfig(
+        proxy=AgentConfig(name="proxy", instructions="You are the proxy.", model="emu-1"),
+        subs=subs,
+        limits=FAST,
+        db_path=str(db),
+        base_url=base_url,
+        api_key="sk-test-not-a-real-key",
+    )
+
+
+@pytest.fixture
+async def emu() -> AsyncIterator[Emulator]:
+    async with run_emulator(retry_after=0.01) as emulator:
+        yield emulator
+
+
+@pytest.fixture
+async def engine(emu: Emulator, tmp_path: Path) -> AsyncIterator[Bot]:
+    cfg = make_team(emu.base_url, tmp_path / "switchboard.db")
+    bot = Bot(cfg, SQLiteStore(cfg.db_path), make_backend(cfg))
+    yield bot
+    await bot.stop()
+
+
+@pytest.fixture
+async def slack(fake: FakeSlack, engine: Bot) -> AsyncIterator[SlackAdapter]:
+    adapter = SlackAdapter(engine, settings_for(fake, "http"))
+    await engine.start()
+    await adapter.start()
+    yield adapter
+    await adapter.stop()
+
+
+async def test_real_engine_answers_a_mention_with_sub_assistant_progress(
+    fake: FakeSlack, emu: Emulator, engine: Bot, slack: SlackAdapter
+):
+    emu.scripts["critic"] = Script(rules=[Rule(delay=0.2)])
+    http = HttpSender(fake, slack)
+    event = {
+        "type": "app_mention",
+        "user": "U0ALICE",
+        "text": f"<@{fake.bot_user_id}> please ask the critic about my plan",
+        "ts": fake.add_user_message("C0GENERAL", "U0ALICE", "x").ts,
+        "channel": "C0GENERAL",
+        "team": fake.team_id,
+    }
+    status, body = await http.event(event)
+    assert status == 200
+    # a Slack retry of the same event while the turn runs
+    status, _ = await http.event(event, event_id=body["event_id"], retry_num=1)
+    assert status == 200
+    await fake.wait_for(lambda: fake.ok_calls_to("chat.stopStream") and statuses(fake.calls)[-1] == "", within=20)
+    await engine.idle()
+
+    [msg] = fake.bot_messages("C0GENERAL", event["ts"])
+    assert "critic: done with" in msg.text
+    assert msg.tasks[0][1] == c.TASK_IN_PROGRESS
+    assert msg.tasks[-1][1] == c.TASK_COMPLETE
+    turn_id = msg.metadata["event_payload"]["turn_id"]
+    record = await engine.store.get_turn(turn_id)
+    assert record.state == "delivered"
+    assert fake.calls_to("assistant.threads.setStatus")[0].t < fake.calls_to("chat.startStream")[0].t
+    assert len(fake.calls_to("chat.startStream")) == 1  # answered once
+
+
+async def test_real_engine_commands_through_the_slash_command(fake: FakeSlack, engine: Bot, slack: SlackAdapter):
+    http = HttpSender(fake, slack)
+    fields = fake.command_body(user="U0BOB", channel="C0GENERAL", text="reset channel")
+    status, _ = await http.form(fields)
+    assert status == 200
+    [post] = await fake.wait_for(lambda: fake.posts_to_response_url(fields["response_url"]))
+    assert post["response_type"] == "ephemeral" and "only admins" in post["text"]
+    fields = fake.command_body(user="U0ADMIN", channel="C0GENERAL", text="reset channel")
+    await http.form(fields)
+    [post] = await fake.wait_for(lambda: fake.posts_to_response_url(fields["response_url"]))
+    assert post["text"].startswith("Reset 0 conversation")
+
+
+async def test_reset_shortcut_mid_turn_stops_the_turn_and_clears_the_indicator(
+    fake: FakeSlack, emu: Emulator, engine: Bot, slack: SlackAdapter
+):
+    import json
+
+    emu.scripts["critic"] = Script(rules=[Rule(delay=30)])  # far longer than the test
+    http = HttpSender(fake, slack)
+    root = fake.add_user_message("C0GENERAL", "U0ALICE", "x")
+    event = {
+        "type": "app_mention",
+        "user": "U0ALICE",
+        "text": f"<@{fake.bot_user_id}> please ask the critic about my plan",
+        "ts": root.ts,
+        "channel": "C0GENERAL",
+        "team": fake.team_id,
+    }
+    await http.event(event)
+    # the critic is at work: the indicator names it and the stream shows its task in progress
+    await fake.wait_for(
+        lambda: any(
+            "critic" in m
+            for call in fake.calls_to("assistant.threads.setStatus")
+            for m in call.args.get("loading_messages", [])
+        ),
+        within=10,
+    )
+    shortcut = {
+        "type": "message_action",
+        "callback_id": c.RESET_SHORTCUT_CALLBACK_ID,
+        "trigger_id": "t1",
+        "response_url": fake.new_response_url(),
+        "team": {"id": fake.team_id},
+        "channel": {"id": "C0GENERAL"},
+        "user": {"id": "U0ALICE"},  # the person who started the conversation may reset it
+        "message": {"type": "message", "ts": root.ts, "text": "x"},
+    }
+    await http.form({"payload": json.dumps(shortcut)})
+    [post] = await fake.wait_for(lambda: fake.posts_to_response_url(shortcut["response_url"]), within=10)
+    assert post["text"].startswith("Done")
+    # the turn ends with a plain notice in the thread, and the indicator is cleared
+    await fake.wait_for(
+        lambda: (
+            any("reset" in m.text for m in fake.bot_messages("C0GENERAL", root.ts)) and statuses(fake.calls)[-1] == ""
+        ),
+        within=10,
+    )
+    await engine.idle()
+    assert not slack.status.is_active("C0GENERAL", root.ts)
+    [notice] = fake.bot_messages("C0GENERAL", root.ts)
+    assert notice.text.startswith("This turn was stopped because U0ALICE reset the conversation")
+    assert notice.tasks[-1][1] == c.TASK_ERROR  # the critic never finished
