@@ -1,0 +1,101 @@
+"""`DiscordAdapter`: wires the engine (`BotLike`) to Discord.
+
+    adapter = DiscordAdapter(bot, DiscordSettings.from_env())   # registers its Surface with bot.add_surface
+    await adapter.start()      # login, command sync (setup_hook), gateway connected and READY
+    ...                        # events flow: messages/commands -> bot.accept / bot.command; engine -> surface
+    await adapter.close()
+
+or `await run_discord(bot)` to run until cancelled. The surface waits for the login by itself, so the engine
+may be started (and resume turns) before or after `adapter.start()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import discord
+
+from adapters.discord.client import SwitchboardClient
+from adapters.discord.clock import Clock, SystemClock
+from adapters.discord.commands import CommandHandlers
+from adapters.discord.listeners import MessageListener
+from adapters.discord.settings import DiscordSettings
+from adapters.discord.surface import DiscordSurface
+from bot.types import BotLike
+
+log = logging.getLogger("switchboard.discord")
+
+READY_TIMEOUT = 60.0
+
+
+class DiscordStartError(RuntimeError):
+    """Discord refused to let the bot in; the text says what to fix (never contains the token)."""
+
+
+class DiscordAdapter:
+    def __init__(self, bot: BotLike, settings: DiscordSettings, *, clock: Clock | None = None) -> None:
+        self.bot = bot
+        self.settings = settings
+        self.clock: Clock = clock or SystemClock()
+        self.logged_in = asyncio.Event()
+        self.client = SwitchboardClient(settings, on_user_message=self._on_message, logged_in=self.logged_in)
+        self.messages = MessageListener(bot, self.client, message_content=settings.message_content)
+        self.surface = DiscordSurface(
+            self.client, self.clock, ready=self.logged_in, typing_max=settings.typing_max_seconds
+        )
+        self.commands = CommandHandlers(bot, self.surface, settings)
+        self.commands.install(self.client.tree)
+        self._connection: asyncio.Task[None] | None = None
+        bot.add_surface(self.surface)
+
+    async def _on_message(self, message: discord.Message) -> None:
+        await self.messages.on_message(message)
+
+    async def start(self, *, ready_within: float = READY_TIMEOUT) -> None:
+        """Log in, sync commands, connect the gateway; returns once READY (raises DiscordStartError if refused)."""
+        try:
+            await self.client.login(self.settings.token)
+        except discord.LoginFailure:
+            raise DiscordStartError(
+                "Discord rejected DISCORD_TOKEN: reset the bot token in the developer portal "
+                "and update the environment."
+            ) from None
+        self._connection = asyncio.create_task(self.client.connect(reconnect=True), name="discord-gateway")
+        ready = asyncio.create_task(self.client.wait_until_ready())
+        done, _ = await asyncio.wait(
+            {ready, self._connection}, timeout=ready_within, return_when=asyncio.FIRST_COMPLETED
+        )
+        if ready not in done:
+            ready.cancel()
+            error = self._connection.exception() if self._connection in done else None
+            await self.close()
+            if isinstance(error, discord.PrivilegedIntentsRequired):
+                raise DiscordStartError(
+                    "DISCORD_MESSAGE_CONTENT=1 but the Message Content intent is not enabled for this app: enable "
+                    "it under Bot > Privileged Gateway Intents, or unset DISCORD_MESSAGE_CONTENT."
+                ) from None
+            raise DiscordStartError(f"could not connect to the Discord gateway: {error or 'timed out'}") from None
+
+    async def run(self) -> None:
+        """Start, then stay connected until cancelled or the connection ends."""
+        await self.start()
+        assert self._connection is not None
+        try:
+            await self._connection
+        finally:
+            await self.close()
+
+    async def close(self) -> None:
+        await self.surface.aclose()
+        await self.client.close()
+        if self._connection is not None:
+            self._connection.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._connection
+
+
+async def run_discord(bot: BotLike, settings: DiscordSettings | None = None) -> None:
+    """Entry point for a CLI: `await run_discord(bot)` with DISCORD_* from the environment."""
+    await DiscordAdapter(bot, settings or DiscordSettings.from_env()).run()

@@ -1,0 +1,121 @@
+"""Which Discord messages start or continue a conversation, and the `Inbound` each becomes.
+
+- a DM to the bot;
+- a message mentioning the bot (its user or its managed role) in a channel or thread;
+- a reply to one of the bot's messages;
+- any message in a thread the bot owns (opened by `/ask`), provided its text is readable: without the privileged
+  Message Content intent Discord delivers such messages with empty content, and they are ignored.
+
+Bots, webhooks, system messages and our own messages are ignored.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import discord
+
+from adapters.discord.routing import Route, keys_for
+from bot.types import BotLike, Inbound
+
+log = logging.getLogger("switchboard.discord.messages")
+
+EMPTY_MENTION_HINT = "Hi! Mention me with a question, or use `/ask`."
+HIDDEN_REPLY_HINT = "I can only read replies that mention me: keep the @ ping on when you reply, or use `/ask`."
+ACCEPT_FAILED_TEXT = "Sorry, I could not take that message just now. Please try again in a moment."
+_USER_MESSAGE_TYPES = (discord.MessageType.default, discord.MessageType.reply)
+
+
+class MessageListener:
+    def __init__(self, bot: BotLike, client: discord.Client, *, message_content: bool) -> None:
+        self._bot = bot
+        self._client = client
+        self._message_content = message_content
+        self._thread_cache: dict[int, discord.Thread | None] = {}
+
+    async def on_message(self, message: discord.Message) -> None:
+        me = self._client.user
+        if me is None or message.author.bot or message.webhook_id is not None or message.author.id == me.id:
+            return
+        if message.type not in _USER_MESSAGE_TYPES:
+            return
+        guild_id = message.guild.id if message.guild is not None else getattr(message.channel, "guild_id", None)
+        channel = await self._resolve_channel(message.channel, guild_id)
+        in_dm = guild_id is None
+        mentioned = self._mentions_me(message, me.id)
+        replied_to_me = self._replies_to_me(message, me.id)
+        owned_thread = isinstance(channel, discord.Thread) and channel.owner_id == me.id
+        if not (in_dm or mentioned or replied_to_me or owned_thread):
+            return
+        text = self._text(message, me.id)
+        if not text:
+            if in_dm or mentioned:
+                await self._reply(message, EMPTY_MENTION_HINT)
+            elif replied_to_me:  # without the intent Discord hides the text of a reply that does not ping us
+                await self._reply(message, HIDDEN_REPLY_HINT if not self._message_content else EMPTY_MENTION_HINT)
+            else:
+                log.debug("message %s in an owned thread has no readable content (Message Content intent?)", message.id)
+            return
+        conversation, channel_key = keys_for(channel, guild_id)
+        inbound = Inbound(
+            platform="discord",
+            event_id=str(message.id),
+            conversation=conversation,
+            channel=channel_key,
+            user=str(message.author.id),
+            text=text,
+            route=Route("message", message.channel.id, message.id, guild_id).to_mapping(),
+        )
+        try:
+            await self._bot.accept(inbound)
+        except Exception as exc:
+            log.exception("accept failed for message %s", message.id)
+            await self._reply(message, f"⚠️ {exc}" if isinstance(exc, ValueError) and str(exc) else ACCEPT_FAILED_TEXT)
+
+    async def _resolve_channel(self, channel: object, guild_id: int | None) -> object:
+        """A thread not in discord.py's cache arrives as a PartialMessageable: fetch it once to learn its owner."""
+        if guild_id is None or not isinstance(channel, discord.PartialMessageable):
+            return channel
+        if channel.id not in self._thread_cache:
+            try:
+                fetched = await self._client.fetch_channel(channel.id)
+            except discord.HTTPException as exc:
+                log.info("cannot fetch channel %s: %s", channel.id, exc)
+                return channel
+            self._thread_cache[channel.id] = fetched if isinstance(fetched, discord.Thread) else None
+        return self._thread_cache[channel.id] or channel
+
+    @staticmethod
+    def _mentions_me(message: discord.Message, me: int) -> bool:
+        if me in message.raw_mentions or any(user.id == me for user in message.mentions):
+            return True
+        guild = message.guild
+        own_role = guild.self_role if guild is not None else None
+        return own_role is not None and own_role.id in message.raw_role_mentions
+
+    @staticmethod
+    def _replies_to_me(message: discord.Message, me: int) -> bool:
+        reference = message.reference
+        if reference is None:
+            return False
+        target = reference.resolved or reference.cached_message
+        return isinstance(target, discord.Message) and target.author.id == me
+
+    @staticmethod
+    def _text(message: discord.Message, me: int) -> str:
+        text = re.sub(rf"<@!?{me}>", "", message.content)
+        guild = message.guild
+        own_role = guild.self_role if guild is not None else None
+        if own_role is not None:
+            text = text.replace(f"<@&{own_role.id}>", "")
+        text = text.strip()
+        files = [f"[attachment: {a.filename}]({a.url})" for a in message.attachments]
+        return "\n".join([text, *files]).strip() if files else text
+
+    @staticmethod
+    async def _reply(message: discord.Message, text: str) -> None:
+        try:
+            await message.reply(text, mention_author=False, allowed_mentions=discord.AllowedMentions.none())
+        except discord.HTTPException as exc:
+            log.info("could not answer message %s: %s", message.id, exc)

@@ -1,0 +1,71 @@
+"""Configuration of the Discord adapter, read from the environment.
+
+| variable | meaning | default |
+|---|---|---|
+| `DISCORD_TOKEN` | the bot token (required; never logged or printed) | - |
+| `DISCORD_GUILD_ID` | sync slash commands to this guild only (instant; for development) | unset: global sync |
+| `DISCORD_MESSAGE_CONTENT` | `1` if the privileged Message Content intent is enabled for the app | `0` |
+| `DISCORD_ASK_THREADS` | `1`: `/ask` opens a thread where the bot may; `0`: answer in place | `1` |
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from adapters.discord.constants import THREAD_AUTO_ARCHIVE_MINUTES
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+class SettingsError(ValueError):
+    """The environment does not describe a usable Discord configuration; the text says what to fix."""
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise SettingsError(f"{name} must be 1 or 0 (got {raw!r})")
+
+
+@dataclass(frozen=True, slots=True)
+class DiscordSettings:
+    token: str = field(repr=False)
+    guild_id: int | None = None
+    message_content: bool = False
+    ask_threads: bool = True
+    thread_auto_archive_minutes: int = THREAD_AUTO_ARCHIVE_MINUTES
+    #: stop re-sending typing after this long even if no reply came (a safety net; the engine always delivers)
+    typing_max_seconds: float = 3_600.0
+    #: how long discord.py waits for more GUILD_CREATE events before READY (its default; tests shorten it)
+    guild_ready_timeout: float = 2.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> DiscordSettings:
+        env = os.environ if env is None else env
+        token = env.get("DISCORD_TOKEN", "").strip()
+        if not token:
+            raise SettingsError(
+                "DISCORD_TOKEN is not set: copy the bot token from the Discord developer portal "
+                "(Application > Bot > Reset Token) into the environment."
+            )
+        guild_raw = env.get("DISCORD_GUILD_ID", "").strip()
+        guild_id: int | None = None
+        if guild_raw:
+            if not guild_raw.isdigit():
+                raise SettingsError(f"DISCORD_GUILD_ID must be a numeric server id (got {guild_raw!r})")
+            guild_id = int(guild_raw)
+        return cls(
+            token=token,
+            guild_id=guild_id,
+            message_content=_flag(env, "DISCORD_MESSAGE_CONTENT", False),
+            ask_threads=_flag(env, "DISCORD_ASK_THREADS", True),
+        )

@@ -1,0 +1,62 @@
+"""Login, intents and command sync against the fake Discord with the real discord.py client."""
+
+from __future__ import annotations
+
+import pytest
+
+from adapters.discord import DiscordAdapter, DiscordStartError
+from adapters.discord.constants import INTENT_MESSAGE_CONTENT
+from tests.discord.conftest import StartAdapter, World
+from tests.discord.fakes import FakeBot
+
+EXPECTED_COMMANDS = {"ask", "reset", "status", "assistants", "help", "admin"}
+ADMIN_SUBCOMMANDS = {"reset-channel", "reset-all", "cancel", "audit"}
+
+
+async def test_login_and_guild_sync(world: World, start_adapter: StartAdapter) -> None:
+    adapter, bot = await start_adapter()
+    fake = world.fake
+    routes = [c.route for c in fake.calls]
+    assert routes[:2] == ["GET /users/@me", "GET /oauth2/applications/@me"]
+    sync = fake.find_calls("PUT", "/applications/{application_id}/guilds/{guild_id}/commands")
+    assert len(sync) == 1 and sync[0].params["guild_id"] == str(world.guild)
+    assert not fake.find_calls("PUT", "/applications/{application_id}/commands")  # no global sync
+    commands = {c["name"]: c for c in fake.commands_for(world.guild)}
+    assert set(commands) == EXPECTED_COMMANDS
+    admin = commands["admin"]
+    assert {o["name"] for o in admin["options"]} == ADMIN_SUBCOMMANDS
+    assert int(admin["default_member_permissions"]) == 1 << 5  # Manage Server by default
+    ask_prompt = commands["ask"]["options"][0]
+    assert ask_prompt["name"] == "prompt" and ask_prompt["required"] and ask_prompt["max_length"] == 6000
+    # identified without the privileged intent; the surface is registered with the engine
+    assert fake.identifies and not int(fake.identifies[-1]["intents"]) & INTENT_MESSAGE_CONTENT
+    assert bot.surfaces == [adapter.surface] and adapter.surface.platform == "discord"
+    assert adapter.client.is_ready()
+
+
+async def test_global_sync_without_guild_id(world: World, start_adapter: StartAdapter) -> None:
+    await start_adapter(guild_id=None)
+    assert len(world.fake.find_calls("PUT", "/applications/{application_id}/commands")) == 1
+    assert {c["name"] for c in world.fake.commands_for(None)} == EXPECTED_COMMANDS
+    assert not world.fake.find_calls("PUT", "/applications/{application_id}/guilds/{guild_id}/commands")
+
+
+async def test_message_content_intent_requested_when_enabled(world: World, start_adapter: StartAdapter) -> None:
+    await start_adapter(message_content=True)
+    assert int(world.fake.identifies[-1]["intents"]) & INTENT_MESSAGE_CONTENT
+
+
+async def test_privileged_intent_not_enabled_is_explained(world: World) -> None:
+    world.fake.message_content_allowed = False
+    adapter = DiscordAdapter(FakeBot(), world.settings(message_content=True), clock=world.clock)
+    world.adapters.append(adapter)
+    with pytest.raises(DiscordStartError, match="Message Content intent"):
+        await adapter.start(ready_within=10)
+
+
+async def test_bad_token_is_explained_without_echoing_it(world: World) -> None:
+    adapter = DiscordAdapter(FakeBot(), world.settings(token="not-the-token-xyz"), clock=world.clock)
+    world.adapters.append(adapter)
+    with pytest.raises(DiscordStartError) as caught:
+        await adapter.start(ready_within=10)
+    assert "DISCORD_TOKEN" in str(caught.value) and "not-the-token-xyz" not in str(caught.value)
