@@ -28,7 +28,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack.admins import AdminCache
-from adapters.slack.keys import ThreadRegistry
+from adapters.slack.keys import Lookup, ThreadRegistry
 from adapters.slack.listeners import Deps, register_all
 from adapters.slack.settings import SettingsError, SlackSettings
 from adapters.slack.status import StatusBoard
@@ -57,6 +57,23 @@ def make_client(settings: SlackSettings) -> AsyncWebClient:
     )
 
 
+def _store_lookup(bot: BotLike) -> Lookup | None:
+    """When the engine exposes its store (bot.engine.Bot does), threads it has a conversation for are known to
+    the bot even after a restart. Not part of BotLike: used only if present."""
+    get_conversation = getattr(getattr(bot, "store", None), "get_conversation", None)
+    if get_conversation is None:
+        return None
+
+    async def lookup(key: str) -> bool:
+        try:
+            return await get_conversation(key) is not None
+        except Exception as e:
+            log.warning("conversation lookup failed: %s", type(e).__name__)
+            return False
+
+    return lookup
+
+
 class SlackAdapter:
     def __init__(
         self,
@@ -69,7 +86,7 @@ class SlackAdapter:
         self.bot = bot
         self.settings = settings
         self.client = client or make_client(settings)
-        self.threads = threads if threads is not None else ThreadRegistry()
+        self.threads = threads if threads is not None else ThreadRegistry(lookup=_store_lookup(bot))
         self.bot_user_id: str | None = None
         self.team_id: str | None = None
         http = settings.mode == "http"

@@ -23,6 +23,7 @@ from adapters.slack import constants as c
 log = logging.getLogger(__name__)
 
 ThreadId = tuple[str, str]  # (channel, thread_ts)
+_MAX_THREADS = 10_000
 Clock = Callable[[], float]
 
 
@@ -130,6 +131,16 @@ class StatusBoard:
             if task is not None:
                 task.cancel()
             await self._call(st.channel, st.thread_ts, "", None)
+        self._forget_idle()
+
+    def _forget_idle(self) -> None:
+        """Bound the memory: drop the oldest idle threads (their clear counts no longer matter)."""
+        if len(self._threads) <= _MAX_THREADS:
+            return
+        for key in [k for k, t in self._threads.items() if not t.active and not t.lock.locked()]:
+            if len(self._threads) <= _MAX_THREADS // 2:
+                break
+            del self._threads[key]
 
     async def clear_where(self, predicate: Callable[[str, str], bool]) -> int:
         """Clear every active indicator whose (channel, thread_ts) matches; returns how many."""

@@ -118,9 +118,11 @@ class TurnView:
         elif isinstance(event, TextDelta):
             self.preview += event.text
         elif isinstance(event, Retrying):
-            self.preview = ""
-            if self.streamed:
-                self.restart_stream = True
+            # only the proxy streams text: a sub-assistant's retry leaves the preview as it is
+            if event.who not in {t.sub for t in self.tasks.values()}:
+                self.preview = ""
+                if self.streamed:
+                    self.restart_stream = True
             await self.s.status.retrying(channel, thread)
         elif isinstance(event, Failed):
             await self.s.status.clear(channel, thread)

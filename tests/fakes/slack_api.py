@@ -580,6 +580,24 @@ class FakeSlack:
             "response_metadata": {"next_cursor": str(start + limit) if more else ""},
         }
 
+    def _history(self, args: dict[str, Any]) -> dict[str, Any]:
+        channel = self._need_channel(args)
+        oldest = str(args.get("oldest") or "0")
+        with_meta = str(args.get("include_all_metadata", "")).lower() in ("1", "true")
+        found = [
+            m
+            for m in reversed(self.messages.get(channel, []))
+            if not m.deleted and m.thread_ts is None and m.ts >= oldest
+        ]
+        limit = int(args.get("limit") or 100)
+        start = int(args.get("cursor") or 0)
+        more = start + limit < len(found)
+        return {
+            "messages": [m.as_api(with_meta) for m in found[start : start + limit]],
+            "has_more": more,
+            "response_metadata": {"next_cursor": str(start + limit) if more else ""},
+        }
+
     def _users_info(self, args: dict[str, Any]) -> dict[str, Any]:
         user = self.users.get(str(args.get("user")))
         if user is None:
@@ -606,6 +624,7 @@ _HANDLERS: dict[str, Callable[[FakeSlack, dict[str, Any]], dict[str, Any]]] = {
     "assistant.threads.setStatus": FakeSlack._set_status,
     "assistant.threads.setSuggestedPrompts": FakeSlack._set_prompts,
     "conversations.replies": FakeSlack._replies,
+    "conversations.history": FakeSlack._history,
     "users.info": FakeSlack._users_info,
 }
 

@@ -163,3 +163,43 @@ async def test_reset_shortcut_mid_turn_stops_the_turn_and_clears_the_indicator(
     [notice] = fake.bot_messages("C0GENERAL", root.ts)
     assert notice.text.startswith("This turn was stopped because U0ALICE reset the conversation")
     assert notice.tasks[-1][1] == c.TASK_ERROR  # the critic never finished
+
+
+async def test_after_a_restart_the_adapter_still_follows_known_threads(
+    fake: FakeSlack, engine: Bot, slack: SlackAdapter
+):
+    http = HttpSender(fake, slack)
+    root = fake.add_user_message("C0GENERAL", "U0ALICE", "x")
+    event = {
+        "type": "app_mention",
+        "user": "U0ALICE",
+        "text": f"<@{fake.bot_user_id}> hello",
+        "ts": root.ts,
+        "channel": "C0GENERAL",
+        "team": fake.team_id,
+    }
+    await http.event(event)
+    await fake.wait_for(lambda: fake.ok_calls_to("chat.stopStream"), within=10)
+    await engine.idle()
+    await slack.stop()
+
+    restarted = SlackAdapter(engine, settings_for(fake, "http"))  # a fresh process: empty thread memory
+    await restarted.start()
+    try:
+        assert len(restarted.threads) == 0
+        follow = {
+            "type": "message",
+            "channel_type": "channel",
+            "user": "U0ALICE",
+            "text": "and then?",
+            "ts": fake.add_user_message("C0GENERAL", "U0ALICE", "and then?", root.ts).ts,
+            "thread_ts": root.ts,
+            "channel": "C0GENERAL",
+            "team": fake.team_id,
+        }
+        await HttpSender(fake, restarted).event(follow)
+        await fake.wait_for(lambda: len(fake.ok_calls_to("chat.stopStream")) == 2, within=10)
+        await engine.idle()
+        assert len(fake.bot_messages("C0GENERAL", root.ts)) == 2
+    finally:
+        await restarted.stop()

@@ -185,3 +185,11 @@ async def test_a_message_the_engine_refuses_is_explained_to_its_author(
     assert call.args["user"] == "U0ALICE" and call.args["thread_ts"] == event["ts"]
     assert call.args["text"] == bot.refuse_with
     assert not fake.calls_to("chat.postMessage", "chat.startStream", "assistant.threads.setStatus")
+
+
+async def test_find_delivery_in_a_dm_top_level(fake: FakeSlack, bot: FakeBot, http: HttpSender):
+    await http.event(message(fake, "hello in a DM", channel="D0ALICE"))
+    [delivery] = await bot.wait_deliveries(1)
+    assert await bot.surface.find_delivery(delivery.turn) == delivery.ts
+    other = bot.turn_for(bot.inbounds[0])  # a turn that never delivered
+    assert await bot.surface.find_delivery(other) is None
