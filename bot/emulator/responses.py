@@ -142,9 +142,10 @@ class ResponseRecord:
             "top_logprobs": params.get("top_logprobs") or 0,
             "top_p": params.get("top_p", 1.0),
             "truncation": params.get("truncation") or "disabled",
-            "usage": self.usage,
-            "user": params.get("user"),
             "metadata": params.get("metadata") or {},
+            # The description types these as non-null: leave them out until they have a value.
+            **({"usage": self.usage} if self.usage is not None else {}),
+            **({"user": params["user"]} if params.get("user") else {}),
         }
 
 

@@ -261,7 +261,10 @@ _RULE_FIELDS = {"match", "on", "reply", "calls", "delay", "fail", "fail_message"
 
 
 def rule_from_dict(data: Mapping[str, Any]) -> Rule:
-    unknown = set(data) - _RULE_FIELDS
+    data = dict(data)
+    if True in data:  # YAML 1.1 reads a bare `on:` key as the boolean true
+        data["on"] = data.pop(True)
+    unknown = {str(key) for key in data} - _RULE_FIELDS
     if unknown:
         raise ValueError(f"unknown rule field(s): {', '.join(sorted(unknown))}")
     calls = [ToolCall(name=str(call["name"]), arguments=call.get("arguments", {})) for call in data.get("calls") or []]

@@ -1,0 +1,236 @@
+"""Conformance: what the emulator sends must fit OpenAI's own OpenAPI description.
+
+JSON responses are validated with openapi-core against the operation they answer (path, method, status, content
+type). Error bodies, single schemas and SSE events are validated with jsonschema (Draft 2020-12, which OpenAPI 3.1
+schemas are) against the named component schema. Skips only when the pinned description is absent.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import jsonschema
+import openai
+import pytest
+from jsonschema.protocols import Validator
+from openapi_core import Config, OpenAPI
+from openapi_core.testing import MockRequest, MockResponse
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
+
+from bot.emulator import Emulator, Rule, Script
+from tests.emulator.conftest import ask_tools
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SPEC_PATH = REPO_ROOT / "../shared/reference/openai-openapi.json"
+SPEC_URI = "urn:openai-openapi"
+API_HOST = "https://api.openai.com"
+
+pytestmark = pytest.mark.skipif(
+    not SPEC_PATH.is_file(), reason=f"OpenAI OpenAPI description not found at {SPEC_PATH.resolve()}"
+)
+
+
+@cache
+def _spec() -> dict[str, Any]:
+    return json.loads(SPEC_PATH.read_text(encoding="utf-8"))
+
+
+def _without_implicit_discriminators(node: Any) -> Any:
+    """Drop `discriminator`s that have no `mapping`. The description relies on implicit mappings whose names do
+    not exist (type "message" -> #/components/schemas/message); a discriminator is only a hint, the `oneOf`
+    beside it still validates the value."""
+    if isinstance(node, dict):
+        return {
+            key: _without_implicit_discriminators(value)
+            for key, value in node.items()
+            if not (key == "discriminator" and isinstance(value, dict) and "mapping" not in value)
+        }
+    if isinstance(node, list):
+        return [_without_implicit_discriminators(value) for value in node]
+    return node
+
+
+@cache
+def _openapi() -> OpenAPI:
+    spec = _without_implicit_discriminators(_spec())
+    return OpenAPI.from_dict(spec, config=Config(spec_validator_cls=None))
+
+
+@cache
+def _validator(schema_name: str) -> Validator:
+    registry: Registry = Registry().with_resource(
+        SPEC_URI, Resource.from_contents(_spec(), default_specification=DRAFT202012)
+    )
+    schema = {"$ref": f"{SPEC_URI}#/components/schemas/{schema_name}"}
+    return jsonschema.Draft202012Validator(schema, registry=registry)
+
+
+def assert_schema(instance: Any, schema_name: str) -> None:
+    errors = sorted(_validator(schema_name).iter_errors(instance), key=lambda error: error.path)
+    assert not errors, f"{schema_name}: " + "; ".join(
+        f"{list(error.absolute_path)}: {error.message[:300]}" for error in errors[:5]
+    )
+
+
+def assert_operation(method: str, path: str, status: int, body: Any) -> None:
+    """Validate a JSON response body against the spec's operation for (method, path, status)."""
+    request = MockRequest(API_HOST, method.lower(), path)
+    response = MockResponse(json.dumps(body).encode(), status_code=status, content_type="application/json")
+    _openapi().validate_response(request, response)
+
+
+class Recorder:
+    """Raw HTTP against the emulator (what the SDK would receive), validated as it goes."""
+
+    def __init__(self, session: aiohttp.ClientSession, emu: Emulator) -> None:
+        self.session = session
+        self.emu = emu
+
+    async def call(self, method: str, path: str, body: Any = None, *, expect: int = 200) -> Any:
+        async with self.session.request(method, f"{self.emu.url}{path}", json=body) as response:
+            data = await response.json()
+            assert response.status == expect, data
+        if expect == 200:
+            assert_operation(method, path.split("?")[0], 200, data)
+        else:
+            assert_schema(data, "ErrorResponse")
+        return data
+
+    async def events(self, method: str, path: str, body: Any = None) -> list[tuple[str, Any]]:
+        async with self.session.request(method, f"{self.emu.url}{path}", json=body) as response:
+            assert response.status == 200
+            assert response.headers["Content-Type"].startswith("text/event-stream")
+            text = await response.text()
+        events = []
+        for block in text.strip().split("\n\n"):
+            lines = dict(line.split(": ", 1) for line in block.splitlines())
+            data = lines["data"]
+            events.append((lines.get("event", ""), data if data == "[DONE]" else json.loads(data)))
+        return events
+
+
+@pytest.fixture
+async def rec(emu: Emulator) -> AsyncIterator[Recorder]:
+    async with aiohttp.ClientSession() as session:
+        yield Recorder(session, emu)
+
+
+@pytest.fixture
+async def mrec(memu: Emulator) -> AsyncIterator[Recorder]:
+    async with aiohttp.ClientSession() as session:
+        yield Recorder(session, memu)
+
+
+def _check_response_events(events: list[tuple[str, Any]]) -> None:
+    for number, (name, data) in enumerate(events):
+        assert data["type"] == name and data["sequence_number"] == number
+        assert_schema(data, "ResponseStreamEvent")
+
+
+async def test_response_objects(rec: Recorder, emu: Emulator) -> None:
+    text = await rec.call("POST", "/v1/responses", {"model": "m", "input": "hello", "metadata": {"agent": "x"}})
+    calls = await rec.call(
+        "POST", "/v1/responses", {"model": "m", "input": "ask the critic", "tools": ask_tools("critic")}
+    )
+    assert calls["output"][0]["type"] == "function_call"
+    outputs = [{"type": "function_call_output", "call_id": calls["output"][0]["call_id"], "output": "ok"}]
+    await rec.call(
+        "POST",
+        "/v1/responses",
+        {"model": "m", "input": outputs, "previous_response_id": calls["id"], "tools": ask_tools("critic")},
+    )
+    emu.faults.fail("server_error")
+    failed = await rec.call("POST", "/v1/responses", {"model": "m", "input": "x"})
+    assert failed["status"] == "failed"
+    cut = await rec.call("POST", "/v1/responses", {"model": "m", "input": "x" * 100, "max_output_tokens": 5})
+    assert cut["status"] == "incomplete"
+    await rec.call("GET", f"/v1/responses/{text['id']}")
+    await rec.call("GET", f"/v1/responses/{calls['id']}/input_items?limit=1")
+    await rec.call("DELETE", f"/v1/responses/{text['id']}")
+
+
+async def test_background_and_cancelled_response_objects(mrec: Recorder, memu: Emulator) -> None:
+    memu.scripts["slow"] = Script([Rule(delay=10)])
+    body = {"model": "m", "input": "x", "background": True, "metadata": {"agent": "slow"}}
+    queued = await mrec.call("POST", "/v1/responses", body)
+    assert queued["status"] == "queued"
+    cancelled = await mrec.call("POST", f"/v1/responses/{queued['id']}/cancel")
+    assert cancelled["status"] == "cancelled"
+
+
+async def test_response_stream_events(rec: Recorder, emu: Emulator) -> None:
+    text = await rec.events("POST", "/v1/responses", {"model": "m", "input": "a b c", "stream": True})
+    _check_response_events(text)
+    calls = await rec.events(
+        "POST",
+        "/v1/responses",
+        {"model": "m", "input": "ask the team", "tools": ask_tools("a", "b"), "stream": True, "background": True},
+    )
+    _check_response_events(calls)
+    assert {name for name, _ in calls} >= {"response.queued", "response.function_call_arguments.done"}
+    emu.faults.fail("rate_limit_exceeded")
+    failed = await rec.events("POST", "/v1/responses", {"model": "m", "input": "x", "stream": True})
+    _check_response_events(failed)
+    assert failed[-1][0] == "response.failed"
+    emu.scripts["cut"] = Script([Rule(reply="partial", incomplete="max_output_tokens")])
+    body = {"model": "m", "input": "x", "stream": True, "metadata": {"agent": "cut"}}
+    incomplete = await rec.events("POST", "/v1/responses", body)
+    _check_response_events(incomplete)
+    assert incomplete[-1][0] == "response.incomplete"
+    response_id = text[0][1]["response"]["id"]
+    resumed = await rec.events("GET", f"/v1/responses/{response_id}?stream=true&starting_after=2")
+    assert [data["sequence_number"] for _, data in resumed] == list(range(3, len(text)))
+
+
+async def test_conversation_objects(rec: Recorder) -> None:
+    conversation = await rec.call(
+        "POST", "/v1/conversations", {"items": [{"role": "user", "content": "hi"}], "metadata": {"k": "v"}}
+    )
+    conversation_id = conversation["id"]
+    await rec.call("GET", f"/v1/conversations/{conversation_id}")
+    await rec.call("POST", f"/v1/conversations/{conversation_id}", {"metadata": {"k": "w"}})
+    body = {"model": "m", "input": "ask the critic", "tools": ask_tools("critic"), "conversation": conversation_id}
+    response = await rec.call("POST", "/v1/responses", body)
+    added = await rec.call(
+        "POST",
+        f"/v1/conversations/{conversation_id}/items",
+        {"items": [{"type": "function_call_output", "call_id": response["output"][0]["call_id"], "output": "ok"}]},
+    )
+    listing = await rec.call("GET", f"/v1/conversations/{conversation_id}/items?limit=10&order=asc")
+    assert [item["type"] for item in listing["data"]] == ["message", "message", "function_call", "function_call_output"]
+    for item in listing["data"]:
+        await rec.call("GET", f"/v1/conversations/{conversation_id}/items/{item['id']}")
+    await rec.call("DELETE", f"/v1/conversations/{conversation_id}/items/{added['data'][0]['id']}")
+    await rec.call("DELETE", f"/v1/conversations/{conversation_id}")
+
+
+async def test_error_bodies(rec: Recorder, emu: Emulator) -> None:
+    await rec.call("GET", "/v1/responses/resp_missing", expect=404)
+    unstored = {"model": "m", "input": "x", "background": True, "store": False}
+    await rec.call("POST", "/v1/responses", unstored, expect=400)
+    await rec.call("GET", "/v1/nowhere", expect=404)
+    emu.faults.http_error(429)
+    await rec.call("POST", "/v1/conversations", {}, expect=429)
+    emu.faults.http_error(500)
+    await rec.call("POST", "/v1/conversations", {}, expect=500)
+    conversation = await rec.call("POST", "/v1/conversations", {})
+    emu.scripts["slow"] = Script([Rule(delay=3600)])
+    background = {"model": "m", "input": "x", "background": True, "conversation": conversation["id"]}
+    await rec.call("POST", "/v1/responses", {**background, "metadata": {"agent": "slow"}})
+    locked = await rec.call("POST", "/v1/responses", background, expect=400)
+    assert locked["error"]["code"] == "conversation_locked"
+
+
+async def test_sdk_parses_every_shape_without_extra_fields(client: openai.AsyncOpenAI) -> None:
+    """The SDK's own (newer) types know every field we send, except `store`, which the real API sends too."""
+    response = await client.responses.create(model="m", input="ask the critic", tools=ask_tools("critic"))
+    assert set(response.model_extra or {}) <= {"store"}
+    assert all(not item.model_extra for item in response.output)
+    conversation = await client.conversations.create()
+    assert not conversation.model_extra
