@@ -135,6 +135,8 @@ class SlackAdapter:
                 web_client=self.client,
                 ping_interval=SOCKET_PING_INTERVAL_SECONDS,
             )
+            # ask for the websocket URL ourselves: the SDK would retry a rejected app token forever
+            self._socket.client.wss_uri = await self._open_socket_url()
             await self._socket.connect_async()
             log.info("Slack adapter connected (Socket Mode) as %s", self.bot_user_id)
         else:
@@ -183,6 +185,16 @@ class SlackAdapter:
             ) from None
         self.bot_user_id = resp.get("user_id")
         self.team_id = resp.get("team_id")
+
+    async def _open_socket_url(self) -> str:
+        try:
+            resp = await self.client.apps_connections_open(app_token=self.settings.app_token)
+        except SlackApiError as e:
+            raise SettingsError(
+                f"Slack rejected SLACK_APP_TOKEN (apps.connections.open: {e.response.get('error')}); generate an "
+                "app-level token with the connections:write scope and make sure Socket Mode is enabled"
+            ) from None
+        return str(resp["url"])
 
     async def _serve_http(self) -> None:
         web_app = web.Application()

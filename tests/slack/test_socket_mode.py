@@ -89,3 +89,19 @@ async def test_assistant_thread_started_sets_suggested_prompts(
     [delivery] = await bot.wait_deliveries(1)
     assert bot.inbounds[0].conversation == f"slack:{fake.team_id}:D0ALICE:1700000001.000001"
     assert fake.message("D0ALICE", delivery.ts).thread_ts == "1700000001.000001"
+
+
+async def test_wrong_tokens_fail_fast_with_a_clear_error(fake: FakeSlack, bot: FakeBot):
+    import pytest
+
+    from adapters.slack import SettingsError
+    from tests.slack.conftest import settings_for
+
+    adapter = SlackAdapter(bot, settings_for(fake, "socket", app_token="xapp-1-wrong"))
+    with pytest.raises(SettingsError, match="SLACK_APP_TOKEN"):
+        await adapter.start()
+    await adapter.stop()
+    adapter = SlackAdapter(bot, settings_for(fake, "http", bot_token="xoxb-wrong"))
+    with pytest.raises(SettingsError, match="SLACK_BOT_TOKEN"):
+        await adapter.start()
+    await adapter.stop()
