@@ -192,11 +192,11 @@ class DiscordSurface:
                 if view.closed:
                     return
                 view.dirty = False
+                view.last_render = self._clock.monotonic()  # pacing counts from each request's start
                 try:
                     await self._render(view)
                 except discord.HTTPException as exc:
                     log.warning("progress update failed for turn %s: %s", view.turn_id, exc)
-                view.last_render = self._clock.monotonic()
 
     async def _render(self, view: _TurnView) -> None:
         embed = view.state.embed()

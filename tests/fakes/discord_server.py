@@ -158,6 +158,10 @@ class _Fault:
     times: int
     retry_after: float
     is_global: bool
+    skip: int = 0  # let this many matching requests through first
+    status: int = 429
+    code: int = 0
+    message: str = "You are being rate limited."
 
 
 @dataclass(slots=True)
@@ -464,6 +468,12 @@ class FakeDiscord:
     ) -> None:
         """The next `times` requests matching `method` and the `path` regex (without /api/v10) get a 429."""
         self._faults.append(_Fault(method, re.compile(path), times, retry_after, is_global))
+
+    def inject_error(
+        self, method: str, path: str, *, status: int, code: int, message: str, times: int = 1, skip: int = 0
+    ) -> None:
+        """The matching requests after the first `skip` fail `times` times with this JSON error."""
+        self._faults.append(_Fault(method, re.compile(path), times, 0.0, False, skip, status, code, message))
 
     def mark(self) -> int:
         return len(self.calls)
@@ -860,8 +870,14 @@ class FakeDiscord:
     def _maybe_fault(self, method: str, path: str) -> web.Response | None:
         for fault in self._faults:
             if fault.times > 0 and fault.method == method and fault.path.fullmatch(path):
+                if fault.skip > 0:
+                    fault.skip -= 1
+                    continue
                 fault.times -= 1
                 call = self.calls[-1]
+                if fault.status != 429:
+                    call.status, call.response = fault.status, {"message": fault.message, "code": fault.code}
+                    return _json(fault.status, call.response)
                 body = {
                     "message": "You are being rate limited.",
                     "retry_after": fault.retry_after,
