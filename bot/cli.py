@@ -1,15 +1,75 @@
-"""The `switchboard` command line. Each subcommand lives in the module that owns the feature."""
+"""switchboard: a team of AI assistants behind Slack, Discord or a terminal.
+
+Commands: run (the platforms enabled in the team file), chat (terminal), demo (offline, no keys), status,
+reset, emulator. Every command takes --help.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import logging
 import sys
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
+
+from bot.config import ConfigError, TeamConfig, load_config
+from storage.base import StoreError
+
+log = logging.getLogger("switchboard")
+
+DEMO_TEAM = """
+[proxy]
+name = "proxy"
+instructions = "You are the front desk of a small team; delegate to teammates when their skills help."
+
+[[assistants]]
+name = "researcher"
+description = "Finds facts and sources."
+instructions = "Research the task and answer with facts."
+
+[[assistants]]
+name = "critic"
+description = "Finds the weaknesses of a plan or draft."
+instructions = "Criticise fairly, most important problem first."
+
+[[assistants]]
+name = "planner"
+description = "Turns a goal into an ordered plan."
+instructions = "Write short ordered plans."
+"""
+DEMO_HINT = (
+    "Switchboard demo: a proxy and three sub-assistants (researcher, critic, planner) on a local emulator.\n"
+    "Try: 'ask the researcher and the critic about our launch', or 'ask the team to plan a party'. Ctrl-D quits."
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="switchboard", description=__doc__)
+    parser = argparse.ArgumentParser(prog="switchboard", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING (default), ERROR")
+    parser.add_argument("--log-json", action="store_true", help="log JSON lines instead of text")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--config", help="team file (default: $SWITCHBOARD_CONFIG or ./switchboard.toml)")
+        return p
+
+    run = with_config(sub.add_parser("run", help="start the platforms enabled in the team file"))
+    run.set_defaults(handler=_run)
+
+    chat = with_config(sub.add_parser("chat", help="chat with the team in this terminal (or via a pipe)"))
+    chat.add_argument("--conversation", default="default", help="conversation name, to keep several apart")
+    chat.set_defaults(handler=_chat)
+
+    demo = sub.add_parser("demo", help="offline demo on the bundled emulator; no keys needed")
+    demo.add_argument("--token-delay", type=float, default=0.02, help="seconds between streamed words")
+    demo.add_argument("--work-seconds", type=float, default=0.6, help="how long each sub-assistant 'works'")
+    demo.set_defaults(handler=_demo)
+
+    status = with_config(sub.add_parser("status", help="list conversations and in-flight turns"))
+    status.set_defaults(handler=_status)
 
     emu = sub.add_parser("emulator", help="run the local OpenAI-compatible emulator")
     emu.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
@@ -21,6 +81,84 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _load(args: argparse.Namespace) -> TeamConfig:
+    return load_config(getattr(args, "config", None))
+
+
+# ---- commands ----
+
+
+def _run(args: argparse.Namespace) -> int:
+    from bot.runner import run_platforms
+
+    return asyncio.run(run_platforms(_load(args)))
+
+
+def _chat(args: argparse.Namespace) -> int:
+    team = _load(args)
+    return asyncio.run(_chat_session(team, f"console:local:{args.conversation}"))
+
+
+async def _chat_session(team: TeamConfig, conversation: str) -> int:
+    from adapters.console import ConsoleSurface, chat
+    from bot.engine import Bot
+
+    bot = Bot.from_config(team)
+    surface = ConsoleSurface()
+    bot.add_surface(surface)
+    await bot.start()
+    try:
+        return await chat(bot, surface, conversation)
+    finally:
+        await bot.stop()
+
+
+def _demo(args: argparse.Namespace) -> int:
+    return asyncio.run(_demo_session(args.token_delay, args.work_seconds))
+
+
+async def _demo_session(token_delay: float, work_seconds: float) -> int:
+    import dataclasses
+    import tomllib
+
+    from bot.config import parse_config
+    from bot.emulator import run_emulator
+    from bot.emulator.scripts import Rule, Script
+
+    slow = Script(rules=[Rule(delay=work_seconds)])  # default behaviour, but each sub takes a moment
+    scripts = {"researcher": slow, "critic": slow, "planner": slow}
+    with tempfile.TemporaryDirectory(prefix="switchboard-demo-") as folder:
+        async with run_emulator(token_delay=token_delay, scripts=scripts) as emu:
+            team = parse_config(tomllib.loads(DEMO_TEAM), env={})
+            team = dataclasses.replace(team, base_url=emu.base_url, api_key="demo",
+                                       db_path=str(Path(folder) / "demo.db"))
+            if sys.stdin.isatty():
+                print(DEMO_HINT, file=sys.stderr)
+            return await _chat_session(team, "console:demo:default")
+
+
+def _status(args: argparse.Namespace) -> int:
+    return asyncio.run(_print_status(_load(args)))
+
+
+async def _print_status(team: TeamConfig) -> int:
+    from storage.sqlite import SQLiteStore
+
+    store = SQLiteStore(team.db_path)
+    await store.open()
+    try:
+        conversations = await store.conversations()
+        print(f"{len(conversations)} conversation(s) in {team.db_path}")
+        for conv in conversations:
+            turns = await store.unfinished_turns(conv.key)
+            waiting = len(await store.pending_inbound(conv.key))
+            state = ", ".join(f"{t.id} {t.state}" for t in turns) or "idle"
+            print(f"  {conv.key}  generation {conv.generation}  {state}  {waiting} waiting")
+    finally:
+        await store.close()
+    return 0
+
+
 def _emulator(args: argparse.Namespace) -> int:
     from bot.emulator.cli import run_from_args
 
@@ -28,8 +166,20 @@ def _emulator(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from bot.logs import setup_logging
+
     args = build_parser().parse_args(argv)
-    return int(args.handler(args) or 0)
+    setup_logging(args.log_level, args.log_json)
+    try:
+        return int(args.handler(args) or 0)
+    except ConfigError as exc:
+        print(f"switchboard: configuration problem: {exc}", file=sys.stderr)
+        return 2
+    except StoreError as exc:
+        print(f"switchboard: database problem: {exc}", file=sys.stderr)
+        return 3
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":

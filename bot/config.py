@@ -52,7 +52,8 @@ class Limits:
     max_parallel: int = 4  # concurrent sub-assistant calls per step
     max_depth: int = 1  # 1: only the proxy delegates; 2: its subs may delegate once more; ...
     retry_budget: int = 6  # recoveries (retries, recreations) allowed per run scope before giving up
-    run_timeout: float = 900.0  # seconds one run may take in total, recoveries included
+    run_timeout: float = 900.0  # seconds one sub-assistant invocation may take, recoveries and delegations included
+    turn_timeout: float = 1800.0  # seconds a whole turn may take before the user is told it was stopped
     queued_timeout: float = 120.0  # seconds a run may sit in `queued` before we cancel and recreate it
     lock_wait: float = 60.0  # seconds to wait for a locked thread before giving up
     backoff_base: float = 0.5  # first retry delay; doubles per attempt

@@ -35,6 +35,7 @@ from bot.types import (
     Done,
     Failed,
     Inbound,
+    InvalidInbound,
     Progress,
     Reply,
     Started,
@@ -49,10 +50,6 @@ log = logging.getLogger("switchboard.engine")
 MAX_MESSAGE_CHARS = 32_000
 INTERNAL_ERROR_TEXT = "Something went wrong on our side while answering; the error was logged for the operator."
 INCOMPLETE_NOTE = "\n\n_(This answer was cut short by the AI provider's limits.)_"
-
-
-class InvalidInbound(ValueError):
-    """The message cannot be accepted; the text says why in words fit for the user."""
 
 
 @dataclass(slots=True)

@@ -84,6 +84,22 @@ class Orchestrator:
     async def _run_agent(
         self, ctx: TurnContext, scope_path: str, agent: AgentConfig, thread_path: str, first: RunInput, depth: int
     ) -> RunState:
+        """Run one agent invocation, including its delegations, within its time limit."""
+        limits = self.team.limits
+        limit = limits.turn_timeout if scope_path == PROXY_SCOPE else limits.run_timeout
+        try:
+            async with asyncio.timeout(limit):
+                return await self._run_agent_unbounded(ctx, scope_path, agent, thread_path, first, depth)
+        except TimeoutError:
+            for run in await self.store.active_runs(ctx.turn.id):
+                if run.scope.startswith(scope_path):
+                    await self.supervisor.cancel_quietly(run.remote_id, run.thread_id)
+            raise RunFailed(f"The {agent.name} assistant took longer than {limit:g} s, so I stopped it.",
+                            "run_timeout") from None
+
+    async def _run_agent_unbounded(
+        self, ctx: TurnContext, scope_path: str, agent: AgentConfig, thread_path: str, first: RunInput, depth: int
+    ) -> RunState:
         tools = self._tools_for(agent, depth)
 
         async def on_retry(reason: str, attempt: int) -> None:

@@ -201,7 +201,7 @@ class Supervisor:
                     raise StreamDropped("stream ended", stream.run_id) from None
                 except TimeoutError:
                     if queued_since is not None and stream.run_id:
-                        await self._cancel_quietly(stream.run_id, request.thread_id)
+                        await self.cancel_quietly(stream.run_id, request.thread_id)
                         raise _Recreate("queued_too_long") from None
                     raise StreamDropped("no event within the idle timeout", stream.run_id) from None
                 if isinstance(event, Delta):
@@ -249,7 +249,7 @@ class Supervisor:
             if state.status == "queued":
                 queued_since = queued_since or loop.time()
                 if loop.time() - queued_since > self.limits.queued_timeout:
-                    await self._cancel_quietly(run_id, request.thread_id)
+                    await self.cancel_quietly(run_id, request.thread_id)
                     raise _Recreate("queued_too_long")
             else:
                 queued_since = None
@@ -282,10 +282,10 @@ class Supervisor:
         holders = [exc.holder] if exc.holder else await self.backend.active_runs(request.thread_id)
         ours = [h for h in holders if h in scope.run_ids]
         for holder in ours:
-            await self._cancel_quietly(holder, request.thread_id)
+            await self.cancel_quietly(holder, request.thread_id)
         await self._recover(scope, "thread_locked", min(self.limits.backoff_max, self.limits.lock_wait / 8))
 
-    async def _cancel_quietly(self, run_id: str, thread_id: str) -> None:
+    async def cancel_quietly(self, run_id: str, thread_id: str) -> None:
         try:
             await self.backend.cancel(run_id, thread_id)
         except BackendError as exc:

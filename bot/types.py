@@ -34,6 +34,10 @@ class Inbound:
     route: Mapping[str, str | int | float | bool | None] = field(default_factory=dict)
 
 
+class InvalidInbound(ValueError):
+    """`Bot.accept` refused the message (empty, too long, malformed); the text is fit to show the user."""
+
+
 @dataclass(frozen=True, slots=True)
 class Accepted:
     """What `Bot.accept` returns. `duplicate` means the event id was seen before: nothing new will happen."""

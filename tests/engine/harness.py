@@ -21,6 +21,7 @@ FAST_LIMITS = Limits(
     max_depth=1,
     retry_budget=6,
     run_timeout=60,
+    turn_timeout=60,
     queued_timeout=0.5,
     lock_wait=2.0,
     backoff_base=0.01,

@@ -203,3 +203,14 @@ async def test_recovery_counts_are_kept_per_reason(emu, tmp_path):
         await one_reply(bot, surface)
         assert bot.supervisor.recovery_counts == {"server_error": 1}
         await asyncio.sleep(0)
+
+
+async def test_run_timeout_stops_a_sub_assistant_and_the_proxy_still_answers(emu, tmp_path):
+    emu.scripts["critic"] = Script(rules=[Rule(delay=30.0)])
+    async with running_bot(team(emu.base_url, tmp_path / "db", run_timeout=0.5)) as (bot, surface):
+        await bot.accept(inbound("ask the critic"))
+        _, reply = await one_reply(bot, surface)
+        assert reply.kind == "answer"
+        assert "took longer than 0.5 s" in reply.text
+        [critic] = [r for r in emu.responses.values() if r.agent == "critic"]
+        assert critic.status == "cancelled"
