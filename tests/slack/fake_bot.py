@@ -14,6 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
+from adapters.slack.listeners.messages import InvalidInbound
 from bot.types import (
     Accepted,
     CommandContext,
@@ -21,7 +22,6 @@ from bot.types import (
     Delegated,
     Done,
     Inbound,
-    InvalidInbound,
     Progress,
     Reply,
     Started,
