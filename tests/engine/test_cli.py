@@ -1,0 +1,67 @@
+"""The command line, driven as a user would: piped chat and demo, status, clear errors, --help everywhere."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from bot.cli import build_parser
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+async def run_cli(*args: str, stdin: str = "", env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot.cli", *args, cwd=REPO,
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
+    )
+    async with asyncio.timeout(60):
+        out, err = await proc.communicate(stdin.encode())
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
+async def test_demo_with_piped_input_answers_each_line_on_stdout():
+    code, out, err = await run_cli("demo", "--token-delay", "0", "--work-seconds", "0",
+                                   stdin="ask the researcher and the critic\nhello\n")
+    assert code == 0, err
+    assert "- researcher: researcher: done with" in out
+    assert "- critic: critic: done with" in out
+    assert out.rstrip().endswith("You said: hello")
+    assert "asking researcher" in err and "researcher finished" in err  # progress goes to stderr
+
+
+async def test_chat_against_an_emulator_and_status_afterwards(tmp_path):
+    from bot.emulator import run_emulator
+
+    team = tmp_path / "team.toml"
+    team.write_text((REPO / "switchboard.example.toml").read_text())
+    env = {"SWITCHBOARD_CONFIG": str(team), "SWITCHBOARD_DB": str(tmp_path / "chat.db"), "OPENAI_API_KEY": "k"}
+    async with run_emulator() as emu:
+        env["OPENAI_BASE_URL"] = emu.base_url
+        code, out, err = await run_cli("chat", stdin="first\n\n   \nsecond\n", env=env)
+        assert code == 0, err
+        assert out.splitlines() == ["You said: first", "You said: second"]
+        code, out, _ = await run_cli("status", env=env)
+    assert code == 0
+    assert "1 conversation(s)" in out and "console:local:default" in out and "idle" in out
+
+
+async def test_bad_config_is_a_clear_error_with_exit_code_2(tmp_path):
+    team = tmp_path / "team.toml"
+    team.write_text('[proxy]\ninstructions = ""\n')
+    code, _, err = await run_cli("chat", "--config", str(team), stdin="hi\n")
+    assert code == 2
+    assert "proxy.instructions" in err
+
+
+@pytest.mark.parametrize("command", ["run", "chat", "demo", "status", "emulator"])
+def test_every_command_has_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args([command, "--help"])
+    assert exit_.value.code == 0
+    assert "usage: switchboard" in capsys.readouterr().out

@@ -1,0 +1,72 @@
+"""The team file: valid files load, invalid ones fail at start naming the key and the problem."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from bot.config import ConfigError, load_config, parse_config
+
+REPO = Path(__file__).resolve().parents[2]
+MINIMAL = {"proxy": {"instructions": "Be helpful."}}
+
+
+def test_example_team_file_loads():
+    cfg = load_config(REPO / "switchboard.example.toml", env={})
+    assert cfg.backend == "responses"
+    assert [s.name for s in cfg.subs] == ["researcher", "critic", "planner"]
+    assert cfg.sub("planner").delegates == ("researcher",)
+    assert cfg.api_key is None and cfg.db_path == "switchboard.db"
+
+
+def test_environment_overrides_secrets_and_endpoints(tmp_path):
+    cfg = parse_config(MINIMAL, env={"OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": "http://127.0.0.1:9/v1",
+                                     "SWITCHBOARD_DB": str(tmp_path / "x.db")})
+    assert cfg.api_key == "sk-test"
+    assert cfg.base_url == "http://127.0.0.1:9/v1"
+    assert cfg.db_path == str(tmp_path / "x.db")
+    assert "sk-test" not in repr(cfg)
+
+
+@pytest.mark.parametrize(
+    ("raw", "key"),
+    [
+        ({}, "proxy: missing"),
+        ({"proxy": {}}, "proxy.instructions"),
+        ({"proxy": {"instructions": "x"}, "backend": "threads"}, "backend"),
+        ({**MINIMAL, "assistants": [{"name": "Bad Name", "instructions": "x", "description": "d"}]},
+         "assistants[0].name"),
+        ({**MINIMAL, "assistants": [{"name": "a", "instructions": "x"}]}, "assistants[0].description"),
+        ({**MINIMAL, "assistants": [{"name": "a", "instructions": "x", "description": "d", "delegates": ["zz"]}]},
+         "assistants[0].delegates"),
+        ({**MINIMAL, "limits": {"max_parallel": 0}}, "limits.max_parallel"),
+        ({**MINIMAL, "limits": {"max_parallel": 1.5}}, "limits.max_parallel"),
+        ({**MINIMAL, "limits": {"retries": 3}}, "limits.retries"),
+        ({**MINIMAL, "slack": {"admins": "U1"}}, "slack.admins"),
+        ({**MINIMAL, "colour": "blue"}, "colour"),
+        ({**MINIMAL, "assistants": [{"name": "a", "instructions": "x", "description": "d",
+                                     "tools": [{"type": "function"}]}]}, "assistants[0].tools"),
+    ],
+)
+def test_invalid_config_names_the_key(raw, key):
+    with pytest.raises(ConfigError) as err:
+        parse_config(raw, env={})
+    assert str(err.value).startswith(key)
+
+
+def test_missing_and_broken_files_are_explained(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.toml", env={})
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[proxy\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(broken, env={})
+
+
+def test_duplicate_names_are_refused():
+    raw = tomllib.loads('[proxy]\ninstructions="x"\n[[assistants]]\nname="a"\ninstructions="x"\ndescription="d"\n'
+                        '[[assistants]]\nname="a"\ninstructions="y"\ndescription="e"\n')
+    with pytest.raises(ConfigError, match="used twice"):
+        parse_config(raw, env={})

@@ -1,0 +1,81 @@
+"""The SQLite store: schema versioning, idempotent inbox, durability across reopen, clear errors."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+
+import pytest
+
+from storage.base import InboxMessage, StoreError, TurnRecord, TurnUpdate
+from storage.schema import SCHEMA_VERSION
+from storage.sqlite import SQLiteStore
+
+
+def message(event_id: str, text: str = "hi") -> InboxMessage:
+    return InboxMessage(event_id, "c1", "console", "ch", "u1", text, {"k": "v"}, time.time())
+
+
+async def test_schema_is_versioned_and_wal(tmp_path):
+    store = SQLiteStore(tmp_path / "s.db")
+    await store.open()
+    await store.close()
+    with sqlite3.connect(tmp_path / "s.db") as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    again = SQLiteStore(tmp_path / "s.db")
+    await again.open()  # reopening applies nothing twice
+    await again.close()
+
+
+async def test_newer_schema_is_refused(tmp_path):
+    with sqlite3.connect(tmp_path / "s.db") as conn:
+        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+    with pytest.raises(StoreError, match="newer than this Switchboard"):
+        await SQLiteStore(tmp_path / "s.db").open()
+
+
+async def test_inbox_is_idempotent_and_keeps_order_and_sql_metacharacters(tmp_path):
+    store = SQLiteStore(tmp_path / "s.db")
+    await store.open()
+    await store.ensure_conversation("c1", "console", "ch", "u1")
+    assert await store.add_inbound(message("e1", "first'; DROP TABLE inbox; --"))
+    assert not await store.add_inbound(message("e1", "retry"))
+    assert await store.add_inbound(message("e2", "second \u0000 \u202e"))
+    pending = await store.pending_inbound("c1")
+    assert [m.text for m in pending] == ["first'; DROP TABLE inbox; --", "second \u0000 \u202e"]
+    assert pending[0].route == {"k": "v"}
+    await store.close()
+
+
+async def test_turn_updates_survive_reopen(tmp_path):
+    store = SQLiteStore(tmp_path / "s.db")
+    await store.open()
+    now = time.time()
+    await store.create_turn(TurnRecord("t1", "c1", 0, "received", now, now))
+    await store.update_turn("t1", TurnUpdate(state="replied", reply_kind="answer", reply_text="ok", add_retries=2))
+    await store.close()
+    reopened = SQLiteStore(tmp_path / "s.db")
+    await reopened.open()
+    turn = await reopened.get_turn("t1")
+    assert (turn.state, turn.reply_text, turn.retries) == ("replied", "ok", 2)
+    assert [t.id for t in await reopened.unfinished_turns()] == ["t1"]
+    await reopened.close()
+
+
+async def test_missing_folder_and_read_only_database_give_clear_errors(tmp_path):
+    with pytest.raises(StoreError, match="does not exist"):
+        await SQLiteStore(tmp_path / "nope" / "s.db").open()
+    path = tmp_path / "ro.db"
+    store = SQLiteStore(path)
+    await store.open()
+    await store.close()
+    os.chmod(path, 0o444)
+    if os.geteuid() == 0:
+        pytest.skip("root ignores file permissions; the read-only case is covered by the soak suite")
+    ro = SQLiteStore(path)
+    await ro.open()
+    with pytest.raises(StoreError, match="write failed"):
+        await ro.add_inbound(message("e1"))
+    await ro.close()
