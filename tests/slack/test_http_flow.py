@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
+
 from adapters.slack import constants as c
+from bot.types import Delegated, Reply, Started, SubFinished, TextDelta
 from tests.fakes.slack_api import FakeSlack
 from tests.slack.conftest import HttpSender, Outcomes, mention, message
 from tests.slack.fake_bot import ANSWER, FakeBot
@@ -193,3 +196,38 @@ async def test_find_delivery_in_a_dm_top_level(fake: FakeSlack, bot: FakeBot, ht
     assert await bot.surface.find_delivery(delivery.turn) == delivery.ts
     other = bot.turn_for(bot.inbounds[0])  # a turn that never delivered
     assert await bot.surface.find_delivery(other) is None
+
+
+async def test_url_verification_challenge_is_answered(fake: FakeSlack, http: HttpSender):
+    import json
+
+    body = json.dumps(
+        {
+            "token": "legacy",
+            "challenge": "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P",
+            "type": "url_verification",
+        }
+    )
+    status, text = await http.post_raw(body, {"Content-Type": "application/json", **fake.sign(body)})
+    assert status == 200 and "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P" in text
+
+
+async def test_writes_to_one_message_are_paced(fake: FakeSlack, bot: FakeBot, http: HttpSender):
+    from tests.slack.conftest import TEST_UPDATE_INTERVAL
+    from tests.slack.fake_bot import pause
+
+    words = [f"w{i} " for i in range(40)]
+
+    def script(inbound):
+        items = [Started(), Delegated("researcher", "dig", "call_r")]
+        for w in words:
+            items += [TextDelta(w), pause(0.02)]
+        return [*items, SubFinished("researcher", "call_r", True), Reply("".join(words))]
+
+    bot.script = script
+    await http.event(mention(fake, "go"))
+    await bot.wait_deliveries(1)
+    writes = fake.calls_to("chat.startStream", "chat.appendStream", "chat.stopStream")
+    assert len(writes) >= 4
+    gaps = [b.t - a.t for a, b in itertools.pairwise(writes)]
+    assert min(gaps) >= TEST_UPDATE_INTERVAL * 0.9, gaps
