@@ -89,7 +89,7 @@ def _load(args: argparse.Namespace) -> TeamConfig:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from bot.runner import run_platforms
+    from adapters.runner import run_platforms
 
     return asyncio.run(run_platforms(_load(args)))
 
