@@ -36,9 +36,27 @@ pytestmark = pytest.mark.skipif(
 )
 
 
+def _nullable_as_null_type(node: Any) -> Any:
+    """The description is OpenAPI 3.1 but still marks some fields with 3.0's `nullable: true`, which 3.1 (JSON
+    Schema 2020-12) validators ignore; express it the 3.1 way so `null` is accepted where the spec means it."""
+    if isinstance(node, list):
+        return [_nullable_as_null_type(value) for value in node]
+    if not isinstance(node, dict):
+        return node
+    converted = {key: _nullable_as_null_type(value) for key, value in node.items() if key != "nullable"}
+    if node.get("nullable") is not True:
+        return converted
+    if isinstance(converted.get("type"), str):
+        converted["type"] = [converted["type"], "null"]
+        if "enum" in converted:
+            converted["enum"] = [*converted["enum"], None]
+        return converted
+    return {"anyOf": [converted, {"type": "null"}]}
+
+
 @cache
 def _spec() -> dict[str, Any]:
-    return json.loads(SPEC_PATH.read_text(encoding="utf-8"))
+    return _nullable_as_null_type(json.loads(SPEC_PATH.read_text(encoding="utf-8")))
 
 
 def _without_implicit_discriminators(node: Any) -> Any:
@@ -234,3 +252,72 @@ async def test_sdk_parses_every_shape_without_extra_fields(client: openai.AsyncO
     assert all(not item.model_extra for item in response.output)
     conversation = await client.conversations.create()
     assert not conversation.model_extra
+
+
+def _event_data_schema(name: str) -> str:
+    if name.startswith("thread.run.step."):
+        return "RunStepDeltaObject" if name.endswith(".delta") else "RunStepObject"
+    if name.startswith("thread.message."):
+        return "MessageDeltaObject" if name.endswith(".delta") else "MessageObject"
+    return "RunObject"
+
+
+def _check_assistant_events(events: list[tuple[str, Any]]) -> None:
+    assert events[-1] == ("done", "[DONE]")
+    for name, data in events:
+        if name != "done":
+            assert_schema(data, _event_data_schema(name))
+        assert_schema({"event": name, "data": data}, "AssistantStreamEvent")
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+async def test_assistants_objects_and_events(rec: Recorder, emu: Emulator) -> None:
+    tools = [{"type": "function", "function": {"name": "ask_critic", "parameters": {"type": "object"}}}]
+    proxy = await rec.call("POST", "/v1/assistants", {"model": "m", "name": "proxy", "tools": tools})
+    critic = await rec.call("POST", "/v1/assistants", {"model": "m", "name": "critic", "instructions": "Be fair."})
+    await rec.call("GET", "/v1/assistants?limit=1")
+    await rec.call("GET", f"/v1/assistants/{critic['id']}")
+    await rec.call("POST", f"/v1/assistants/{critic['id']}", {"description": "critic"})
+    thread = await rec.call("POST", "/v1/threads", {"messages": [{"role": "user", "content": "ask the critic"}]})
+    thread_path = f"/v1/threads/{thread['id']}"
+    await rec.call("GET", thread_path)
+    await rec.call("POST", thread_path, {"metadata": {"k": "v"}})
+    events = await rec.events("POST", f"{thread_path}/runs", {"assistant_id": proxy["id"], "stream": True})
+    _check_assistant_events(events)
+    run = events[-2][1]
+    assert run["status"] == "requires_action"
+    run_path = f"{thread_path}/runs/{run['id']}"
+    await rec.call("GET", run_path)
+    outputs = [
+        {"tool_call_id": call["id"], "output": "fine"}
+        for call in run["required_action"]["submit_tool_outputs"]["tool_calls"]
+    ]
+    events = await rec.events("POST", f"{run_path}/submit_tool_outputs", {"tool_outputs": outputs, "stream": True})
+    _check_assistant_events(events)
+    await rec.call("GET", run_path)
+    await rec.call("GET", f"{thread_path}/runs")
+    steps = await rec.call("GET", f"{run_path}/steps")
+    for step in steps["data"]:
+        await rec.call("GET", f"{run_path}/steps/{step['id']}")
+    messages = await rec.call("GET", f"{thread_path}/messages")
+    await rec.call("GET", f"{thread_path}/messages/{messages['data'][0]['id']}")
+    await rec.call("POST", f"{thread_path}/messages", {"role": "user", "content": "again"})
+    emu.faults.fail("server_error", agent="critic")
+    failed = await rec.events("POST", f"{thread_path}/runs", {"assistant_id": critic["id"], "stream": True})
+    _check_assistant_events(failed)
+    assert failed[-2][0] == "thread.run.failed"
+    emu.scripts["slow"] = Script([Rule(delay=3600)])
+    slow = await rec.call("POST", "/v1/assistants", {"model": "m", "name": "slow"})
+    queued = await rec.call("POST", f"{thread_path}/runs", {"assistant_id": slow["id"]})
+    locked = await rec.call("POST", f"{thread_path}/messages", {"role": "user", "content": "x"}, expect=400)
+    assert locked["error"]["message"].startswith("Can't add messages")
+    cancelling = await rec.call("POST", f"{thread_path}/runs/{queued['id']}/cancel")
+    assert cancelling["status"] == "cancelling"
+    await emu.wait_status(queued["id"], "cancelled")
+    await rec.call("GET", f"{thread_path}/runs/{queued['id']}")
+    await rec.call("POST", f"{thread_path}/runs/{queued['id']}/cancel", expect=400)
+    created = await rec.call("POST", "/v1/threads/runs", {"assistant_id": critic["id"], "thread": {}})
+    assert created["object"] == "thread.run"
+    await rec.call("DELETE", thread_path)
+    await rec.call("DELETE", f"/v1/assistants/{critic['id']}")
+    await rec.call("GET", thread_path, expect=404)
