@@ -132,15 +132,15 @@ class CommandHandlers:
         )
 
         @admin.command(name="reset-channel", description="Reset every conversation in this channel and its threads")
-        @app_commands.check(_require_guild)
         @app_commands.checks.has_permissions(manage_guild=True)
+        @app_commands.check(_require_guild)  # listed last: runs first
         async def reset_channel(interaction: discord.Interaction) -> None:
             await handlers.run(interaction, "reset channel")
 
         @admin.command(name="reset-all", description="Reset every conversation the bot has")
         @app_commands.describe(confirm="Set to True to really reset everything")
-        @app_commands.check(_require_guild)
         @app_commands.checks.has_permissions(manage_guild=True)
+        @app_commands.check(_require_guild)  # listed last: runs first
         async def reset_all(interaction: discord.Interaction, confirm: bool) -> None:
             if not confirm:
                 await interaction.response.send_message(RESET_ALL_UNCONFIRMED, ephemeral=True)
@@ -148,14 +148,14 @@ class CommandHandlers:
             await handlers.run(interaction, "reset all")
 
         @admin.command(name="cancel", description="Cancel the turn running in this conversation")
-        @app_commands.check(_require_guild)
         @app_commands.checks.has_permissions(manage_guild=True)
+        @app_commands.check(_require_guild)  # listed last: runs first
         async def cancel(interaction: discord.Interaction) -> None:
             await handlers.run(interaction, "cancel")
 
         @admin.command(name="audit", description="Show the recent admin actions")
-        @app_commands.check(_require_guild)
         @app_commands.checks.has_permissions(manage_guild=True)
+        @app_commands.check(_require_guild)  # listed last: runs first
         async def audit(interaction: discord.Interaction) -> None:
             await handlers.run(interaction, "audit")
 

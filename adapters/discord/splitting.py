@@ -73,9 +73,9 @@ class _Layout:
         self._collect()
 
     def span_at(self, pos: int) -> _CodeSpan | None:
-        """The code block a split at `pos` would fall inside (strictly after its opening line)."""
+        """The code block a split at `pos` would fall inside (anywhere from its body's start to its closing line)."""
         for span in self.spans:
-            if span.body_start < pos <= span.body_end and pos < len(self.text):
+            if span.body_start <= pos <= span.body_end and pos < len(self.text):
                 return span
         return None
 
@@ -99,11 +99,10 @@ class _Layout:
             close_end = text.find("\n", span.body_end)
             if close_end != -1:
                 self._add(close_end + 1, _PARAGRAPH)  # just after the closing fence line
-        # positions that would leave an empty code block on either side are useless
+        # right after an opening fence line or right before a closing one: an empty code block on one side
         for span in self.spans:
-            for pos in (span.body_start, span.body_end):
-                if self.span_at(pos) is not None:
-                    self.candidates.pop(pos, None)
+            self.candidates.pop(span.body_start, None)
+            self.candidates.pop(span.body_end, None)
         # inside code, only line ends and (for huge lines) spaces: never a "paragraph" there
         for pos, quality in list(self.candidates.items()):
             if self.span_at(pos) is not None and quality == _PARAGRAPH:

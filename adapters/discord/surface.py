@@ -166,14 +166,15 @@ class DiscordSurface:
 
     async def _type(self, view: _TurnView) -> None:
         await self._ready.wait()
-        started = self._clock.monotonic()
+        started = next_at = self._clock.monotonic()
         while not view.closed and self._clock.monotonic() - started < self._typing_max:
             try:
                 await self._client.http.send_typing(view.route.channel_id)
             except discord.HTTPException as exc:
                 log.info("typing indicator refused in channel %s: %s", view.route.channel_id, exc)
                 return
-            if await sleep_or_event(self._clock, TYPING_RESEND_INTERVAL, view.wake):
+            next_at += TYPING_RESEND_INTERVAL  # a fixed cadence, whatever the request took
+            if await sleep_or_event(self._clock, next_at - self._clock.monotonic(), view.wake):
                 return
 
     def _request_render(self, view: _TurnView) -> None:

@@ -19,7 +19,9 @@ async def test_ask_is_deferred_first_and_opens_a_thread(world: World, start_adap
     _, bot = await start_adapter(message_content=True)
     fake = world.fake
     mark = fake.mark()
-    interaction = await fake.slash("ask", user_id=world.alice, channel_id=world.general, options={"prompt": "Plan a trip"})
+    interaction = await fake.slash(
+        "ask", user_id=world.alice, channel_id=world.general, options={"prompt": "Plan a trip"}
+    )
     inbound = await bot.next_inbound()
 
     calls = fake.calls[mark:]
