@@ -32,6 +32,7 @@ import discord
 
 from adapters.discord.clock import Clock, sleep_or_event
 from adapters.discord.constants import (
+    CANNOT_REPLY_WITHOUT_HISTORY,
     INTERACTION_EXPIRY_MARGIN,
     INTERACTION_TOKEN_LIFETIME,
     PROGRESS_EDIT_INTERVAL,
@@ -391,6 +392,15 @@ class DiscordSurface:
                 log.info("a message with nonce %s was already posted and deleted; not posting it again", nonce)
                 return None
             raise
+        except discord.Forbidden as exc:
+            if exc.code != CANNOT_REPLY_WITHOUT_HISTORY or reference is None:
+                raise
+            log.warning(
+                "no Read Message History permission in channel %s: answering without a reply link, so a delivery "
+                "cut by a crash can only be deduplicated within Discord's nonce window",
+                channel.id,
+            )
+            return await self._send(channel, content, nonce, embed=embed)
 
     async def _close(self, view: _TurnView) -> None:
         """Stop typing and progress updates; waits for an edit in flight so it cannot land after the answer."""

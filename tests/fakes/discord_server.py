@@ -1016,6 +1016,12 @@ class FakeDiscord:
             raise ApiError(400, 50035, "Invalid Form Body", {"nonce": {"_errors": [{"code": "BASE_TYPE_MAX_LENGTH"}]}})
         reference = body.get("message_reference")
         referenced = None
+        if (
+            reference
+            and author_id == self.bot_id
+            and not self.permissions_in(channel_id, author_id) & READ_MESSAGE_HISTORY
+        ):
+            raise ApiError(403, 160002, "Cannot reply without permission to read message history")
         if reference:
             ref_id = int(reference["message_id"])
             target = self._message_index.get(ref_id)
