@@ -44,6 +44,8 @@ class SQLiteStore:
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
         self._db: aiosqlite.Connection | None = None
+        # One connection is shared by every coroutine: a transaction must not interleave with other writes.
+        self._write_lock = asyncio.Lock()
 
     # ---- lifecycle ----
 
@@ -87,18 +89,23 @@ class SQLiteStore:
 
     async def _write(self, sql: str, params: Iterable[Any] = ()) -> aiosqlite.Cursor:
         try:
-            return await self._conn.execute(sql, tuple(params))
+            async with self._write_lock:
+                return await self._conn.execute(sql, tuple(params))
         except sqlite3.OperationalError as exc:
             raise StoreError(f"database write failed ({exc}); check that {self.path} is writable and not full") from exc
 
     async def _writemany(self, sql: str, rows: Iterable[Iterable[Any]]) -> None:
-        try:
-            await self._conn.execute("BEGIN")
-            await self._conn.executemany(sql, [tuple(r) for r in rows])
-            await self._conn.execute("COMMIT")
-        except sqlite3.OperationalError as exc:
-            await self._conn.execute("ROLLBACK")
-            raise StoreError(f"database write failed ({exc}); check that {self.path} is writable and not full") from exc
+        async with self._write_lock:
+            try:
+                await self._conn.execute("BEGIN")
+                await self._conn.executemany(sql, [tuple(r) for r in rows])
+                await self._conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if self._conn.in_transaction:
+                    await self._conn.execute("ROLLBACK")
+                raise StoreError(
+                    f"database write failed ({exc}); check that {self.path} is writable and not full"
+                ) from exc
 
     async def _rows(self, sql: str, params: Iterable[Any] = ()) -> list[aiosqlite.Row]:
         try:

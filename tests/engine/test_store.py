@@ -79,3 +79,24 @@ async def test_missing_folder_and_read_only_database_give_clear_errors(tmp_path)
     with pytest.raises(StoreError, match="write failed"):
         await ro.add_inbound(message("e1"))
     await ro.close()
+
+
+async def test_concurrent_writers_never_lose_each_others_rows(tmp_path):
+    """Regression: a transaction of one coroutine must not swallow or roll back another coroutine's write."""
+    import asyncio
+
+    store = SQLiteStore(tmp_path / "s.db")
+    await store.open()
+
+    async def one(i: int) -> None:
+        key = f"c{i}"
+        record = await store.ensure_conversation(key, "console", "ch", "u")
+        assert record.key == key
+        await store.add_inbound(InboxMessage(f"e{i}", key, "console", "ch", "u", "hi", {}, time.time()))
+        await store.claim_inbound([f"e{i}"], f"t{i}")
+
+    await asyncio.gather(*(one(i) for i in range(300)))
+    assert len(await store.conversations()) == 300
+    for i in (0, 150, 299):
+        assert [m.event_id for m in await store.inbound_for_turn(f"t{i}")] == [f"e{i}"]
+    await store.close()
