@@ -88,6 +88,7 @@ class TurnView:
         self.lock = asyncio.Lock()
         self.flush_task: asyncio.Task[None] | None = None
         self.flushing = False
+        self.dirty = False
         self.closed = False
 
     # ---- progress -----------------------------------------------------------------------------------------------
@@ -127,21 +128,25 @@ class TurnView:
         self._schedule_flush()
 
     def _schedule_flush(self) -> None:
+        self.dirty = True
         if self.flush_task is None or self.flush_task.done():
             self.flush_task = asyncio.create_task(self._flush_later(), name=f"slack-flush-{self.turn.id}")
 
     async def _flush_later(self) -> None:
-        await self._pace()
-        async with self.lock:
-            if self.closed:
-                return
-            self.flushing = True
-            try:
-                await self._flush()
-            except Exception as e:
-                log.warning("progress update failed in %s: %s", self.route.channel, _err(e))
-            finally:
-                self.flushing = False
+        """Show the latest state, at most once per update interval, until nothing changed since the last write."""
+        while self.dirty and not self.closed:
+            await self._pace()
+            async with self.lock:
+                if self.closed:
+                    return
+                self.dirty = False
+                self.flushing = True
+                try:
+                    await self._flush()
+                except Exception as e:
+                    log.warning("progress update failed in %s: %s", self.route.channel, _err(e))
+                finally:
+                    self.flushing = False
 
     async def _pace(self) -> None:
         wait = self.last_write + self.s.update_interval - self.s.clock()

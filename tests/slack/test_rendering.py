@@ -234,3 +234,25 @@ async def test_find_delivery_resumes_a_partly_posted_reply(fake: FakeSlack, bot:
     assert first_ts == fake.bot_messages("C0GENERAL", root.ts)[0].ts
     assert thread_text(fake, "C0GENERAL", root.ts) == answer
     assert await surface.find_delivery(turn) == first_ts
+
+
+async def test_a_change_during_a_write_is_shown_without_waiting_for_the_next_event(
+    fake: FakeSlack, bot: FakeBot, http: HttpSender
+):
+    hold = asyncio.Event()
+    bot.script = lambda inbound: [
+        Started(),
+        Delegated("researcher", "dig", "call_r"),
+        lambda: fake.wait_for(lambda: fake.calls_to("chat.startStream")),  # the first write is under way
+        SubFinished("researcher", "call_r", True),
+        hold,  # the proxy now thinks for a long time: nothing else happens
+        Reply(ANSWER),
+    ]
+    event = mention(fake, "go")
+    await http.event(event)
+    await fake.wait_for(
+        lambda: any(("call_r", c.TASK_COMPLETE) in m.tasks for m in fake.bot_messages("C0GENERAL", event["ts"]))
+    )
+    assert not bot.deliveries
+    hold.set()
+    await bot.wait_deliveries(1)
