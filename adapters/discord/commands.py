@@ -25,7 +25,12 @@ import logging
 import discord
 from discord import app_commands
 
-from adapters.discord.constants import MESSAGE_CONTENT_LIMIT, SLASH_STRING_OPTION_LIMIT, THREAD_NAME_LIMIT
+from adapters.discord.constants import (
+    MESSAGE_CONTENT_LIMIT,
+    SLASH_STRING_OPTION_LIMIT,
+    THREAD_NAME_LIMIT,
+    UNKNOWN_INTERACTION,
+)
 from adapters.discord.rendering import nonce_for
 from adapters.discord.routing import Route, channel_key, conversation_key, keys_for
 from adapters.discord.settings import DiscordSettings
@@ -63,6 +68,15 @@ def _clip_line(text: str, limit: int) -> str:
 
 class SwitchboardTree(app_commands.CommandTree):
     async def on_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
+        cause = error.original if isinstance(error, app_commands.CommandInvokeError) else error
+        if isinstance(cause, discord.NotFound) and cause.code == UNKNOWN_INTERACTION:
+            # acknowledged too late (the event reached us after Discord's 3 s): nothing can be sent for it any more
+            log.warning(
+                "/%s from user %s arrived too late to acknowledge; Discord dropped it",
+                _name(interaction),
+                interaction.user.id,
+            )
+            return
         if isinstance(error, app_commands.MissingPermissions):
             text = NEED_MANAGE_SERVER
             log.info(
@@ -83,7 +97,7 @@ class SwitchboardTree(app_commands.CommandTree):
                 await interaction.followup.send(text, ephemeral=True)
             else:
                 await interaction.response.send_message(text, ephemeral=True)
-        except discord.HTTPException as exc:
+        except Exception as exc:
             log.info("could not tell the user about a command error: %s", exc)
 
 

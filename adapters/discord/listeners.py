@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 
+import aiohttp
 import discord
 
 from adapters.discord.routing import Route, keys_for
@@ -33,13 +35,28 @@ class MessageListener:
         self._client = client
         self._message_content = message_content
         self._thread_cache: dict[int, discord.Thread | None] = {}
+        #: called with each message and what became of it (logs, metrics, tests)
+        self.observers: list[Callable[[discord.Message, str], None]] = []
 
     async def on_message(self, message: discord.Message) -> None:
+        try:
+            outcome = await self._handle(message)
+        except Exception:
+            log.exception("handling message %s failed", message.id)
+            outcome = "error"
+        log.debug("message %s: %s", message.id, outcome)
+        for observer in self.observers:
+            observer(message, outcome)
+
+    async def _handle(self, message: discord.Message) -> str:
+        """Returns what became of the message: accepted, duplicate, hint, refused, or ignored:<why>."""
         me = self._client.user
-        if me is None or message.author.bot or message.webhook_id is not None or message.author.id == me.id:
-            return
+        if me is None or message.author.id == me.id:
+            return "ignored:self"
+        if message.author.bot or message.webhook_id is not None:
+            return "ignored:bot"
         if message.type not in _USER_MESSAGE_TYPES:
-            return
+            return "ignored:system"
         guild_id = message.guild.id if message.guild is not None else getattr(message.channel, "guild_id", None)
         channel = await self._resolve_channel(message.channel, guild_id)
         in_dm = guild_id is None
@@ -47,16 +64,16 @@ class MessageListener:
         replied_to_me = self._replies_to_me(message, me.id)
         owned_thread = isinstance(channel, discord.Thread) and channel.owner_id == me.id
         if not (in_dm or mentioned or replied_to_me or owned_thread):
-            return
+            return "ignored:not-for-us"
         text = self._text(message, me.id)
         if not text:
             if in_dm or mentioned:
                 await self._reply(message, EMPTY_MENTION_HINT)
-            elif replied_to_me:  # without the intent Discord hides the text of a reply that does not ping us
+                return "hint"
+            if replied_to_me:  # without the intent Discord hides the text of a reply that does not ping us
                 await self._reply(message, HIDDEN_REPLY_HINT if not self._message_content else EMPTY_MENTION_HINT)
-            else:
-                log.debug("message %s in an owned thread has no readable content (Message Content intent?)", message.id)
-            return
+                return "hint"
+            return "ignored:unreadable"  # a thread we own, without the Message Content intent
         conversation, channel_key = keys_for(channel, guild_id)
         inbound = Inbound(
             platform="discord",
@@ -68,10 +85,16 @@ class MessageListener:
             route=Route("message", message.channel.id, message.id, guild_id).to_mapping(),
         )
         try:
-            await self._bot.accept(inbound)
-        except Exception as exc:
+            accepted = await self._bot.accept(inbound)
+        except ValueError as exc:  # bot.types.InvalidInbound: the text is meant for the user
+            log.info("message %s refused: %s", message.id, exc)
+            await self._reply(message, f"⚠️ {exc}" if str(exc) else ACCEPT_FAILED_TEXT)
+            return "refused"
+        except Exception:
             log.exception("accept failed for message %s", message.id)
-            await self._reply(message, f"⚠️ {exc}" if isinstance(exc, ValueError) and str(exc) else ACCEPT_FAILED_TEXT)
+            await self._reply(message, ACCEPT_FAILED_TEXT)
+            return "error"
+        return "duplicate" if accepted.duplicate else "accepted"
 
     async def _resolve_channel(self, channel: object, guild_id: int | None) -> object:
         """A thread not in discord.py's cache arrives as a PartialMessageable: fetch it once to learn its owner."""
@@ -80,7 +103,7 @@ class MessageListener:
         if channel.id not in self._thread_cache:
             try:
                 fetched = await self._client.fetch_channel(channel.id)
-            except discord.HTTPException as exc:
+            except (discord.HTTPException, aiohttp.ClientError) as exc:
                 log.info("cannot fetch channel %s: %s", channel.id, exc)
                 return channel
             self._thread_cache[channel.id] = fetched if isinstance(fetched, discord.Thread) else None
@@ -117,5 +140,5 @@ class MessageListener:
     async def _reply(message: discord.Message, text: str) -> None:
         try:
             await message.reply(text, mention_author=False, allowed_mentions=discord.AllowedMentions.none())
-        except discord.HTTPException as exc:
+        except (discord.HTTPException, aiohttp.ClientError) as exc:
             log.info("could not answer message %s: %s", message.id, exc)

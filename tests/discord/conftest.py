@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 import pytest
 
 from adapters.discord import DiscordAdapter, DiscordSettings
-from tests.discord.fakes import FakeBot, FakeClock
+from tests.discord.fakes import FakeBot, FakeClock, Outcomes
 from tests.fakes.discord_server import CREATE_PUBLIC_THREADS, MANAGE_GUILD, FakeDiscord
 
 
@@ -23,6 +23,7 @@ class World:
     mod: int  # a member whose role has Manage Server
     owner: int
     adapters: list[DiscordAdapter] = field(default_factory=list)
+    outcomes: Outcomes = field(default_factory=Outcomes)  # what became of each user message, for all adapters
 
     def settings(self, **changes: object) -> DiscordSettings:
         base = DiscordSettings(token=self.fake.token, guild_id=self.guild, guild_ready_timeout=0.05)
@@ -57,6 +58,7 @@ def start_adapter(world: World) -> StartAdapter:
     async def start(bot: FakeBot | None = None, **settings: object) -> tuple[DiscordAdapter, FakeBot]:
         bot = bot or FakeBot()
         adapter = DiscordAdapter(bot, world.settings(**settings), clock=world.clock)
+        adapter.messages.observers.append(world.outcomes)
         world.adapters.append(adapter)
         await adapter.start(ready_within=10)
         return adapter, bot

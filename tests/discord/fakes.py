@@ -57,6 +57,25 @@ class FakeClock:
         return sum(1 for _, _, f in self._sleepers if not f.done())
 
 
+class Outcomes:
+    """Observer of the message listener: what became of each message (accepted, ignored:<why>, hint...)."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, str] = {}
+        self._events: dict[str, asyncio.Event] = {}
+
+    def __call__(self, message: object, outcome: str) -> None:
+        key = str(getattr(message, "id", ""))
+        self.seen[key] = outcome
+        self._events.setdefault(key, asyncio.Event()).set()
+
+    async def of(self, message_id: object, within: float = 5.0) -> str:
+        key = str(message_id)
+        async with asyncio.timeout(within):
+            await self._events.setdefault(key, asyncio.Event()).wait()
+        return self.seen[key]
+
+
 class FakeBot:
     """Stands in for `bot.engine.Bot`: records what the adapter hands over; tests drive the surface themselves,
     in the order the engine does (progress events, then one `deliver`)."""

@@ -90,7 +90,7 @@ async def test_non_admin_is_refused_and_the_engine_is_never_called(world: World,
 async def test_admin_commands_for_members_with_manage_server(world: World, start_adapter: StartAdapter) -> None:
     _, bot = await start_adapter()
     fake = world.fake
-    thread = fake.add_thread(world.general, "a thread", owner_id=world.alice)
+    thread = await fake.add_thread(world.general, "a thread", owner_id=world.alice)
     cases = [
         ("reset-channel", {}, "reset channel", world.mod, world.general),
         ("cancel", {}, "cancel", world.owner, thread),

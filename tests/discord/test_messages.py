@@ -2,17 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from tests.discord.conftest import StartAdapter, World
-from tests.discord.fakes import FakeBot
-
-
-async def _quiet(bot: FakeBot, world: World) -> None:
-    """Let in-flight gateway events settle, then assert nothing was accepted."""
-    marker = await world.fake.user_message(world.general, world.alice, f"<@{world.fake.bot_id}> marker")
-    inbound = await bot.next_inbound()
-    assert inbound.event_id == marker["id"], f"unexpected message accepted: {inbound}"
 
 
 async def test_mention_answered_in_the_same_channel(world: World, start_adapter: StartAdapter) -> None:
@@ -35,7 +25,7 @@ async def test_mention_answered_in_the_same_channel(world: World, start_adapter:
 async def test_mention_in_a_thread_is_answered_in_that_thread(world: World, start_adapter: StartAdapter) -> None:
     _, bot = await start_adapter()
     fake = world.fake
-    thread = fake.add_thread(world.general, "planning", owner_id=world.alice)
+    thread = await fake.add_thread(world.general, "planning", owner_id=world.alice)
     sent = await fake.user_message(thread, world.alice, f"<@{fake.bot_id}> summarise please")
     inbound = await bot.next_inbound()
     assert inbound.conversation == f"discord:{world.guild}:{thread}"
@@ -51,11 +41,13 @@ async def test_plain_messages_in_channels_and_foreign_threads_are_ignored(
 ) -> None:
     _, bot = await start_adapter(message_content=True)
     fake = world.fake
-    await fake.user_message(world.general, world.alice, "just chatting")
-    thread = fake.add_thread(world.general, "not ours", owner_id=world.alice)
-    await fake.user_message(thread, world.alice, "chatting in a thread")
-    await fake.user_message(world.general, world.alice, "@everyone hello")
-    await _quiet(bot, world)
+    plain = await fake.user_message(world.general, world.alice, "just chatting")
+    thread = await fake.add_thread(world.general, "not ours", owner_id=world.alice)
+    in_thread = await fake.user_message(thread, world.alice, "chatting in a thread")
+    everyone = await fake.user_message(world.general, world.alice, "@everyone hello")
+    for message in (plain, in_thread, everyone):
+        assert await world.outcomes.of(message["id"]) == "ignored:not-for-us"
+    assert bot.inbound == [] and fake.bot_messages(world.general) == []
 
 
 async def test_bots_and_our_own_messages_are_ignored(world: World, start_adapter: StartAdapter) -> None:
@@ -63,12 +55,13 @@ async def test_bots_and_our_own_messages_are_ignored(world: World, start_adapter
     fake = world.fake
     other_bot = int(fake.add_user("OtherBot", bot=True)["id"])
     fake.guilds[world.guild].members[other_bot] = []
-    await fake.user_message(world.general, other_bot, f"<@{fake.bot_id}> I am a bot")
-    sent = await fake.user_message(world.general, world.alice, f"<@{fake.bot_id}> hi")
+    from_bot = await fake.user_message(world.general, other_bot, f"<@{fake.bot_id}> I am a bot")
+    assert await world.outcomes.of(from_bot["id"]) == "ignored:bot"
+    await fake.user_message(world.general, world.alice, f"<@{fake.bot_id}> hi")
     inbound = await bot.next_inbound()
-    await bot.run_turn(inbound, f"Hello <@{fake.bot_id}>")  # our own message, even mentioning us, is ignored
-    await _quiet(bot, world)
-    assert inbound.event_id == sent["id"]
+    ours = await bot.run_turn(inbound, f"Hello <@{fake.bot_id}>")  # our own message, even mentioning us
+    assert await world.outcomes.of(ours) == "ignored:self"
+    assert [i.event_id for i in bot.inbound] == [inbound.event_id]
 
 
 async def test_reply_to_the_bot_continues_the_conversation(world: World, start_adapter: StartAdapter) -> None:
@@ -97,7 +90,7 @@ async def test_reply_without_ping_needs_the_message_content_intent(world: World,
         ]
     )
     assert "keep the @ ping on" in hint[0]["content"]
-    await _quiet(bot, world)
+    assert await world.outcomes.of(sent["id"]) == "hint" and len(bot.inbound) == 1
 
 
 async def test_dm_is_a_conversation(world: World, start_adapter: StartAdapter) -> None:
@@ -115,16 +108,17 @@ async def test_dm_is_a_conversation(world: World, start_adapter: StartAdapter) -
 async def test_follow_ups_in_a_thread_we_own_need_the_intent(world: World, start_adapter: StartAdapter) -> None:
     fake = world.fake
     _, bot = await start_adapter()
-    owned = fake.add_thread(world.general, "ours", owner_id=fake.bot_id)
-    await fake.user_message(owned, world.alice, "no mention here")
-    await _quiet(bot, world)  # content hidden without the intent: ignored, no hint in a thread we own
-    assert fake.bot_messages(owned) == []
+    owned = await fake.add_thread(world.general, "ours", owner_id=fake.bot_id)
+    sent = await fake.user_message(owned, world.alice, "no mention here")
+    # content hidden without the intent: ignored, and no hint in a thread we own
+    assert await world.outcomes.of(sent["id"]) == "ignored:unreadable"
+    assert fake.bot_messages(owned) == [] and bot.inbound == []
 
 
 async def test_follow_ups_in_a_thread_we_own_with_the_intent(world: World, start_adapter: StartAdapter) -> None:
     fake = world.fake
     _, bot = await start_adapter(message_content=True)
-    owned = fake.add_thread(world.general, "ours", owner_id=fake.bot_id)
+    owned = await fake.add_thread(world.general, "ours", owner_id=fake.bot_id)
     sent = await fake.user_message(owned, world.alice, "no mention here")
     inbound = await bot.next_inbound()
     assert inbound.event_id == sent["id"] and inbound.conversation == f"discord:{world.guild}:{owned}"
@@ -137,7 +131,7 @@ async def test_redelivered_event_is_a_duplicate(world: World, start_adapter: Sta
     await bot.next_inbound()
     await fake.dispatch("MESSAGE_CREATE", fake._public(fake.message(int(sent["id"]))))  # a gateway replay
     await bot.wait_until(lambda: bot.accept_calls == 2)
-    assert len(bot.inbound) == 1
+    assert len(bot.inbound) == 1 and world.outcomes.seen[sent["id"]] in ("accepted", "duplicate")
 
 
 async def test_failed_accept_is_told_in_plain_words(world: World, start_adapter: StartAdapter) -> None:
@@ -153,4 +147,18 @@ async def test_failed_accept_is_told_in_plain_words(world: World, start_adapter:
     await fake.wait_until(lambda: len(fake.bot_messages(world.general)) == 2)
     assert "try again" in fake.bot_messages(world.general)[1]["content"]
     assert "database" not in fake.bot_messages(world.general)[1]["content"]
-    await asyncio.sleep(0)
+
+
+async def test_thread_unknown_to_the_cache_is_looked_up(world: World, start_adapter: StartAdapter) -> None:
+    """After a restart, an old thread of ours may not be in discord.py's cache: the adapter fetches it once."""
+    _, bot = await start_adapter(message_content=True)
+    fake = world.fake
+    owned = await fake.add_thread(world.general, "from last week", owner_id=fake.bot_id, announce=False)
+    sent = await fake.user_message(owned, world.alice, "still there?")
+    inbound = await bot.next_inbound()
+    assert inbound.event_id == sent["id"] and inbound.conversation == f"discord:{world.guild}:{owned}"
+    assert fake.find_calls("GET", "/channels/{channel_id}", path=f"/channels/{owned}")
+    again = await fake.user_message(owned, world.alice, "hello?")
+    await bot.next_inbound()
+    assert await world.outcomes.of(again["id"]) == "accepted"
+    assert len(fake.find_calls("GET", "/channels/{channel_id}")) == 1  # remembered

@@ -385,10 +385,12 @@ class FakeDiscord:
         self.messages[cid] = []
         return cid
 
-    def add_thread(self, channel_id: int, name: str, *, owner_id: int) -> int:
-        """A public thread someone (not necessarily the bot) already opened; announced with THREAD_CREATE."""
+    async def add_thread(self, channel_id: int, name: str, *, owner_id: int, announce: bool = True) -> int:
+        """A public thread someone (not necessarily the bot) opened; announced with THREAD_CREATE unless
+        `announce` is False (then the bot only learns of it from a message in it, as after a restart)."""
         thread = self._make_thread(channel_id, name, owner_id, self.snowflake(), 1_440)
-        self._dispatch_soon("THREAD_CREATE", {**thread, "newly_created": True})
+        if announce:
+            await self.dispatch("THREAD_CREATE", {**thread, "newly_created": True})
         return int(thread["id"])
 
     def _make_thread(self, parent_id: int, name: str, owner_id: int, tid: int, archive: int) -> dict[str, Any]:

@@ -1,0 +1,161 @@
+"""The real engine (bot.engine.Bot) against the OpenAI emulator, behind the Discord adapter and the fake Discord."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from adapters.discord import DiscordAdapter
+from adapters.discord.commands import NEED_MANAGE_SERVER
+from adapters.discord.rendering import PROGRESS_FOOTER
+from bot.config import AgentConfig, Limits, TeamConfig
+from bot.emulator import Emulator, Rule, Script, run_emulator
+from bot.engine import Bot, make_backend
+from bot.types import Reply, TurnRef
+from storage.sqlite import SQLiteStore
+from tests.discord.conftest import World
+
+FAST = Limits(
+    max_parallel=4,
+    retry_budget=6,
+    run_timeout=60,
+    queued_timeout=0.5,
+    lock_wait=2.0,
+    backoff_base=0.01,
+    backoff_max=0.05,
+    poll_interval=0.02,
+    stream_idle_timeout=5.0,
+)
+MESSAGES = "/channels/{channel_id}/messages"
+
+
+def make_team(base_url: str, db: Path) -> TeamConfig:
+    subs = tuple(
+        AgentConfig(name=n, instructions=f"You are the {n}.", model="emu-1", description=f"The {n}.")
+        for n in ("researcher", "critic")
+    )
+    return TeamConfig(
+        proxy=AgentConfig(name="proxy", instructions="You are the proxy.", model="emu-1"),
+        subs=subs,
+        limits=FAST,
+        db_path=str(db),
+        base_url=base_url,
+        api_key="sk-test-not-a-real-key",
+    )
+
+
+Engine = Callable[[], Awaitable[tuple[Bot, DiscordAdapter]]]
+
+
+@pytest.fixture
+async def emu() -> AsyncIterator[Emulator]:
+    async with run_emulator(retry_after=0.01) as emulator:
+        yield emulator
+
+
+@pytest.fixture
+async def engine(emu: Emulator, world: World, tmp_path: Path) -> AsyncIterator[Engine]:
+    """Starts an engine (on one database for the whole test) with a Discord adapter; stops them all at the end."""
+    bots: list[Bot] = []
+
+    async def start() -> tuple[Bot, DiscordAdapter]:
+        cfg = make_team(emu.base_url, tmp_path / "switchboard.db")
+        bot = Bot(cfg, SQLiteStore(cfg.db_path), make_backend(cfg))
+        adapter = DiscordAdapter(bot, world.settings(), clock=world.clock)
+        adapter.messages.observers.append(world.outcomes)
+        world.adapters.append(adapter)
+        await adapter.start(ready_within=10)
+        await bot.start()
+        bots.append(bot)
+        return bot, adapter
+
+    yield start
+    for bot in bots:
+        await bot.stop()
+
+
+async def test_real_engine_answers_a_mention_with_sub_assistant_progress(
+    world: World, emu: Emulator, engine: Engine
+) -> None:
+    emu.scripts["critic"] = Script(rules=[Rule(delay=0.3)])
+    bot, _ = await engine()
+    fake = world.fake
+    question = await fake.user_message(
+        world.general, world.alice, f"<@{fake.bot_id}> please ask the critic about my plan"
+    )
+    # the progress message names the sub-assistant at work, as a reply to the question
+    status = await fake.wait_for_call("POST", MESSAGES, within=20)
+    assert status.response["embeds"][0]["footer"]["text"] == PROGRESS_FOOTER
+    assert "critic" in status.response["embeds"][0]["description"]
+    assert status.response["message_reference"]["message_id"] == question["id"]
+    await fake.wait_until(lambda: fake.find_calls("POST", "/channels/{channel_id}/typing"))
+
+    def answered() -> list[dict]:  # type: ignore[type-arg]
+        return [m for m in fake.bot_messages(world.general) if not m["embeds"] and "critic: done with" in m["content"]]
+
+    (answer,) = await fake.wait_until(answered, within=20)
+    await bot.idle()
+    assert answer["id"] == status.response["id"]  # the progress message became the answer
+    assert answer["content"].startswith("Here is what the team found:")
+    assert len(fake.bot_messages(world.general)) == 1  # answered once, nothing else left behind
+    assert await bot.store.pending_inbound(f"discord:{world.guild}:{world.general}") == []
+
+
+async def test_real_engine_behind_ask_in_a_thread_and_commands(world: World, engine: Engine) -> None:
+    bot, _ = await engine()
+    fake = world.fake
+    await fake.slash("ask", user_id=world.alice, channel_id=world.general, options={"prompt": "ask the researcher"})
+    thread_call = await fake.wait_for_call("POST", "/channels/{channel_id}/threads")
+    thread = int(thread_call.response["id"])
+    answer = await fake.wait_until(
+        lambda: [m for m in fake.bot_messages(thread) if "researcher: done with" in m["content"]], within=20
+    )
+    assert answer[0]["message_reference"]  # a reply to the question echoed at the top of the thread
+    await bot.idle()
+
+    # the engine parses and authorises; the adapter fills in Discord's own admin notion
+    status = await fake.slash("status", user_id=world.alice, channel_id=thread)
+    reset = await fake.slash("admin", subcommand="reset-channel", user_id=world.mod, channel_id=world.general)
+    refused = await fake.slash("admin", subcommand="reset-channel", user_id=world.alice, channel_id=world.general)
+
+    def shown(interaction_id: int) -> Callable[[], str | None]:
+        def check() -> str | None:
+            original = fake.interactions[interaction_id].original_id
+            message = fake.message(original) if original else None
+            return message["content"] if message and message["content"] else None
+
+        return check
+
+    assert await fake.wait_until(shown(status.id), within=10)
+    assert (await fake.wait_until(shown(reset.id), within=10)).startswith("Reset ")
+    assert await fake.wait_until(shown(refused.id), within=10) == NEED_MANAGE_SERVER
+
+
+async def test_real_engine_recovers_a_delivery_cut_by_a_crash_without_reposting(world: World, engine: Engine) -> None:
+    bot1, adapter1 = await engine()
+    fake = world.fake
+    real_deliver = adapter1.surface.deliver
+    delivered: list[str] = []
+
+    async def post_then_crash(turn: TurnRef, reply: Reply) -> str:
+        delivered.append(await real_deliver(turn, reply))
+        raise RuntimeError("process killed right after posting")
+
+    adapter1.surface.deliver = post_then_crash  # type: ignore[method-assign]
+    await fake.user_message(world.general, world.alice, f"<@{fake.bot_id}> hello there")
+    await fake.wait_until(lambda: fake.bot_messages(world.general), within=20)
+    await bot1.idle()
+    (turn,) = await bot1.store.unfinished_turns(f"discord:{world.guild}:{world.general}")
+    assert turn.state == "delivering"
+    await bot1.stop()
+    await adapter1.close()
+
+    posts = len(fake.find_calls("POST", MESSAGES))
+    bot2, _ = await engine()  # a new process: same database, fresh adapter with no memory
+    await bot2.idle()
+    record = await bot2.store.get_turn(turn.id)
+    assert record is not None and record.state == "delivered" and record.delivered_ref == delivered[0]
+    assert len(fake.find_calls("POST", MESSAGES)) == posts  # found by find_delivery, not posted again
+    assert [m["content"] for m in fake.bot_messages(world.general)] == ["You said: hello there"]
