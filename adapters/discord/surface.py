@@ -130,6 +130,7 @@ class DiscordSurface:
         await self._clock.sleep((live.deadline - now).total_seconds())
         if self._interactions.get(live.interaction.id) is live:
             await self._hand_over(live)
+            self._interactions.pop(live.interaction.id, None)  # the token is of no use any more
 
     async def _hand_over(self, live: LiveInteraction) -> None:
         async with live.lock:

@@ -60,3 +60,16 @@ async def test_bad_token_is_explained_without_echoing_it(world: World) -> None:
     with pytest.raises(DiscordStartError) as caught:
         await adapter.start(ready_within=10)
     assert "DISCORD_TOKEN" in str(caught.value) and "not-the-token-xyz" not in str(caught.value)
+
+
+async def test_the_token_never_reaches_the_logs(
+    world: World, start_adapter: StartAdapter, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("DEBUG")
+    _, bot = await start_adapter()
+    fake = world.fake
+    await fake.user_message(world.general, world.alice, f"<@{fake.bot_id}> hi")
+    await bot.run_turn(await bot.next_inbound(), "Hello.")
+    await fake.slash("status", user_id=world.alice, channel_id=world.general)
+    await bot.wait_until(lambda: bot.commands)
+    assert caplog.records and fake.token not in caplog.text
