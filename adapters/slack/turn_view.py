@@ -191,8 +191,9 @@ class TurnView:
             chunks.append(task_chunk(task))
         return chunks
 
-    def _mark_tasks_shown(self) -> None:
-        self.shown_status = {t.call_id: t.status for t in self.tasks.values()}
+    def _task_snapshot(self) -> dict[str, str]:
+        """Task statuses as they are now (taken before a write: events may change them while it is under way)."""
+        return {t.call_id: t.status for t in self.tasks.values()}
 
     def _stream_args(self) -> dict[str, Any]:
         args: dict[str, Any] = {"channel": self.route.channel, "thread_ts": self.route.thread_ts}
@@ -202,6 +203,7 @@ class TurnView:
         return args
 
     async def _flush_stream(self) -> None:
+        snapshot = self._task_snapshot()
         chunks = self._pending_task_chunks()
         new_text = ""
         if self.preview.startswith(self.streamed):
@@ -222,7 +224,7 @@ class TurnView:
             await self.s.client.chat_appendStream(channel=self.route.channel, ts=self.stream_ts, chunks=chunks)
         self._wrote()
         self.streamed += new_text
-        self._mark_tasks_shown()
+        self.shown_status = snapshot
 
     async def _drop_stream(self) -> None:
         """Remove a stream whose preview text is no longer right (after a retry, or a broken stream)."""

@@ -150,9 +150,15 @@ class FakeBot:
             raise self.errors[0]
         return self.deliveries
 
-    async def settle(self) -> None:
-        """Wait for every running turn to end."""
-        while self._tasks:
+    async def settle(self, within: float = 10.0) -> None:
+        """Wait for every running turn to end; turns still running after `within` seconds are cancelled."""
+        try:
+            async with asyncio.timeout(within):
+                while self._tasks:
+                    await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        except TimeoutError:
+            for task in list(self._tasks):
+                task.cancel()
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     async def _notify(self) -> None:
