@@ -13,7 +13,8 @@ What it does:
   recipients required for streams outside DMs, `refuse_streaming_in_channels` to exercise the fallback).
 - Every call recorded with a monotonic timestamp (`calls`), and `wait_for(predicate)` to wait on the log.
 - `rate_limit(method, times, retry_after)`: the next `times` calls answer HTTP 429 with Retry-After.
-- Messages kept per channel with their metadata, so conversations.replies(include_all_metadata) can find them.
+- Messages kept per channel with their metadata, so conversations.replies / conversations.history
+  (include_all_metadata) can find them; `add_user_message` records what a person posted.
 - Socket Mode: apps.connections.open returns `ws_url`; `push_envelope` sends an envelope to the connected
   client and `wait_ack(envelope_id)` waits for its acknowledgement.
 - Slash-command `response_url`s (`new_response_url()`), recording what is posted to them.

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -87,6 +88,8 @@ class FakeBot:
     refuse_with: str | None = None
 
     def __post_init__(self) -> None:
+        #: monotonic time each accepted (non-duplicate) inbound was accepted at
+        self.accepted_at: list[float] = []
         self._seen: set[str] = set()
         self._ids = itertools.count(1)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -105,6 +108,7 @@ class FakeBot:
             return Accepted(inbound.event_id, inbound.conversation, duplicate=True)
         self._seen.add(inbound.event_id)
         self.inbounds.append(inbound)
+        self.accepted_at.append(time.monotonic())
         task = asyncio.create_task(self._run(inbound))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

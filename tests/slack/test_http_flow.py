@@ -28,6 +28,8 @@ async def test_mention_streams_tasks_and_answers_in_the_thread(fake: FakeSlack, 
     first_post = fake.calls_to("chat.startStream", "chat.postMessage")[0]
     assert first_status.t < first_post.t
     assert first_status.args["thread_ts"] == thread_ts
+    # issue 5 asks for the indicator within 100 ms of the accept; on loopback it takes a few ms (margin for CI)
+    assert first_status.t - bot.accepted_at[0] < 0.25
     loading = [
         m for call in fake.calls_to("assistant.threads.setStatus") for m in call.args.get("loading_messages", [])
     ]
