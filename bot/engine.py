@@ -15,6 +15,7 @@ each acknowledged message is answered exactly once (or told plainly why not).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 import uuid
@@ -42,12 +43,13 @@ from bot.types import (
     Surface,
     TurnRef,
 )
-from storage.base import InboxMessage, Store, StoreError, TranscriptEntry, TurnRecord, TurnUpdate
+from storage.base import InboxMessage, Store, StoreError, TurnRecord, TurnUpdate
 from storage.sqlite import SQLiteStore
 
 log = logging.getLogger("switchboard.engine")
 
 MAX_MESSAGE_CHARS = 32_000
+STOP_GRACE_SECONDS = 5.0
 INTERNAL_ERROR_TEXT = "Something went wrong on our side while answering; the error was logged for the operator."
 INCOMPLETE_NOTE = "\n\n_(This answer was cut short by the AI provider's limits.)_"
 
@@ -108,7 +110,13 @@ class Bot:
         for conversation in await self.store.conversations_with_pending():
             self.mailbox.kick(conversation)
 
-    async def stop(self) -> None:
+    async def stop(self, grace: float = STOP_GRACE_SECONDS) -> None:
+        """Let in-flight work finish for up to `grace` seconds, then cancel it (it resumes on the next start)."""
+        try:
+            async with asyncio.timeout(grace):
+                await self.mailbox.idle()
+        except TimeoutError:
+            log.info("stopping with turns in flight; they resume on the next start")
         await self.mailbox.close()
         await self.backend.close()
         await self.store.close()
@@ -158,47 +166,46 @@ class Bot:
         """One unit of work for a conversation: resume its unfinished turn, or start one from its inbox."""
         unfinished = await self.store.unfinished_turns(conversation)
         if unfinished:
-            await self._drive(unfinished[0], resumed=True)
+            turn = unfinished[0]
+            await self._drive(turn, await self.store.inbound_for_turn(turn.id), resumed=True)
             return True
         pending = await self.store.pending_inbound(conversation)
         if not pending:
             return False
         record = await self.store.get_conversation(conversation)
-        generation = record.generation if record else 0
         now = time.time()
         turn = TurnRecord(
             id="turn_" + uuid.uuid4().hex[:24],
             conversation=conversation,
-            generation=generation,
+            generation=record.generation if record else 0,
             state="received",
             created_at=now,
             updated_at=now,
         )
-        await self.store.create_turn(turn)
-        await self.store.claim_inbound([m.event_id for m in pending], turn.id)
-        for message in pending:
-            entry = TranscriptEntry("user", message.text, turn.id)
-            await self.store.append_transcript(conversation, generation, MAIN_THREAD, entry)
-        await self._drive(turn, resumed=False)
+        await self.store.start_turn(turn, pending, MAIN_THREAD)
+        main_thread = record.main_thread if record else None
+        await self._drive(turn, pending, resumed=False, main_thread=main_thread)
         return True
 
-    async def _drive(self, turn: TurnRecord, resumed: bool) -> None:
-        messages = await self.store.inbound_for_turn(turn.id)
+    async def _drive(
+        self, turn: TurnRecord, messages: list[InboxMessage], resumed: bool, main_thread: str | None = None
+    ) -> None:
         ref = self._ref(turn, messages)
         if turn.state in ("received", "running", "awaiting_tools"):
-            turn = await self._answer(turn, ref, [m.text for m in messages])
+            turn = await self._answer(turn, ref, [m.text for m in messages], resumed, main_thread)
         if turn.state in ("replied", "delivering"):
-            await self._deliver(turn, ref, check_first=turn.state == "delivering" or resumed)
+            await self._deliver(turn, ref, [m.event_id for m in messages], check_first=resumed)
 
-    async def _answer(self, turn: TurnRecord, ref: TurnRef, texts: list[str]) -> TurnRecord:
+    async def _answer(
+        self, turn: TurnRecord, ref: TurnRef, texts: list[str], resumed: bool, main_thread: str | None
+    ) -> TurnRecord:
         started = time.monotonic()
-        await self.store.update_turn(turn.id, TurnUpdate(state="running"))
 
         async def emit(event: Progress) -> None:
             await self._emit(ref, event)
 
         await emit(Started())
-        ctx = TurnContext(turn=turn, emit=emit)
+        ctx = TurnContext(turn=turn, emit=emit, fresh=not resumed, main_thread=main_thread)
         kind, text = "answer", ""
         try:
             outcome = await self.orchestrator.run_turn(ctx, texts)
@@ -220,9 +227,6 @@ class Bot:
             kind, text = "failure", INTERNAL_ERROR_TEXT
             log.exception("turn %s crashed", turn.id)
             await emit(Failed(text))
-        if kind == "answer":
-            entry = TranscriptEntry("assistant", text, turn.id)
-            await self.store.append_transcript(turn.conversation, turn.generation, MAIN_THREAD, entry)
         self.stats.turns += 1
         self.stats.retries += ctx.retries
         if kind == "answer":
@@ -234,19 +238,21 @@ class Bot:
             turn.id, "answered" if kind == "answer" else "failed", (time.monotonic() - started) * 1000,
             ctx.retries, ctx.usage.total,
         )
-        return await self.store.update_turn(
-            turn.id,
-            TurnUpdate(
-                state="replied",
-                reply_kind=kind,  # type: ignore[arg-type]
-                reply_text=text,
-                add_retries=ctx.retries,
-                add_input_tokens=ctx.usage.input_tokens,
-                add_output_tokens=ctx.usage.output_tokens,
-            ),
+        # Recorded straight as `delivering` when we are about to post: a crash from here on makes recovery look
+        # for the reply on the platform before posting it, which is what exactly-once needs.
+        state = "delivering" if ref.platform in self.surfaces else "replied"
+        update = TurnUpdate(
+            state=state,  # type: ignore[arg-type]
+            reply_kind=kind,  # type: ignore[arg-type]
+            reply_text=text,
+            add_retries=ctx.retries,
+            add_input_tokens=ctx.usage.input_tokens,
+            add_output_tokens=ctx.usage.output_tokens,
         )
+        await self.store.record_reply(turn, update, MAIN_THREAD)
+        return dataclasses.replace(turn, state=state, reply_kind=update.reply_kind, reply_text=text)
 
-    async def _deliver(self, turn: TurnRecord, ref: TurnRef, check_first: bool) -> None:
+    async def _deliver(self, turn: TurnRecord, ref: TurnRef, event_ids: list[str], check_first: bool) -> None:
         surface = self.surfaces.get(ref.platform)
         if surface is None:
             log.warning("turn %s waits for a %s surface to deliver its reply", turn.id, ref.platform)
@@ -256,11 +262,10 @@ class Bot:
         if check_first:
             delivered = await surface.find_delivery(ref)
         if delivered is None:
-            await self.store.update_turn(turn.id, TurnUpdate(state="delivering"))
+            if turn.state != "delivering":
+                await self.store.update_turn(turn.id, TurnUpdate(state="delivering"))
             delivered = await surface.deliver(ref, Reply(turn.reply_text, turn.reply_kind or "answer"))
-        await self.store.update_turn(turn.id, TurnUpdate(state="delivered", delivered_ref=delivered or "-"))
-        messages = await self.store.inbound_for_turn(turn.id)
-        await self.store.set_inbound_state([m.event_id for m in messages], "answered")
+        await self.store.finish_delivery(turn.id, delivered or "-", event_ids)
 
     async def _emit(self, ref: TurnRef, event: Progress) -> None:
         surface = self.surfaces.get(ref.platform)

@@ -43,6 +43,8 @@ class TurnContext:
     emit: Callable[[Progress], Awaitable[None]]
     usage: Usage = field(default_factory=Usage)
     retries: int = 0
+    fresh: bool = True  # started in this process: nothing of it can be recorded yet, so skip the lookups
+    main_thread: str | None = None  # the conversation's main thread, when the caller already read it
 
 
 def delegation_tool(sub: AgentConfig) -> dict[str, object]:
@@ -121,7 +123,7 @@ class Orchestrator:
             on_delta=on_delta if scope_path == PROXY_SCOPE else None,
         )
         metadata = {"turn": ctx.turn.id, "scope": scope_path}
-        record = await self.store.latest_run(ctx.turn.id, scope_path)
+        record = None if ctx.fresh else await self.store.latest_run(ctx.turn.id, scope_path)
         if record is not None:
             request = RunRequest(record.thread_id, agent, tools, RunInput.from_json(record.input), metadata)
             state = await self.supervisor.follow(scope, request, record)
@@ -168,7 +170,7 @@ class Orchestrator:
         call: ToolCall,
         depth: int,
     ) -> ToolResult:
-        done = await self.store.get_tool_call(ctx.turn.id, scope_path, call.call_id)
+        done = None if ctx.fresh else await self.store.get_tool_call(ctx.turn.id, scope_path, call.call_id)
         if done is not None and done.output is not None:
             return ToolResult(call.call_id, call.name, done.output)  # finished before a restart: not recomputed
         await self.store.record_tool_call(
@@ -210,7 +212,7 @@ class Orchestrator:
         )
         try:
             async with slots, lock:
-                existing = await self.store.latest_run(ctx.turn.id, sub_scope)
+                existing = None if ctx.fresh else await self.store.latest_run(ctx.turn.id, sub_scope)
                 if existing is None:
                     await self._transcript(ctx, sub_thread, "user", message)
                 state = await self._run_agent(ctx, sub_scope, sub, sub_thread, RunInput((message,)), depth + 1)
@@ -229,6 +231,8 @@ class Orchestrator:
 
     async def _thread(self, ctx: TurnContext, thread_path: str) -> str:
         conv, generation = ctx.turn.conversation, ctx.turn.generation
+        if thread_path == MAIN_THREAD and ctx.fresh and ctx.main_thread:
+            return ctx.main_thread
         if thread_path == MAIN_THREAD:
             record = await self.store.get_conversation(conv)
             existing = record.main_thread if record and record.generation == generation else None
@@ -245,6 +249,7 @@ class Orchestrator:
         metadata = {"conversation": conv[:500], "thread": thread_path[:500]}
         thread_id = await self.supervisor.call(lambda: self.backend.create_thread(seed, metadata))
         if thread_path == MAIN_THREAD:
+            ctx.main_thread = thread_id
             await self.store.set_main_thread(conv, generation, thread_id)
         else:
             await self.store.set_sub_thread(conv, generation, thread_path, thread_id)

@@ -216,8 +216,6 @@ class Supervisor:
                 if state.status != last_status:
                     last_status = state.status
                     queued_since = loop.time() if state.status == "queued" else None
-                    if not state.settled:
-                        await self.store.update_run(state.id, status=state.status, last_seq=state.last_seq)
                 if state.settled:
                     await self.store.update_run(state.id, status=state.status, last_seq=state.last_seq)
                     return state

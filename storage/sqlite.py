@@ -107,6 +107,21 @@ class SQLiteStore:
                     f"database write failed ({exc}); check that {self.path} is writable and not full"
                 ) from exc
 
+    async def _transaction(self, statements: list[tuple[str, tuple[Any, ...]]]) -> None:
+        """Several writes that land together or not at all."""
+        async with self._write_lock:
+            try:
+                await self._conn.execute("BEGIN")
+                for sql, params in statements:
+                    await self._conn.execute(sql, params)
+                await self._conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if self._conn.in_transaction:
+                    await self._conn.execute("ROLLBACK")
+                raise StoreError(
+                    f"database write failed ({exc}); check that {self.path} is writable and not full"
+                ) from exc
+
     async def _rows(self, sql: str, params: Iterable[Any] = ()) -> list[aiosqlite.Row]:
         try:
             cursor = await self._conn.execute(sql, tuple(params))
@@ -234,11 +249,52 @@ class SQLiteStore:
             ),
         )
 
+    async def start_turn(self, turn: TurnRecord, messages: list[InboxMessage], thread_path: str) -> None:
+        statements: list[tuple[str, tuple[Any, ...]]] = [
+            (
+                "INSERT INTO turns(id, conversation, generation, state, created_at, updated_at) VALUES (?,?,?,?,?,?)",
+                (turn.id, turn.conversation, turn.generation, turn.state, turn.created_at, turn.updated_at),
+            )
+        ]
+        for message in messages:
+            statements.append((
+                "UPDATE inbox SET state='in_turn', turn_id=? WHERE event_id=? AND state='pending'",
+                (turn.id, message.event_id),
+            ))
+            statements.append((
+                "INSERT INTO transcript(conversation, generation, thread_path, role, text, turn_id, created_at)"
+                " VALUES (?,?,?,?,?,?,?)",
+                (turn.conversation, turn.generation, thread_path, "user", message.text, turn.id, turn.created_at),
+            ))
+        await self._transaction(statements)
+
+    async def record_reply(self, turn: TurnRecord, update: TurnUpdate, thread_path: str) -> None:
+        statements = [self._turn_update_sql(turn.id, update)]
+        if update.reply_kind == "answer" and update.reply_text is not None:
+            statements.append((
+                "INSERT INTO transcript(conversation, generation, thread_path, role, text, turn_id, created_at)"
+                " VALUES (?,?,?,?,?,?,?)",
+                (turn.conversation, turn.generation, thread_path, "assistant", update.reply_text, turn.id,
+                 time.time()),
+            ))
+        await self._transaction(statements)
+
+    async def finish_delivery(self, turn_id: str, delivered_ref: str, event_ids: list[str]) -> None:
+        statements = [self._turn_update_sql(turn_id, TurnUpdate(state="delivered", delivered_ref=delivered_ref))]
+        statements += [("UPDATE inbox SET state='answered' WHERE event_id=?", (e,)) for e in event_ids]
+        await self._transaction(statements)
+
     async def get_turn(self, turn_id: str) -> TurnRecord | None:
         row = await self._row("SELECT * FROM turns WHERE id=?", (turn_id,))
         return _turn(row) if row else None
 
-    async def update_turn(self, turn_id: str, update: TurnUpdate) -> TurnRecord:
+    async def update_turn(self, turn_id: str, update: TurnUpdate) -> None:
+        cursor = await self._write(*self._turn_update_sql(turn_id, update))
+        if cursor.rowcount != 1:
+            raise StoreError(f"turn {turn_id} does not exist")
+
+    @staticmethod
+    def _turn_update_sql(turn_id: str, update: TurnUpdate) -> tuple[str, tuple[Any, ...]]:
         sets = ["updated_at=?"]
         params: list[Any] = [time.time()]
         for column in ("state", "reply_kind", "reply_text", "delivered_ref"):
@@ -254,11 +310,7 @@ class SQLiteStore:
             if amount:
                 sets.append(f"{column}={column}+?")
                 params.append(amount)
-        await self._write(f"UPDATE turns SET {', '.join(sets)} WHERE id=?", (*params, turn_id))
-        turn = await self.get_turn(turn_id)
-        if turn is None:
-            raise StoreError(f"turn {turn_id} does not exist")
-        return turn
+        return f"UPDATE turns SET {', '.join(sets)} WHERE id=?", (*params, turn_id)
 
     async def unfinished_turns(self, conversation: str | None = None) -> list[TurnRecord]:
         marks = ",".join("?" * len(UNFINISHED_TURN_STATES))
