@@ -348,6 +348,8 @@ class Faults:
         mode = self.random_mode
         assert mode is not None
         events = mode.rng.randint(1, RANDOM_MAX_EVENTS)
+        if result != ObjectFaults():  # an armed fault already hit this object: the random one stands down
+            return
         detail: dict[str, Any] = {}
         if kind in FAILURE_CODES:
             result.fail = Fault("fail", code=kind)

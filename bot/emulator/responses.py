@@ -233,7 +233,8 @@ class ResponsesAPI:
                 items.extend(conversation.items if conversation else [])
                 continue
             items.extend(link.input_items)
-            items.extend(link.output)
+            if link.status in ("completed", "incomplete"):  # a failed/cancelled response leaves no output behind
+                items.extend(link.output)
         return items
 
     # --- create --------------------------------------------------------------------------------------------------
