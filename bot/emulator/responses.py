@@ -237,6 +237,23 @@ class ResponsesAPI:
                 items.extend(link.output)
         return items
 
+    def _context(self, conversation_ref: Any, previous_id: Any) -> tuple[ConversationRecord | None, list[JSON]]:
+        """The conversation (locked-checked) and the items the new response sees before its own input."""
+        if conversation_ref:
+            conversation_id = body_id(conversation_ref, "conversation")
+            conversation = self.emu.conversations_api.get(conversation_id, param="conversation")
+            if conversation.active_response is not None:
+                raise invalid_request(CONVERSATION_LOCKED, param="conversation", code="conversation_locked")
+            return conversation, conversation.items
+        if previous_id:
+            previous = self.get(str(previous_id), param="previous_response_id")
+            if not previous.terminal:
+                raise invalid_request(
+                    f"Previous response with id '{previous_id}' is still in progress.", param="previous_response_id"
+                )
+            return None, self._chain(previous)
+        return None, []
+
     # --- create --------------------------------------------------------------------------------------------------
 
     async def create(self, request: web.Request) -> web.StreamResponse:
@@ -261,20 +278,7 @@ class ResponsesAPI:
         agent = str(metadata.get("agent") or DEFAULT_AGENT)
         request[AGENT] = agent
         new_items = normalise_input(body.get("input", []), emu.ids.new)
-        conversation: ConversationRecord | None = None
-        context: list[JSON] = []
-        if conversation_ref:
-            conversation = emu.conversations_api.get(body_id(conversation_ref, "conversation"), param="conversation")
-            if conversation.active_response is not None:
-                raise invalid_request(CONVERSATION_LOCKED, param="conversation", code="conversation_locked")
-            context = conversation.items
-        elif previous_id:
-            previous = self.get(str(previous_id), param="previous_response_id")
-            if not previous.terminal:
-                raise invalid_request(
-                    f"Previous response with id '{previous_id}' is still in progress.", param="previous_response_id"
-                )
-            context = self._chain(previous)
+        conversation, context = self._context(conversation_ref, previous_id)
         check_duplicates(context, new_items)
         check_tool_calls(context, new_items)
 
@@ -392,6 +396,7 @@ class ResponsesAPI:
         if fail is not None or plan.fail:
             code = fail.code if fail is not None else str(plan.fail)
             message = (fail.message if fail is not None else plan.fail_message) or FAILURE_MESSAGES.get(code, code)
+            self._emit(record, "error", code=code, message=message, param=None)
             self._finish(record, "failed", error={"code": code, "message": message})
             return
         text = plan.text

@@ -53,8 +53,15 @@ async def test_failed_stream_ends_with_response_failed(client: openai.AsyncOpenA
     emu.faults.fail("server_error", message="boom")
     stream = await client.responses.create(model="m", input="x", stream=True)
     events = [event async for event in stream]
-    assert [event.type for event in events] == ["response.created", "response.in_progress", "response.failed"]
+    assert [event.type for event in events] == [
+        "response.created",
+        "response.in_progress",
+        "error",
+        "response.failed",
+    ]
+    assert (events[2].code, events[2].message) == ("server_error", "boom")
     assert events[-1].response.error.message == "boom"
+    assert [event.sequence_number for event in events] == [0, 1, 2, 3]
 
 
 async def test_fail_after_seconds_on_the_clock(mclient: openai.AsyncOpenAI, memu: Emulator, clock: ManualClock) -> None:

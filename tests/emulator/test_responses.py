@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import math
+import time
 
 import openai
 import pytest
 
-from bot.emulator import Emulator, ManualClock, Rule, Script, ToolCall
+from bot.emulator import Emulator, ManualClock, Rule, Script, ToolCall, run_emulator
 from tests.emulator.conftest import ask_tools
 
 
@@ -381,3 +382,18 @@ async def test_response_lifetimes_show_overlap(mclient: openai.AsyncOpenAI, memu
     assert not memu.overlapped(first.id, third.id)
     assert memu.responses[second.id].finished_at == memu.responses[second.id].created_at + 1
     assert memu.responses[first.id].finished_at == memu.responses[first.id].created_at + 2
+
+
+async def test_latency_and_token_delay_are_real_time() -> None:
+    latency, token_delay = 0.05, 0.01
+    async with (
+        run_emulator(latency=latency, token_delay=token_delay) as emu,
+        openai.AsyncOpenAI(base_url=emu.base_url, api_key="x", max_retries=0) as client,
+    ):
+        started = time.perf_counter()
+        await client.conversations.create()
+        assert time.perf_counter() - started >= latency
+        stream = await client.responses.create(model="m", input="one two three four", stream=True)
+        arrivals = [time.perf_counter() async for event in stream if event.type == "response.output_text.delta"]
+    assert len(arrivals) == 7
+    assert arrivals[-1] - arrivals[0] >= (len(arrivals) - 1) * token_delay * 0.9
