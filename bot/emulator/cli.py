@@ -11,7 +11,9 @@ import asyncio
 import contextlib
 import signal
 import sys
+from typing import Any
 
+from bot.emulator.clock import ManualClock
 from bot.emulator.scripts import load_scripts
 from bot.emulator.server import Emulator
 
@@ -32,8 +34,16 @@ async def serve(emulator: Emulator, host: str, port: int, stop: asyncio.Event | 
 
 
 def run_from_args(args: argparse.Namespace) -> int:
+    """Run until SIGINT/SIGTERM. Uses args.host, .port, .latency, .token_delay, .scripts, and, when the parser
+    defines them, .manual_clock (bool), .expiry_seconds, .seed, .retry_after."""
     scripts = load_scripts(args.scripts) if getattr(args, "scripts", None) else None
-    emulator = Emulator(latency=args.latency, token_delay=args.token_delay, scripts=scripts)
+    options: dict[str, Any] = {
+        name: getattr(args, name)
+        for name in ("expiry_seconds", "seed", "retry_after")
+        if getattr(args, name, None) is not None
+    }
+    clock = ManualClock() if getattr(args, "manual_clock", False) else None
+    emulator = Emulator(clock=clock, latency=args.latency, token_delay=args.token_delay, scripts=scripts, **options)
     try:
         asyncio.run(serve(emulator, args.host, args.port))
     except KeyboardInterrupt:
