@@ -73,3 +73,11 @@ async def test_the_token_never_reaches_the_logs(
     await fake.slash("status", user_id=world.alice, channel_id=world.general)
     await bot.wait_until(lambda: bot.commands)
     assert caplog.records and fake.token not in caplog.text
+
+
+async def test_heartbeats_are_acknowledged(world: World, start_adapter: StartAdapter) -> None:
+    world.fake.heartbeat_interval_ms = 50  # Discord says ~41 s; short here so the loop runs a few times
+    adapter, _ = await start_adapter()
+    await world.fake.wait_until(lambda: world.fake.heartbeats >= 3)
+    assert adapter.client.latency < 5 and not adapter.client.is_closed()
+    assert len(world.fake.identifies) == 1  # acknowledged heartbeats: no reconnect

@@ -207,8 +207,11 @@ class FakeDiscord:
         token: str = "fake-discord-token",
         message_content_allowed: bool = True,
         nonce_window: float = 300.0,
+        heartbeat_interval_ms: int = HEARTBEAT_INTERVAL_MS,
     ) -> None:
         self.clock: ClockLike = clock or _SystemClock()
+        self.heartbeat_interval_ms = heartbeat_interval_ms
+        self.heartbeats = 0
         self.token = token
         self.message_content_allowed = message_content_allowed
         self.nonce_window = nonce_window
@@ -535,7 +538,7 @@ class FakeDiscord:
         ws = web.WebSocketResponse()
         await ws.prepare(request)
         session = _Session(ws)
-        await ws.send_str(json.dumps({"op": 10, "d": {"heartbeat_interval": HEARTBEAT_INTERVAL_MS}}))
+        await ws.send_str(json.dumps({"op": 10, "d": {"heartbeat_interval": self.heartbeat_interval_ms}}))
         try:
             async for msg in ws:
                 if msg.type != WSMsgType.TEXT:
@@ -544,7 +547,9 @@ class FakeDiscord:
                 op = payload.get("op")
                 data = payload.get("d")
                 if op == 1:
+                    self.heartbeats += 1
                     await ws.send_str(json.dumps({"op": 11}))
+                    await self._notify()
                 elif op == 2:
                     await self._identify(session, data)
                 elif op == 6:
