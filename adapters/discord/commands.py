@@ -206,10 +206,12 @@ class CommandHandlers:
             )
         try:
             await self._bot.accept(inbound)
-        except Exception as exc:
+        except ValueError as exc:  # bot.types.InvalidInbound: the text is meant for the user
+            log.info("/ask %s refused: %s", interaction.id, exc)
+            await self._fail(interaction, inbound, f"⚠️ {exc}" if str(exc) else ACCEPT_FAILED)
+        except Exception:
             log.exception("accept failed for interaction %s", interaction.id)
-            text = f"⚠️ {exc}" if isinstance(exc, ValueError) and str(exc) else ACCEPT_FAILED
-            await self._fail(interaction, inbound, text)
+            await self._fail(interaction, inbound, ACCEPT_FAILED)
 
     def _may_thread(self, interaction: discord.Interaction) -> bool:
         if not self._settings.ask_threads or interaction.guild_id is None:
@@ -262,6 +264,7 @@ class CommandHandlers:
 
     async def _fail(self, interaction: discord.Interaction, inbound: Inbound, text: str) -> None:
         route = Route.parse(inbound.route)
+        self._surface.forget_interaction(interaction.id)  # no turn will follow: no hand-over either
         try:
             if route.kind == "interaction":
                 await interaction.edit_original_response(content=text, embed=None)

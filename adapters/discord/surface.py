@@ -253,7 +253,7 @@ class DiscordSurface:
             while len(self._finished) > FINISHED_MEMORY:
                 self._finished.popitem(last=False)
             if route.interaction_id is not None:
-                self._forget_interaction(route.interaction_id)
+                self.forget_interaction(route.interaction_id)
 
     async def _deliver_interaction(self, live: LiveInteraction, chunks: list[str]) -> str | None:
         """Tail chunks as followups, then the head into the original response. None: the token was handed over."""
@@ -412,7 +412,7 @@ class DiscordSurface:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
 
-    def _forget_interaction(self, interaction_id: int) -> None:
+    def forget_interaction(self, interaction_id: int) -> None:
         live = self._interactions.pop(interaction_id, None)
         if live is not None and live.watchdog is not None:
             live.watchdog.cancel()

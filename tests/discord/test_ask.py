@@ -161,3 +161,25 @@ async def test_late_interaction_is_not_accepted(world: World, start_adapter: Sta
     callback = await fake.wait_for_call("POST", CALLBACK)
     assert callback.status == 404 and callback.response["code"] == 10062  # Unknown interaction
     assert bot.inbound == []
+
+
+async def test_ask_in_a_dm_answers_in_place(world: World, start_adapter: StartAdapter) -> None:
+    _, bot = await start_adapter(guild_id=None)  # global commands also work in DMs
+    fake = world.fake
+    dm = fake.dm_channel(world.alice)
+    interaction = await fake.slash("ask", user_id=world.alice, channel_id=dm, options={"prompt": "private question"})
+    inbound = await bot.next_inbound()
+    assert inbound.conversation == f"discord:dm:{dm}" and inbound.channel == f"discord:dm:{dm}"
+    assert await bot.run_turn(inbound, "Private answer.") == str(interaction.original_id)
+    assert fake.message(interaction.original_id or 0)["content"] == "Private answer."
+
+
+async def test_refused_ask_says_why_in_place(world: World, start_adapter: StartAdapter) -> None:
+    _, bot = await start_adapter()
+    fake = world.fake
+    bot.accept_error = ValueError("Your message is 40,000 characters long; the limit is 32,000.")
+    interaction = await fake.slash("ask", user_id=world.alice, channel_id=world.no_threads, options={"prompt": "x"})
+    await bot.wait_until(lambda: bot.accept_calls)
+    shown = await fake.wait_until(lambda: fake.message(interaction.original_id or 0)["content"])
+    assert shown.startswith("⚠️ Your message is 40,000 characters long")
+    assert world.clock.sleepers == 0  # no expiry watchdog left to overwrite the refusal later
