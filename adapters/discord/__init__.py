@@ -3,8 +3,16 @@
 See README.md in this folder for setting up the Discord application.
 """
 
-from adapters.discord.adapter import DiscordAdapter, DiscordStartError, run_discord
+from adapters.discord.adapter import DiscordAdapter, DiscordStartError, check_discord, run_discord
 from adapters.discord.settings import DiscordSettings, SettingsError
 from adapters.discord.surface import DiscordSurface
 
-__all__ = ["DiscordAdapter", "DiscordSettings", "DiscordStartError", "DiscordSurface", "SettingsError", "run_discord"]
+__all__ = [
+    "DiscordAdapter",
+    "DiscordSettings",
+    "DiscordStartError",
+    "DiscordSurface",
+    "SettingsError",
+    "check_discord",
+    "run_discord",
+]

@@ -17,7 +17,7 @@ import logging
 
 import discord
 
-from adapters.discord.client import SwitchboardClient
+from adapters.discord.client import SwitchboardClient, build_intents
 from adapters.discord.clock import Clock, SystemClock
 from adapters.discord.commands import CommandHandlers
 from adapters.discord.listeners import MessageListener
@@ -99,3 +99,27 @@ class DiscordAdapter:
 async def run_discord(bot: BotLike, settings: DiscordSettings | None = None) -> None:
     """Entry point for a CLI: `await run_discord(bot)` with DISCORD_* from the environment."""
     await DiscordAdapter(bot, settings or DiscordSettings.from_env()).run()
+
+
+async def check_discord(settings: DiscordSettings) -> list[str]:
+    """For `switchboard doctor`: log in (REST only, no gateway) and return what is wrong, in plain words with the
+    fix; an empty list means the credentials and the intent setting work. The token never appears in the text."""
+    client = discord.Client(intents=build_intents(settings))
+    problems: list[str] = []
+    try:
+        await client.login(settings.token)
+        flags = client.application.flags if client.application is not None else None
+        if settings.message_content and not (
+            flags is not None and (flags.gateway_message_content or flags.gateway_message_content_limited)
+        ):
+            problems.append(
+                "DISCORD_MESSAGE_CONTENT=1 but the Message Content intent is off for this app: enable it under "
+                "Bot > Privileged Gateway Intents in the developer portal, or unset DISCORD_MESSAGE_CONTENT."
+            )
+    except discord.LoginFailure:
+        problems.append("DISCORD_TOKEN was rejected: reset the bot token in the developer portal and update it.")
+    except (discord.HTTPException, OSError) as exc:
+        problems.append(f"cannot reach Discord: {type(exc).__name__}: {exc}")
+    finally:
+        await client.close()
+    return problems

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from adapters.discord import DiscordAdapter, DiscordStartError
+from adapters.discord import DiscordAdapter, DiscordStartError, check_discord
 from adapters.discord.constants import INTENT_MESSAGE_CONTENT
 from tests.discord.conftest import StartAdapter, World
 from tests.discord.fakes import FakeBot
@@ -81,3 +81,14 @@ async def test_heartbeats_are_acknowledged(world: World, start_adapter: StartAda
     await world.fake.wait_until(lambda: world.fake.heartbeats >= 3)
     assert adapter.client.latency < 5 and not adapter.client.is_closed()
     assert len(world.fake.identifies) == 1  # acknowledged heartbeats: no reconnect
+
+
+async def test_doctor_check(world: World) -> None:
+    assert await check_discord(world.settings()) == []
+    assert await check_discord(world.settings(message_content=True)) == []
+    (bad,) = await check_discord(world.settings(token="wrong-token-abc"))
+    assert "DISCORD_TOKEN was rejected" in bad and "wrong-token-abc" not in bad
+    world.fake.message_content_allowed = False
+    (intent,) = await check_discord(world.settings(message_content=True))
+    assert "Message Content intent is off" in intent
+    assert not world.fake.identifies  # REST only: the gateway was never opened
