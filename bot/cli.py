@@ -77,6 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
     emu.add_argument("--latency", type=float, default=0.0, help="seconds added to every request")
     emu.add_argument("--token-delay", type=float, default=0.0, help="seconds between streamed text deltas")
     emu.add_argument("--scripts", help="YAML file with scripted assistants")
+    emu.add_argument("--manual-clock", action="store_true", help="time moves only via POST /_emulator/clock/advance")
+    emu.add_argument("--expiry-seconds", type=float, default=600.0, help="Assistants run expiry window")
+    emu.add_argument("--seed", type=int, help="seed for random fault mode")
+    emu.add_argument("--retry-after", type=float, default=1.0, help="Retry-After seconds sent with injected 429s")
     emu.set_defaults(handler=_emulator)
     return parser
 

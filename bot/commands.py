@@ -185,7 +185,7 @@ class CommandHandler:
             )
             await store.create_turn(turn)
             await store.claim_inbound([m.event_id for m in pending], turn.id)
-        bot.mailbox.kick(conversation)  # delivers the notices, exactly once, through the normal path
+        bot.resume_later(conversation)  # delivers the notices, exactly once, through the normal path
         return bool(turns)
 
     async def reset_conversation(self, conversation: str, who: str) -> None:

@@ -21,6 +21,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
+import httpx2
 import openai
 
 from bot.backends.base import Backend, BackendError
@@ -50,6 +51,7 @@ log = logging.getLogger("switchboard.engine")
 
 MAX_MESSAGE_CHARS = 32_000
 STOP_GRACE_SECONDS = 5.0
+PROVIDER_TIMEOUT = httpx2.Timeout(600.0, connect=10.0)
 INTERNAL_ERROR_TEXT = "Something went wrong on our side while answering; the error was logged for the operator."
 INCOMPLETE_NOTE = "\n\n_(This answer was cut short by the AI provider's limits.)_"
 
@@ -69,6 +71,8 @@ def make_backend(team: TeamConfig) -> Backend:
         api_key=team.api_key or "missing-key",
         base_url=team.base_url,
         max_retries=0,  # the supervisor retries, honouring Retry-After and never duplicating a background run
+        # The SDK's aiohttp transport: about half the CPU per request of the default one (benchmarks/).
+        http_client=openai.DefaultAioHttpClient(timeout=PROVIDER_TIMEOUT),
     )
     if team.backend == "assistants":
         from bot.backends.assistants import AssistantsBackend
@@ -91,6 +95,9 @@ class Bot:
         self.surfaces: dict[str, Surface] = {}
         self.stats = TurnStats()
         self._started = False
+        # Conversations that may hold a turn interrupted before this start; every other conversation's turns are
+        # started and finished by its own worker, so the worker need not ask the database first.
+        self._may_resume: set[str] = set()
 
     @classmethod
     def from_config(cls, team: TeamConfig) -> Bot:
@@ -105,7 +112,8 @@ class Bot:
         await self.store.open()
         await self.backend.open()
         self._started = True
-        for conversation in {t.conversation for t in await self.store.unfinished_turns()}:
+        self._may_resume = {t.conversation for t in await self.store.unfinished_turns()}
+        for conversation in self._may_resume:
             self.mailbox.kick(conversation)
         for conversation in await self.store.conversations_with_pending():
             self.mailbox.kick(conversation)
@@ -139,7 +147,6 @@ class Bot:
             )
         if not inbound.event_id or not inbound.conversation:
             raise InvalidInbound("The message had no event id or conversation; the adapter must set both.")
-        await self.store.ensure_conversation(inbound.conversation, inbound.platform, inbound.channel, inbound.user)
         fresh = await self.store.add_inbound(
             InboxMessage(
                 event_id=inbound.event_id,
@@ -164,11 +171,13 @@ class Bot:
 
     async def _process(self, conversation: str) -> bool:
         """One unit of work for a conversation: resume its unfinished turn, or start one from its inbox."""
-        unfinished = await self.store.unfinished_turns(conversation)
-        if unfinished:
-            turn = unfinished[0]
-            await self._drive(turn, await self.store.inbound_for_turn(turn.id), resumed=True)
-            return True
+        if conversation in self._may_resume:
+            unfinished = await self.store.unfinished_turns(conversation)
+            if unfinished:
+                turn = unfinished[0]
+                await self._drive(turn, await self.store.inbound_for_turn(turn.id), resumed=True)
+                return True
+            self._may_resume.discard(conversation)
         pending = await self.store.pending_inbound(conversation)
         if not pending:
             return False
@@ -184,8 +193,17 @@ class Bot:
         )
         await self.store.start_turn(turn, pending, MAIN_THREAD)
         main_thread = record.main_thread if record else None
-        await self._drive(turn, pending, resumed=False, main_thread=main_thread)
+        try:
+            await self._drive(turn, pending, resumed=False, main_thread=main_thread)
+        except BaseException:
+            self._may_resume.add(conversation)  # interrupted (cancelled, store failure): resume it from the record
+            raise
         return True
+
+    def resume_later(self, conversation: str) -> None:
+        """Its records changed behind its worker's back (admin cancel/reset): look at them before new work."""
+        self._may_resume.add(conversation)
+        self.mailbox.kick(conversation)
 
     async def _drive(
         self, turn: TurnRecord, messages: list[InboxMessage], resumed: bool, main_thread: str | None = None

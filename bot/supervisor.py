@@ -196,7 +196,10 @@ class Supervisor:
                 if queued_since is not None:
                     timeout = min(timeout, max(0.0, queued_since + self.limits.queued_timeout - loop.time()))
                 try:
-                    event = await asyncio.wait_for(anext(iterator), timeout)
+                    # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel (admin reset) that
+                    # arrives as the event does, leaving the turn running after it was stopped.
+                    async with asyncio.timeout(timeout):
+                        event = await anext(iterator)
                 except StopAsyncIteration:
                     raise StreamDropped("stream ended", stream.run_id) from None
                 except TimeoutError:

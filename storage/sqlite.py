@@ -95,25 +95,22 @@ class SQLiteStore:
             raise StoreError(f"database write failed ({exc}); check that {self.path} is writable and not full") from exc
 
     async def _writemany(self, sql: str, rows: Iterable[Iterable[Any]]) -> None:
-        async with self._write_lock:
-            try:
-                await self._conn.execute("BEGIN")
-                await self._conn.executemany(sql, [tuple(r) for r in rows])
-                await self._conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                if self._conn.in_transaction:
-                    await self._conn.execute("ROLLBACK")
-                raise StoreError(
-                    f"database write failed ({exc}); check that {self.path} is writable and not full"
-                ) from exc
+        await self._transaction([(sql, tuple(r)) for r in rows])
 
-    async def _transaction(self, statements: list[tuple[str, tuple[Any, ...]]]) -> None:
-        """Several writes that land together or not at all."""
+    async def _transaction(self, statements: list[tuple[str, tuple[Any, ...]]]) -> int:
+        """Several writes that land together or not at all; returns the row count of the last one.
+
+        Shielded: a caller cancelled half-way (an admin reset stops a turn) must not leave the shared connection
+        inside an open transaction that every later write would silently join."""
+        return await asyncio.shield(self._run_transaction(statements))
+
+    async def _run_transaction(self, statements: list[tuple[str, tuple[Any, ...]]]) -> int:
         async with self._write_lock:
             try:
                 await self._conn.execute("BEGIN")
+                cursor = None
                 for sql, params in statements:
-                    await self._conn.execute(sql, params)
+                    cursor = await self._conn.execute(sql, params)
                 await self._conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 if self._conn.in_transaction:
@@ -121,6 +118,7 @@ class SQLiteStore:
                 raise StoreError(
                     f"database write failed ({exc}); check that {self.path} is writable and not full"
                 ) from exc
+        return cursor.rowcount if cursor is not None else 0
 
     async def _rows(self, sql: str, params: Iterable[Any] = ()) -> list[aiosqlite.Row]:
         try:
@@ -191,22 +189,30 @@ class SQLiteStore:
     # ---- inbox ----
 
     async def add_inbound(self, message: InboxMessage) -> bool:
-        cursor = await self._write(
-            "INSERT OR IGNORE INTO inbox(event_id, conversation, platform, channel, user_id, text, route, state,"
-            " received_at, seq) VALUES (?,?,?,?,?,?,?,?,?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM inbox))",
+        """Store a new message (and its conversation, the first time), in one transaction. False: seen before."""
+        inserted = await self._transaction([
             (
-                message.event_id,
-                message.conversation,
-                message.platform,
-                message.channel,
-                message.user,
-                message.text,
-                _dumps(dict(message.route)),
-                message.state,
-                message.received_at,
+                "INSERT OR IGNORE INTO conversations(key, platform, channel, started_by, created_at)"
+                " VALUES (?,?,?,?,?)",
+                (message.conversation, message.platform, message.channel, message.user, message.received_at),
             ),
-        )
-        return cursor.rowcount == 1
+            (
+                "INSERT OR IGNORE INTO inbox(event_id, conversation, platform, channel, user_id, text, route, state,"
+                " received_at, seq) VALUES (?,?,?,?,?,?,?,?,?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM inbox))",
+                (
+                    message.event_id,
+                    message.conversation,
+                    message.platform,
+                    message.channel,
+                    message.user,
+                    message.text,
+                    _dumps(dict(message.route)),
+                    message.state,
+                    message.received_at,
+                ),
+            ),
+        ])
+        return inserted == 1
 
     async def pending_inbound(self, conversation: str) -> list[InboxMessage]:
         rows = await self._rows(
