@@ -66,7 +66,12 @@ def _clip_line(text: str, limit: int) -> str:
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
+ENGINE_TEXT = "engine_text"  # Command.extras key: the engine command an admin slash command stands for
+
+
 class SwitchboardTree(app_commands.CommandTree):
+    handlers: CommandHandlers | None = None
+
     async def on_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
         cause = error.original if isinstance(error, app_commands.CommandInvokeError) else error
         if isinstance(cause, discord.NotFound) and cause.code == UNKNOWN_INTERACTION:
@@ -76,6 +81,13 @@ class SwitchboardTree(app_commands.CommandTree):
                 _name(interaction),
                 interaction.user.id,
             )
+            return
+        engine_text = interaction.command.extras.get(ENGINE_TEXT) if interaction.command else None
+        if isinstance(error, app_commands.MissingPermissions) and engine_text and self.handlers is not None:
+            # No Manage Server: the engine still decides (admins listed in the team file are allowed) and audits
+            # the refusal, so every refused admin action is on record.
+            log.info("/%s by %s without Manage Server: the engine decides", _name(interaction), interaction.user.id)
+            await self.handlers.run(interaction, engine_text)
             return
         if isinstance(error, app_commands.MissingPermissions):
             text = NEED_MANAGE_SERVER
@@ -159,7 +171,7 @@ class CommandHandlers:
             if not confirm:
                 await interaction.response.send_message(RESET_ALL_UNCONFIRMED, ephemeral=True)
                 return
-            await handlers.run(interaction, "reset all")
+            await handlers.run(interaction, "reset all", "reset all confirm")  # confirm:True is the confirmation
 
         @admin.command(name="cancel", description="Cancel the turn running in this conversation")
         @app_commands.checks.has_permissions(manage_guild=True)
@@ -173,7 +185,16 @@ class CommandHandlers:
         async def audit(interaction: discord.Interaction) -> None:
             await handlers.run(interaction, "audit")
 
+        for command, text in (
+            (reset_channel, "reset channel"),
+            (reset_all, "reset all"),
+            (cancel, "cancel"),
+            (audit, "audit"),
+        ):
+            command.extras[ENGINE_TEXT] = text
         tree.add_command(admin)
+        if isinstance(tree, SwitchboardTree):
+            tree.handlers = self
 
     # ------------------------------------------------------------------ /ask
 
@@ -281,8 +302,10 @@ class CommandHandlers:
 
     # ------------------------------------------------------------------ everything else
 
-    async def run(self, interaction: discord.Interaction, text: str) -> None:
-        await interaction.response.defer(ephemeral=True, thinking=True)
+    async def run(self, interaction: discord.Interaction, *texts: str) -> None:
+        """Run engine commands in order (stopping at the first refusal) and show the last result."""
+        if not interaction.response.is_done():
+            await interaction.response.defer(ephemeral=True, thinking=True)
         guild_id = interaction.guild_id
         channel_id = interaction.channel_id or 0
         conversation, chan = (
@@ -295,11 +318,15 @@ class CommandHandlers:
             channel=chan,
             conversation=conversation,
         )
-        try:
-            result = await self._bot.command(ctx, text)
-        except Exception:
-            log.exception("command %r failed", text)
-            result = CommandResult(False, COMMAND_FAILED)
+        result = CommandResult(False, COMMAND_FAILED)
+        for text in texts:
+            try:
+                result = await self._bot.command(ctx, text)
+            except Exception:
+                log.exception("command %r failed", text)
+                result = CommandResult(False, COMMAND_FAILED)
+            if not result.ok:
+                break
         body = result.text.strip() or ("Done." if result.ok else COMMAND_FAILED)
         if not result.ok:
             body = "⚠️ " + body

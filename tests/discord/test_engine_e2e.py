@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from adapters.discord import DiscordAdapter
-from adapters.discord.commands import NEED_MANAGE_SERVER
 from adapters.discord.rendering import PROGRESS_FOOTER
 from bot.config import AgentConfig, Limits, TeamConfig
 from bot.emulator import Emulator, Rule, Script, run_emulator
@@ -130,7 +129,10 @@ async def test_real_engine_behind_ask_in_a_thread_and_commands(world: World, eng
 
     assert await fake.wait_until(shown(status.id), within=10)
     assert (await fake.wait_until(shown(reset.id), within=10)).startswith("Reset ")
-    assert await fake.wait_until(shown(refused.id), within=10) == NEED_MANAGE_SERVER
+    assert await fake.wait_until(shown(refused.id), within=10) == "⚠️ Sorry, only admins can do that."
+    # the refusal is audited by the engine, with who, where, what and the outcome
+    [refusal] = [e for e in await bot.store.recent_audit() if e.outcome == "refused"]
+    assert (refusal.platform, refusal.actor, refusal.action) == ("discord", str(world.alice), "reset channel")
 
 
 async def test_real_engine_recovers_a_delivery_cut_by_a_crash_without_reposting(world: World, engine: Engine) -> None:
