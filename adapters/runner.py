@@ -8,32 +8,36 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from bot.config import ConfigError, TeamConfig
 from bot.engine import Bot
+from bot.ops import OpsServer
 
 log = logging.getLogger("switchboard.run")
 
 
-async def _slack(bot: Bot) -> Callable[[], Awaitable[None]]:
+class Platform(Protocol):
+    async def run(self) -> None: ...
+    async def connected(self) -> bool: ...
+
+
+async def _slack(bot: Bot) -> Platform:
     from adapters.slack import SettingsError, SlackAdapter, SlackSettings
 
     try:
-        adapter = SlackAdapter(bot, SlackSettings.from_env())
+        return SlackAdapter(bot, SlackSettings.from_env())
     except SettingsError as exc:
         raise ConfigError(f"slack: {exc}") from None
-    return adapter.run
 
 
-async def _discord(bot: Bot) -> Callable[[], Awaitable[None]]:
+async def _discord(bot: Bot) -> Platform:
     from adapters.discord import DiscordAdapter, DiscordSettings, SettingsError
 
     try:
-        adapter = DiscordAdapter(bot, DiscordSettings.from_env())
+        return DiscordAdapter(bot, DiscordSettings.from_env())
     except SettingsError as exc:
         raise ConfigError(f"discord: {exc}") from None
-    return adapter.run
 
 
 PLATFORMS = {"slack": _slack, "discord": _discord}
@@ -49,13 +53,19 @@ async def run_platforms(team: TeamConfig) -> int:
     if not team.api_key:
         raise ConfigError("OPENAI_API_KEY: not set; the bot cannot reach the AI provider without it")
     bot = Bot.from_config(team)
-    runners = [await PLATFORMS[name](bot) for name in enabled]
+    adapters = [await PLATFORMS[name](bot) for name in enabled]
     await bot.start()
+    ops: OpsServer | None = None
+    if team.ops.port is not None:
+        ops = OpsServer(bot, team.ops.host, team.ops.port)
+        for name, adapter in zip(enabled, adapters, strict=True):
+            ops.add_check(name, adapter.connected)
+        await ops.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    tasks = [asyncio.create_task(run(), name=f"platform:{name}") for name, run in zip(enabled, runners, strict=True)]
+    tasks = [asyncio.create_task(a.run(), name=f"platform:{name}") for name, a in zip(enabled, adapters, strict=True)]
     log.info("running %s", ", ".join(enabled))
     stopper = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
@@ -67,5 +77,7 @@ async def run_platforms(team: TeamConfig) -> int:
     for task in [*tasks, stopper]:
         task.cancel()
     await asyncio.gather(*tasks, stopper, return_exceptions=True)
+    if ops is not None:
+        await ops.stop()
     await bot.stop()
     return code

@@ -18,6 +18,7 @@ ENV_API_KEY = "OPENAI_API_KEY"
 ENV_BASE_URL = "OPENAI_BASE_URL"
 ENV_DB = "SWITCHBOARD_DB"
 ENV_CONFIG = "SWITCHBOARD_CONFIG"
+ENV_OPS_PORT = "SWITCHBOARD_OPS_PORT"
 DEFAULT_CONFIG_PATH = "switchboard.toml"
 DEFAULT_DB_PATH = "switchboard.db"
 DEFAULT_MODEL = "gpt-5-mini"
@@ -69,6 +70,12 @@ class PlatformConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class OpsConfig:
+    port: int | None = None  # None: no ops endpoint
+    host: str = "127.0.0.1"
+
+
+@dataclass(frozen=True, slots=True)
 class TeamConfig:
     proxy: AgentConfig
     subs: tuple[AgentConfig, ...]
@@ -78,6 +85,7 @@ class TeamConfig:
     base_url: str | None = None
     api_key: str | None = field(default=None, repr=False)
     platforms: Mapping[str, PlatformConfig] = field(default_factory=dict)
+    ops: OpsConfig = OpsConfig()
 
     def sub(self, name: str) -> AgentConfig | None:
         return next((s for s in self.subs if s.name == name), None)
@@ -111,7 +119,7 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
 
 def parse_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None) -> TeamConfig:
     env = os.environ if env is None else env
-    _only_keys(raw, "", {"backend", "proxy", "assistants", "limits", "openai", "storage", "slack", "discord"})
+    _only_keys(raw, "", {"backend", "proxy", "assistants", "limits", "openai", "storage", "slack", "discord", "ops"})
     backend = raw.get("backend", "responses")
     if backend not in BACKENDS:
         raise ConfigError(f"backend: must be one of {', '.join(BACKENDS)}, not {backend!r}")
@@ -141,6 +149,7 @@ def parse_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None) -
     storage_table = _table(raw, "storage")
     _only_keys(storage_table, "storage", {"path"})
     platforms = {name: _platform(_table(raw, name), name) for name in ("slack", "discord")}
+    ops = _ops(_table(raw, "ops"), env)
 
     base_url = env.get(ENV_BASE_URL) or _opt_str(openai_table, "base_url", "openai")
     if base_url and not re.match(r"^https?://", base_url):
@@ -154,6 +163,7 @@ def parse_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None) -
         base_url=base_url,
         api_key=env.get(ENV_API_KEY) or None,
         platforms=platforms,
+        ops=ops,
     )
 
 
@@ -253,3 +263,19 @@ def _platform(table: Mapping[str, Any], name: str) -> PlatformConfig:
     if not isinstance(admins, list) or not all(isinstance(a, str) and a for a in admins):
         raise ConfigError(f"{name}.admins: must be a list of user ids (strings)")
     return PlatformConfig(enabled=enabled, admins=tuple(admins))
+
+
+def _ops(table: Mapping[str, Any], env: Mapping[str, str]) -> OpsConfig:
+    _only_keys(table, "ops", {"port", "host"})
+    port: Any = table.get("port")
+    if env.get(ENV_OPS_PORT):
+        try:
+            port = int(env[ENV_OPS_PORT])
+        except ValueError:
+            raise ConfigError(f"{ENV_OPS_PORT}: must be a port number, not {env[ENV_OPS_PORT]!r}") from None
+    if port is not None and (isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535):
+        raise ConfigError("ops.port: must be a port number (0-65535)")
+    host = table.get("host", "127.0.0.1")
+    if not isinstance(host, str) or not host:
+        raise ConfigError("ops.host: must be an address such as 127.0.0.1")
+    return OpsConfig(port=port, host=host)

@@ -28,6 +28,7 @@ from bot.backends.base import Backend, BackendError
 from bot.commands import CommandHandler
 from bot.config import TeamConfig
 from bot.mailbox import Mailbox
+from bot.metrics import Metrics
 from bot.orchestrator import MAIN_THREAD, Orchestrator, TurnContext
 from bot.supervisor import RunFailed, Supervisor
 from bot.types import (
@@ -88,7 +89,8 @@ class Bot:
         self.team = team
         self.store = store
         self.backend = backend
-        self.supervisor = Supervisor(backend, store, team.limits)
+        self.metrics = Metrics()
+        self.supervisor = Supervisor(backend, store, team.limits, self.metrics)
         self.orchestrator = Orchestrator(team, backend, self.supervisor)
         self.mailbox = Mailbox(self._process)
         self.commands = CommandHandler(self)
@@ -161,7 +163,10 @@ class Bot:
         )
         busy = self.mailbox.busy(inbound.conversation)
         if fresh:
+            self.metrics.accepted.labels(inbound.platform).inc()
             self.mailbox.kick(inbound.conversation)
+        else:
+            self.metrics.duplicates.labels(inbound.platform).inc()
         return Accepted(inbound.event_id, inbound.conversation, duplicate=not fresh, queued_behind_turn=busy)
 
     async def command(self, ctx: CommandContext, text: str) -> CommandResult:
@@ -245,16 +250,15 @@ class Bot:
             kind, text = "failure", INTERNAL_ERROR_TEXT
             log.exception("turn %s crashed", turn.id)
             await emit(Failed(text))
-        self.stats.turns += 1
-        self.stats.retries += ctx.retries
-        if kind == "answer":
-            self.stats.answered += 1
-        else:
-            self.stats.failed += 1
+        elapsed = time.monotonic() - started
+        outcome = "failed" if kind == "failure" else "incomplete" if text.endswith(INCOMPLETE_NOTE) else "answered"
+        self._count_turn(outcome, elapsed, ctx)
         log.info(
-            "turn %s %s in %.0f ms, %d retries, %d tokens",
-            turn.id, "answered" if kind == "answer" else "failed", (time.monotonic() - started) * 1000,
-            ctx.retries, ctx.usage.total,
+            "turn %s %s in %.0f ms, %d retries, %d input + %d output tokens",
+            turn.id, outcome, elapsed * 1000, ctx.retries, ctx.usage.input_tokens, ctx.usage.output_tokens,
+            extra={"turn": turn.id, "conversation": turn.conversation, "outcome": outcome,
+                   "latency_ms": round(elapsed * 1000), "retries": ctx.retries,
+                   "input_tokens": ctx.usage.input_tokens, "output_tokens": ctx.usage.output_tokens},
         )
         # Recorded straight as `delivering` when we are about to post: a crash from here on makes recovery look
         # for the reply on the platform before posting it, which is what exactly-once needs.
@@ -270,6 +274,18 @@ class Bot:
         await self.store.record_reply(turn, update, MAIN_THREAD)
         return dataclasses.replace(turn, state=state, reply_kind=update.reply_kind, reply_text=text)
 
+    def _count_turn(self, outcome: str, elapsed: float, ctx: TurnContext) -> None:
+        self.stats.turns += 1
+        self.stats.retries += ctx.retries
+        if outcome == "failed":
+            self.stats.failed += 1
+        else:
+            self.stats.answered += 1
+        self.metrics.turns.labels(outcome).inc()
+        self.metrics.turn_seconds.observe(elapsed)
+        self.metrics.tokens.labels("input").inc(ctx.usage.input_tokens)
+        self.metrics.tokens.labels("output").inc(ctx.usage.output_tokens)
+
     async def _deliver(self, turn: TurnRecord, ref: TurnRef, event_ids: list[str], check_first: bool) -> None:
         surface = self.surfaces.get(ref.platform)
         if surface is None:
@@ -283,6 +299,7 @@ class Bot:
             if turn.state != "delivering":
                 await self.store.update_turn(turn.id, TurnUpdate(state="delivering"))
             delivered = await surface.deliver(ref, Reply(turn.reply_text, turn.reply_kind or "answer"))
+            self.metrics.deliveries.labels(ref.platform, turn.reply_kind or "answer").inc()
         await self.store.finish_delivery(turn.id, delivered or "-", event_ids)
 
     async def _emit(self, ref: TurnRef, event: Progress) -> None:

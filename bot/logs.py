@@ -24,6 +24,8 @@ SECRET_PATTERNS = re.compile(
     r"|[MN][A-Za-z\d_\-]{23,25}\.[A-Za-z\d_\-]{6}\.[A-Za-z\d_\-]{27,})"
 )
 REDACTED = "[redacted]"
+# Structured fields the engine attaches with `extra=` (one line per turn); JSON logs carry them as keys.
+STRUCTURED_FIELDS = ("turn", "conversation", "outcome", "latency_ms", "retries", "input_tokens", "output_tokens")
 MIN_SECRET_LENGTH = 6
 
 
@@ -53,6 +55,9 @@ class _Scrubbing(logging.Formatter):
                 "logger": record.name,
                 "message": record.getMessage(),
             }
+            for key in STRUCTURED_FIELDS:
+                if hasattr(record, key):
+                    payload[key] = getattr(record, key)
             if record.exc_info:
                 payload["traceback"] = self.formatException(record.exc_info)
             return scrub(json.dumps(payload, ensure_ascii=False), secrets)

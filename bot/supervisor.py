@@ -32,6 +32,7 @@ from bot.backends.base import (
     Transient,
 )
 from bot.config import Limits
+from bot.metrics import Metrics
 from storage.base import RunRecord, Store
 
 log = logging.getLogger("switchboard.supervisor")
@@ -75,10 +76,11 @@ class Scope:
 
 
 class Supervisor:
-    def __init__(self, backend: Backend, store: Store, limits: Limits) -> None:
+    def __init__(self, backend: Backend, store: Store, limits: Limits, metrics: Metrics | None = None) -> None:
         self.backend = backend
         self.store = store
         self.limits = limits
+        self.metrics = metrics or Metrics()
         self.recovery_counts: dict[str, int] = {}
 
     # ---- entry points ----
@@ -220,7 +222,7 @@ class Supervisor:
                     last_status = state.status
                     queued_since = loop.time() if state.status == "queued" else None
                 if state.settled:
-                    await self.store.update_run(state.id, status=state.status, last_seq=state.last_seq)
+                    await self._settled(state)
                     return state
         finally:
             await stream.aclose()
@@ -244,8 +246,8 @@ class Supervisor:
         queued_since: float | None = None
         while True:
             state = await self.backend.retrieve(run_id, request.thread_id)
-            await self.store.update_run(run_id, status=state.status, last_seq=state.last_seq)
             if state.settled:
+                await self._settled(state)
                 return state
             if state.status == "queued":
                 queued_since = queued_since or loop.time()
@@ -309,6 +311,11 @@ class Supervisor:
 
     def _count(self, reason: str) -> None:
         self.recovery_counts[reason] = self.recovery_counts.get(reason, 0) + 1
+        self.metrics.recoveries.labels(reason).inc()
+
+    async def _settled(self, state: RunState) -> None:
+        await self.store.update_run(state.id, status=state.status, last_seq=state.last_seq)
+        self.metrics.runs.labels(state.status).inc()
 
 
 def _budget_text(reason: str) -> str:

@@ -125,6 +125,8 @@ class Store(Protocol):
 
     async def open(self) -> None: ...
     async def close(self) -> None: ...
+    async def writable(self) -> bool:
+        """Whether the database accepts writes right now (for health checks)."""
 
     # conversations and their remote threads
     async def ensure_conversation(

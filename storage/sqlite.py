@@ -71,6 +71,16 @@ class SQLiteStore:
             await self._db.close()
             self._db = None
 
+    async def writable(self) -> bool:
+        """Whether a write would succeed now (takes and releases the write lock; writes nothing)."""
+        try:
+            async with self._write_lock:
+                await self._conn.execute("BEGIN IMMEDIATE")
+                await self._conn.execute("ROLLBACK")
+            return True
+        except (sqlite3.Error, StoreError):
+            return False
+
     async def _migrate(self) -> None:
         db = self._conn
         current = (await (await db.execute("PRAGMA user_version")).fetchone())[0]

@@ -78,6 +78,10 @@ class DiscordAdapter:
                 ) from None
             raise DiscordStartError(f"could not connect to the Discord gateway: {error or 'timed out'}") from None
 
+    async def connected(self) -> bool:
+        """For /healthz: logged in and the gateway session is up."""
+        return self.client.is_ready() and not self.client.is_closed()
+
     async def run(self) -> None:
         """Start, then stay connected until cancelled or the connection ends."""
         await self.start()

@@ -148,6 +148,12 @@ class SlackAdapter:
                 self.settings.http_path,
             )
 
+    async def connected(self) -> bool:
+        """For /healthz: the Socket Mode websocket is up, or the HTTP endpoint is listening."""
+        if self._socket is not None:
+            return bool(await self._socket.client.is_connected())
+        return self._runner is not None
+
     async def stop(self) -> None:
         if self._socket is not None:
             with contextlib.suppress(Exception):

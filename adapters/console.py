@@ -1,0 +1,161 @@
+"""A terminal chat on the same engine: `switchboard chat` and `switchboard demo`.
+
+On a terminal it shows a thinking spinner and one live line per sub-assistant at work (rich). With piped
+standard input it reads one message per line, waits for each answer, prints answers on standard output and
+progress on standard error, so it can be scripted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import uuid
+from dataclasses import dataclass, field
+from typing import TextIO
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.spinner import Spinner
+from rich.text import Text
+
+from bot.types import (
+    BotLike,
+    Delegated,
+    Done,
+    Failed,
+    Inbound,
+    InvalidInbound,
+    Progress,
+    Reply,
+    Retrying,
+    Started,
+    SubFinished,
+    TurnRef,
+)
+
+PLATFORM = "console"
+PROMPT = "you> "
+
+
+@dataclass(slots=True)
+class _SubLine:
+    task: str
+    state: str = "working"  # working | done | failed
+
+
+@dataclass(slots=True)
+class _TurnView:
+    subs: dict[str, _SubLine] = field(default_factory=dict)  # by call id
+    retry: str = ""
+
+
+class ConsoleSurface:
+    """Renders progress and answers; `answered` fires when a turn's reply was printed."""
+
+    platform = PLATFORM
+
+    def __init__(self, out: TextIO | None = None, err: TextIO | None = None, live: bool | None = None) -> None:
+        self.out = out or sys.stdout
+        self.err = err or sys.stderr
+        self.live_mode = self.err.isatty() if live is None else live
+        self.console = Console(file=self.err, highlight=False)
+        self.answered: asyncio.Queue[Reply] = asyncio.Queue()
+        self._views: dict[str, _TurnView] = {}
+        self._live: Live | None = None
+
+    async def progress(self, turn: TurnRef, event: Progress) -> None:
+        view = self._views.setdefault(turn.id, _TurnView())
+        if isinstance(event, Delegated):
+            view.subs[event.call_id] = _SubLine(event.task)
+            self._line(f"… asking {event.sub}: {_short(event.task)}")
+            view.subs[event.call_id].task = f"{event.sub}: {_short(event.task)}"
+        elif isinstance(event, SubFinished):
+            line = view.subs.get(event.call_id)
+            if line:
+                line.state = "done" if event.ok else "failed"
+            self._line(f"{'✓' if event.ok else '✗'} {event.sub} {'finished' if event.ok else 'failed'}")
+        elif isinstance(event, Retrying):
+            view.retry = f"retrying {event.who} ({event.reason}, attempt {event.attempt})"
+            self._line(f"↻ {view.retry}")
+        elif isinstance(event, Started):
+            self._line("… thinking")
+        elif isinstance(event, Done | Failed):
+            self._stop_live()
+            self._views.pop(turn.id, None)
+            return
+        self._render(view)
+
+    async def deliver(self, turn: TurnRef, reply: Reply) -> str:
+        self._stop_live()
+        self._views.pop(turn.id, None)
+        prefix = {"answer": "", "failure": "[failed] ", "notice": "[notice] "}[reply.kind]
+        print(f"{prefix}{reply.text}", file=self.out, flush=True)
+        await self.answered.put(reply)
+        return f"console:{turn.id}"
+
+    async def find_delivery(self, turn: TurnRef) -> str | None:
+        return None  # a terminal keeps no history to look in: a reply interrupted by a crash is printed again
+
+    # ---- rendering ----
+
+    def _line(self, text: str) -> None:
+        if not self.live_mode:
+            print(text, file=self.err, flush=True)
+
+    def _render(self, view: _TurnView) -> None:
+        if not self.live_mode:
+            return
+        rows: list[Spinner | Text] = [Spinner("dots", text="thinking")]
+        for line in view.subs.values():
+            if line.state == "working":
+                rows.append(Spinner("dots", text=line.task))
+            else:
+                rows.append(Text(f"{'✓' if line.state == 'done' else '✗'} {line.task}"))
+        if view.retry:
+            rows.append(Text(f"↻ {view.retry}", style="yellow"))
+        if self._live is None:
+            self._live = Live(Group(*rows), console=self.console, refresh_per_second=8, transient=True)
+            self._live.start()
+        else:
+            self._live.update(Group(*rows))
+
+    def _stop_live(self) -> None:
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
+
+
+def _short(text: str, limit: int = 70) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+async def chat(bot: BotLike, surface: ConsoleSurface, conversation: str, user: str = "you",
+               stdin: TextIO | None = None) -> int:
+    """Read messages until end of input; each is answered before the next is read. Returns an exit code."""
+    stdin = stdin or sys.stdin
+    interactive = stdin.isatty()
+    loop = asyncio.get_running_loop()
+    while True:
+        if interactive:
+            print(PROMPT, end="", file=surface.err, flush=True)
+        line = await loop.run_in_executor(None, stdin.readline)
+        if not line:
+            return 0
+        text = line.strip()
+        if not text:
+            continue
+        inbound = Inbound(
+            platform=PLATFORM,
+            event_id=f"console-{uuid.uuid4().hex}",
+            conversation=conversation,
+            channel=f"{PLATFORM}:local",
+            user=user,
+            text=text,
+        )
+        try:
+            await bot.accept(inbound)
+        except InvalidInbound as exc:
+            print(f"[not sent] {exc}", file=surface.err, flush=True)
+            continue
+        await surface.answered.get()
