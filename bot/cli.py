@@ -71,6 +71,24 @@ def build_parser() -> argparse.ArgumentParser:
     status = with_config(sub.add_parser("status", help="list conversations and in-flight turns"))
     status.set_defaults(handler=_status)
 
+    reset = with_config(sub.add_parser("reset", help="reset a conversation, a channel or everything (admin)"))
+    target = reset.add_mutually_exclusive_group(required=True)
+    target.add_argument("--conversation", help="conversation key, e.g. slack:T1:C1:1700000000.000100")
+    target.add_argument("--channel", help="channel key, e.g. slack:T1:C1 or discord:123:456")
+    target.add_argument("--all", action="store_true", help="every conversation (asks for confirmation)")
+    reset.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    reset.set_defaults(handler=_reset)
+
+    cancel = with_config(sub.add_parser("cancel", help="cancel the running turn of a conversation (admin)"))
+    cancel.add_argument("--conversation", required=True, help="conversation key")
+    cancel.set_defaults(handler=_cancel)
+
+    audit = with_config(sub.add_parser("audit", help="show the recent admin actions"))
+    audit.set_defaults(handler=_audit)
+
+    doctor = with_config(sub.add_parser("doctor", help="check the team file, database and credentials"))
+    doctor.set_defaults(handler=_doctor)
+
     emu = sub.add_parser("emulator", help="run the local OpenAI-compatible emulator")
     emu.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     emu.add_argument("--port", type=int, default=8765, help="port to listen on (0 picks a free one)")
@@ -161,6 +179,45 @@ async def _print_status(team: TeamConfig) -> int:
     finally:
         await store.close()
     return 0
+
+
+def _admin(args: argparse.Namespace, texts: list[str], channel: str = "", conversation: str | None = None) -> int:
+    from bot.admin_cli import run_admin
+
+    result = asyncio.run(run_admin(_load(args), texts, channel=channel, conversation=conversation))
+    print(result.text, file=sys.stdout if result.ok else sys.stderr)
+    return 0 if result.ok else 1
+
+
+def _reset(args: argparse.Namespace) -> int:
+    from bot.admin_cli import confirm_reset_all
+
+    if args.all:
+        if not confirm_reset_all(args.yes):
+            return 1
+        return _admin(args, ["reset all", "reset all confirm"])
+    if args.channel:
+        return _admin(args, ["reset channel"], channel=args.channel)
+    return _admin(args, ["reset"], conversation=args.conversation)
+
+
+def _cancel(args: argparse.Namespace) -> int:
+    return _admin(args, ["cancel"], conversation=args.conversation)
+
+
+def _audit(args: argparse.Namespace) -> int:
+    return _admin(args, ["audit"])
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from bot.doctor import run_doctor
+
+    findings = asyncio.run(run_doctor(args.config))
+    for finding in findings:
+        print(finding.line())
+    problems = [f for f in findings if not f.ok]
+    print(f"{len(problems)} problem(s) found." if problems else "Everything checks out.")
+    return 1 if problems else 0
 
 
 def _emulator(args: argparse.Namespace) -> int:

@@ -68,7 +68,8 @@ class CommandHandler:
         if action is None:
             return CommandResult(False, f"Unknown command {text.strip()[:60]!r}. Try `help`.")
         if not self.is_admin(ctx):
-            await self._record(ctx, words, ctx.conversation or ctx.channel, "refused", "not an admin")
+            target = {"cancel": ctx.conversation or ctx.channel}.get(words, "*" if "all" in words else ctx.channel)
+            await self._record(ctx, words, target, "refused", "not an admin")
             return CommandResult(False, "Sorry, only admins can do that.")
         return await action(ctx)
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import httpx2
 import openai
 
+from bot.admin_socket import AdminSocket, InstanceLock, socket_path
 from bot.backends.base import Backend, BackendError
 from bot.commands import CommandHandler
 from bot.config import TeamConfig
@@ -89,6 +90,9 @@ class Bot:
         self.team = team
         self.store = store
         self.backend = backend
+        bind_store = getattr(backend, "bind_store", None)  # a backend that caches provider objects in the store
+        if bind_store is not None:
+            bind_store(store)
         self.metrics = Metrics()
         self.supervisor = Supervisor(backend, store, team.limits, self.metrics)
         self.orchestrator = Orchestrator(team, backend, self.supervisor)
@@ -100,6 +104,8 @@ class Bot:
         # Conversations that may hold a turn interrupted before this start; every other conversation's turns are
         # started and finished by its own worker, so the worker need not ask the database first.
         self._may_resume: set[str] = set()
+        self._lock: InstanceLock | None = None
+        self._admin: AdminSocket | None = None
 
     @classmethod
     def from_config(cls, team: TeamConfig) -> Bot:
@@ -111,9 +117,20 @@ class Bot:
         self.surfaces[surface.platform] = surface
 
     async def start(self) -> None:
+        """Open the store (one process per database file), resume interrupted work, open the admin socket."""
+        if self.team.db_path != ":memory:":
+            self._lock = InstanceLock(self.team.db_path)
+            self._lock.acquire()
         await self.store.open()
         await self.backend.open()
         self._started = True
+        if self._lock is not None:
+            self._admin = AdminSocket(self, socket_path(self.team.db_path))
+            try:
+                await self._admin.start()
+            except OSError as exc:  # e.g. a path longer than a Unix socket allows
+                log.warning("no admin socket (%s): CLI admin commands work only while the bot is stopped", exc)
+                self._admin = None
         self._may_resume = {t.conversation for t in await self.store.unfinished_turns()}
         for conversation in self._may_resume:
             self.mailbox.kick(conversation)
@@ -128,8 +145,14 @@ class Bot:
         except TimeoutError:
             log.info("stopping with turns in flight; they resume on the next start")
         await self.mailbox.close()
+        if self._admin is not None:
+            await self._admin.stop()
+            self._admin = None
         await self.backend.close()
         await self.store.close()
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
         self._started = False
 
     async def idle(self) -> None:

@@ -157,6 +157,7 @@ class ResponseStream:
 
     async def _events(self) -> AsyncIterator[RunEvent]:
         settled = False
+        error_event: dict[str, Any] | None = None  # an `error` event is followed by response.failed: wait for it
         try:
             async for event in self._stream:
                 seq = event.get("sequence_number")
@@ -166,7 +167,7 @@ class ResponseStream:
                 if kind == "response.output_text.delta":
                     yield Delta(event.get("delta", ""), seq)
                 elif kind == "error":
-                    raise translate(_stream_error(event))
+                    error_event = event
                 elif kind.startswith("response.") and event.get("response") is not None:
                     state = to_state(event["response"], self.thread_id, seq)
                     self.run_id = state.id
@@ -178,6 +179,8 @@ class ResponseStream:
             if isinstance(exc, openai.APIConnectionError):
                 raise StreamDropped(str(exc), self.run_id, self.last_seq) from exc
             raise translate(exc) from exc
+        if not settled and error_event is not None:
+            raise translate(_stream_error(error_event))
         if not settled:
             raise StreamDropped("the event stream ended before the response finished", self.run_id, self.last_seq)
 

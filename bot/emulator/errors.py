@@ -54,6 +54,11 @@ def invalid_request(message: str, *, param: str | None = None, code: str | None 
     return APIError(400, message, "invalid_request_error", param, code)
 
 
+def invalid_api_key() -> APIError:
+    message = "Incorrect API key provided. You can find your API key at https://platform.openai.com/account/api-keys."
+    return APIError(401, message, "invalid_request_error", None, "invalid_api_key")
+
+
 def not_found(message: str, *, param: str | None = None) -> APIError:
     return APIError(404, message, "invalid_request_error", param, None)
 

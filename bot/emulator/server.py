@@ -20,9 +20,10 @@ from bot.emulator.assistants import AssistantsAPI
 from bot.emulator.clock import Clock, RealClock
 from bot.emulator.control import ControlAPI
 from bot.emulator.conversations import ConversationRecord, ConversationsAPI
-from bot.emulator.errors import APIError, server_error
+from bot.emulator.errors import APIError, invalid_api_key, server_error
 from bot.emulator.faults import Faults
 from bot.emulator.httputil import AGENT, DROPPED, OBJECT_ID, REQUEST_ID, error_response
+from bot.emulator.models import ModelsAPI
 from bot.emulator.observe import Counters, LogEntry, RequestLog
 from bot.emulator.responses import ResponseRecord, ResponsesAPI
 from bot.emulator.scripts import Script
@@ -53,8 +54,10 @@ class Emulator:
         seed: int | None = None,
         retry_after: float = DEFAULT_RETRY_AFTER,
         poll_after_ms: int = DEFAULT_POLL_AFTER_MS,
+        api_key: str | None = None,
     ) -> None:
         self.clock: Clock = clock or RealClock()
+        self.api_key = api_key  # when set, other bearer tokens get 401 invalid_api_key
         self.latency = latency
         self.token_delay = token_delay
         self.expiry_seconds = expiry_seconds
@@ -69,6 +72,7 @@ class Emulator:
         self.responses_api = ResponsesAPI(self)
         self.assistants_api = AssistantsAPI(self)
         self.control_api = ControlAPI(self)
+        self.models_api = ModelsAPI()
         self.host = "127.0.0.1"
         self.port = 0
         self._ticks = itertools.count(1)
@@ -214,6 +218,7 @@ class Emulator:
         self.responses_api.add_routes(router)
         self.conversations_api.add_routes(router)
         self.assistants_api.add_routes(router)
+        self.models_api.add_routes(router)
         self.control_api.add_routes(router, CONTROL_PREFIX)
         return app
 
@@ -235,7 +240,9 @@ class Emulator:
         fault_error: APIError | None = None
         if self.latency > 0:
             await asyncio.sleep(self.latency)
-        if self.faults.active or self.faults.random_mode is not None:
+        if self.api_key is not None and request.headers.get("Authorization") != f"Bearer {self.api_key}":
+            fault_error = invalid_api_key()
+        elif self.faults.active or self.faults.random_mode is not None:
             fault_error = self.faults.check_request(method, path)
         if fault_error is not None:
             response: web.StreamResponse = error_response(fault_error)
@@ -315,6 +322,7 @@ async def run_emulator(
     poll_after_ms: int = DEFAULT_POLL_AFTER_MS,
     host: str = "127.0.0.1",
     port: int = 0,
+    api_key: str | None = None,
 ) -> AsyncIterator[Emulator]:
     """Run an emulator on a free loopback port for the duration of the block."""
     emulator = Emulator(
@@ -326,6 +334,7 @@ async def run_emulator(
         seed=seed,
         retry_after=retry_after,
         poll_after_ms=poll_after_ms,
+        api_key=api_key,
     )
     await emulator.start(host, port)
     try:

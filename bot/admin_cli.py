@@ -1,0 +1,66 @@
+"""`switchboard reset | cancel | audit`: the operator's admin commands, with the same meaning as on the platforms.
+
+They go to the running bot through its admin socket (only the running process can stop its own turns). With no
+bot running they act on the database and the provider directly; notices for interrupted messages are then
+delivered when the bot next starts.
+"""
+
+from __future__ import annotations
+
+import getpass
+import sys
+
+from bot import admin_socket
+from bot.admin_socket import InstanceLock, operator_context
+from bot.config import TeamConfig
+from bot.types import CommandResult
+
+
+async def run_admin(team: TeamConfig, texts: list[str], channel: str = "", conversation: str | None = None,
+                    operator: str | None = None) -> CommandResult:
+    """Run engine commands in order (stopping at the first refusal); returns the last result."""
+    operator = operator or getpass.getuser()
+    path = admin_socket.socket_path(team.db_path)
+    result: CommandResult | None = None
+    for text in texts:
+        result = await admin_socket.send(path, text, operator, channel, conversation)
+        if result is None:
+            return await _offline(team, texts, channel, conversation, operator)
+        if not result.ok:
+            break
+    assert result is not None
+    return result
+
+
+async def _offline(team: TeamConfig, texts: list[str], channel: str, conversation: str | None,
+                   operator: str) -> CommandResult:
+    from bot.engine import Bot
+
+    lock = InstanceLock(team.db_path)
+    lock.acquire()  # AlreadyRunning: a bot holds the database but offers no admin socket
+    bot = Bot.from_config(team)
+    try:
+        await bot.store.open()
+        await bot.backend.open()
+        await bot.mailbox.close()  # no workers here: the next start delivers the notices
+        ctx = operator_context(operator, channel, conversation)
+        result = CommandResult(False, "nothing to do")
+        for text in texts:
+            result = await bot.command(ctx, text)
+            if not result.ok:
+                break
+        return result
+    finally:
+        await bot.backend.close()
+        await bot.store.close()
+        lock.release()
+
+
+def confirm_reset_all(assume_yes: bool) -> bool:
+    if assume_yes:
+        return True
+    if not sys.stdin.isatty():
+        print("switchboard: `reset --all` needs --yes when not run from a terminal", file=sys.stderr)
+        return False
+    answer = input("Reset EVERY conversation? Running turns are stopped and their users told. Type 'yes': ")
+    return answer.strip().lower() == "yes"

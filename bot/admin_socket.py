@@ -1,0 +1,124 @@
+"""A local admin channel for operators: a Unix socket beside the database, readable and writable only by the
+bot's own OS user (mode 0600), so the operating system authorises whoever runs `switchboard reset ...`.
+
+The CLI's admin commands go through it when the bot is running, because only the running process can stop its
+own turns; when no bot is running they work on the database directly (see `bot.admin_cli`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+from aiohttp import web
+
+from bot.types import Actor, CommandContext, CommandResult
+from storage.base import StoreError
+
+if TYPE_CHECKING:
+    from bot.engine import Bot
+
+log = logging.getLogger("switchboard.admin")
+
+SOCKET_SUFFIX = ".admin.sock"
+LOCK_SUFFIX = ".lock"
+SOCKET_MODE = 0o600
+OPERATOR_PREFIX = "operator:"
+
+
+class AlreadyRunning(StoreError):
+    """Another Switchboard process holds this database."""
+
+
+def socket_path(db_path: str) -> str:
+    return db_path + SOCKET_SUFFIX
+
+
+class InstanceLock:
+    """An exclusive lock beside the database: one Switchboard process per database file."""
+
+    def __init__(self, db_path: str) -> None:
+        self.path = db_path + LOCK_SUFFIX
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise AlreadyRunning(
+                f"another Switchboard process is using {self.path.removesuffix(LOCK_SUFFIX)}"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+class AdminSocket:
+    def __init__(self, bot: Bot, path: str) -> None:
+        self.bot = bot
+        self.path = path
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)  # left by a process that was killed; the instance lock says it is gone
+        app = web.Application()
+        app.router.add_post("/command", self._command)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        old_umask = os.umask(0o177)  # the socket is created 0600: no window in which others could connect
+        try:
+            await web.UnixSite(self._runner, self.path).start()
+        finally:
+            os.umask(old_umask)
+        os.chmod(self.path, SOCKET_MODE)
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+
+    async def _command(self, request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+            ctx = operator_context(str(body["operator"]), body.get("channel") or "", body.get("conversation"))
+            text = str(body["text"])
+        except (ValueError, KeyError, TypeError):
+            return web.json_response({"ok": False, "text": "malformed admin request"}, status=400)
+        result = await self.bot.command(ctx, text)
+        return web.json_response({"ok": result.ok, "text": result.text})
+
+
+def operator_context(operator: str, channel: str, conversation: str | None) -> CommandContext:
+    actor = Actor("console", OPERATOR_PREFIX + operator, platform_admin=True)
+    return CommandContext(actor=actor, channel=channel, conversation=conversation)
+
+
+async def send(path: str, text: str, operator: str, channel: str = "", conversation: str | None = None
+               ) -> CommandResult | None:
+    """Send a command to the running bot; None when no bot is listening on `path`."""
+    if not await asyncio.to_thread(os.path.exists, path):
+        return None
+    payload: dict[str, Any] = {"text": text, "operator": operator, "channel": channel, "conversation": conversation}
+    try:
+        async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=path)) as session:
+            async with session.post("http://switchboard/command", json=payload) as response:
+                data = await response.json()
+    except aiohttp.ClientConnectionError:
+        return None  # a stale socket file: nobody is listening
+    return CommandResult(bool(data["ok"]), str(data["text"]))
