@@ -256,7 +256,7 @@ class Supervisor:
                     raise _Recreate("queued_too_long")
             else:
                 queued_since = None
-            await asyncio.sleep(self.limits.poll_interval)
+            await asyncio.sleep(self.limits.poll_interval if state.poll_after is None else state.poll_after)
 
     async def _record(self, scope: Scope, request: RunRequest, state: RunState) -> None:
         scope.run_ids.add(state.id)

@@ -72,6 +72,7 @@ class RunState:
     incomplete_reason: str | None = None
     usage: Usage = field(default_factory=Usage)
     last_seq: int | None = None
+    poll_after: float | None = None  # seconds the provider asks pollers to wait before the next retrieve
 
     @property
     def settled(self) -> bool:

@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import fnmatch
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bot.backends.assistants import TAG_KEY
 from bot.config import AgentConfig, Limits, TeamConfig
+from bot.emulator import Emulator
 from bot.engine import Bot, make_backend
 from bot.types import Inbound, Progress, Reply, TurnRef
 from storage.sqlite import SQLiteStore
 
 WAIT_SECONDS = 20.0
+BACKENDS = ("responses", "assistants")
+RUN_CREATE_PATHS = {"responses": "/v1/responses", "assistants": "/v1/threads/*/runs"}
 
 FAST_LIMITS = Limits(
     max_parallel=4,
@@ -122,3 +128,57 @@ def item_text(item: dict[str, Any]) -> str:
     if isinstance(content, str):
         return content
     return "".join(part.get("text", "") for part in content or [])
+
+
+# ---- a backend-neutral view of the emulator's state (responses and Assistants runs alike) ----
+
+
+@dataclass(frozen=True)
+class RemoteRun:
+    """One response or run as the emulator saw it; `thread` is its conversation or thread id."""
+
+    id: str
+    agent: str
+    status: str
+    thread: str | None
+    created_tick: int
+    finished_tick: int | None
+    record: Any
+
+
+def remote_runs(emu: Emulator, agent: str | None = None) -> list[RemoteRun]:
+    """Every response and run (one emulator serves both APIs; a test uses one), oldest first."""
+    found = [
+        RemoteRun(r.id, r.agent, r.status, r.conversation_id, r.created_tick, r.finished_tick, r)
+        for r in emu.responses.values()
+    ] + [RemoteRun(r.id, r.agent, r.status, r.thread_id, r.created_tick, r.finished_tick, r) for r in emu.runs.values()]
+    return sorted((r for r in found if agent is None or r.agent == agent), key=lambda r: r.created_tick)
+
+
+def run_creates(emu: Emulator, backend: str) -> list[Any]:
+    """The log entries of requests that create a run (POST /v1/responses, POST /v1/threads/{id}/runs)."""
+    pattern = RUN_CREATE_PATHS[backend]
+    return [e for e in emu.log if e.method == "POST" and fnmatch.fnmatchcase(e.path, pattern)]
+
+
+def thread_texts(emu: Emulator, thread_id: str) -> list[str]:
+    """The message texts of a conversation or thread, in order."""
+    if thread_id in emu.conversations:
+        return [item_text(i) for i in emu.conversations[thread_id].items if i.get("type") == "message"]
+    return [m.text for m in emu.threads[thread_id].messages]
+
+
+def run_input_texts(emu: Emulator, run: RemoteRun) -> list[str]:
+    """The user messages a run was given: a response's input items, or the messages posted with a run."""
+    if run.id in emu.responses:
+        return [item_text(i) for i in run.record.input_items if i.get("type") == "message"]
+    key = run.record.metadata.get("input")
+    return [m.text for m in emu.threads[run.thread].messages if str(m.metadata.get(TAG_KEY, "")).startswith(f"{key}.")]
+
+
+def delete_remote_thread(emu: Emulator, thread_id: str) -> None:
+    """Delete a conversation or thread behind the engine's back."""
+    if thread_id in emu.conversations:
+        emu.faults.delete_conversation(thread_id)
+    else:
+        emu.faults.delete_thread(thread_id)

@@ -15,6 +15,7 @@ import pytest
 from aiohttp import web
 
 from bot.emulator import ManualClock, Rule, Script, run_emulator
+from tests.engine.harness import remote_runs
 
 REPO = Path(__file__).resolve().parents[2]
 WAIT = 30.0
@@ -122,7 +123,7 @@ class Engine:
             await self.kill()
 
 
-@pytest.mark.parametrize("backend", ["responses"])
+@pytest.mark.parametrize("backend", ["responses", "assistants"])
 async def test_sigkill_at_every_stage_still_answers_each_message_exactly_once(tmp_path, backend):
     clock = ManualClock()
     scripts = {"critic": Script(rules=[Rule(delay=5.0)])}
@@ -138,13 +139,13 @@ async def test_sigkill_at_every_stage_still_answers_each_message_exactly_once(tm
             await engine.start()
             await engine.expect("recorded critic")
             await engine.kill()
-            critic_runs = sum(r.agent == "critic" for r in emu.responses.values())
+            critic_runs = len(remote_runs(emu, "critic"))
 
             # the restarted engine re-attaches to the running sub-assistant instead of starting it again
             await engine.start()
             await clock.advance(5.0)
             await fake.wait_count(1)
-            assert sum(r.agent == "critic" for r in emu.responses.values()) == critic_runs
+            assert len(remote_runs(emu, "critic")) == critic_runs
 
             # 3. killed after the reply was recorded, before the platform accepted it
             fake.mode = "hold_before"

@@ -1,4 +1,9 @@
-"""Every row of the supervisor's recovery table, triggered by its emulator fault, ends in exactly one reply."""
+"""Every row of the supervisor's recovery table, triggered by its emulator fault, ends in exactly one reply.
+
+Tests taking the `backend` fixture run on both backends. Three rows are inherently Responses-only (the
+`conversation_locked` error, a conversation stuck on an unanswered function call, resuming a stream by sequence
+number); their Assistants counterparts (thread lock held by a stale run of ours vs someone else's, polling with
+`openai-poll-after-ms`) are in test_assistants.py."""
 
 from __future__ import annotations
 
@@ -7,7 +12,16 @@ import asyncio
 import openai
 
 from bot.emulator import Rule, Script
-from tests.engine.harness import inbound, running_bot, team
+from tests.engine.harness import (
+    RUN_CREATE_PATHS,
+    delete_remote_thread,
+    inbound,
+    remote_runs,
+    run_creates,
+    running_bot,
+    team,
+    thread_texts,
+)
 
 
 def reasons(surface) -> list[str]:
@@ -21,51 +35,51 @@ async def one_reply(bot, surface):
     return turn, reply
 
 
-async def test_provider_cancel_is_recreated(emu, tmp_path):
+async def test_provider_cancel_is_recreated(emu, tmp_path, backend):
     emu.faults.cancel(agent="proxy", after_events=2)
-    async with running_bot(team(emu.base_url, tmp_path / "db")) as (bot, surface):
+    async with running_bot(team(emu.base_url, tmp_path / "db", backend=backend)) as (bot, surface):
         await bot.accept(inbound("hello"))
         _, reply = await one_reply(bot, surface)
         assert reply.text == "You said: hello"
         assert reasons(surface) == ["cancelled_by_provider"]
-        statuses = [r.status for r in emu.responses.values() if r.agent == "proxy"]
+        statuses = [r.status for r in remote_runs(emu, "proxy")]
         assert statuses == ["cancelled", "completed"]
 
 
-async def test_sub_assistant_cancelled_by_provider_is_recreated(emu, tmp_path):
+async def test_sub_assistant_cancelled_by_provider_is_recreated(emu, tmp_path, backend):
     emu.faults.cancel(agent="critic", after_events=1)
-    async with running_bot(team(emu.base_url, tmp_path / "db")) as (bot, surface):
+    async with running_bot(team(emu.base_url, tmp_path / "db", backend=backend)) as (bot, surface):
         await bot.accept(inbound("ask the critic"))
         _, reply = await one_reply(bot, surface)
         assert "critic: done with" in reply.text
         assert [(e.who, e.reason) for e in surface.kinds("retrying")] == [("critic", "cancelled_by_provider")]
 
 
-async def test_server_error_backs_off_and_retries(emu, tmp_path):
+async def test_server_error_backs_off_and_retries(emu, tmp_path, backend):
     emu.faults.fail("server_error", agent="proxy", count=2)
-    async with running_bot(team(emu.base_url, tmp_path / "db")) as (bot, surface):
+    async with running_bot(team(emu.base_url, tmp_path / "db", backend=backend)) as (bot, surface):
         await bot.accept(inbound("hello"))
         _, reply = await one_reply(bot, surface)
         assert reply.kind == "answer"
         assert reasons(surface) == ["server_error", "server_error"]
 
 
-async def test_http_429_honours_retry_after(emu, tmp_path):
-    emu.faults.http_error(429, method="POST", path="/v1/responses", count=2, retry_after=0.05)
-    async with running_bot(team(emu.base_url, tmp_path / "db")) as (bot, surface):
+async def test_http_429_honours_retry_after(emu, tmp_path, backend):
+    emu.faults.http_error(429, method="POST", path=RUN_CREATE_PATHS[backend], count=2, retry_after=0.05)
+    async with running_bot(team(emu.base_url, tmp_path / "db", backend=backend)) as (bot, surface):
         await bot.accept(inbound("hello"))
         _, reply = await one_reply(bot, surface)
         assert reply.kind == "answer"
         assert reasons(surface) == ["rate_limit", "rate_limit"]
-        posts = [e for e in emu.log if e.method == "POST" and e.path == "/v1/responses"]
+        posts = run_creates(emu, backend)
         assert [e.status for e in posts] == [429, 429, 200]
         # the retry waited at least the Retry-After the emulator sent
         assert posts[1].t_start - posts[0].t_end >= 0.04
 
 
-async def test_invalid_prompt_fails_plainly_without_retrying(emu, tmp_path):
+async def test_invalid_prompt_fails_plainly_without_retrying(emu, tmp_path, backend):
     emu.faults.fail("invalid_prompt", agent="proxy")
-    async with running_bot(team(emu.base_url, tmp_path / "db")) as (bot, surface):
+    async with running_bot(team(emu.base_url, tmp_path / "db", backend=backend)) as (bot, surface):
         await bot.accept(inbound("hello"))
         turn, reply = await one_reply(bot, surface)
         assert reply.kind == "failure"
@@ -74,9 +88,9 @@ async def test_invalid_prompt_fails_plainly_without_retrying(emu, tmp_path):
         assert (await bot.store.get_turn(turn.id)).state == "delivered"
 
 
-async def test_incomplete_is_delivered_and_says_so(emu, tmp_path):
+async def test_incomplete_is_delivered_and_says_so(emu, tmp_path, backend):
     emu.scripts["proxy"] = Script(rules=[Rule(reply="A partial answer", incomplete="max_output_tokens")])
-    async with running_bot(team(emu.base_url, tmp_path / "db")) as (bot, surface):
+    async with running_bot(team(emu.base_url, tmp_path / "db", backend=backend)) as (bot, surface):
         await bot.accept(inbound("hello"))
         _, reply = await one_reply(bot, surface)
         assert reply.kind == "answer"
@@ -103,23 +117,20 @@ async def test_locked_conversation_is_waited_for(emu, tmp_path):
         await client.close()
 
 
-async def test_deleted_conversation_is_rebuilt_from_the_transcript(emu, tmp_path):
-    async with running_bot(team(emu.base_url, tmp_path / "db")) as (bot, surface):
+async def test_deleted_conversation_is_rebuilt_from_the_transcript(emu, tmp_path, backend):
+    async with running_bot(team(emu.base_url, tmp_path / "db", backend=backend)) as (bot, surface):
         await bot.accept(inbound("remember: the code word is heron"))
         await surface.wait_for(1)
         old = (await bot.store.get_conversation("console:test:c1")).main_thread
-        emu.faults.delete_conversation(old)
+        delete_remote_thread(emu, old)
         await bot.accept(inbound("what was the code word?"))
         replies = await surface.wait_for(2)
         assert replies[1][1].text == "You said: what was the code word?"
         new = (await bot.store.get_conversation("console:test:c1")).main_thread
         assert new != old
         assert "thread_gone" in reasons(surface)
-        client = openai.AsyncOpenAI(base_url=emu.base_url, api_key="x")
-        items = [i async for i in client.conversations.items.list(new, order="asc")]
-        texts = [p.text for i in items if i.type == "message" for p in i.content]
+        texts = thread_texts(emu, new)
         assert texts[:2] == ["remember: the code word is heron", "You said: remember: the code word is heron"]
-        await client.close()
 
 
 async def test_stuck_unanswered_function_call_is_answered(emu, tmp_path):
@@ -139,14 +150,14 @@ async def test_stuck_unanswered_function_call_is_answered(emu, tmp_path):
         await client.close()
 
 
-async def test_response_stuck_in_queued_is_cancelled_and_recreated(emu, tmp_path):
+async def test_response_stuck_in_queued_is_cancelled_and_recreated(emu, tmp_path, backend):
     emu.faults.stay_queued(agent="proxy")
-    async with running_bot(team(emu.base_url, tmp_path / "db", queued_timeout=0.2)) as (bot, surface):
+    async with running_bot(team(emu.base_url, tmp_path / "db", backend=backend, queued_timeout=0.2)) as (bot, surface):
         await bot.accept(inbound("hello"))
         _, reply = await one_reply(bot, surface)
         assert reply.text == "You said: hello"
         assert reasons(surface) == ["queued_too_long"]
-        first = next(r for r in emu.responses.values() if r.agent == "proxy")
+        first = remote_runs(emu, "proxy")[0]
         assert first.status == "cancelled"
 
 
@@ -163,9 +174,9 @@ async def test_dropped_stream_is_resumed_without_duplicating_text(emu, tmp_path)
         assert len([r for r in emu.responses.values() if r.agent == "proxy"]) == 1
 
 
-async def test_failing_sub_assistant_gives_the_proxy_an_error_to_answer_with(emu, tmp_path):
+async def test_failing_sub_assistant_gives_the_proxy_an_error_to_answer_with(emu, tmp_path, backend):
     emu.faults.fail("server_error", agent="critic", count=None)
-    async with running_bot(team(emu.base_url, tmp_path / "db", retry_budget=2)) as (bot, surface):
+    async with running_bot(team(emu.base_url, tmp_path / "db", backend=backend, retry_budget=2)) as (bot, surface):
         await bot.accept(inbound("ask the critic and the researcher"))
         _, reply = await one_reply(bot, surface)
         assert reply.kind == "answer"
@@ -175,9 +186,9 @@ async def test_failing_sub_assistant_gives_the_proxy_an_error_to_answer_with(emu
         assert finished == {"critic": False, "researcher": True}
 
 
-async def test_spent_budget_ends_in_a_clear_failure_message(emu, tmp_path):
-    emu.faults.http_error(500, method="POST", path="/v1/responses", count=None)
-    async with running_bot(team(emu.base_url, tmp_path / "db", retry_budget=3)) as (bot, surface):
+async def test_spent_budget_ends_in_a_clear_failure_message(emu, tmp_path, backend):
+    emu.faults.http_error(500, method="POST", path=RUN_CREATE_PATHS[backend], count=None)
+    async with running_bot(team(emu.base_url, tmp_path / "db", backend=backend, retry_budget=3)) as (bot, surface):
         await bot.accept(inbound("hello"))
         turn, reply = await one_reply(bot, surface)
         assert reply.kind == "failure"
@@ -186,31 +197,31 @@ async def test_spent_budget_ends_in_a_clear_failure_message(emu, tmp_path):
         assert (await bot.store.get_turn(turn.id)).retries == 3
 
 
-async def test_duplicate_response_from_a_lost_create_is_waited_out(emu, tmp_path):
+async def test_duplicate_response_from_a_lost_create_is_waited_out(emu, tmp_path, backend):
     # A create that reached the provider but whose answer was lost looks to us like a dropped connection before
     # the id arrived; the orphan then holds the conversation. We must neither fail nor post a second reply.
     emu.faults.drop_stream(0, agent="proxy")
-    async with running_bot(team(emu.base_url, tmp_path / "db")) as (bot, surface):
+    async with running_bot(team(emu.base_url, tmp_path / "db", backend=backend)) as (bot, surface):
         await bot.accept(inbound("hello"))
         _, reply = await one_reply(bot, surface)
         assert reply.text == "You said: hello"
 
 
-async def test_recovery_counts_are_kept_per_reason(emu, tmp_path):
+async def test_recovery_counts_are_kept_per_reason(emu, tmp_path, backend):
     emu.faults.fail("server_error", agent="proxy")
-    async with running_bot(team(emu.base_url, tmp_path / "db")) as (bot, surface):
+    async with running_bot(team(emu.base_url, tmp_path / "db", backend=backend)) as (bot, surface):
         await bot.accept(inbound("hello"))
         await one_reply(bot, surface)
         assert bot.supervisor.recovery_counts == {"server_error": 1}
         await asyncio.sleep(0)
 
 
-async def test_run_timeout_stops_a_sub_assistant_and_the_proxy_still_answers(emu, tmp_path):
+async def test_run_timeout_stops_a_sub_assistant_and_the_proxy_still_answers(emu, tmp_path, backend):
     emu.scripts["critic"] = Script(rules=[Rule(delay=30.0)])
-    async with running_bot(team(emu.base_url, tmp_path / "db", run_timeout=0.5)) as (bot, surface):
+    async with running_bot(team(emu.base_url, tmp_path / "db", backend=backend, run_timeout=0.5)) as (bot, surface):
         await bot.accept(inbound("ask the critic"))
         _, reply = await one_reply(bot, surface)
         assert reply.kind == "answer"
         assert "took longer than 0.5 s" in reply.text
-        [critic] = [r for r in emu.responses.values() if r.agent == "critic"]
+        [critic] = remote_runs(emu, "critic")
         assert critic.status == "cancelled"
