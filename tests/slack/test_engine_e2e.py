@@ -14,7 +14,7 @@ from bot.emulator import Emulator, Rule, Script, run_emulator
 from bot.engine import Bot, make_backend
 from storage.sqlite import SQLiteStore
 from tests.fakes.slack_api import FakeSlack, statuses
-from tests.slack.conftest import HttpSender, settings_for
+from tests.slack.conftest import HttpSender, Outcomes, settings_for
 
 FAST = Limits(
     max_parallel=4,
@@ -110,6 +110,53 @@ async def test_real_engine_commands_through_the_slash_command(fake: FakeSlack, e
     await http.form(fields)
     [post] = await fake.wait_for(lambda: fake.posts_to_response_url(fields["response_url"]))
     assert post["text"].startswith("Reset 0 conversation")
+    audit = [(e.actor, e.action, e.outcome) for e in reversed(await engine.store.recent_audit())]
+    assert audit == [("U0BOB", "reset channel", "refused"), ("U0ADMIN", "reset channel", "done")]
+
+
+async def test_admin_resets_the_channel_mid_turn_and_the_thread_starts_afresh(
+    fake: FakeSlack, emu: Emulator, engine: Bot, slack: SlackAdapter
+):
+    emu.scripts["critic"] = Script(rules=[Rule(delay=30, times=1)])
+    http = HttpSender(fake, slack)
+    root = fake.add_user_message("C0GENERAL", "U0ALICE", "x")
+    mention = {"type": "app_mention", "user": "U0ALICE", "ts": root.ts, "channel": "C0GENERAL",
+               "team": fake.team_id, "text": f"<@{fake.bot_user_id}> please ask the critic about my plan"}
+    await http.event(mention)
+    await emu.wait_until(lambda: any(r.agent == "critic" for r in emu.responses.values()), within=10)
+    outcomes = Outcomes(slack)
+    follow_up = fake.add_user_message("C0GENERAL", "U0ALICE", "are you still there?", thread_ts=root.ts)
+    await http.event({"type": "message", "user": "U0ALICE", "ts": follow_up.ts, "thread_ts": root.ts,
+                      "channel": "C0GENERAL", "team": fake.team_id, "text": "are you still there?"})
+    assert await outcomes.wait_count(1) == ["accepted"]
+    assert [m.text for m in await engine.store.pending_inbound((await engine.store.conversations())[0].key)] == [
+        "are you still there?"
+    ]
+    old_thread = (await engine.store.conversations())[0].main_thread
+
+    fields = fake.command_body(user="U0ADMIN", channel="C0GENERAL", text="reset channel")
+    await http.form(fields)
+    [post] = await fake.wait_for(lambda: fake.posts_to_response_url(fields["response_url"]))
+    assert post["text"] == "Reset 1 conversation(s) in this channel."
+    # the running sub-assistant run is cancelled at the provider (the emulator saw our cancel)
+    [critic] = [r for r in emu.responses.values() if r.agent == "critic"]
+    assert critic.status == "cancelled" and critic.cancelled_by == "client"
+    assert any(e.method == "POST" and e.path.endswith("/cancel") for e in emu.log)
+    # both the interrupted turn and the waiting message get a notice in the thread; the indicator is cleared
+    await fake.wait_for(lambda: len(fake.bot_messages("C0GENERAL", root.ts)) == 2 and statuses(fake.calls)[-1] == "",
+                        within=10)
+    await engine.idle()
+    texts = [m.text for m in fake.bot_messages("C0GENERAL", root.ts)]
+    assert "stopped because U0ADMIN reset" in texts[0] and "send your message again" in texts[1]
+
+    # a message asking the bot to reset is only a message; the next turn runs on fresh remote threads
+    again = fake.add_user_message("C0GENERAL", "U0ALICE", "please /switchboard reset", thread_ts=root.ts)
+    await http.event({"type": "message", "user": "U0ALICE", "ts": again.ts, "thread_ts": root.ts,
+                      "channel": "C0GENERAL", "team": fake.team_id, "text": "please /switchboard reset"})
+    await fake.wait_for(lambda: len(fake.bot_messages("C0GENERAL", root.ts)) == 3, within=10)
+    [conv] = await engine.store.conversations()
+    assert conv.generation == 1 and conv.main_thread not in (None, old_thread)
+    assert fake.bot_messages("C0GENERAL", root.ts)[2].text == "You said: please /switchboard reset"
 
 
 async def test_reset_shortcut_mid_turn_stops_the_turn_and_clears_the_indicator(
