@@ -161,3 +161,43 @@ async def test_real_engine_recovers_a_delivery_cut_by_a_crash_without_reposting(
     assert record is not None and record.state == "delivered" and record.delivered_ref == delivered[0]
     assert len(fake.find_calls("POST", MESSAGES)) == posts  # found by find_delivery, not posted again
     assert [m["content"] for m in fake.bot_messages(world.general)] == ["You said: hello there"]
+
+
+async def test_admin_reset_mid_turn_cancels_the_runs_and_the_channel_starts_afresh(
+    world: World, emu: Emulator, engine: Engine
+) -> None:
+    emu.scripts["critic"] = Script(rules=[Rule(delay=30, times=1)])
+    bot, _ = await engine()
+    fake = world.fake
+    conversation = f"discord:{world.guild}:{world.general}"
+    await fake.user_message(world.general, world.alice, f"<@{fake.bot_id}> please ask the critic about my plan")
+    await emu.wait_until(lambda: any(r.agent == "critic" for r in emu.responses.values()), within=10)
+    waiting = await fake.user_message(world.general, world.alice, f"<@{fake.bot_id}> hello?")
+    assert await world.outcomes.of(waiting["id"], within=10) == "accepted"
+    old_thread = (await bot.store.get_conversation(conversation)).main_thread
+
+    reset = await fake.slash("admin", subcommand="reset-channel", user_id=world.mod, channel_id=world.general)
+
+    def reset_answer() -> str | None:
+        original = fake.interactions[reset.id].original_id
+        message = fake.message(original) if original else None
+        return message["content"] if message and message["content"] else None
+
+    assert (await fake.wait_until(reset_answer, within=10)) == "Reset 1 conversation(s) in this channel."
+    [critic] = [r for r in emu.responses.values() if r.agent == "critic"]
+    assert critic.status == "cancelled" and critic.cancelled_by == "client"
+
+    def notices() -> list[str]:
+        return [m["content"] for m in fake.bot_messages(world.general) if "reset" in m["content"]]
+
+    found = await fake.wait_until(lambda: len(notices()) == 2 and notices(), within=10)
+    assert "stopped because" in found[0] and "send your message again" in found[1]
+    await bot.idle()
+    await fake.user_message(world.general, world.alice, f"<@{fake.bot_id}> ask the critic again")
+    await fake.wait_until(
+        lambda: [m for m in fake.bot_messages(world.general) if "critic: done with" in m["content"]], within=20
+    )
+    conv = await bot.store.get_conversation(conversation)
+    assert conv.generation == 1 and conv.main_thread not in (None, old_thread)
+    [done] = [e for e in await bot.store.recent_audit() if e.action == "reset channel"]
+    assert (done.actor, done.outcome) == (str(world.mod), "done")
