@@ -233,19 +233,28 @@ class Supervisor:
             resumes += 1
             try:
                 stream = await self.backend.resume(run_id, request.thread_id, last_seq)
+            except Transient as exc:
+                # The run itself is fine: back off and watch it again (a new run would race it for the thread).
+                await self._recover(scope, exc.reason, exc.retry_after)
+                continue
+            except Permanent:
+                break  # e.g. not created with stream=True: polling still works
+            try:
                 return await self._consume(scope, request, stream, recorded=True)
             except StreamDropped as drop:
                 last_seq = drop.last_seq if drop.last_seq is not None else last_seq
                 self._count("stream_dropped")
-            except Permanent:
-                break  # e.g. not created with stream=True: polling still works
-        return await self._poll(request, run_id)
+        return await self._poll(scope, request, run_id)
 
-    async def _poll(self, request: RunRequest, run_id: str) -> RunState:
+    async def _poll(self, scope: Scope, request: RunRequest, run_id: str) -> RunState:
         loop = asyncio.get_running_loop()
         queued_since: float | None = None
         while True:
-            state = await self.backend.retrieve(run_id, request.thread_id)
+            try:
+                state = await self.backend.retrieve(run_id, request.thread_id)
+            except Transient as exc:
+                await self._recover(scope, exc.reason, exc.retry_after)  # keep watching the same run
+                continue
             if state.settled:
                 await self._settled(state)
                 return state
@@ -284,15 +293,33 @@ class Supervisor:
         """Wait for whoever holds the thread; cancel the holder only when it is a stale run of our own."""
         holders = [exc.holder] if exc.holder else await self.backend.active_runs(request.thread_id)
         ours = [h for h in holders if h in scope.run_ids]
+        if not holders:
+            # The provider names no holder (Responses): a run of ours still recorded as running on this thread is
+            # stale (its thread's work is serialised), e.g. one stuck in queued whose cancel did not go through.
+            ours = [r.remote_id for r in await self.store.active_runs()
+                    if r.thread_id == request.thread_id and r.status in ("queued", "in_progress")]
         for holder in ours:
             await self.cancel_quietly(holder, request.thread_id)
         await self._recover(scope, "thread_locked", min(self.limits.backoff_max, self.limits.lock_wait / 8))
 
     async def cancel_quietly(self, run_id: str, thread_id: str) -> None:
-        try:
-            await self.backend.cancel(run_id, thread_id)
-        except BackendError as exc:
-            log.info("cancel of %s did not go through: %s", run_id, exc)
+        """Cancel a run of ours. Transient failures are retried: a run left stuck in queued would hold its thread
+        (every later run on it fails as locked). A run still not cancelled stays recorded as running."""
+        for attempt in range(1, self.limits.retry_budget + 2):
+            try:
+                await self.backend.cancel(run_id, thread_id)
+                break
+            except Transient as exc:
+                if attempt > self.limits.retry_budget:
+                    log.warning("cancel of %s did not go through after %d attempts: %s", run_id, attempt, exc)
+                    return
+                delay = exc.retry_after
+                if delay is None:
+                    delay = min(self.limits.backoff_max, self.limits.backoff_base * 2 ** (attempt - 1))
+                await asyncio.sleep(delay)
+            except BackendError as exc:
+                log.info("cancel of %s did not go through: %s", run_id, exc)
+                break
         await self.store.update_run(run_id, status="cancelled")
 
     async def _recover(self, scope: Scope, reason: str, retry_after: float | None = None) -> None:
