@@ -1,7 +1,7 @@
 """switchboard: a team of AI assistants behind Slack, Discord or a terminal.
 
 Commands: run (the platforms enabled in the team file), chat (terminal), demo (offline, no keys), status,
-reset, emulator. Every command takes --help.
+reset, sync (assistants backend), migrate --to (switch backends), emulator. Every command takes --help.
 """
 
 from __future__ import annotations
@@ -88,6 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     doctor = with_config(sub.add_parser("doctor", help="check the team file, database and credentials"))
     doctor.set_defaults(handler=_doctor)
+
+    from bot.migrate import add_commands  # sync (assistants backend) and migrate (between backends)
+
+    add_commands(sub, with_config)
 
     emu = sub.add_parser("emulator", help="run the local OpenAI-compatible emulator")
     emu.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")

@@ -84,7 +84,9 @@ RECENT_RUNS = 20
 ALIVE = frozenset({"queued", "in_progress", "requires_action"})
 ADOPTABLE = ALIVE | {"completed", "incomplete"}
 TEXT_STATUSES = frozenset({"completed", "incomplete"})
-DEPRECATION_TEXT = "The Assistants API is deprecated"
+# The SDK marks `client.beta.threads.*` "The Assistants API is deprecated in favor of the Responses API" and
+# `client.beta.assistants.*` just "deprecated" (warnings' `message` is a regex matched at the start).
+DEPRECATION_TEXT = r"The Assistants API is deprecated|deprecated$"
 
 _deprecation_quieted = False
 

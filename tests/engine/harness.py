@@ -156,9 +156,11 @@ def remote_runs(emu: Emulator, agent: str | None = None) -> list[RemoteRun]:
 
 
 def run_creates(emu: Emulator, backend: str) -> list[Any]:
-    """The log entries of requests that create a run (POST /v1/responses, POST /v1/threads/{id}/runs)."""
+    """The log entries of requests that create a run (POST /v1/responses, POST /v1/threads/{id}/runs), in the order
+    they started (the log is in the order they ended, which for a stream is when it closed)."""
     pattern = RUN_CREATE_PATHS[backend]
-    return [e for e in emu.log if e.method == "POST" and fnmatch.fnmatchcase(e.path, pattern)]
+    found = [e for e in emu.log if e.method == "POST" and fnmatch.fnmatchcase(e.path, pattern)]
+    return sorted(found, key=lambda e: e.tick_start)
 
 
 def thread_texts(emu: Emulator, thread_id: str) -> list[str]:
