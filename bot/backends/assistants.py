@@ -18,6 +18,11 @@ What this file adds to make the supervisor's recovery table hold on threads and 
   the same input (after a provider cancel, a failure, a lost stream, a restart), the messages already on the thread
   are not added again, and a run of ours with that input that is still alive (or already finished: a create whose
   answer was lost) is adopted instead of creating a duplicate.
+* **Expiry.** The proxy's run waits for sub-assistants in `requires_action` and expires after about 10 minutes.
+  The submit is then refused (`OutputsRejected`) and the supervisor starts a new run with the results, which this
+  backend posts as one "Results of the tools you called..." message with the run. After a restart, a run found
+  expired while waiting is reported as `requires_action` with its calls (read from its run steps), so finished
+  results are reused by call id rather than recomputed; the same refused submit then leads to the new run.
 * **No stream resume** (`supports_resume = False`): a dropped stream raises `StreamDropped(run_id)` and the
   supervisor polls `retrieve`, which passes the server's `openai-poll-after-ms` on as `RunState.poll_after`.
 * **Assistants from the team file.** `open()` (and `switchboard sync`) creates or updates one assistant per team
@@ -34,6 +39,7 @@ that warning once, process-wide, with a single INFO line, for any code that stil
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import logging
@@ -61,6 +67,7 @@ from bot.backends.base import (
     ThreadGone,
     ToolCall,
     TranscriptItem,
+    Transient,
 )
 from bot.backends.openai_errors import NotFoundMeans, provider_errors, translate
 from bot.backends.responses import results_as_text
@@ -300,10 +307,18 @@ class AssistantsBackend:
         tools = [assistants_tool(t) for t in request.tools]
         if tools != synced.tools:
             body["tools"] = tools
-        async with provider_errors():
-            stream = await self.client.post(
-                f"/threads/{thread_id}/runs", body=body, cast_to=object, stream=True, stream_cls=AsyncStream[object]
-            )
+        try:
+            async with provider_errors():
+                stream = await self.client.post(
+                    f"/threads/{thread_id}/runs", body=body, cast_to=object, stream=True,
+                    stream_cls=AsyncStream[object],
+                )
+        except ThreadGone as exc:
+            if "assistant" not in str(exc).lower():
+                raise
+            # The assistant was deleted on the server, not the thread: make it again and retry.
+            self._agents.clear()
+            raise Transient(str(exc), reason="assistant_gone", retry_after=0.0) from exc
         return ThreadRunStream(stream, thread_id)
 
     async def submit(self, state: RunState, request: RunRequest) -> ThreadRunStream:
@@ -331,7 +346,12 @@ class AssistantsBackend:
             response = await self.client.get(f"/threads/{thread_id}/runs/{run_id}", cast_to=httpx2.Response)
             run = response.json()
             text = await self._run_text(thread_id, run_id) if run.get("status") in TEXT_STATUSES else ""
-        return to_state(run, thread_id, text, poll_after=_poll_after(response.headers.get(POLL_AFTER_HEADER)))
+            poll_after = _poll_after(response.headers.get(POLL_AFTER_HEADER))
+            if run.get("status") == "expired":
+                calls = await self._unanswered_calls(thread_id, run_id)
+                if calls:
+                    return expired_waiting(run, thread_id, calls, poll_after)
+        return to_state(run, thread_id, text, poll_after=poll_after)
 
     async def cancel(self, run_id: str, thread_id: str) -> None:
         self._given_up.add(run_id)
@@ -374,6 +394,21 @@ class AssistantsBackend:
             text = await self._run_text(thread_id, run["id"]) if run.get("status") in TEXT_STATUSES else ""
             return AdoptedStream(to_state(run, thread_id, text))
         return None
+
+    async def _unanswered_calls(self, thread_id: str, run_id: str) -> tuple[ToolCall, ...]:
+        """The function calls of the run's last step if it never got their outputs (the run expired waiting)."""
+        params = {"order": "desc", "limit": 1}
+        async with provider_errors():
+            page = await self.client.get(
+                f"/threads/{thread_id}/runs/{run_id}/steps", cast_to=object, options={"params": params}
+            )
+        steps = page.get("data") or []
+        if not steps or (steps[0].get("step_details") or {}).get("type") != "tool_calls":
+            return ()
+        calls = steps[0]["step_details"].get("tool_calls") or []
+        if not calls or any(c.get("type") != "function" or c["function"].get("output") is not None for c in calls):
+            return ()
+        return tuple(ToolCall(c["id"], c["function"]["name"], c["function"].get("arguments") or "{}") for c in calls)
 
     async def _run_text(self, thread_id: str, run_id: str) -> str:
         params = {"run_id": run_id, "order": "asc", "limit": 100}
@@ -486,6 +521,18 @@ def to_state(run: Mapping[str, Any], thread_id: str, text: str = "", poll_after:
         incomplete_reason=incomplete.get("reason"),
         usage=Usage(usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0),
         poll_after=poll_after,
+    )
+
+
+def expired_waiting(
+    run: Mapping[str, Any], thread_id: str, calls: tuple[ToolCall, ...], poll_after: float | None = None
+) -> RunState:
+    """A run that expired waiting for tool outputs, seen by someone who was not there when it asked (a restart):
+    reported as still requiring them, so the orchestrator gathers the results (reusing finished ones by call id);
+    the submit is then refused (`OutputsRejected`) and a new run on the thread receives the results."""
+    state = to_state(run, thread_id, poll_after=poll_after)
+    return dataclasses.replace(
+        state, status="requires_action", tool_calls=calls, error_message="expired while waiting for tool outputs"
     )
 
 

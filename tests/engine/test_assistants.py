@@ -17,8 +17,17 @@ import openai
 from bot.backends import assistants as assistants_module
 from bot.backends.assistants import TAG_KEY, AssistantsBackend
 from bot.emulator import ManualClock, Rule, Script, run_emulator
+from bot.engine import Bot, make_backend
 from storage.sqlite import SQLiteStore
-from tests.engine.harness import inbound, remote_runs, run_creates, running_bot, team, thread_texts
+from tests.engine.harness import (
+    RecordingSurface,
+    inbound,
+    remote_runs,
+    run_creates,
+    running_bot,
+    team,
+    thread_texts,
+)
 
 RESULTS_RULE = Rule(match=r"^Results of the tools you called", reply="Final answer. {input}")
 
@@ -241,3 +250,43 @@ async def test_deprecation_warning_is_handled_once_quietly(emu, tmp_path, caplog
     assert [w for w in caught if issubclass(w.category, DeprecationWarning)] == []
     lines = [r for r in caplog.records if "Assistants v2 API" in r.getMessage()]
     assert len(lines) == 1 and lines[0].levelno == logging.INFO
+
+
+async def test_restart_after_the_proxy_run_expired_reuses_the_finished_results(tmp_path):
+    # The bot stops while the critic works; when it starts again the proxy's run has expired. The critic's finished
+    # work is picked up (not redone) and reaches the proxy through a new run on the same thread.
+    clock = ManualClock()
+    scripts = {"proxy": Script(rules=[RESULTS_RULE]), "critic": Script(rules=[Rule(delay=500.0)])}
+    async with run_emulator(clock=clock, scripts=scripts, expiry_seconds=600, retry_after=0.01) as emu:
+        cfg = team(emu.base_url, tmp_path / "db", backend="assistants")
+        first = Bot(cfg, SQLiteStore(cfg.db_path), make_backend(cfg))
+        first.add_surface(RecordingSurface())
+        await first.start()
+        await first.accept(inbound("ask the critic about the plan"))
+        await emu.wait_until(lambda: [r.status for r in remote_runs(emu, "critic")] == ["in_progress"])
+        await first.stop(grace=0)  # the turn is interrupted with the critic still working
+        await clock.advance(700.0)  # the critic finished at 500 s; the proxy's run expired at 600 s
+        assert [r.status for r in remote_runs(emu)] == ["expired", "completed"]
+        async with running_bot(cfg) as (bot, surface):
+            _, reply = await one_reply(bot, surface)
+        assert reply.text.startswith("Final answer. Results of the tools you called")
+        assert "critic: done with 'Task: ask the critic about the plan'" in reply.text
+        assert len(remote_runs(emu, "critic")) == 1  # picked up, not recomputed
+        assert [r.status for r in remote_runs(emu, "proxy")] == ["expired", "completed"]
+        assert reasons(surface) == ["outputs_rejected"]
+
+
+async def test_assistant_deleted_on_the_server_is_made_again(emu, tmp_path):
+    async with running_bot(team(emu.base_url, tmp_path / "db", backend="assistants")) as (bot, surface):
+        await bot.accept(inbound("first"))
+        await surface.wait_for(1)
+        [proxy] = [a for a in emu.assistants.values() if a.name == "proxy"]
+        del emu.assistants[proxy.id]
+        await bot.accept(inbound("second"))
+        replies = await surface.wait_for(2)
+        await bot.idle()
+        assert replies[1][1].text == "You said: second"
+        assert reasons(surface) == ["assistant_gone"]
+        [again] = [a for a in emu.assistants.values() if a.name == "proxy"]
+        assert again.id != proxy.id
+        assert (await bot.store.get_agent("assistants", "proxy"))[0] == again.id
