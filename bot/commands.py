@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from typing import TYPE_CHECKING
 
 from bot.backends.base import BackendError
@@ -173,17 +172,9 @@ class CommandHandler:
         pending = await store.pending_inbound(conversation)
         if pending:
             record = await store.get_conversation(conversation)
-            now = time.time()
-            turn = TurnRecord(
-                id="turn_" + uuid.uuid4().hex[:24],
-                conversation=conversation,
-                generation=record.generation if record else 0,
-                state="replied",
-                created_at=now,
-                updated_at=now,
-                reply_kind="notice",
-                reply_text=RESET_NOTICE.format(who=who),
-            )
+            generation = record.generation if record else 0
+            text = RESET_NOTICE.format(who=who)
+            turn = TurnRecord.new(conversation, generation, state="replied", reply_kind="notice", reply_text=text)
             await store.create_turn(turn)
             await store.claim_inbound([m.event_id for m in pending], turn.id)
         bot.resume_later(conversation)  # delivers the notices, exactly once, through the normal path

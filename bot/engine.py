@@ -18,7 +18,6 @@ import asyncio
 import dataclasses
 import logging
 import time
-import uuid
 from dataclasses import dataclass
 
 import httpx2
@@ -210,15 +209,7 @@ class Bot:
         if not pending:
             return False
         record = await self.store.get_conversation(conversation)
-        now = time.time()
-        turn = TurnRecord(
-            id="turn_" + uuid.uuid4().hex[:24],
-            conversation=conversation,
-            generation=record.generation if record else 0,
-            state="received",
-            created_at=now,
-            updated_at=now,
-        )
+        turn = TurnRecord.new(conversation, record.generation if record else 0)
         await self.store.start_turn(turn, pending, MAIN_THREAD)
         main_thread = record.main_thread if record else None
         try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -47,6 +48,19 @@ class TurnContext:
     main_thread: str | None = None  # the conversation's main thread, when the caller already read it
 
 
+@dataclass(slots=True)
+class Step:
+    """One requires_action step of an agent: the calls it made fan out from here, at most `slots` at once (one
+    bound per step, not per turn, so a nested step never waits for slots its parents hold)."""
+
+    ctx: TurnContext
+    scope_path: str
+    thread_path: str
+    caller: AgentConfig
+    depth: int
+    slots: asyncio.Semaphore
+
+
 def delegation_tool(sub: AgentConfig) -> dict[str, object]:
     return {
         "type": "function",
@@ -75,7 +89,10 @@ class Orchestrator:
         self.backend = backend
         self.supervisor = supervisor
         self.store = supervisor.store
-        self._thread_locks: dict[tuple[str, int, str], asyncio.Lock] = {}
+        # Held only while a sub-assistant runs; weak values, so idle conversations cost nothing here.
+        self._thread_locks: weakref.WeakValueDictionary[tuple[str, int, str], asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
 
     async def run_turn(self, ctx: TurnContext, messages: list[str]) -> TurnOutcome:
         state = await self._run_agent(ctx, PROXY_SCOPE, self.team.proxy, MAIN_THREAD, RunInput(tuple(messages)), 0)
@@ -135,7 +152,8 @@ class Orchestrator:
         while state.status == "requires_action":
             if scope_path == PROXY_SCOPE:
                 await self.store.update_turn(ctx.turn.id, TurnUpdate(state="awaiting_tools"))
-            results = await self._fan_out(ctx, scope_path, thread_path, agent, state.tool_calls, depth)
+            step = Step(ctx, scope_path, thread_path, agent, depth, asyncio.Semaphore(self.team.limits.max_parallel))
+            results = list(await asyncio.gather(*(self._one_call(step, call) for call in state.tool_calls)))
             if scope_path == PROXY_SCOPE:
                 await self.store.update_turn(ctx.turn.id, TurnUpdate(state="running"))
             request = RunRequest(request.thread_id, agent, tools, RunInput(results=tuple(results)), metadata)
@@ -151,47 +169,22 @@ class Orchestrator:
 
     # ---- fan-out ----
 
-    async def _fan_out(
-        self, ctx: TurnContext, scope_path: str, thread_path: str, caller: AgentConfig, calls: tuple[ToolCall, ...],
-        depth: int,
-    ) -> list[ToolResult]:
-        # One bound per step (not per turn): a nested step must never wait for slots its parents hold.
-        slots = asyncio.Semaphore(self.team.limits.max_parallel)
-        jobs = [self._one_call(ctx, slots, scope_path, thread_path, caller, call, depth) for call in calls]
-        return list(await asyncio.gather(*jobs))
-
-    async def _one_call(
-        self,
-        ctx: TurnContext,
-        slots: asyncio.Semaphore,
-        scope_path: str,
-        thread_path: str,
-        caller: AgentConfig,
-        call: ToolCall,
-        depth: int,
-    ) -> ToolResult:
-        done = None if ctx.fresh else await self.store.get_tool_call(ctx.turn.id, scope_path, call.call_id)
+    async def _one_call(self, step: Step, call: ToolCall) -> ToolResult:
+        ctx = step.ctx
+        done = None if ctx.fresh else await self.store.get_tool_call(ctx.turn.id, step.scope_path, call.call_id)
         if done is not None and done.output is not None:
             return ToolResult(call.call_id, call.name, done.output)  # finished before a restart: not recomputed
         await self.store.record_tool_call(
-            ToolCallRecord(ctx.turn.id, scope_path, call.call_id, call.name, call.arguments)
+            ToolCallRecord(ctx.turn.id, step.scope_path, call.call_id, call.name, call.arguments)
         )
-        output, ok = await self._dispatch(ctx, slots, scope_path, thread_path, caller, call, depth)
-        await self.store.finish_tool_call(ctx.turn.id, scope_path, call.call_id, output, ok)
+        output, ok = await self._dispatch(step, call)
+        await self.store.finish_tool_call(ctx.turn.id, step.scope_path, call.call_id, output, ok)
         return ToolResult(call.call_id, call.name, output)
 
-    async def _dispatch(
-        self,
-        ctx: TurnContext,
-        slots: asyncio.Semaphore,
-        scope_path: str,
-        thread_path: str,
-        caller: AgentConfig,
-        call: ToolCall,
-        depth: int,
-    ) -> tuple[str, bool]:
-        allowed = {s.tool_name: s for s in self.team.delegates_of(caller)}
-        sub = allowed.get(call.name) if depth < self.team.limits.max_depth else None
+    async def _dispatch(self, step: Step, call: ToolCall) -> tuple[str, bool]:
+        ctx = step.ctx
+        allowed = {s.tool_name: s for s in self.team.delegates_of(step.caller)}
+        sub = allowed.get(call.name) if step.depth < self.team.limits.max_depth else None
         if sub is None:
             return f"ERROR: there is no tool named {call.name!r}. Answer without it.", False
         try:
@@ -203,19 +196,20 @@ class Orchestrator:
         if not task:
             return f"ERROR: {call.name} needs a non-empty task.", False
 
-        sub_thread = sub.name if thread_path == MAIN_THREAD else f"{thread_path}/{sub.name}"
-        sub_scope = f"{scope_path}/{call.call_id}"
+        sub_thread = sub.name if step.thread_path == MAIN_THREAD else f"{step.thread_path}/{sub.name}"
+        sub_scope = f"{step.scope_path}/{call.call_id}"
         message = sub_input(task, context)
         await ctx.emit(Delegated(sub=sub.name, task=task, call_id=call.call_id))
-        lock = self._thread_locks.setdefault(
-            (ctx.turn.conversation, ctx.turn.generation, sub_thread), asyncio.Lock()
-        )
+        key = (ctx.turn.conversation, ctx.turn.generation, sub_thread)
+        lock = self._thread_locks.get(key)
+        if lock is None:
+            lock = self._thread_locks[key] = asyncio.Lock()
         try:
-            async with slots, lock:
+            async with step.slots, lock:  # calls to the same sub-assistant share its thread: one at a time
                 existing = None if ctx.fresh else await self.store.latest_run(ctx.turn.id, sub_scope)
                 if existing is None:
                     await self._transcript(ctx, sub_thread, "user", message)
-                state = await self._run_agent(ctx, sub_scope, sub, sub_thread, RunInput((message,)), depth + 1)
+                state = await self._run_agent(ctx, sub_scope, sub, sub_thread, RunInput((message,)), step.depth + 1)
         except RunFailed as exc:
             log.warning("sub-assistant %s failed in turn %s: %s", sub.name, ctx.turn.id, exc)
             await ctx.emit(SubFinished(sub=sub.name, call_id=call.call_id, ok=False))

@@ -6,6 +6,8 @@ record an intent, act, and record the outcome, and a crash between any two steps
 
 from __future__ import annotations
 
+import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
@@ -59,6 +61,21 @@ class TurnRecord:
     retries: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
+
+    @classmethod
+    def new(cls, conversation: str, generation: int, state: TurnState = "received",
+            reply_kind: ReplyKind | None = None, reply_text: str | None = None) -> TurnRecord:
+        now = time.time()
+        return cls(
+            id="turn_" + uuid.uuid4().hex[:24],
+            conversation=conversation,
+            generation=generation,
+            state=state,
+            created_at=now,
+            updated_at=now,
+            reply_kind=reply_kind,
+            reply_text=reply_text,
+        )
 
 
 @dataclass(frozen=True, slots=True)
