@@ -8,9 +8,10 @@ works the same for every backend. Every recovery costs one unit of the scope's b
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -20,6 +21,7 @@ from bot.backends.base import (
     Delta,
     OutputsRejected,
     Permanent,
+    RunEvent,
     RunGone,
     RunRequest,
     RunState,
@@ -91,10 +93,7 @@ class Supervisor:
         submit_to = prior
         while True:
             try:
-                if submit_to is not None:
-                    stream = await self.backend.submit(submit_to, request)
-                else:
-                    stream = await self.backend.start(request)
+                stream = await self._open(scope, request, submit_to)
                 state = await self._watch(scope, request, stream)
                 return await self._judge(scope, state)
             except _Recreate as exc:
@@ -176,9 +175,45 @@ class Supervisor:
 
     # ---- watching ----
 
-    async def _watch(self, scope: Scope, request: RunRequest, stream: RunStream) -> RunState:
+    async def _open(self, scope: Scope, request: RunRequest, submit_to: RunState | None) -> _Opened:
+        """Create (or continue) the run and read until the provider names it, then record it.
+
+        Shielded from cancellation: a run that exists at the provider must be on record, or whoever stops this
+        turn (an admin reset) could not cancel it, and it would run on unseen."""
+        task = asyncio.ensure_future(self._create_and_record(scope, request, submit_to))
         try:
-            return await self._consume(scope, request, stream, recorded=False)
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                opened = await task  # let the record land before we go
+                await opened.aclose()
+            raise
+
+    async def _create_and_record(self, scope: Scope, request: RunRequest, submit_to: RunState | None) -> _Opened:
+        if submit_to is not None:
+            stream = await self.backend.submit(submit_to, request)
+        else:
+            stream = await self.backend.start(request)
+        iterator = aiter(stream)
+        first: list[RunEvent] = []
+        try:
+            async with asyncio.timeout(self.limits.stream_idle_timeout):
+                while not first or not isinstance(first[-1], Snapshot):
+                    first.append(await anext(iterator))
+        except (StopAsyncIteration, TimeoutError):
+            pass  # watching the stream turns this into a dropped stream, with the usual recovery
+        except BaseException:
+            await stream.aclose()
+            raise
+        opened = _Opened(stream, iterator, first)
+        if first and isinstance(first[-1], Snapshot):
+            await self._record(scope, request, first[-1].state)
+            opened.recorded = True
+        return opened
+
+    async def _watch(self, scope: Scope, request: RunRequest, stream: _Opened) -> RunState:
+        try:
+            return await self._consume(scope, request, stream, recorded=stream.recorded)
         except StreamDropped as drop:
             run_id = drop.run_id or stream.run_id
             if run_id is None:
@@ -343,6 +378,32 @@ class Supervisor:
     async def _settled(self, state: RunState) -> None:
         await self.store.update_run(state.id, status=state.status, last_seq=state.last_seq)
         self.metrics.runs.labels(state.status).inc()
+
+
+class _Opened:
+    """A run's stream whose first events were already read (to learn and record the run's id); replays them."""
+
+    def __init__(self, stream: RunStream, iterator: AsyncIterator[RunEvent], first: list[RunEvent]) -> None:
+        self._stream = stream
+        self._iterator = iterator
+        self._first = first
+        self.recorded = False
+
+    @property
+    def run_id(self) -> str | None:
+        return self._stream.run_id
+
+    def __aiter__(self) -> AsyncIterator[RunEvent]:
+        return self._events()
+
+    async def _events(self) -> AsyncIterator[RunEvent]:
+        for event in self._first:
+            yield event
+        async for event in self._iterator:
+            yield event
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
 
 
 def _budget_text(reason: str) -> str:
