@@ -290,3 +290,20 @@ async def test_assistant_deleted_on_the_server_is_made_again(emu, tmp_path):
         [again] = [a for a in emu.assistants.values() if a.name == "proxy"]
         assert again.id != proxy.id
         assert (await bot.store.get_agent("assistants", "proxy"))[0] == again.id
+
+
+async def test_long_transcript_seeds_a_thread_in_one_request(emu, tmp_path):
+    from bot.backends.base import TranscriptItem
+
+    cfg = team(emu.base_url, tmp_path / "db", backend="assistants")
+    backend = AssistantsBackend(openai.AsyncOpenAI(base_url=emu.base_url, api_key="x"), cfg)
+    seed = [TranscriptItem("user" if i % 2 == 0 else "assistant", f"message {i}") for i in range(40)]
+    try:
+        thread_id = await backend.create_thread(seed, {"thread": "main"})
+    finally:
+        await backend.close()
+    texts = thread_texts(emu, thread_id)
+    assert len(texts) == 32 and texts[1:] == [f"message {i}" for i in range(9, 40)]
+    assert texts[0].startswith("Earlier in this conversation:\nuser: message 0\nassistant: message 1")
+    assert texts[0].endswith("user: message 8")
+    assert [e.path for e in emu.log] == ["/v1/threads"]

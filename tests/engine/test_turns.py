@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import itertools
 
-from bot.emulator import Rule, Script, ToolCall
+from bot.emulator import ManualClock, Rule, Script, ToolCall, run_emulator
 from tests.engine.harness import inbound, remote_runs, run_input_texts, running_bot, team
 
 
@@ -133,15 +133,18 @@ async def test_duplicate_event_id_is_answered_once(emu, tmp_path, backend):
         assert len(remote_runs(emu, "proxy")) == 1
 
 
-async def test_conversations_do_not_wait_for_each_other(emu, tmp_path, backend):
-    emu.scripts["critic"] = Script(rules=[Rule(delay=2.0)])
-    async with running_bot(team(emu.base_url, tmp_path / "db", backend=backend)) as (bot, surface):
-        await bot.accept(inbound("ask the critic, slowly", conversation="console:test:slow"))
-        await bot.accept(inbound("quick one", conversation="console:test:fast"))
-        [(turn, reply)] = await surface.wait_for(1)
-        assert turn.conversation == "console:test:fast"
-        assert reply.text == "You said: quick one"
-        await surface.wait_for(2)
+async def test_conversations_do_not_wait_for_each_other(tmp_path, backend):
+    clock = ManualClock()  # the slow conversation's critic works until the test moves the clock
+    async with run_emulator(clock=clock, scripts={"critic": Script(rules=[Rule(delay=2.0)])}) as emu:
+        async with running_bot(team(emu.base_url, tmp_path / "db", backend=backend)) as (bot, surface):
+            await bot.accept(inbound("ask the critic, slowly", conversation="console:test:slow"))
+            await bot.accept(inbound("quick one", conversation="console:test:fast"))
+            [(turn, reply)] = await surface.wait_for(1)
+            assert turn.conversation == "console:test:fast"
+            assert reply.text == "You said: quick one"
+            await emu.wait_until(lambda: bool(remote_runs(emu, "critic")))
+            await clock.advance(2.0)
+            await surface.wait_for(2)
 
 
 async def test_nested_delegation_up_to_the_configured_depth(emu, tmp_path, backend):
