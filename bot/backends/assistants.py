@@ -80,6 +80,7 @@ log = logging.getLogger("switchboard.backends.assistants")
 NAME = "assistants"
 BETA_HEADERS = {"OpenAI-Beta": "assistants=v2"}
 POLL_AFTER_HEADER = "openai-poll-after-ms"
+MAX_POLL_AFTER = 60.0  # seconds: a larger hint is taken as this
 TAG_KEY = "switchboard_input"  # message metadata: "<input key>.<n>"
 RUN_INPUT_KEY = "input"  # run metadata: "<input key>"
 AGENT_KEY = "switchboard_agent"  # assistant metadata: the team member's name
@@ -592,10 +593,12 @@ def _match(listing: list[dict[str, Any]], name: str, digest: str) -> dict[str, A
 
 
 def _poll_after(value: str | None) -> float | None:
+    """`openai-poll-after-ms` in seconds (at most a minute); None (use our own interval) when absent or unusable."""
     try:
-        return max(0.0, float(value) / 1000.0) if value else None
+        seconds = float(value) / 1000.0 if value else 0.0
     except ValueError:
         return None
+    return min(seconds, MAX_POLL_AFTER) if 0 < seconds < float("inf") else None
 
 
 def _stream_error(data: Mapping[str, Any]) -> openai.APIError:
