@@ -902,6 +902,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--entry", default="slack_http,slack_socket,console",
                         help="comma-separated entry points: slack_http, slack_socket, console")
     parser.add_argument("--in-process-emulator", action="store_true", help="run the emulator in this process")
+    parser.add_argument("--backend", default="responses", choices=sorted(RANDOM_KINDS),
+                        help="provider API (assistants adds the expire and delete_thread faults)")
     parser.add_argument("--retry-budget", type=int, default=6)
     parser.add_argument("--json", help="also write the figures to this JSON file")
     parser.add_argument("--log-level", default="ERROR")
@@ -922,6 +924,7 @@ def main(argv: list[str] | None = None) -> int:
         entry_points=tuple(e.strip() for e in args.entry.split(",") if e.strip()),
         emulator_process=not args.in_process_emulator,
         retry_budget=args.retry_budget,
+        backend=args.backend,
     )
     report = asyncio.run(run_soak(options))
     for line in report.lines():

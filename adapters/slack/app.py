@@ -99,6 +99,9 @@ class SlackAdapter:
             ignoring_self_events_enabled=False,
             # our listeners read the assistant thread themselves; no context store needed
             attaching_conversation_kwargs_enabled=False,
+            # acknowledge an event only once its listener ran, i.e. once Bot.accept stored the message: an ack
+            # sent first makes Slack forget an event that a crash then loses (slow work runs in lazy listeners)
+            process_before_response=True,
         )
         self.status = StatusBoard(self.client, refresh_seconds=settings.status_refresh_seconds)
         self.surface = SlackSurface(

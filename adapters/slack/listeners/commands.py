@@ -70,9 +70,12 @@ async def answer(deps: Deps, respond: Respond, *, channel: str, user: str, text:
 
 
 def register(app: AsyncApp, deps: Deps) -> None:
-    @app.command(c.SLASH_COMMAND)
-    async def on_slash_command(ack: Callable[[], Awaitable[None]], body: dict[str, Any], respond: Respond) -> None:
+    # The app processes events before acknowledging them (app.py): commands are acknowledged at once and do
+    # their work in a lazy listener, so Slack's 3-second deadline never waits for the engine.
+    async def ack_now(ack: Callable[[], Awaitable[None]]) -> None:
         await ack()
+
+    async def on_slash_command(body: dict[str, Any], respond: Respond) -> None:
         team, channel, user = str(body.get("team_id", "")), str(body.get("channel_id", "")), str(body["user_id"])
         conversation = conversation_key(team, channel, None) if is_dm_channel(channel) else None
         result = await run_command(
@@ -80,9 +83,7 @@ def register(app: AsyncApp, deps: Deps) -> None:
         )
         await answer(deps, respond, channel=channel, user=user, text=result.text)
 
-    @app.shortcut(c.RESET_SHORTCUT_CALLBACK_ID)
-    async def on_reset_shortcut(ack: Callable[[], Awaitable[None]], body: dict[str, Any], respond: Respond) -> None:
-        await ack()
+    async def on_reset_shortcut(body: dict[str, Any], respond: Respond) -> None:
         team = str((body.get("team") or {}).get("id", ""))
         channel = str((body.get("channel") or {}).get("id", ""))
         user = str((body.get("user") or {}).get("id", ""))
@@ -93,3 +94,6 @@ def register(app: AsyncApp, deps: Deps) -> None:
         if result.ok and thread:
             await deps.status.clear(channel, str(thread))
         await answer(deps, respond, channel=channel, user=user, text=result.text)
+
+    app.command(c.SLASH_COMMAND)(ack=ack_now, lazy=[on_slash_command])
+    app.shortcut(c.RESET_SHORTCUT_CALLBACK_ID)(ack=ack_now, lazy=[on_reset_shortcut])
