@@ -23,6 +23,7 @@ log = logging.getLogger("switchboard.commands")
 
 MAX_COMMAND_CHARS = 200
 CONFIRM_WINDOW_SECONDS = 60.0
+ANSWERING_STATES = ("received", "running", "awaiting_tools")
 RESET_NOTICE = "This conversation was reset by {who} before I answered; please send your message again."
 
 HELP_TEXT = """\
@@ -153,22 +154,25 @@ class CommandHandler:
     # ---- the mechanics, also used by the CLI ----
 
     async def cancel_turn(self, conversation: str, who: str, notice: str) -> bool:
-        """Stop the conversation's worker, cancel its remote runs, and answer its messages with a notice."""
+        """Stop the turn being answered (worker and remote runs) and answer its messages, and any still waiting,
+        with a notice. A reply already on its way is left to be delivered. True when a turn was stopped."""
         store, bot = self.bot.store, self.bot
-        task = bot.mailbox.cancel(conversation)
-        if task is not None:
-            await asyncio.gather(task, return_exceptions=True)
-        turns = await store.unfinished_turns(conversation)
-        for turn in turns:
+        answering = [t for t in await store.unfinished_turns(conversation) if t.state in ANSWERING_STATES]
+        if answering:
+            task = bot.mailbox.cancel(conversation)
+            if task is not None:
+                await asyncio.gather(task, return_exceptions=True)
+            # re-read: the turn may have reached its reply before the worker stopped
+            answering = [t for t in await store.unfinished_turns(conversation) if t.state in ANSWERING_STATES]
+        for turn in answering:
             for run in await store.active_runs(turn.id):
                 try:
                     await bot.backend.cancel(run.remote_id, run.thread_id)
                 except BackendError as exc:
                     log.info("cancel of run %s: %s", run.remote_id, exc)
                 await store.update_run(run.remote_id, status="cancelled")
-            if turn.state in ("received", "running", "awaiting_tools"):
-                text = f"This turn was {notice.format(who=who)}; nothing more will come from it."
-                await store.update_turn(turn.id, TurnUpdate(state="replied", reply_kind="notice", reply_text=text))
+            text = f"This turn was {notice.format(who=who)}; nothing more will come from it."
+            await store.update_turn(turn.id, TurnUpdate(state="replied", reply_kind="notice", reply_text=text))
         pending = await store.pending_inbound(conversation)
         if pending:
             record = await store.get_conversation(conversation)
@@ -178,7 +182,7 @@ class CommandHandler:
             await store.create_turn(turn)
             await store.claim_inbound([m.event_id for m in pending], turn.id)
         bot.resume_later(conversation)  # delivers the notices, exactly once, through the normal path
-        return bool(turns)
+        return bool(answering)
 
     async def reset_conversation(self, conversation: str, who: str) -> None:
         store = self.bot.store
