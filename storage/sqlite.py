@@ -117,23 +117,18 @@ class SQLiteStore:
     async def _run_transaction(self, statements: list[tuple[str, tuple[Any, ...]]]) -> int:
         async with self._write_lock:
             try:
-                await self._conn.execute("BEGIN")
-                cursor = None
-                for sql, params in statements:
-                    cursor = await self._conn.execute(sql, params)
-                await self._conn.execute("COMMIT")
+                # The whole transaction in one trip to aiosqlite's thread (its `_execute` queue): each trip costs
+                # a thread hand-off and an event-loop wake-up, which made up most of the store's share of a turn
+                # (benchmarks/performance.py).
+                return await self._conn._execute(_apply_transaction, self._conn._conn, statements)
             except sqlite3.Error as exc:
-                if self._conn.in_transaction:
-                    await self._conn.execute("ROLLBACK")
                 raise StoreError(
                     f"database write failed ({exc}); check that {self.path} is writable and not full"
                 ) from exc
-        return cursor.rowcount if cursor is not None else 0
 
     async def _rows(self, sql: str, params: Iterable[Any] = ()) -> list[aiosqlite.Row]:
         try:
-            cursor = await self._conn.execute(sql, tuple(params))
-            return list(await cursor.fetchall())
+            return list(await self._conn.execute_fetchall(sql, tuple(params)))  # one trip, not two
         except sqlite3.OperationalError as exc:
             raise StoreError(f"database read failed: {exc}") from exc
 
@@ -462,6 +457,21 @@ class SQLiteStore:
             "INSERT OR REPLACE INTO agents(backend, name, remote_id, content_hash) VALUES (?,?,?,?)",
             (backend, name, remote_id, content_hash),
         )
+
+
+def _apply_transaction(conn: sqlite3.Connection, statements: list[tuple[str, tuple[Any, ...]]]) -> int:
+    """On aiosqlite's thread: BEGIN, the statements, COMMIT (ROLLBACK on error); the last statement's row count."""
+    try:
+        conn.execute("BEGIN")
+        cursor = None
+        for sql, params in statements:
+            cursor = conn.execute(sql, params)
+        conn.execute("COMMIT")
+    except sqlite3.Error:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return cursor.rowcount if cursor is not None else 0
 
 
 def _missing_folder(path: str) -> str | None:
