@@ -8,6 +8,7 @@ progress on standard error, so it can be scripted.
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 import uuid
 from dataclasses import dataclass, field
@@ -32,6 +33,8 @@ from bot.types import (
     SubFinished,
     TurnRef,
 )
+
+log = logging.getLogger("switchboard.console")
 
 PLATFORM = "console"
 PROMPT = "you> "
@@ -157,5 +160,10 @@ async def chat(bot: BotLike, surface: ConsoleSurface, conversation: str, user: s
             await bot.accept(inbound)
         except InvalidInbound as exc:
             print(f"[not sent] {exc}", file=surface.err, flush=True)
+            continue
+        except Exception as exc:  # the engine could not store it (database full or read-only)
+            log.exception("accepting a console message failed")
+            print(f"[not sent] the message could not be stored ({exc}); please try again in a moment.",
+                  file=surface.err, flush=True)
             continue
         await surface.answered.get()

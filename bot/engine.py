@@ -285,7 +285,15 @@ class Bot:
             add_input_tokens=ctx.usage.input_tokens,
             add_output_tokens=ctx.usage.output_tokens,
         )
-        await self.store.record_reply(turn, update, MAIN_THREAD)
+        try:
+            await self.store.record_reply(turn, update, MAIN_THREAD)
+        except StoreError as exc:
+            if state != "delivering":
+                raise
+            # The database refuses writes (full, read-only): the user still gets this reply now. The turn stays
+            # unfinished in the database, so it resumes once writes work again and finds this reply on the
+            # platform (find_delivery) instead of posting a second one.
+            log.error("turn %s: its reply could not be recorded (%s); delivering it anyway", turn.id, exc)
         return dataclasses.replace(turn, state=state, reply_kind=update.reply_kind, reply_text=text)
 
     def _count_turn(self, outcome: str, elapsed: float, ctx: TurnContext) -> None:

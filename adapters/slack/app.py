@@ -12,13 +12,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
+import json
 import logging
+import time
+from collections.abc import Mapping
 from typing import Any
+from urllib.parse import parse_qs
 
 from aiohttp import web
-from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
+from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
@@ -27,6 +34,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
+from adapters.slack import constants as c
 from adapters.slack.admins import AdminCache
 from adapters.slack.keys import Lookup, ThreadRegistry
 from adapters.slack.listeners import Deps, register_all
@@ -217,6 +225,49 @@ class SlackAdapter:
         self.http_port = sockets[0].getsockname()[1] if sockets else self.settings.http_port
 
     async def _handle_http(self, request: web.Request) -> web.Response:
-        bolt_request = await to_bolt_request(request)
+        raw = await request.read()
+        refusal = refuse_request(raw, request.headers, self.settings.signing_secret or "")
+        if refusal is not None:
+            status, reason = refusal
+            log.warning("refused a request to %s with HTTP %d: %s", self.settings.http_path, status, reason)
+            return web.json_response({"error": reason}, status=status)
+        bolt_request = AsyncBoltRequest(
+            body=raw.decode("utf-8"), query=request.query_string, headers=request.headers  # type: ignore[arg-type]
+        )
         bolt_response = await self.app.async_dispatch(bolt_request)
         return await to_aiohttp_response(bolt_response)
+
+
+def refuse_request(raw: bytes, headers: Mapping[str, str], signing_secret: str) -> tuple[int, str] | None:
+    """Check an HTTP request before bolt sees it: 401 unless signed with our secret less than 5 minutes ago
+    (forged, replayed, tampered, unsigned), 400 when signed but not a well-formed Slack payload (bolt would fail
+    with a 500). None: let bolt handle it (it verifies the signature again)."""
+    timestamp = headers.get("X-Slack-Request-Timestamp", "")
+    signature = headers.get("X-Slack-Signature", "")
+    try:
+        age = abs(time.time() - int(timestamp))
+    except ValueError:
+        return 401, "missing or malformed X-Slack-Request-Timestamp"
+    if age > c.SIGNATURE_MAX_AGE_SECONDS:
+        return 401, "request timestamp too old or in the future (replayed?)"
+    digest = hmac.new(signing_secret.encode(), b"v0:" + timestamp.encode() + b":" + raw, hashlib.sha256)
+    if not signing_secret or not hmac.compare_digest(
+        f"v0={digest.hexdigest()}".encode(), signature.encode("utf-8", "surrogateescape")
+    ):
+        return 401, "invalid signature"
+    try:
+        text = raw.decode("utf-8")
+        if "application/json" in headers.get("Content-Type", "") or text.lstrip().startswith("{"):
+            body = json.loads(text)
+        else:
+            form = parse_qs(text, keep_blank_values=True)
+            if "command" in form or "ssl_check" in form:  # a slash command, Slack's SSL check
+                return None
+            body = json.loads(form["payload"][0]) if "payload" in form else None  # interactivity
+    except ValueError:  # not UTF-8, not JSON
+        return 400, "body is not a Slack payload"
+    if not isinstance(body, dict) or not isinstance(body.get("type"), str):
+        return 400, "body is not a Slack payload"
+    if not isinstance(body.get("event", {}), dict):
+        return 400, "body is not a Slack payload"
+    return None

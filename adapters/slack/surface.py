@@ -6,12 +6,14 @@ message metadata (crash recovery only: conversations.replies is heavily rate lim
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
+from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack import constants as c
@@ -76,9 +78,16 @@ class SlackSurface:
     async def find_delivery(self, turn: TurnRef) -> str | None:
         """Look for this turn's reply in its thread (by message metadata). Returns the ts of its first part when
         the whole reply is there; when only its first parts are, remembers where to resume and returns None.
-        Errors propagate: the caller must not assume "not delivered" when Slack could not be asked."""
+        Errors propagate: the caller must not assume "not delivered" when Slack could not be asked.
+
+        Only a resumed turn is looked for, so a message of ours without reply metadata posted after the turn's
+        message is a live preview an earlier life of the process left behind (turns of a conversation never
+        overlap): it is removed, or the user would keep a half-written answer beside the reply."""
         route = Route.from_mapping(turn.route)
         parts: dict[int, tuple[str, dict[str, Any]]] = {}
+        leftovers: list[str] = []
+        view = self._views.get(turn.id)
+        live = {view.stream_ts, view.placeholder_ts} if view is not None else set()
         cursor: str | None = None
         for _ in range(c.FIND_DELIVERY_MAX_PAGES):
             if route.thread_ts:
@@ -100,7 +109,12 @@ class SlackSurface:
             for msg in resp.get("messages") or []:
                 meta = msg.get("metadata") or {}
                 payload = meta.get("event_payload") or {}
-                if meta.get("event_type") != c.REPLY_METADATA_EVENT_TYPE or payload.get("turn_id") != turn.id:
+                if meta.get("event_type") != c.REPLY_METADATA_EVENT_TYPE:
+                    ts = str(msg.get("ts") or "")
+                    if self._from_us(msg) and ts not in live and _ts_after(ts, route.message_ts):
+                        leftovers.append(ts)
+                    continue
+                if payload.get("turn_id") != turn.id:
                     continue
                 if not self._from_us(msg):
                     continue
@@ -108,6 +122,7 @@ class SlackSurface:
             cursor = (resp.get("response_metadata") or {}).get("next_cursor") or None
             if not cursor:
                 break
+        await self._remove_leftovers(route.channel, leftovers)
         if not parts:
             return None
         if any(p.get("last") for _, p in parts.values()):
@@ -120,6 +135,16 @@ class SlackSurface:
         self._resume[turn.id] = Resume(first_ts=parts[1][0], end=int(parts[k][1].get("end", 0)), next_part=k + 1)
         return None
 
+    async def _remove_leftovers(self, channel: str, leftovers: list[str]) -> None:
+        for ts in leftovers:
+            with contextlib.suppress(SlackApiError):
+                await self.client.chat_stopStream(channel=channel, ts=ts)  # a stream still open: end it first
+            try:
+                await self.client.chat_delete(channel=channel, ts=ts)
+                log.info("removed a preview left by an interrupted turn in %s", channel)
+            except SlackApiError as e:
+                log.warning("could not remove a leftover preview in %s: %s", channel, e.response.get("error"))
+
     def _from_us(self, msg: dict[str, Any]) -> bool:
         me = self._bot_user_id()
         return bool(msg.get("bot_id")) or (me is not None and msg.get("user") == me)
@@ -128,3 +153,13 @@ class SlackSurface:
         for view in list(self._views.values()):
             await view._stop_flushing()
         await self.status.close()
+
+
+def _ts_after(ts: str, other: str) -> bool:
+    """Whether Slack timestamp `ts` ("1700000000.000100") is later than `other`; False when either is malformed."""
+    try:
+        seconds, _, micros = ts.partition(".")
+        other_seconds, _, other_micros = other.partition(".")
+        return (int(seconds), int(micros or 0)) > (int(other_seconds), int(other_micros or 0))
+    except ValueError:
+        return False

@@ -12,6 +12,7 @@ from benchmarks.soak import ConsolePlatform, soak_team
 from bot.config import TeamConfig
 from bot.engine import Bot, make_backend
 from bot.types import Inbound, Progress, Reply, TurnRef
+from storage.base import RunRecord
 from storage.sqlite import SQLiteStore
 
 WAIT = 20.0
@@ -52,9 +53,24 @@ def team(base_url: str, db: str | Path, **limits: Any) -> TeamConfig:
     return dataclasses.replace(cfg, limits=dataclasses.replace(cfg.limits, **limits))
 
 
+class RecordingStore(SQLiteStore):
+    """Tells a test when a run of an agent is durably recorded (`recorded[agent]` is set)."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        self.recorded: dict[str, asyncio.Event] = {}
+
+    def run_recorded(self, agent: str) -> asyncio.Event:
+        return self.recorded.setdefault(agent, asyncio.Event())
+
+    async def record_run(self, run: RunRecord) -> None:
+        await super().record_run(run)
+        self.run_recorded(run.agent).set()
+
+
 @asynccontextmanager
-async def running_bot(cfg: TeamConfig) -> AsyncIterator[tuple[Bot, Surface]]:
-    bot = Bot(cfg, SQLiteStore(cfg.db_path), make_backend(cfg))
+async def running_bot(cfg: TeamConfig, store: SQLiteStore | None = None) -> AsyncIterator[tuple[Bot, Surface]]:
+    bot = Bot(cfg, store or SQLiteStore(cfg.db_path), make_backend(cfg))
     surface = Surface()
     bot.add_surface(surface)
     await bot.start()

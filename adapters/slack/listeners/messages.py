@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 #: message_deleted, channel_join, ...) is ignored early
 USER_SUBTYPES = frozenset({None, "file_share", "thread_broadcast"})
 _HANDLED_MEMORY = 5_000
+ACCEPT_FAILED_TEXT = "Sorry, I could not take that message just now; please send it again in a moment."
 
 
 def strip_mentions(text: str, bot_user_id: str | None) -> str:
@@ -48,8 +49,9 @@ def mentions(text: str, bot_user_id: str | None) -> bool:
 
 
 def is_from_person(event: dict[str, Any], bot_user_id: str | None) -> bool:
-    if event.get("subtype") not in USER_SUBTYPES:
-        return False
+    subtype = event.get("subtype")
+    if subtype is not None and (not isinstance(subtype, str) or subtype not in USER_SUBTYPES):
+        return False  # (an unhashable subtype must not raise: the event is simply not a person writing)
     if event.get("bot_id") or event.get("bot_profile"):
         return False
     user = event.get("user")
@@ -137,6 +139,11 @@ class MessageHandler:
             self._remember(key)
             await self._tell(route, str(e))
             return "refused"
+        except Exception:  # the engine could not store it (database full or read-only): say so, do not go silent
+            log.exception("accepting message %s in %s failed", inbound.event_id, route.channel)
+            self._remember(key)
+            await self._tell(route, ACCEPT_FAILED_TEXT)
+            return "error"
         self._remember(key)
         self.deps.threads.add(inbound.conversation)
         if accepted.duplicate:
