@@ -9,41 +9,14 @@ import pytest
 
 from adapters.discord import DiscordAdapter
 from adapters.discord.rendering import PROGRESS_FOOTER
-from bot.config import AgentConfig, Limits, TeamConfig
 from bot.emulator import Emulator, Rule, Script, run_emulator
 from bot.engine import Bot, make_backend
 from bot.types import Reply, TurnRef
 from storage.sqlite import SQLiteStore
 from tests.discord.conftest import World
+from tests.engine.harness import team
 
-FAST = Limits(
-    max_parallel=4,
-    retry_budget=6,
-    run_timeout=60,
-    queued_timeout=0.5,
-    lock_wait=2.0,
-    backoff_base=0.01,
-    backoff_max=0.05,
-    poll_interval=0.02,
-    stream_idle_timeout=5.0,
-)
 MESSAGES = "/channels/{channel_id}/messages"
-
-
-def make_team(base_url: str, db: Path) -> TeamConfig:
-    subs = tuple(
-        AgentConfig(name=n, instructions=f"You are the {n}.", model="emu-1", description=f"The {n}.")
-        for n in ("researcher", "critic")
-    )
-    return TeamConfig(
-        proxy=AgentConfig(name="proxy", instructions="You are the proxy.", model="emu-1"),
-        subs=subs,
-        limits=FAST,
-        db_path=str(db),
-        base_url=base_url,
-        api_key="sk-test-not-a-real-key",
-    )
-
 
 Engine = Callable[[], Awaitable[tuple[Bot, DiscordAdapter]]]
 
@@ -60,7 +33,7 @@ async def engine(emu: Emulator, world: World, tmp_path: Path) -> AsyncIterator[E
     bots: list[Bot] = []
 
     async def start() -> tuple[Bot, DiscordAdapter]:
-        cfg = make_team(emu.base_url, tmp_path / "switchboard.db")
+        cfg = team(emu.base_url, tmp_path / "switchboard.db")
         bot = Bot(cfg, SQLiteStore(cfg.db_path), make_backend(cfg))
         adapter = DiscordAdapter(bot, world.settings(), clock=world.clock)
         adapter.messages.observers.append(world.outcomes)

@@ -9,39 +9,12 @@ import pytest
 
 from adapters.slack import SlackAdapter
 from adapters.slack import constants as c
-from bot.config import AgentConfig, Limits, TeamConfig
 from bot.emulator import Emulator, Rule, Script, run_emulator
 from bot.engine import Bot, make_backend
 from storage.sqlite import SQLiteStore
+from tests.engine.harness import team
 from tests.fakes.slack_api import FakeSlack, statuses
 from tests.slack.conftest import HttpSender, Outcomes, settings_for
-
-FAST = Limits(
-    max_parallel=4,
-    retry_budget=6,
-    run_timeout=60,
-    queued_timeout=0.5,
-    lock_wait=2.0,
-    backoff_base=0.01,
-    backoff_max=0.05,
-    poll_interval=0.02,
-    stream_idle_timeout=5.0,
-)
-
-
-def make_team(base_url: str, db: Path) -> TeamConfig:
-    subs = tuple(
-        AgentConfig(name=n, instructions=f"You are the {n}.", model="emu-1", description=f"The {n}.")
-        for n in ("researcher", "critic")
-    )
-    return TeamConfig(
-        proxy=AgentConfig(name="proxy", instructions="You are the proxy.", model="emu-1"),
-        subs=subs,
-        limits=FAST,
-        db_path=str(db),
-        base_url=base_url,
-        api_key="sk-test-not-a-real-key",
-    )
 
 
 @pytest.fixture
@@ -52,7 +25,7 @@ async def emu() -> AsyncIterator[Emulator]:
 
 @pytest.fixture
 async def engine(emu: Emulator, tmp_path: Path) -> AsyncIterator[Bot]:
-    cfg = make_team(emu.base_url, tmp_path / "switchboard.db")
+    cfg = team(emu.base_url, tmp_path / "switchboard.db")
     bot = Bot(cfg, SQLiteStore(cfg.db_path), make_backend(cfg))
     yield bot
     await bot.stop()
