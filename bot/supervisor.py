@@ -303,8 +303,11 @@ class Supervisor:
             await asyncio.sleep(self.limits.poll_interval if state.poll_after is None else state.poll_after)
 
     async def _record(self, scope: Scope, request: RunRequest, state: RunState) -> None:
+        # A scope's first run has nothing on record to supersede: a scope with records is resumed through
+        # `follow`, which adds the recorded run first. Skipping the lookup saves a database trip per run.
+        first = not scope.run_ids
         scope.run_ids.add(state.id)
-        previous = await self.store.latest_run(scope.turn_id, scope.path)
+        previous = None if first else await self.store.latest_run(scope.turn_id, scope.path)
         if previous is not None and previous.remote_id != state.id and previous.status not in ("completed",):
             await self.store.update_run(previous.remote_id, status="superseded")
         await self.store.record_run(
