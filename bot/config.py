@@ -6,6 +6,7 @@ Secrets and endpoints come from the environment with the ecosystem's usual names
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
@@ -114,6 +115,8 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not UTF-8 text") from None
+    except OSError as exc:  # a directory, no permission...
+        raise ConfigError(f"{path}: cannot read the team file ({exc.strerror or exc})") from None
     return parse_config(raw, env=env)
 
 
@@ -219,7 +222,9 @@ def _agent(table: Any, where: str, sub: bool = False) -> AgentConfig:
     if not isinstance(delegates, list) or not all(isinstance(d, str) for d in delegates):
         raise ConfigError(f"{where}.delegates: must be a list of sub-assistant names")
     tools = table.get("tools", [])
-    if not isinstance(tools, list) or not all(isinstance(t, Mapping) and "type" in t for t in tools):
+    if not isinstance(tools, list) or not all(
+        isinstance(t, Mapping) and isinstance(t.get("type"), str) and t["type"].strip() for t in tools
+    ):
         raise ConfigError(f"{where}.tools: must be a list of tables with a `type` (e.g. {{type = \"web_search\"}})")
     for t in tools:
         if t["type"] == "function":
@@ -244,6 +249,8 @@ def _limits(table: Mapping[str, Any]) -> Limits:
         value = table[key]
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"limits.{key}: must be a number")
+        if not math.isfinite(value):  # TOML has inf and nan; a nan delay or timeout breaks every turn at runtime
+            raise ConfigError(f"limits.{key}: must be a finite number, not {value}")
         if isinstance(default, int) and not isinstance(value, int):
             raise ConfigError(f"limits.{key}: must be a whole number")
         if (value <= 0 and key != "retry_budget") or value < 0:

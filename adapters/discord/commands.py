@@ -44,6 +44,7 @@ NEED_MANAGE_SERVER = "You need the **Manage Server** permission to use this comm
 GUILD_ONLY = "This command only works inside a server."
 COMMAND_FAILED = "Something went wrong while running that command; the error was logged for the operator."
 ACCEPT_FAILED = "Sorry, I could not take that question just now. Please try again in a moment."
+UNKNOWN_COMMAND = "This bot has no such command any more (Discord may still list an old one). Try `/help`."
 RESET_ALL_UNCONFIRMED = "Nothing was reset. Run `/admin reset-all confirm:True` to reset every conversation."
 
 
@@ -99,6 +100,11 @@ class SwitchboardTree(app_commands.CommandTree):
             )
         elif isinstance(error, app_commands.NoPrivateMessage):
             text = GUILD_ONLY
+        elif isinstance(error, app_commands.CommandNotFound | app_commands.CommandSignatureMismatch):
+            # still registered on Discord (an older version's command, or its options changed): not our failure
+            log.warning("/%s from user %s is not a command of this version: %s", _name(interaction),
+                        interaction.user.id, error)
+            text = UNKNOWN_COMMAND
         elif isinstance(error, app_commands.CheckFailure):
             text = "You are not allowed to use this command here."
         else:
