@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from bot.backends.base import (
+    SETTLED,
     Backend,
     BackendError,
     Delta,
@@ -124,8 +125,11 @@ class Supervisor:
     async def follow(self, scope: Scope, request: RunRequest, record: RunRecord) -> RunState:
         """After a restart: watch a run recorded before the crash, then continue as `settle` would."""
         scope.run_ids.add(record.remote_id)
+        # A run recorded as settled has nothing more to stream: retrieve it at once (resuming its stream would
+        # end empty, three times, before falling back to that).
+        last_seq = None if record.status in SETTLED else record.last_seq
         try:
-            state = await self._poll_or_resume(scope, request, record.remote_id, record.last_seq)
+            state = await self._poll_or_resume(scope, request, record.remote_id, last_seq)
             return await self._judge(scope, state)
         except (_Recreate, RunGone, StreamDropped, Transient) as exc:
             reason = getattr(exc, "reason", "run_lost")
