@@ -334,12 +334,12 @@ class Supervisor:
     async def _wait_for_lock(self, scope: Scope, request: RunRequest, exc: ThreadLocked) -> None:
         """Wait for whoever holds the thread; cancel the holder only when it is a stale run of our own."""
         holders = [exc.holder] if exc.holder else await self.backend.active_runs(request.thread_id)
-        ours = [h for h in holders if h in scope.run_ids]
-        if not holders:
-            # The provider names no holder (Responses): a run of ours still recorded as running on this thread is
-            # stale (its thread's work is serialised), e.g. one stuck in queued whose cancel did not go through.
-            ours = [r.remote_id for r in await self.store.active_runs()
-                    if r.thread_id == request.thread_id and r.status in ("queued", "in_progress")]
+        # A run of ours still recorded as live on this thread is stale (a thread's work is serialised): one stuck
+        # in queued whose cancel did not go through, or one a failed turn left waiting for tool outputs.
+        recorded = [r for r in await self.store.active_runs() if r.thread_id == request.thread_id]
+        ours = [h for h in holders if h in scope.run_ids or any(r.remote_id == h for r in recorded)]
+        if not holders:  # the provider names no holder (Responses): those of ours that may still be running
+            ours = [r.remote_id for r in recorded if r.status in ("queued", "in_progress")]
         for holder in ours:
             await self.cancel_quietly(holder, request.thread_id)
         await self._recover(scope, "thread_locked", min(self.limits.backoff_max, self.limits.lock_wait / 8))

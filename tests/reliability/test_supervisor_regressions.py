@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from bot.emulator import ManualClock, Rule, Script, run_emulator
 from tests.reliability.helpers import message, running_bot, team
 
@@ -62,3 +64,24 @@ async def test_a_transient_error_while_resuming_keeps_watching_the_same_run(tmp_
         [only] = proxy_responses(emu)  # no second run was started
         assert only.status == "completed"
         assert [e.reason for e in surface.events if e.kind == "retrying"] == ["rate_limit", "rate_limit"]
+
+
+async def test_a_run_left_waiting_for_tool_outputs_by_a_failed_turn_does_not_lock_out_the_next_turn(tmp_path):
+    """4. (Assistants) A turn that failed while its proxy run waited for tool outputs left that run holding the
+    thread (runs keep it locked until they expire, 10 minutes): every later turn met "already has an active run",
+    a run not of its own scope, and failed too once its budget was spent."""
+    async with run_emulator(retry_after=0.01) as emu:
+        emu.faults.http_error(429, method="POST", path="/v1/threads/*/runs/*/submit_tool_outputs", count=7)
+        cfg = team(emu.base_url, tmp_path / "db")
+        cfg = dataclasses.replace(cfg, backend="assistants")
+        async with running_bot(cfg) as (bot, surface):
+            await bot.accept(message("ask the critic about plan A"))
+            await surface.wait_for(1)
+            await bot.accept(message("hello again"))
+            await surface.wait_for(2)
+            await bot.idle()
+        first, second = surface.posted
+        assert first.kind == "failure" and "rate-limiting" in first.text  # the budget was spent on the submit
+        assert (second.kind, second.text) == ("answer", "You said: hello again")
+        stale = next(r for r in emu.runs.values() if r.agent == "proxy")
+        assert stale.status == "cancelled"
