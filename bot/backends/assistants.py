@@ -69,7 +69,7 @@ from bot.backends.base import (
     TranscriptItem,
     Transient,
 )
-from bot.backends.openai_errors import NotFoundMeans, provider_errors, translate
+from bot.backends.openai_errors import NotFoundMeans, close_sdk_stream, provider_errors, translate
 from bot.backends.responses import results_as_text
 from bot.config import AgentConfig, TeamConfig
 from bot.types import Usage
@@ -433,10 +433,7 @@ class ThreadRunStream:
         self._texts: dict[str, str] = {}
 
     async def aclose(self) -> None:
-        try:
-            await self._stream.close()
-        except Exception:  # closing a broken stream may fail again; nothing to do about it
-            pass
+        await close_sdk_stream(self._stream)
 
     def __aiter__(self) -> AsyncIterator[RunEvent]:
         return self._events()

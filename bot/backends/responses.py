@@ -28,7 +28,7 @@ from bot.backends.base import (
     ToolCall,
     TranscriptItem,
 )
-from bot.backends.openai_errors import provider_errors, translate
+from bot.backends.openai_errors import close_sdk_stream, provider_errors, translate
 from bot.types import Usage
 
 MAX_ITEMS_PER_CALL = 20  # conversations.create and items.create take at most 20 items
@@ -147,20 +147,7 @@ class ResponseStream:
         self.last_seq = last_seq
 
     async def aclose(self) -> None:
-        try:
-            await self._stream.close()
-        except Exception:  # closing a broken stream may fail again; nothing to do about it
-            pass
-        # Close the SDK's event generator too. We stop reading at the terminal event, which leaves it suspended,
-        # holding its stream in a reference cycle (~150 objects per run: response, decoder, headers...) that only
-        # the cycle collector frees; at 100 turns/s that garbage drove full collections of 50-200 ms
-        # (benchmarks/performance.py, p99 overhead).
-        iterator = getattr(self._stream, "_iterator", None)
-        if iterator is not None:
-            try:
-                await iterator.aclose()
-            except Exception:  # already running or broken: the collector frees it as before
-                pass
+        await close_sdk_stream(self._stream)
 
     def __aiter__(self) -> AsyncIterator[RunEvent]:
         return self._events()
