@@ -17,9 +17,8 @@ from typing import Any
 import aiohttp
 
 from bot.config import AgentConfig, Limits, TeamConfig
-from bot.engine import Bot, make_backend
+from bot.engine import Bot
 from bot.types import Inbound, Progress, Reply, TurnRef
-from storage.sqlite import SQLiteStore
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -89,14 +88,11 @@ class TimingSurface:
 
 @asynccontextmanager
 async def bench_bot(team: TeamConfig) -> AsyncIterator[tuple[Bot, TimingSurface]]:
-    bot = Bot(team, SQLiteStore(team.db_path), make_backend(team))
+    bot = Bot.from_config(team)
     surface = TimingSurface()
     bot.add_surface(surface)
-    await bot.start()
-    try:
+    async with bot.running():
         yield bot, surface
-    finally:
-        await bot.stop()
 
 
 async def emulator_seconds(bot: Bot, base_url: str, turn_ids: list[str], first_turns: bool) -> dict[str, float]:

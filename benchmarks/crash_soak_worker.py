@@ -25,9 +25,8 @@ import aiohttp
 
 from adapters.slack import SlackAdapter
 from benchmarks.soak import FailureLog, slack_settings, soak_team
-from bot.engine import Bot, make_backend
+from bot.engine import Bot
 from bot.types import Inbound, InvalidInbound, Progress, Reply, TurnRef
-from storage.sqlite import SQLiteStore
 
 
 def say(*parts: object) -> None:
@@ -117,7 +116,7 @@ async def main() -> None:
     fake = SimpleNamespace(bot_token="xoxb-fake", app_token="xapp-1-fake", signing_secret="fake-signing-secret",
                            api_url=args.slack_api_url)
     cfg = soak_team(args.base_url, args.db, args.backend)
-    bot = Bot(cfg, SQLiteStore(cfg.db_path), make_backend(cfg))
+    bot = Bot.from_config(cfg)
     session = aiohttp.ClientSession()
     bot.add_surface(ConsoleWebhook(args.console_url, session))
     socket_adapter = SlackAdapter(bot, slack_settings(fake, "socket")) if args.socket else None  # type: ignore[arg-type]

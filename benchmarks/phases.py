@@ -76,7 +76,7 @@ class Memory:
 @asynccontextmanager
 async def engine(url: str, subs: int = 1) -> AsyncIterator[tuple[Bot, LoadSurface]]:
     team = make_team(url, temp_db(), subs=subs)
-    bot = Bot(team, SQLiteStore(team.db_path), make_backend(team))
+    bot = Bot.from_config(team)
     surface = LoadSurface()
     bot.add_surface(surface)
     await bot.start()

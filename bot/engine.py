@@ -15,9 +15,11 @@ each acknowledged message is answered exactly once (or told plainly why not).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import httpx2
@@ -153,6 +155,15 @@ class Bot:
             self._lock.release()
             self._lock = None
         self._started = False
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[Bot]:
+        """`async with bot.running():` start, and stop however the block ends."""
+        await self.start()
+        try:
+            yield self
+        finally:
+            await self.stop()
 
     async def idle(self) -> None:
         await self.mailbox.idle()

@@ -13,7 +13,7 @@ import pytest
 from bot.admin_socket import AlreadyRunning
 from bot.doctor import run_doctor
 from bot.emulator import Rule, Script, run_emulator
-from bot.engine import Bot, make_backend
+from bot.engine import Bot
 from storage.sqlite import SQLiteStore
 from tests.engine.harness import inbound, running_bot, team
 from tests.fakes.discord_server import FakeDiscord
@@ -85,7 +85,7 @@ async def test_cli_reset_and_audit_work_offline_when_no_bot_runs(emu, tmp_path):
 async def test_one_bot_per_database(emu, tmp_path):
     cfg = team(emu.base_url, tmp_path / "db")
     async with running_bot(cfg):
-        second = Bot(cfg, SQLiteStore(cfg.db_path), make_backend(cfg))
+        second = Bot.from_config(cfg)
         with pytest.raises(AlreadyRunning, match="another Switchboard process"):
             await second.start()
 

@@ -10,9 +10,8 @@ import pytest
 from adapters.discord import DiscordAdapter
 from adapters.discord.rendering import PROGRESS_FOOTER
 from bot.emulator import Emulator, Rule, Script, run_emulator
-from bot.engine import Bot, make_backend
+from bot.engine import Bot
 from bot.types import Reply, TurnRef
-from storage.sqlite import SQLiteStore
 from tests.discord.conftest import World
 from tests.engine.harness import team
 
@@ -34,7 +33,7 @@ async def engine(emu: Emulator, world: World, tmp_path: Path) -> AsyncIterator[E
 
     async def start() -> tuple[Bot, DiscordAdapter]:
         cfg = team(emu.base_url, tmp_path / "switchboard.db")
-        bot = Bot(cfg, SQLiteStore(cfg.db_path), make_backend(cfg))
+        bot = Bot.from_config(cfg)
         adapter = DiscordAdapter(bot, world.settings(), clock=world.clock)
         adapter.messages.observers.append(world.outcomes)
         world.adapters.append(adapter)

@@ -14,9 +14,8 @@ from typing import Any
 from bot.backends.assistants import TAG_KEY
 from bot.config import AgentConfig, Limits, TeamConfig
 from bot.emulator import Emulator
-from bot.engine import Bot, make_backend
+from bot.engine import Bot
 from bot.types import Inbound, Progress, Reply, TurnRef
-from storage.sqlite import SQLiteStore
 
 WAIT_SECONDS = 20.0
 BACKENDS = ("responses", "assistants")
@@ -112,14 +111,11 @@ def inbound(text: str, conversation: str = "console:test:c1", user: str = "u1", 
 
 @asynccontextmanager
 async def running_bot(cfg: TeamConfig) -> AsyncIterator[tuple[Bot, RecordingSurface]]:
-    bot = Bot(cfg, SQLiteStore(cfg.db_path), make_backend(cfg))
+    bot = Bot.from_config(cfg)
     surface = RecordingSurface()
     bot.add_surface(surface)
-    await bot.start()
-    try:
+    async with bot.running():
         yield bot, surface
-    finally:
-        await bot.stop()
 
 
 def item_text(item: dict[str, Any]) -> str:

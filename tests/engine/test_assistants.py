@@ -17,7 +17,7 @@ import openai
 from bot.backends import assistants as assistants_module
 from bot.backends.assistants import TAG_KEY, AssistantsBackend
 from bot.emulator import ManualClock, Rule, Script, run_emulator
-from bot.engine import Bot, make_backend
+from bot.engine import Bot
 from storage.sqlite import SQLiteStore
 from tests.engine.harness import (
     RecordingSurface,
@@ -259,7 +259,7 @@ async def test_restart_after_the_proxy_run_expired_reuses_the_finished_results(t
     scripts = {"proxy": Script(rules=[RESULTS_RULE]), "critic": Script(rules=[Rule(delay=500.0)])}
     async with run_emulator(clock=clock, scripts=scripts, expiry_seconds=600, retry_after=0.01) as emu:
         cfg = team(emu.base_url, tmp_path / "db", backend="assistants")
-        first = Bot(cfg, SQLiteStore(cfg.db_path), make_backend(cfg))
+        first = Bot.from_config(cfg)
         first.add_surface(RecordingSurface())
         await first.start()
         await first.accept(inbound("ask the critic about the plan"))

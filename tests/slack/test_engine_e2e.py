@@ -10,8 +10,7 @@ import pytest
 from adapters.slack import SlackAdapter
 from adapters.slack import constants as c
 from bot.emulator import Emulator, Rule, Script, run_emulator
-from bot.engine import Bot, make_backend
-from storage.sqlite import SQLiteStore
+from bot.engine import Bot
 from tests.engine.harness import team
 from tests.fakes.slack_api import FakeSlack, statuses
 from tests.slack.conftest import HttpSender, Outcomes, settings_for
@@ -26,7 +25,7 @@ async def emu() -> AsyncIterator[Emulator]:
 @pytest.fixture
 async def engine(emu: Emulator, tmp_path: Path) -> AsyncIterator[Bot]:
     cfg = team(emu.base_url, tmp_path / "switchboard.db")
-    bot = Bot(cfg, SQLiteStore(cfg.db_path), make_backend(cfg))
+    bot = Bot.from_config(cfg)
     yield bot
     await bot.stop()
 
