@@ -7,13 +7,24 @@ reuses finished sub-assistant results and re-attaches to runs still going.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from bot.backends.base import Backend, RunInput, RunRequest, RunState, ToolCall, ToolResult, TranscriptItem
+from bot.backends.base import (
+    Backend,
+    BackendError,
+    RunInput,
+    RunRequest,
+    RunState,
+    ToolCall,
+    ToolResult,
+    TranscriptItem,
+    results_as_text,
+)
 from bot.config import AgentConfig, TeamConfig
 from bot.supervisor import RunFailed, Scope, Supervisor
 from bot.types import Delegated, Progress, Retrying, SubFinished, TextDelta, Usage
@@ -110,9 +121,7 @@ class Orchestrator:
             async with asyncio.timeout(limit):
                 return await self._run_agent_unbounded(ctx, scope_path, agent, thread_path, first, depth)
         except TimeoutError:
-            for run in await self.store.active_runs(ctx.turn.id):
-                if run.scope.startswith(scope_path):
-                    await self.supervisor.cancel_quietly(run.remote_id, run.thread_id)
+            await self._cancel_runs_of(ctx, scope_path)
             raise RunFailed(f"The {agent.name} assistant took longer than {limit:g} s, so I stopped it.",
                             "run_timeout") from None
 
@@ -120,6 +129,7 @@ class Orchestrator:
         self, ctx: TurnContext, scope_path: str, agent: AgentConfig, thread_path: str, first: RunInput, depth: int
     ) -> RunState:
         tools = self._tools_for(agent, depth)
+        finished: dict[str, ToolResult] = {}  # every result this invocation produced, for a rebuilt thread
 
         async def on_retry(reason: str, attempt: int) -> None:
             ctx.retries += 1
@@ -128,8 +138,15 @@ class Orchestrator:
         async def on_delta(text: str) -> None:
             await ctx.emit(TextDelta(text))
 
-        async def rebuild() -> str:
-            return await self._new_thread(ctx, thread_path)
+        async def rebuild(request: RunRequest) -> RunRequest:
+            thread_id = await self._new_thread(ctx, thread_path)
+            if not request.input.results:
+                return dataclasses.replace(request, thread_id=thread_id)
+            # The new thread never saw this turn's input nor the calls these results answer: it gets both as
+            # messages (tool outputs for calls it does not know would be refused).
+            results = {**finished, **{r.call_id: r for r in request.input.results}}
+            handover = RunInput((*first.messages, results_as_text(list(results.values()))))
+            return dataclasses.replace(request, thread_id=thread_id, input=handover)
 
         scope = Scope(
             turn_id=ctx.turn.id,
@@ -152,14 +169,50 @@ class Orchestrator:
         while state.status == "requires_action":
             if scope_path == PROXY_SCOPE:
                 await self.store.update_turn(ctx.turn.id, TurnUpdate(state="awaiting_tools"))
-            step = Step(ctx, scope_path, thread_path, agent, depth, asyncio.Semaphore(self.team.limits.max_parallel))
-            results = list(await asyncio.gather(*(self._one_call(step, call) for call in state.tool_calls)))
-            if scope_path == PROXY_SCOPE:
-                await self.store.update_turn(ctx.turn.id, TurnUpdate(state="running"))
-            request = RunRequest(request.thread_id, agent, tools, RunInput(results=tuple(results)), metadata)
-            state = await self.supervisor.settle(scope, request, prior=state)
+            try:
+                results = await self._fan_out(ctx, scope_path, thread_path, agent, depth, state.tool_calls)
+                finished.update((r.call_id, r) for r in results)
+                if scope_path == PROXY_SCOPE:
+                    await self.store.update_turn(ctx.turn.id, TurnUpdate(state="running"))
+                # the thread the run settled on: the supervisor may have rebuilt it since `request` was made
+                request = RunRequest(state.thread_id, agent, tools, RunInput(results=tuple(results)), metadata)
+                state = await self.supervisor.settle(scope, request, prior=state)
+            except Exception:
+                await self._abandon(state)
+                raise
             ctx.usage += state.usage
         return state
+
+    async def _abandon(self, state: RunState) -> None:
+        """This invocation failed while `state` waited for outputs: close its calls now, so the thread is ready for
+        the next turn (best effort; a thread left stuck is still freed when the next run meets it)."""
+        try:
+            async with asyncio.timeout(self.team.limits.stream_idle_timeout):
+                await asyncio.shield(self.backend.abandon(state))
+        except (BackendError, TimeoutError) as exc:
+            log.info("could not close the calls of run %s: %s", state.id, exc)
+
+    async def _fan_out(
+        self, ctx: TurnContext, scope_path: str, thread_path: str, caller: AgentConfig, depth: int,
+        calls: tuple[ToolCall, ...],
+    ) -> list[ToolResult]:
+        """Every call of one requires_action step, concurrently. A call that fails becomes an error result for the
+        caller; if recording one fails (the database), its siblings are cancelled along with their remote runs."""
+        step = Step(ctx, scope_path, thread_path, caller, depth, asyncio.Semaphore(self.team.limits.max_parallel))
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(self._one_call(step, call)) for call in calls]
+        except BaseExceptionGroup as failed:
+            for call in calls:
+                await self._cancel_runs_of(ctx, f"{scope_path}/{call.call_id}")
+            raise failed.exceptions[0] from None
+        return [task.result() for task in tasks]
+
+    async def _cancel_runs_of(self, ctx: TurnContext, scope_path: str) -> None:
+        """Cancel the live runs of a scope and of every scope below it (its delegations)."""
+        for run in await self.store.active_runs(ctx.turn.id):
+            if run.scope == scope_path or run.scope.startswith(scope_path + "/"):
+                await self.supervisor.cancel_quietly(run.remote_id, run.thread_id)
 
     def _tools_for(self, agent: AgentConfig, depth: int) -> list[dict[str, object]]:
         tools: list[dict[str, object]] = [dict(t) for t in agent.tools]
@@ -214,6 +267,13 @@ class Orchestrator:
             log.warning("sub-assistant %s failed in turn %s: %s", sub.name, ctx.turn.id, exc)
             await ctx.emit(SubFinished(sub=sub.name, call_id=call.call_id, ok=False))
             return f"ERROR: the {sub.name} assistant could not finish this task ({exc.user_text}).", False
+        except Exception:
+            # Anything else (a provider answer we do not understand, a bug) fails this call only: its siblings go
+            # on, and the caller is told plainly, as for any failed sub-assistant.
+            log.exception("sub-assistant %s crashed in turn %s", sub.name, ctx.turn.id)
+            await self._cancel_runs_of(ctx, sub_scope)
+            await ctx.emit(SubFinished(sub=sub.name, call_id=call.call_id, ok=False))
+            return f"ERROR: the {sub.name} assistant could not finish this task (an internal error).", False
         text = state.text or "(no answer)"
         if state.status == "incomplete":
             text += f"\n[cut short by the provider: {state.incomplete_reason or 'limit reached'}]"

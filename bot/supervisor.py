@@ -43,6 +43,7 @@ T = TypeVar("T")
 
 RETRYABLE_RUN_ERRORS = {"server_error", "rate_limit_exceeded"}
 MAX_STREAM_RESUMES = 3
+DROPPED_BEFORE_CREATED = "stream_dropped_before_created"
 
 
 class RunFailed(Exception):
@@ -70,7 +71,8 @@ class Scope:
     turn_id: str
     path: str
     agent: str
-    rebuild_thread: Callable[[], Awaitable[str]]  # recreate the remote thread from the local transcript
+    # Recreate the remote thread from the local transcript; returns the request to send there instead.
+    rebuild_thread: Callable[[RunRequest], Awaitable[RunRequest]]
     on_retry: Callable[[str, int], Awaitable[None]]
     on_delta: Callable[[str], Awaitable[None]] | None = None
     attempts: int = 0
@@ -99,21 +101,31 @@ class Supervisor:
                 return await self._judge(scope, state)
             except _Recreate as exc:
                 await self._recover(scope, exc.reason, exc.retry_after)
-                submit_to = None
+                if exc.reason != DROPPED_BEFORE_CREATED:
+                    submit_to = None  # else: send the same outputs again; the run itself may never have had them
             except ThreadLocked as exc:
                 await self._wait_for_lock(scope, request, exc)
             except ThreadGone:
                 await self._recover(scope, "thread_gone")
-                request.thread_id = await scope.rebuild_thread()
+                request = await scope.rebuild_thread(request)
+                submit_to = None
+            except RunGone:
+                await self._recover(scope, "run_gone")
                 submit_to = None
             except StuckToolCall as exc:
                 await self._recover(scope, "stuck_tool_call")
                 try:
-                    await self.backend.answer_stuck_call(request.thread_id, exc.call_id)
+                    await self.backend.answer_stuck_calls(request.thread_id, exc.call_id)
                 except BackendError:
-                    request.thread_id = await scope.rebuild_thread()
+                    request = await scope.rebuild_thread(request)
                 submit_to = None
             except OutputsRejected:
+                if submit_to is not None:
+                    # A resent submit meets a run that already took the outputs (the first answer was lost): watch
+                    # that run instead of starting a second one.
+                    state = await self._took_outputs(scope, request, submit_to)
+                    if state is not None:
+                        return await self._judge(scope, state)
                 # e.g. the run expired while sub-assistants worked: a new run receives the finished results.
                 await self._recover(scope, "outputs_rejected")
                 submit_to = None
@@ -136,7 +148,7 @@ class Supervisor:
             await self._recover(scope, reason if isinstance(reason, str) else "run_lost")
         except ThreadGone:
             await self._recover(scope, "thread_gone")
-            request.thread_id = await scope.rebuild_thread()
+            request = await scope.rebuild_thread(request)
         except Permanent as exc:
             raise RunFailed(exc.user_text, exc.reason) from exc
         return await self.settle(scope, request)
@@ -200,16 +212,19 @@ class Supervisor:
             stream = await self.backend.start(request)
         iterator = aiter(stream)
         first: list[RunEvent] = []
+        dropped: StreamDropped | None = None
         try:
             async with asyncio.timeout(self.limits.stream_idle_timeout):
                 while not first or not isinstance(first[-1], Snapshot):
                     first.append(await anext(iterator))
         except (StopAsyncIteration, TimeoutError):
             pass  # watching the stream turns this into a dropped stream, with the usual recovery
+        except StreamDropped as exc:
+            dropped = exc  # before the run was named, or after events that carry no snapshot: watched the same way
         except BaseException:
             await stream.aclose()
             raise
-        opened = _Opened(stream, iterator, first)
+        opened = _Opened(stream, iterator, first, dropped)
         if first and isinstance(first[-1], Snapshot):
             await self._record(scope, request, first[-1].state)
             opened.recorded = True
@@ -221,8 +236,10 @@ class Supervisor:
         except StreamDropped as drop:
             run_id = drop.run_id or stream.run_id
             if run_id is None:
-                # We never learnt the run's id: if it exists it holds the thread, and the lock path will find it.
-                raise _Recreate("stream_dropped_before_created") from drop
+                # We never learnt the run's id. Starting again finds it where the provider can list a thread's runs
+                # (Assistants adopts it by its input key); elsewhere, if it exists, it holds the thread until it
+                # ends, and the lock path waits for it.
+                raise _Recreate(DROPPED_BEFORE_CREATED) from drop
             self._count("stream_dropped")
             return await self._poll_or_resume(scope, request, run_id, drop.last_seq)
 
@@ -331,6 +348,19 @@ class Supervisor:
 
     # ---- recovery helpers ----
 
+    async def _took_outputs(self, scope: Scope, request: RunRequest, prior: RunState) -> RunState | None:
+        """The run `prior` if it moved on from waiting for our outputs (so it has them), watched to its end."""
+        try:
+            state = await self.backend.retrieve(prior.id, request.thread_id)
+        except BackendError:
+            return None
+        if state.status in ("requires_action", "expired", "cancelled", "cancelling", "failed"):
+            return None  # it never got them (or cannot use them): a new run receives them
+        if state.settled:
+            await self._settled(state)
+            return state
+        return await self._poll_or_resume(scope, request, prior.id, None)
+
     async def _wait_for_lock(self, scope: Scope, request: RunRequest, exc: ThreadLocked) -> None:
         """Wait for whoever holds the thread; cancel the holder only when it is a stale run of our own."""
         holders = [exc.holder] if exc.holder else await self.backend.active_runs(request.thread_id)
@@ -388,12 +418,20 @@ class Supervisor:
 
 
 class _Opened:
-    """A run's stream whose first events were already read (to learn and record the run's id); replays them."""
+    """A run's stream whose first events were already read (to learn and record the run's id); replays them, then
+    the rest, or the drop that cut the stream while they were read."""
 
-    def __init__(self, stream: RunStream, iterator: AsyncIterator[RunEvent], first: list[RunEvent]) -> None:
+    def __init__(
+        self,
+        stream: RunStream,
+        iterator: AsyncIterator[RunEvent],
+        first: list[RunEvent],
+        dropped: StreamDropped | None = None,
+    ) -> None:
         self._stream = stream
         self._iterator = iterator
         self._first = first
+        self._dropped = dropped
         self.recorded = False
 
     @property
@@ -406,6 +444,8 @@ class _Opened:
     async def _events(self) -> AsyncIterator[RunEvent]:
         for event in self._first:
             yield event
+        if self._dropped is not None:
+            raise self._dropped
         async for event in self._iterator:
             yield event
 

@@ -68,9 +68,9 @@ from bot.backends.base import (
     ToolCall,
     TranscriptItem,
     Transient,
+    results_as_text,
 )
 from bot.backends.openai_errors import NotFoundMeans, close_sdk_stream, provider_errors, translate
-from bot.backends.responses import results_as_text
 from bot.config import AgentConfig, TeamConfig
 from bot.types import Usage
 from storage.base import Store
@@ -277,8 +277,11 @@ class AssistantsBackend:
         async with provider_errors():
             await self.client.delete(f"/threads/{thread_id}", cast_to=object)
 
-    async def answer_stuck_call(self, thread_id: str, call_id: str) -> None:
+    async def answer_stuck_calls(self, thread_id: str, call_id: str) -> None:
         return None  # threads have no stuck-call state: a run waiting for outputs holds the lock until it ends
+
+    async def abandon(self, state: RunState) -> None:
+        await self.cancel(state.id, state.thread_id)  # else it holds the thread until it expires (10 minutes)
 
     async def active_runs(self, thread_id: str) -> list[str]:
         return [run["id"] for run in await self._recent_runs(thread_id) if run.get("status") in ALIVE | {"cancelling"}]
@@ -561,7 +564,7 @@ def input_key(request: RunRequest) -> str:
 def _input_messages(request: RunRequest, key: str) -> list[dict[str, Any]]:
     texts: list[str] = []
     if request.input.results:
-        texts.append(results_as_text(request))
+        texts.append(results_as_text(request.input.results))
     texts += list(request.input.messages)
     return [
         {"role": "user", "content": text[:MAX_MESSAGE_CHARS], "metadata": {TAG_KEY: f"{key}.{i}"}}

@@ -58,6 +58,13 @@ class RunInput:
         )
 
 
+def results_as_text(results: Sequence[ToolResult]) -> str:
+    """Tool results handed over as a message, for a run on a thread that never saw the calls they answer."""
+    lines = ["Results of the tools you called earlier (their original run ended before it received them):"]
+    lines += [f"- {r.name} (call {r.call_id}): {r.output}" for r in results]
+    return "\n".join(lines)
+
+
 @dataclass(frozen=True, slots=True)
 class RunState:
     """A normalised snapshot of a run. `tool_calls` are set when status is requires_action."""
@@ -202,5 +209,13 @@ class Backend(Protocol):
     async def resume(self, run_id: str, thread_id: str, after_seq: int) -> RunStream: ...
     async def retrieve(self, run_id: str, thread_id: str) -> RunState: ...
     async def cancel(self, run_id: str, thread_id: str) -> None: ...
-    async def answer_stuck_call(self, thread_id: str, call_id: str) -> None: ...
+    async def answer_stuck_calls(self, thread_id: str, call_id: str) -> None:
+        """Give `call_id`, and every other function call at the thread's tail still without an output, a
+        "cancelled" output, in one write: the thread takes new runs again."""
+        ...
+
+    async def abandon(self, state: RunState) -> None:
+        """`state` (requires_action) will never get its outputs (its turn failed or was stopped): leave its thread
+        ready for the next run, rather than let that run find it stuck or locked."""
+        ...
     async def active_runs(self, thread_id: str) -> list[str]: ...

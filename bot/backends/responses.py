@@ -27,18 +27,15 @@ from bot.backends.base import (
     StreamDropped,
     ToolCall,
     TranscriptItem,
+    results_as_text,
 )
 from bot.backends.openai_errors import close_sdk_stream, provider_errors, translate
 from bot.types import Usage
 
 MAX_ITEMS_PER_CALL = 20  # conversations.create and items.create take at most 20 items
+TAIL_ITEMS = 100  # conversation items read to find function calls left without an output (the list's maximum)
 TERMINAL_EVENTS = {"response.completed", "response.failed", "response.incomplete", "response.cancelled"}
-
-
-def results_as_text(request: RunRequest) -> str:
-    lines = ["Results of the tools you called earlier (their original run ended before it received them):"]
-    lines += [f"- {r.name} (call {r.call_id}): {r.output}" for r in request.input.results]
-    return "\n".join(lines)
+CANCELLED_OUTPUT = "(cancelled: no longer needed)"
 
 
 class ResponsesBackend:
@@ -73,10 +70,27 @@ class ResponsesBackend:
         async with provider_errors():
             await self.client.conversations.delete(thread_id)
 
-    async def answer_stuck_call(self, thread_id: str, call_id: str) -> None:
-        item = {"type": "function_call_output", "call_id": call_id, "output": "(cancelled: no longer needed)"}
+    async def answer_stuck_calls(self, thread_id: str, call_id: str) -> None:
+        # The provider names one unanswered call per rejected request: find them all, so one write frees the
+        # conversation instead of one rejected request per call.
+        params = {"order": "desc", "limit": TAIL_ITEMS}
         async with provider_errors():
-            await self.client.conversations.items.create(thread_id, items=[item])
+            page = await self.client.get(
+                f"/conversations/{thread_id}/items", cast_to=object, options={"params": params}
+            )
+        await self._close_calls(thread_id, [call_id, *unanswered_calls(page.get("data") or [])])
+
+    async def abandon(self, state: RunState) -> None:
+        await self._close_calls(state.thread_id, [call.call_id for call in state.tool_calls])
+
+    async def _close_calls(self, thread_id: str, call_ids: Sequence[str]) -> None:
+        items = [
+            {"type": "function_call_output", "call_id": call_id, "output": CANCELLED_OUTPUT}
+            for call_id in dict.fromkeys(c for c in call_ids if c)
+        ]
+        async with provider_errors():
+            for start in range(0, len(items), MAX_ITEMS_PER_CALL):
+                await self.client.conversations.items.create(thread_id, items=items[start : start + MAX_ITEMS_PER_CALL])
 
     async def active_runs(self, thread_id: str) -> list[str]:
         return []  # the Responses API cannot list a conversation's responses
@@ -92,7 +106,7 @@ class ResponsesBackend:
             # The calls these results answer are not in the conversation (the run that made them never completed):
             # hand the results over as text instead, so the finished work is not lost.
             items = [_message("user", m) for m in request.input.messages]
-            items.append(_message("user", results_as_text(request)))
+            items.append(_message("user", results_as_text(request.input.results)))
             return await self._create(request, items)
 
     async def submit(self, state: RunState, request: RunRequest) -> ResponseStream:
@@ -188,6 +202,12 @@ def _stream_error(event: dict[str, Any]) -> openai.APIError:
     error = openai.APIError(body["message"], request=None, body=body)  # type: ignore[arg-type]
     error.code = body["code"]
     return error
+
+
+def unanswered_calls(items: Sequence[dict[str, Any]]) -> list[str]:
+    """Call ids of the function calls among `items` that have no output among them."""
+    answered = {i.get("call_id") for i in items if i.get("type") == "function_call_output"}
+    return [i["call_id"] for i in items if i.get("type") == "function_call" and i.get("call_id") not in answered]
 
 
 def _message(role: str, text: str) -> dict[str, Any]:

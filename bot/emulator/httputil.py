@@ -85,13 +85,13 @@ async def stream_log(
     sent = 0
     try:
         async for frame in log.follow(start, stop_at_boundary=stop_at_boundary):
-            await response.write(frame.data)
-            sent += 1
-            if drop_after is not None and sent >= drop_after:
+            if drop_after is not None and sent >= drop_after:  # checked first: 0 breaks before any event
                 request[DROPPED] = True
                 if request.transport is not None:
                     request.transport.abort()
                 return response
+            await response.write(frame.data)
+            sent += 1
         if done_marker:
             await response.write(DONE_FRAME)
         await response.write_eof()
