@@ -34,6 +34,7 @@ from bot.backends.base import (
     ThreadLocked,
     Transient,
 )
+from bot.backoff import backoff_delay
 from bot.config import Limits
 from bot.metrics import Metrics
 from storage.base import RunRecord, Store
@@ -164,10 +165,7 @@ class Supervisor:
                 self._count(exc.reason)
                 if attempt > self.limits.retry_budget:
                     raise RunFailed(_budget_text(exc.reason), f"budget_spent:{exc.reason}") from exc
-                delay = exc.retry_after
-                if delay is None:
-                    delay = min(self.limits.backoff_max, self.limits.backoff_base * 2 ** (attempt - 1))
-                await asyncio.sleep(delay)
+                await asyncio.sleep(self._backoff(attempt, exc.retry_after))
             except Permanent as exc:
                 raise RunFailed(exc.user_text, exc.reason) from exc
 
@@ -385,10 +383,7 @@ class Supervisor:
                 if attempt > self.limits.retry_budget:
                     log.warning("cancel of %s did not go through after %d attempts: %s", run_id, attempt, exc)
                     return
-                delay = exc.retry_after
-                if delay is None:
-                    delay = min(self.limits.backoff_max, self.limits.backoff_base * 2 ** (attempt - 1))
-                await asyncio.sleep(delay)
+                await asyncio.sleep(self._backoff(attempt, exc.retry_after))
             except BackendError as exc:
                 log.info("cancel of %s did not go through: %s", run_id, exc)
                 break
@@ -403,10 +398,11 @@ class Supervisor:
         log.info("scope %s of turn %s: recovering from %s (attempt %d)", scope.path, scope.turn_id, reason,
                  scope.attempts)
         await scope.on_retry(reason, scope.attempts)
-        delay = retry_after
-        if delay is None:
-            delay = min(self.limits.backoff_max, self.limits.backoff_base * 2 ** (scope.attempts - 1))
-        await asyncio.sleep(delay)
+        await asyncio.sleep(self._backoff(scope.attempts, retry_after))
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        """Seconds before retry `attempt` (1-based): jittered, and never shorter than the provider's Retry-After."""
+        return backoff_delay(attempt - 1, self.limits.backoff_base, self.limits.backoff_max, retry_after)
 
     def _count(self, reason: str) -> None:
         self.recovery_counts[reason] = self.recovery_counts.get(reason, 0) + 1
