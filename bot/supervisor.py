@@ -44,6 +44,10 @@ T = TypeVar("T")
 
 RETRYABLE_RUN_ERRORS = {"server_error", "rate_limit_exceeded"}
 MAX_STREAM_RESUMES = 3
+# A lock whose holder is neither named nor on our records is a run of ours whose id we never learnt (its stream
+# broke before the first event); it cannot be cancelled, and may sit in `queued` for many minutes (PLATFORM_FACTS,
+# Responses). After this many waits the scope forks a fresh thread from the local transcript.
+UNEXPLAINED_LOCK_WAITS = 2
 DROPPED_BEFORE_CREATED = "stream_dropped_before_created"
 
 
@@ -79,6 +83,7 @@ class Scope:
     attempts: int = 0
     recoveries: dict[str, int] = field(default_factory=dict)
     run_ids: set[str] = field(default_factory=set)  # every run this scope created (to recognise our own lock)
+    unexplained_locks: int = 0
 
 
 class Supervisor:
@@ -105,7 +110,9 @@ class Supervisor:
                 if exc.reason != DROPPED_BEFORE_CREATED:
                     submit_to = None  # else: send the same outputs again; the run itself may never have had them
             except ThreadLocked as exc:
-                await self._wait_for_lock(scope, request, exc)
+                if await self._wait_for_lock(scope, request, exc):
+                    request = await scope.rebuild_thread(request)
+                    submit_to = None
             except ThreadGone:
                 await self._recover(scope, "thread_gone")
                 request = await scope.rebuild_thread(request)
@@ -359,8 +366,9 @@ class Supervisor:
             return state
         return await self._poll_or_resume(scope, request, prior.id, None)
 
-    async def _wait_for_lock(self, scope: Scope, request: RunRequest, exc: ThreadLocked) -> None:
-        """Wait for whoever holds the thread; cancel the holder only when it is a stale run of our own."""
+    async def _wait_for_lock(self, scope: Scope, request: RunRequest, exc: ThreadLocked) -> bool:
+        """Wait for whoever holds the thread; cancel the holder only when it is a stale run of our own. True when
+        the holder cannot be known or stopped and the scope should move to a fresh thread instead."""
         holders = [exc.holder] if exc.holder else await self.backend.active_runs(request.thread_id)
         # A run of ours still recorded as live on this thread is stale (a thread's work is serialised): one stuck
         # in queued whose cancel did not go through, or one a failed turn left waiting for tool outputs.
@@ -370,7 +378,14 @@ class Supervisor:
             ours = [r.remote_id for r in recorded if r.status in ("queued", "in_progress")]
         for holder in ours:
             await self.cancel_quietly(holder, request.thread_id)
+        if not holders and not ours:
+            scope.unexplained_locks += 1
+            if scope.unexplained_locks > UNEXPLAINED_LOCK_WAITS:
+                scope.unexplained_locks = 0
+                await self._recover(scope, "thread_locked_by_unknown_run")
+                return True
         await self._recover(scope, "thread_locked", min(self.limits.backoff_max, self.limits.lock_wait / 8))
+        return False
 
     async def cancel_quietly(self, run_id: str, thread_id: str) -> None:
         """Cancel a run of ours. Transient failures are retried: a run left stuck in queued would hold its thread
@@ -455,6 +470,7 @@ def _budget_text(reason: str) -> str:
         "rate_limit_exceeded": "the AI provider kept rate-limiting us",
         "server_error": "the AI provider kept failing",
         "thread_locked": "the conversation stayed busy with another request",
+        "thread_locked_by_unknown_run": "the conversation stayed busy with another request",
         "cancelled_by_provider": "the AI provider kept cancelling the work",
         "expired": "the work kept expiring at the AI provider",
         "queued_too_long": "the AI provider did not start the work",

@@ -190,3 +190,28 @@ async def test_closing_calls_never_blocks_a_failing_turn_forever(tmp_path):
             await surface.wait_for(1)
         [failed] = surface.posted
         assert failed.kind == "failure" and "refused" in failed.text
+
+
+async def test_an_unknown_run_that_holds_the_conversation_is_left_behind_on_a_fresh_one(tmp_path):
+    """Responses: the stream broke before the response was named, and that response stays queued (a reported bug of
+    the real API). Nothing can cancel a response whose id we never learnt, so after a few waits the turn moves to a
+    conversation rebuilt from the local transcript instead of spending its budget on the lock."""
+    async with run_emulator(retry_after=0.01) as emu:
+        async with running_bot(team(emu.base_url, tmp_path / "db")) as (bot, surface):
+            await bot.accept(message("hello"))
+            await surface.wait_for(1)
+            emu.faults.drop_stream(after_events=0, agent="proxy")
+            emu.faults.stay_queued(agent="proxy")
+            await bot.accept(message("hello again"))
+            await surface.wait_for(2)
+            await bot.idle()
+        assert [(p.kind, p.text) for p in surface.posted] == [
+            ("answer", "You said: hello"), ("answer", "You said: hello again")
+        ]
+        assert bot.supervisor.recovery_counts.get("thread_locked_by_unknown_run") == 1
+        [orphan] = [r for r in emu.responses.values() if r.status == "queued"]  # the one we could never name
+        assert live_objects(emu) == [orphan.id]
+        rebuilt = [c for c in emu.conversations.values() if c.metadata.get("thread") == "main"][-1]
+        texts = [i["content"] for i in rebuilt.items if i.get("role") == "user"]
+        texts = [t if isinstance(t, str) else t[0]["text"] for t in texts]
+        assert texts == ["hello", "hello again"]  # the earlier turn from the transcript, this one once
