@@ -6,7 +6,7 @@ as `requires_action`; its outputs go back in a new response on the same conversa
 
 Requests go through the `openai` SDK's generic `post`/`get` with raw JSON (`cast_to=object`): the same HTTP client,
 error classes and SSE parsing, without building a typed model per stream event, which cost ~10 ms of CPU per turn
-(benchmarks/engine_overhead.py). The emulator's conformance tests keep the shapes honest.
+(benchmarks/performance.py). The emulator's conformance tests keep the shapes honest.
 """
 
 from __future__ import annotations
