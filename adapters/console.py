@@ -3,6 +3,12 @@
 On a terminal it shows a thinking spinner and one live line per sub-assistant at work (rich). With piped
 standard input it reads one message per line, waits for each answer, prints answers on standard output and
 progress on standard error, so it can be scripted.
+
+Each line is its own turn: `chat` sends a line only once the previous line's answer was printed, and knows that
+answer by the line's event id, which the line's route carries into the turn (`TurnRef.route`). Any other answer
+is to a message from before a restart (a resumed turn, or one accepted but never started): it is printed on its
+own, after a label quoting that message, and never taken for the answer to a new line. With piped input, work
+left from before the restart is let finish before the first line is sent, and answers are separated by a blank line.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ import asyncio
 import logging
 import sys
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TextIO
 
@@ -38,6 +45,9 @@ log = logging.getLogger("switchboard.console")
 
 PLATFORM = "console"
 PROMPT = "you> "
+ROUTE_LINE = "line"  # the event id of the line a turn answers (its newest message)
+ROUTE_PREVIEW = "preview"  # the start of that line, to label its answer should it come after a restart
+PREVIEW_CHARS = 60
 
 
 @dataclass(slots=True)
@@ -53,18 +63,35 @@ class _TurnView:
 
 
 class ConsoleSurface:
-    """Renders progress and answers; `answered` fires when a turn's reply was printed."""
+    """Renders progress and answers. `expect(event_id)` before sending a line gives the future its answer resolves;
+    answers nobody expects are labelled as answers to earlier messages. `separate` puts a blank line between
+    answers (for piped output; a terminal has the prompt between them)."""
 
     platform = PLATFORM
 
-    def __init__(self, out: TextIO | None = None, err: TextIO | None = None, live: bool | None = None) -> None:
+    def __init__(self, out: TextIO | None = None, err: TextIO | None = None, live: bool | None = None,
+                 separate: bool = True) -> None:
         self.out = out or sys.stdout
         self.err = err or sys.stderr
         self.live_mode = self.err.isatty() if live is None else live
+        self.separate = separate
         self.console = Console(file=self.err, highlight=False)
-        self.answered: asyncio.Queue[Reply] = asyncio.Queue()
+        self._expected: dict[str, asyncio.Future[Reply]] = {}
+        self._printed = False
         self._views: dict[str, _TurnView] = {}
         self._live: Live | None = None
+
+    def expect(self, event_id: str) -> asyncio.Future[Reply]:
+        """Register a line about to be sent; the future resolves once its answer was printed."""
+        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        self._expected[event_id] = future
+        return future
+
+    def forget(self, event_id: str) -> None:
+        """The line was not sent after all."""
+        future = self._expected.pop(event_id, None)
+        if future is not None:
+            future.cancel()
 
     async def progress(self, turn: TurnRef, event: Progress) -> None:
         view = self._views.setdefault(turn.id, _TurnView())
@@ -91,9 +118,18 @@ class ConsoleSurface:
     async def deliver(self, turn: TurnRef, reply: Reply) -> str:
         self._stop_live()
         self._views.pop(turn.id, None)
+        waiter = self._expected.pop(str(turn.route.get(ROUTE_LINE, "")), None)
         prefix = {"answer": "", "failure": "[failed] ", "notice": "[notice] "}[reply.kind]
-        print(f"{prefix}{reply.text}", file=self.out, flush=True)
-        await self.answered.put(reply)
+        lines = [""] if self.separate and self._printed else []
+        if waiter is None:
+            lines.append(_earlier_label(turn))
+        lines.append(f"{prefix}{reply.text}")
+        try:
+            print("\n".join(lines), file=self.out, flush=True)
+            self._printed = True
+        finally:  # even when printing failed, the line must not wait for ever
+            if waiter is not None and not waiter.done():
+                waiter.set_result(reply)
         return f"console:{turn.id}"
 
     async def find_delivery(self, turn: TurnRef) -> str | None:
@@ -133,12 +169,25 @@ def _short(text: str, limit: int = 70) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def _earlier_label(turn: TurnRef) -> str:
+    preview = turn.route.get(ROUTE_PREVIEW)
+    if isinstance(preview, str) and preview:
+        return f'(answer to your earlier message "{preview}", interrupted by a restart)'
+    return "(answer to an earlier message, interrupted by a restart)"
+
+
 async def chat(bot: BotLike, surface: ConsoleSurface, conversation: str, user: str = "you",
-               stdin: TextIO | None = None) -> int:
-    """Read messages until end of input; each is answered before the next is read. Returns an exit code."""
+               stdin: TextIO | None = None, settle: Callable[[], Awaitable[None]] | None = None) -> int:
+    """Read messages until end of input; each is answered before the next is sent. Returns an exit code.
+
+    `settle` (the engine's `idle`) is awaited before the first line of piped input: the answers to messages from
+    before a restart come first, and no new line joins one of their turns.
+    """
     stdin = stdin or sys.stdin
     interactive = stdin.isatty()
     loop = asyncio.get_running_loop()
+    if settle is not None and not interactive:
+        await settle()
     while True:
         if interactive:
             print(PROMPT, end="", file=surface.err, flush=True)
@@ -148,22 +197,27 @@ async def chat(bot: BotLike, surface: ConsoleSurface, conversation: str, user: s
         text = line.strip()
         if not text:
             continue
+        event_id = f"console-{uuid.uuid4().hex}"
         inbound = Inbound(
             platform=PLATFORM,
-            event_id=f"console-{uuid.uuid4().hex}",
+            event_id=event_id,
             conversation=conversation,
             channel=f"{PLATFORM}:local",
             user=user,
             text=text,
+            route={ROUTE_LINE: event_id, ROUTE_PREVIEW: _short(text, PREVIEW_CHARS)},
         )
+        answer = surface.expect(event_id)
         try:
             await bot.accept(inbound)
         except InvalidInbound as exc:
+            surface.forget(event_id)
             print(f"[not sent] {exc}", file=surface.err, flush=True)
             continue
         except Exception as exc:  # the engine could not store it (database full or read-only)
+            surface.forget(event_id)
             log.exception("accepting a console message failed")
             print(f"[not sent] the message could not be stored ({exc}); please try again in a moment.",
                   file=surface.err, flush=True)
             continue
-        await surface.answered.get()
+        await answer

@@ -130,11 +130,11 @@ async def _chat_session(team: TeamConfig, conversation: str) -> int:
     from bot.engine import Bot
 
     bot = Bot.from_config(team)
-    surface = ConsoleSurface()
+    surface = ConsoleSurface(separate=not sys.stdin.isatty())
     bot.add_surface(surface)
     await bot.start()
     try:
-        return await chat(bot, surface, conversation)
+        return await chat(bot, surface, conversation, settle=bot.idle)
     finally:
         await bot.stop()
 

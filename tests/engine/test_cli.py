@@ -45,7 +45,7 @@ async def test_chat_against_an_emulator_and_status_afterwards(tmp_path):
         env["OPENAI_BASE_URL"] = emu.base_url
         code, out, err = await run_cli("chat", stdin="first\n\n   \nsecond\n", env=env)
         assert code == 0, err
-        assert out.splitlines() == ["You said: first", "You said: second"]
+        assert out.splitlines() == ["You said: first", "", "You said: second"]  # a blank line between answers
         code, out, _ = await run_cli("status", env=env)
     assert code == 0
     assert "1 conversation(s)" in out and "console:local:default" in out and "idle" in out
