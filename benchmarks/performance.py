@@ -117,14 +117,15 @@ def machine() -> dict[str, Any]:
                 break
     except OSError:
         pass
+    import sqlite3
+
     import aiohttp
-    import aiosqlite
     import openai
 
     return {
         "cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
         "os": f"{platform.system()} {platform.release()}", "python": platform.python_version(),
-        "openai": openai.__version__, "aiohttp": aiohttp.__version__, "aiosqlite": aiosqlite.__version__,
+        "openai": openai.__version__, "aiohttp": aiohttp.__version__, "sqlite": sqlite3.sqlite_version,
         "date": time.strftime("%Y-%m-%d %H:%M"),
     }
 
@@ -369,7 +370,7 @@ def write_doc(r: dict[str, Any], command: str) -> None:
     block = "\n".join([
         START,
         f"Last full run: {m['date']}, `{command}`, {m['cpu']} ({m['cores']} cores, {m['memory_gib']} GiB), "
-        f"{m['os']}, Python {m['python']}, openai {m['openai']}, aiohttp {m['aiohttp']}, aiosqlite {m['aiosqlite']}.",
+        f"{m['os']}, Python {m['python']}, openai {m['openai']}, aiohttp {m['aiohttp']}, SQLite {m.get('sqlite', '?')}.",
         "",
         table(r),
         "",

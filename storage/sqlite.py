@@ -1,17 +1,31 @@
-"""The SQLite `Store`: one aiosqlite connection, WAL mode, migrations applied on open."""
+"""The SQLite `Store`: one stdlib `sqlite3` connection in WAL mode, migrations applied on open.
+
+Every database operation (a read, a single write, a whole transaction with its BEGIN and COMMIT or ROLLBACK, the
+writability probe) is one function run to completion on the connection's own thread, in the order called. So
+operations never interleave (no lock is needed), each is one trip to that thread, and a cancelled caller only stops
+waiting: its operation still runs whole, so a cancel (a health check's timeout, an admin reset stopping a turn) can
+neither leave the connection inside a transaction nor apply part of one. A write has landed when its call returns.
+
+Not aiosqlite: it has no public way to run a function on its thread, and a transaction in one trip was a measured
+gain (docs/PERFORMANCE.md). A plain thread fed by a `queue.SimpleQueue` costs what aiosqlite's did per trip;
+`loop.run_in_executor` on a one-worker pool measured ~50% more CPU per trip.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 import os
+import queue
 import sqlite3
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import aiosqlite
+from typing import Any, TypeVar
 
 from storage.base import (
     UNFINISHED_TURN_STATES,
@@ -28,12 +42,103 @@ from storage.base import (
 )
 from storage.schema import MIGRATIONS, SCHEMA_VERSION
 
+log = logging.getLogger("switchboard.storage")
+
 TERMINAL_RUN_STATUSES = ("completed", "failed", "cancelled", "expired", "incomplete", "superseded")
 BUSY_TIMEOUT_MS = 5000
+
+T = TypeVar("T")
+Statements = list[tuple[str, tuple[Any, ...]]]
+_Job = tuple[asyncio.Future[Any], Callable[..., Any], tuple[Any, ...]]
 
 
 def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+@dataclass(frozen=True, slots=True)
+class _Result:
+    """One statement's rows (fetched in the same trip) and row count.
+
+    The awaitable `fetchone`/`fetchall` keep a DB-API cursor's shape for the tests and benchmarks that peek at the
+    database through `SQLiteStore._conn.execute`."""
+
+    rows: list[sqlite3.Row]
+    rowcount: int
+
+    async def fetchone(self) -> sqlite3.Row | None:
+        return self.rows[0] if self.rows else None
+
+    async def fetchall(self) -> list[sqlite3.Row]:
+        return self.rows
+
+
+class _Connection:
+    """A `sqlite3` connection and the one thread that uses it. Jobs run there one at a time, in the order called;
+    nothing takes a job back out of the queue, so a caller's cancel cancels only its wait, never the job."""
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._sqlite: sqlite3.Connection | None = None
+        # A daemon: a store never closed must not hold the process open; WAL rolls an interrupted write back.
+        threading.Thread(target=self._work, name="switchboard-sqlite", daemon=True).start()
+
+    @classmethod
+    async def open(cls, path: str) -> _Connection:
+        connection = cls()
+        try:
+            connection._sqlite = await connection._submit(_open, path)
+        except BaseException:
+            connection._jobs.put(None)
+            raise
+        return connection
+
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """`fn(sqlite3_connection, *args)` on the database thread, after every job called before it."""
+        if self._sqlite is None:
+            raise StoreError("store is not open")
+        return await self._submit(fn, self._sqlite, *args)
+
+    async def execute(self, sql: str, params: Iterable[Any] = ()) -> _Result:
+        """One statement, in its own transaction unless it is a transaction control statement."""
+        return await self.call(_execute, sql, tuple(params))
+
+    async def close(self) -> None:
+        """Close once every job already called has finished; the thread then ends."""
+        sqlite, self._sqlite = self._sqlite, None
+        if sqlite is None:
+            return
+        try:
+            await self._submit(sqlite.close)
+        finally:
+            self._jobs.put(None)
+
+    async def _submit(self, fn: Callable[..., T], *args: Any) -> T:
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._jobs.put((future, fn, args))
+        return await future
+
+    def _work(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            future, fn, args = job
+            result, error = None, None
+            try:
+                result = fn(*args)
+            except BaseException as exc:  # whatever it is, it is the caller's to handle
+                error = exc
+            with contextlib.suppress(RuntimeError):  # the caller's event loop is closed: nobody is left to tell
+                future.get_loop().call_soon_threadsafe(_settle, future, result, error)
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.done():  # the caller was cancelled and stopped waiting; the job ran all the same
+        if error is not None:
+            log.warning("a database operation whose caller was cancelled failed: %s", error)
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
 
 
 class SQLiteStore:
@@ -43,9 +148,7 @@ class SQLiteStore:
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
-        self._db: aiosqlite.Connection | None = None
-        # One connection is shared by every coroutine: a transaction must not interleave with other writes.
-        self._write_lock = asyncio.Lock()
+        self._db: _Connection | None = None
 
     # ---- lifecycle ----
 
@@ -55,84 +158,53 @@ class SQLiteStore:
             if parent:
                 raise StoreError(f"database folder {parent} does not exist (set SWITCHBOARD_DB to a writable path)")
         try:
-            self._db = await aiosqlite.connect(self.path, isolation_level=None)
-            self._db.row_factory = aiosqlite.Row
-            await self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-            await self._db.execute("PRAGMA journal_mode=WAL")
-            await self._db.execute("PRAGMA synchronous=NORMAL")
-            await self._db.execute("PRAGMA foreign_keys=ON")
-            await self._migrate()
+            self._db = await _Connection.open(self.path)
         except sqlite3.Error as exc:
-            await self.close()
             raise StoreError(f"cannot open database {self.path}: {exc}") from exc
 
     async def close(self) -> None:
-        if self._db is not None:
-            await self._db.close()
-            self._db = None
+        db, self._db = self._db, None
+        if db is not None:
+            await db.close()
 
     async def writable(self) -> bool:
-        """Whether a write would succeed now (takes and releases the write lock; writes nothing)."""
+        """Whether a write would succeed now (takes and releases the write lock in one trip; writes nothing)."""
         try:
-            async with self._write_lock:
-                await self._conn.execute("BEGIN IMMEDIATE")
-                await self._conn.execute("ROLLBACK")
+            await self._conn.call(_probe_write)
             return True
         except (sqlite3.Error, StoreError):
             return False
 
-    async def _migrate(self) -> None:
-        db = self._conn
-        current = (await (await db.execute("PRAGMA user_version")).fetchone())[0]
-        if current > SCHEMA_VERSION:
-            raise StoreError(
-                f"database {self.path} has schema version {current}, newer than this Switchboard ({SCHEMA_VERSION})"
-            )
-        for version in range(current + 1, SCHEMA_VERSION + 1):
-            await db.executescript("BEGIN;" + MIGRATIONS[version - 1] + f"; PRAGMA user_version={version}; COMMIT;")
-
     @property
-    def _conn(self) -> aiosqlite.Connection:
+    def _conn(self) -> _Connection:
         if self._db is None:
             raise StoreError("store is not open")
         return self._db
 
-    async def _write(self, sql: str, params: Iterable[Any] = ()) -> aiosqlite.Cursor:
+    async def _write(self, sql: str, params: Iterable[Any] = ()) -> int:
+        """One statement, atomic on its own; returns its row count."""
         try:
-            async with self._write_lock:
-                return await self._conn.execute(sql, tuple(params))
+            return (await self._conn.execute(sql, params)).rowcount
         except sqlite3.OperationalError as exc:
             raise StoreError(f"database write failed ({exc}); check that {self.path} is writable and not full") from exc
 
     async def _writemany(self, sql: str, rows: Iterable[Iterable[Any]]) -> None:
         await self._transaction([(sql, tuple(r)) for r in rows])
 
-    async def _transaction(self, statements: list[tuple[str, tuple[Any, ...]]]) -> int:
-        """Several writes that land together or not at all; returns the row count of the last one.
-
-        Shielded: a caller cancelled half-way (an admin reset stops a turn) must not leave the shared connection
-        inside an open transaction that every later write would silently join."""
-        return await asyncio.shield(self._run_transaction(statements))
-
-    async def _run_transaction(self, statements: list[tuple[str, tuple[Any, ...]]]) -> int:
-        async with self._write_lock:
-            try:
-                # The whole transaction in one trip to aiosqlite's thread (its `_execute` queue): each trip costs
-                # a thread hand-off and an event-loop wake-up, which made up most of the store's share of a turn
-                # (benchmarks/performance.py).
-                return await self._conn._execute(_apply_transaction, self._conn._conn, statements)
-            except sqlite3.Error as exc:
-                raise StoreError(
-                    f"database write failed ({exc}); check that {self.path} is writable and not full"
-                ) from exc
-
-    async def _rows(self, sql: str, params: Iterable[Any] = ()) -> list[aiosqlite.Row]:
+    async def _transaction(self, statements: Statements) -> int:
+        """Several writes that land together or not at all; returns the row count of the last one."""
         try:
-            return list(await self._conn.execute_fetchall(sql, tuple(params)))  # one trip, not two
+            return await self._conn.call(_apply_transaction, statements)
+        except sqlite3.Error as exc:
+            raise StoreError(f"database write failed ({exc}); check that {self.path} is writable and not full") from exc
+
+    async def _rows(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
+        try:
+            return (await self._conn.execute(sql, params)).rows
         except sqlite3.OperationalError as exc:
             raise StoreError(f"database read failed: {exc}") from exc
 
-    async def _row(self, sql: str, params: Iterable[Any] = ()) -> aiosqlite.Row | None:
+    async def _row(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Row | None:
         rows = await self._rows(sql, params)
         return rows[0] if rows else None
 
@@ -300,8 +372,7 @@ class SQLiteStore:
         return _turn(row) if row else None
 
     async def update_turn(self, turn_id: str, update: TurnUpdate) -> None:
-        cursor = await self._write(*self._turn_update_sql(turn_id, update))
-        if cursor.rowcount != 1:
+        if await self._write(*self._turn_update_sql(turn_id, update)) != 1:
             raise StoreError(f"turn {turn_id} does not exist")
 
     @staticmethod
@@ -459,19 +530,62 @@ class SQLiteStore:
         )
 
 
-def _apply_transaction(conn: sqlite3.Connection, statements: list[tuple[str, tuple[Any, ...]]]) -> int:
-    """On aiosqlite's thread: BEGIN, the statements, COMMIT (ROLLBACK on error); the last statement's row count."""
+# ---- functions run on the database thread: each one whole, so no transaction outlives it ----
+
+
+def _open(path: str) -> sqlite3.Connection:
+    """Connect, configure and migrate; the connection is closed again if any of that fails."""
+    # isolation_level=None: sqlite3 opens no implicit transactions; ours are explicit and end in the same function.
+    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
     try:
-        conn.execute("BEGIN")
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        _migrate(conn, path)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _migrate(conn: sqlite3.Connection, path: str) -> None:
+    current = conn.execute("PRAGMA user_version").fetchone()[0]
+    if current > SCHEMA_VERSION:
+        raise StoreError(
+            f"database {path} has schema version {current}, newer than this Switchboard ({SCHEMA_VERSION})"
+        )
+    for version in range(current + 1, SCHEMA_VERSION + 1):  # a failed one is rolled back as `_open` closes
+        conn.executescript("BEGIN;" + MIGRATIONS[version - 1] + f"; PRAGMA user_version={version}; COMMIT;")
+
+
+def _execute(conn: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> _Result:
+    cursor = conn.execute(sql, params)
+    return _Result(cursor.fetchall(), cursor.rowcount)
+
+
+def _apply_transaction(conn: sqlite3.Connection, statements: Statements) -> int:
+    """BEGIN, the statements, COMMIT (ROLLBACK on any error); the last statement's row count."""
+    conn.execute("BEGIN")
+    try:
         cursor = None
         for sql, params in statements:
             cursor = conn.execute(sql, params)
         conn.execute("COMMIT")
-    except sqlite3.Error:
+    except BaseException:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
     return cursor.rowcount if cursor is not None else 0
+
+
+def _probe_write(conn: sqlite3.Connection) -> None:
+    """Take the write lock (waiting up to the busy timeout) and give it back at once."""
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    finally:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
 
 
 def _missing_folder(path: str) -> str | None:
@@ -479,7 +593,7 @@ def _missing_folder(path: str) -> str | None:
     return None if os.path.isdir(parent) else parent
 
 
-def _conversation(row: aiosqlite.Row) -> ConversationRecord:
+def _conversation(row: sqlite3.Row) -> ConversationRecord:
     return ConversationRecord(
         key=row["key"],
         platform=row["platform"],
@@ -491,7 +605,7 @@ def _conversation(row: aiosqlite.Row) -> ConversationRecord:
     )
 
 
-def _inbox(row: aiosqlite.Row) -> InboxMessage:
+def _inbox(row: sqlite3.Row) -> InboxMessage:
     return InboxMessage(
         event_id=row["event_id"],
         conversation=row["conversation"],
@@ -506,7 +620,7 @@ def _inbox(row: aiosqlite.Row) -> InboxMessage:
     )
 
 
-def _turn(row: aiosqlite.Row) -> TurnRecord:
+def _turn(row: sqlite3.Row) -> TurnRecord:
     return TurnRecord(
         id=row["id"],
         conversation=row["conversation"],
@@ -523,7 +637,7 @@ def _turn(row: aiosqlite.Row) -> TurnRecord:
     )
 
 
-def _run(row: aiosqlite.Row) -> RunRecord:
+def _run(row: sqlite3.Row) -> RunRecord:
     return RunRecord(
         remote_id=row["remote_id"],
         turn_id=row["turn_id"],

@@ -99,7 +99,7 @@ async def test_logs_of_a_failing_turn_never_contain_secrets(emu, tmp_path, monke
         setup_logging("DEBUG", as_json=as_json)
         root = logging.getLogger()
         root.handlers[0].setStream(captured)
-        for name in ("openai", "httpx2", "httpcore2", "aiohttp", "aiosqlite"):
+        for name in ("openai", "httpx2", "httpcore2", "aiohttp"):
             logging.getLogger(name).setLevel(logging.DEBUG)  # the noisiest libraries too
         try:
             cfg = team(emu.base_url, tmp_path / f"db{as_json}")
@@ -115,7 +115,7 @@ async def test_logs_of_a_failing_turn_never_contain_secrets(emu, tmp_path, monke
                     logging.getLogger("switchboard.test").exception("a crash that mentions a token")
         finally:
             logging.getLogger().handlers.clear()
-            for name in ("openai", "httpx2", "httpcore2", "aiohttp", "aiosqlite"):
+            for name in ("openai", "httpx2", "httpcore2", "aiohttp"):
                 logging.getLogger(name).setLevel(logging.NOTSET)
     output = captured.getvalue()
     assert "a crash that mentions a token" in output and "Traceback" in output

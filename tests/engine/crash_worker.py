@@ -62,7 +62,7 @@ async def main() -> None:
     parser.add_argument("--backend", default="responses")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="worker %(levelname)s %(name)s: %(message)s")
-    for noisy in ("httpx", "httpx2", "httpcore2", "openai", "aiosqlite"):
+    for noisy in ("httpx", "httpx2", "httpcore2", "openai"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     cfg = team(args.base_url, args.db, backend=args.backend)
     surface = WebhookSurface(args.platform_url)
