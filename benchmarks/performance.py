@@ -370,7 +370,8 @@ def write_doc(r: dict[str, Any], command: str) -> None:
     block = "\n".join([
         START,
         f"Last full run: {m['date']}, `{command}`, {m['cpu']} ({m['cores']} cores, {m['memory_gib']} GiB), "
-        f"{m['os']}, Python {m['python']}, openai {m['openai']}, aiohttp {m['aiohttp']}, SQLite {m.get('sqlite', '?')}.",
+        f"{m['os']}, Python {m['python']}, openai {m['openai']}, aiohttp {m['aiohttp']}, "
+        f"SQLite {m.get('sqlite', '?')}.",
         "",
         table(r),
         "",
