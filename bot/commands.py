@@ -7,7 +7,6 @@ refused, is written to the audit table.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from typing import TYPE_CHECKING
@@ -152,18 +151,41 @@ class CommandHandler:
         return CommandResult(True, "\n".join(lines) or "The audit log is empty.")
 
     # ---- the mechanics, also used by the CLI ----
+    # Each change runs inside the conversation's mailbox door: its worker is stopped and stays stopped until the
+    # action is done, so no turn of it is started or resumed from records the action is still changing.
 
     async def cancel_turn(self, conversation: str, who: str, notice: str) -> bool:
-        """Stop the turn being answered (worker and remote runs) and answer its messages, and any still waiting,
-        with a notice. A reply already on its way is left to be delivered. True when a turn was stopped."""
+        """Stop the turn being answered (worker and remote runs) and answer its messages, and those waiting when
+        the cancel began, with a notice; messages arriving meanwhile are answered afterwards. A reply already on
+        its way is left to be delivered. True when a turn was stopped."""
+        if not await self._answering_or_waiting(conversation):
+            return False  # nothing to stop: a worker that is only delivering a reply is left alone
+        async with self.bot.mailbox.exclusive(conversation):
+            return await self._stop_turn(conversation, who, notice)
+
+    async def reset_conversation(self, conversation: str, who: str) -> None:
+        store = self.bot.store
+        if await store.get_conversation(conversation) is None:
+            return  # never started: nothing to reset, and no worker to stop
+        async with self.bot.mailbox.exclusive(conversation):
+            record = await store.get_conversation(conversation)  # again: an admin action ahead of us may have reset it
+            if record is None:
+                return
+            await self._stop_turn(conversation, who, notice="stopped because {who} reset the conversation")
+            await store.mark_transcript_reset(conversation, record.generation)
+            await store.bump_generation(conversation)
+
+    async def _answering_or_waiting(self, conversation: str) -> bool:
+        store = self.bot.store
+        if await store.pending_inbound(conversation):
+            return True
+        return any(t.state in ANSWERING_STATES for t in await store.unfinished_turns(conversation))
+
+    async def _stop_turn(self, conversation: str, who: str, notice: str) -> bool:
+        """`cancel_turn` for a caller already inside the conversation's door."""
         store, bot = self.bot.store, self.bot
+        waiting = await store.pending_inbound(conversation)
         answering = [t for t in await store.unfinished_turns(conversation) if t.state in ANSWERING_STATES]
-        if answering:
-            task = bot.mailbox.cancel(conversation)
-            if task is not None:
-                await asyncio.gather(task, return_exceptions=True)
-            # re-read: the turn may have reached its reply before the worker stopped
-            answering = [t for t in await store.unfinished_turns(conversation) if t.state in ANSWERING_STATES]
         for turn in answering:
             for run in await store.active_runs(turn.id):
                 try:
@@ -173,25 +195,15 @@ class CommandHandler:
                 await store.update_run(run.remote_id, status="cancelled")
             text = f"This turn was {notice.format(who=who)}; nothing more will come from it."
             await store.update_turn(turn.id, TurnUpdate(state="replied", reply_kind="notice", reply_text=text))
-        pending = await store.pending_inbound(conversation)
-        if pending:
+        if waiting:
             record = await store.get_conversation(conversation)
             generation = record.generation if record else 0
             text = RESET_NOTICE.format(who=who)
             turn = TurnRecord.new(conversation, generation, state="replied", reply_kind="notice", reply_text=text)
             await store.create_turn(turn)
-            await store.claim_inbound([m.event_id for m in pending], turn.id)
-        bot.resume_later(conversation)  # delivers the notices, exactly once, through the normal path
+            await store.claim_inbound([m.event_id for m in waiting], turn.id)
+        bot.resume_later(conversation)  # delivers the notices, exactly once, through the normal path, after the door
         return bool(answering)
-
-    async def reset_conversation(self, conversation: str, who: str) -> None:
-        store = self.bot.store
-        record = await store.get_conversation(conversation)
-        if record is None:
-            return
-        await self.cancel_turn(conversation, who=who, notice="stopped because {who} reset the conversation")
-        await store.mark_transcript_reset(conversation, record.generation)
-        await store.bump_generation(conversation)
 
     async def _record(self, ctx: CommandContext, action: str, target: str, outcome: str, detail: str = "") -> None:
         entry = AuditEntry(time.time(), ctx.actor.platform, ctx.actor.user, action, target, outcome, detail)

@@ -1,11 +1,13 @@
-"""One serial worker per conversation: a conversation's turns never overlap, and conversations never wait for
-each other. Work itself lives in the store (the inbox); the mailbox only decides who runs when."""
+"""One serial worker per conversation, and one door per conversation that admin actions pass through: a
+conversation's turns never overlap each other or an admin action on it, and conversations never wait for each other.
+Work itself lives in the store (the inbox); the mailbox only decides who runs when."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 log = logging.getLogger("switchboard.mailbox")
 
@@ -17,30 +19,51 @@ class Mailbox:
         self._handler = handler
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._dirty: set[str] = set()
+        self._doors: dict[str, asyncio.Lock] = {}
+        self._at_door: dict[str, int] = {}  # admin actions waiting at or inside each conversation's door
+        self._quiet = asyncio.Event()  # set exactly when no worker runs and no admin action is at a door
+        self._quiet.set()
         self._closed = False
 
     def kick(self, conversation: str) -> None:
-        """There may be new work for `conversation`: make sure a worker will look."""
+        """There may be new work for `conversation`: make sure a worker will look (after the door, if it is shut)."""
         if self._closed:
             return
         self._dirty.add(conversation)
-        if conversation not in self._workers:
-            task = asyncio.create_task(self._work(conversation), name=f"mailbox:{conversation}")
-            self._workers[conversation] = task
+        self._start(conversation)
 
     def busy(self, conversation: str) -> bool:
-        return conversation in self._workers
+        """New work for `conversation` would wait: its worker is running or an admin action holds its door."""
+        return conversation in self._workers or conversation in self._at_door
 
     @property
     def depth(self) -> int:
         return len(self._workers)
 
-    def cancel(self, conversation: str) -> asyncio.Task[None] | None:
-        """Cancel the running worker (admin cancel / reset). Returns the task so the caller can await it."""
-        task = self._workers.get(conversation)
-        if task is not None:
-            task.cancel()
-        return task
+    @contextlib.asynccontextmanager
+    async def exclusive(self, conversation: str) -> AsyncIterator[None]:
+        """`async with mailbox.exclusive(conversation):` for admin actions. Stops the conversation's worker (cancels
+        and awaits it) and keeps workers out until the block ends; kicks meanwhile start the worker right after.
+        Admin actions on one conversation take turns; the door is not reentrant."""
+        self._at_door[conversation] = self._at_door.get(conversation, 0) + 1
+        self._settle()
+        door = self._doors.setdefault(conversation, asyncio.Lock())
+        try:
+            async with door:
+                worker = self._workers.get(conversation)
+                if worker is not None:
+                    worker.cancel()
+                    self._dirty.add(conversation)  # it leaves an interrupted turn behind: look again afterwards
+                    # Waits for the task to end even if it swallowed the cancel: no worker runs inside the door.
+                    await asyncio.wait([worker])
+                yield
+        finally:
+            self._at_door[conversation] -= 1
+            if not self._at_door[conversation]:
+                del self._at_door[conversation], self._doors[conversation]
+                if conversation in self._dirty:
+                    self._start(conversation)
+            self._settle()
 
     async def close(self) -> None:
         self._closed = True
@@ -50,9 +73,21 @@ class Mailbox:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def idle(self) -> None:
-        """Wait until no conversation has work in progress (tests, benchmarks, graceful shutdown)."""
-        while self._workers:
-            await asyncio.gather(*list(self._workers.values()), return_exceptions=True)
+        """Wait until no conversation has work or an admin action in progress (tests, benchmarks, shutdown)."""
+        while not self._quiet.is_set():
+            await self._quiet.wait()
+
+    def _start(self, conversation: str) -> None:
+        if self._closed or conversation in self._workers or conversation in self._at_door:
+            return
+        self._workers[conversation] = asyncio.create_task(self._work(conversation), name=f"mailbox:{conversation}")
+        self._settle()
+
+    def _settle(self) -> None:
+        if self._workers or self._at_door:
+            self._quiet.clear()
+        else:
+            self._quiet.set()
 
     async def _work(self, conversation: str) -> None:
         try:
@@ -68,3 +103,6 @@ class Mailbox:
                     return
         finally:
             self._workers.pop(conversation, None)
+            if conversation in self._dirty:
+                self._start(conversation)  # kicked while it failed, or stopped by a door that has since opened
+            self._settle()

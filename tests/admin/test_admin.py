@@ -21,7 +21,8 @@ async def test_reset_mid_turn_cancels_runs_answers_waiting_messages_and_starts_f
     emu.scripts["critic"] = Script(rules=[Rule(delay=30.0, times=1)])  # only the first critic call is slow
     async with running_bot(team(emu.base_url, tmp_path / "db")) as (bot, surface):
         await bot.accept(inbound("ask the critic about plan A"))
-        await surface.wait_event("delegated")
+        # the critic's run exists ("delegated" is announced before it is created)
+        await emu.wait_until(lambda: any(r.agent == "critic" for r in emu.responses.values()), within=10)
         await bot.accept(inbound("are you there?"))
         await bot.accept(inbound("hello??"))
         old = await bot.store.get_conversation(CONV)
