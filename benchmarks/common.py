@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import sqlite3
 import statistics
 import sys
 import tempfile
@@ -28,7 +30,7 @@ async def emulator_process(scripts: dict[str, list[dict[str, Any]]] | None = Non
                            latency: float = 0.0) -> AsyncIterator[str]:
     """Run `switchboard emulator --port 0` in a subprocess (so its CPU is not ours); yields its base URL."""
     with tempfile.TemporaryDirectory() as folder:
-        args = [sys.executable, "-m", "bot.cli", "emulator", "--port", "0", "--latency", str(latency)]
+        args = [sys.executable, "-m", "switchboard.cli", "emulator", "--port", "0", "--latency", str(latency)]
         if scripts:
             path = Path(folder) / "scripts.json"  # JSON is valid YAML
             path.write_text(json.dumps(scripts))
@@ -102,20 +104,26 @@ async def emulator_seconds(bot: Bot, base_url: str, turn_ids: list[str], first_t
     control = base_url.removesuffix("/v1") + "/_emulator/log"
     async with aiohttp.ClientSession() as session, session.get(control) as response:
         entries = (await response.json())["entries"]
-    by_object = {}
+    by_object: dict[str, float] = {}
     for entry in entries:
         if entry["method"] == "POST" and entry["object_id"]:
             by_object[entry["object_id"]] = entry["t_end"] - entry["t_start"]
-    db = bot.store._conn  # type: ignore[attr-defined]  # benchmark-only peek at the engine's records
+    return await asyncio.to_thread(_provider_seconds, bot.team.db_path, by_object, turn_ids, first_turns)
+
+
+def _provider_seconds(db_path: str, by_object: dict[str, float], turn_ids: list[str],
+                      first_turns: bool) -> dict[str, float]:
+    """Each turn's share of `by_object` (seconds per remote object), from the engine's records in its file."""
     result = {}
-    for turn_id in turn_ids:
-        rows = await (await db.execute("SELECT remote_id FROM runs WHERE turn_id=?", (turn_id,))).fetchall()
-        result[turn_id] = sum(by_object.get(row[0], 0.0) for row in rows)
-        if first_turns:
-            conv = await (await db.execute(
-                "SELECT main_thread FROM conversations JOIN turns ON turns.conversation = conversations.key"
-                " WHERE turns.id=?", (turn_id,))).fetchone()
-            result[turn_id] += by_object.get(conv[0], 0.0)
+    with contextlib.closing(sqlite3.connect(db_path)) as db:
+        for turn_id in turn_ids:
+            rows = db.execute("SELECT remote_id FROM runs WHERE turn_id=?", (turn_id,)).fetchall()
+            result[turn_id] = sum(by_object.get(row[0], 0.0) for row in rows)
+            if first_turns:
+                conv = db.execute(
+                    "SELECT main_thread FROM conversations JOIN turns ON turns.conversation = conversations.key"
+                    " WHERE turns.id=?", (turn_id,)).fetchone()
+                result[turn_id] += by_object.get(conv[0], 0.0)
     return result
 
 

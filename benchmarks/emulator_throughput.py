@@ -31,11 +31,11 @@ CREATE_BODY = {"model": "bench", "input": "hello there", "metadata": {"agent": "
 
 @asynccontextmanager
 async def emulator_process() -> AsyncIterator[str]:
-    """``python -m bot.cli emulator --port 0`` in a subprocess; yields its base URL."""
+    """``python -m switchboard.cli emulator --port 0`` in a subprocess; yields its base URL."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "bot.cli",
+        "switchboard.cli",
         "emulator",
         "--port",
         "0",

@@ -237,8 +237,8 @@ async def emulator(in_process: bool, seed: int, latency: float = 0.0) -> AsyncIt
                 yield EmulatorHandle(emu.base_url, emu.control_url, session)
             return
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bot.cli", "emulator", "--port", "0", "--retry-after", "0.01", "--seed", str(seed),
-            "--latency", str(latency), cwd=REPO, stdout=asyncio.subprocess.PIPE,
+            sys.executable, "-m", "switchboard.cli", "emulator", "--port", "0", "--retry-after", "0.01",
+            "--seed", str(seed), "--latency", str(latency), cwd=REPO, stdout=asyncio.subprocess.PIPE,
         )
         try:
             assert proc.stdout is not None

@@ -146,7 +146,7 @@ async def sync_assistants(team: TeamConfig) -> list[Any]:
         await store.close()
 
 
-# ---- the command line (registered by bot.cli) ----
+# ---- the command line (registered by switchboard.cli) ----
 
 
 def add_commands(sub: Any, with_config: Callable[[argparse.ArgumentParser], argparse.ArgumentParser]) -> None:

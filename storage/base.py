@@ -136,66 +136,136 @@ class TurnUpdate:
 
 
 class Store(Protocol):
-    """Persistence for the engine. One implementation per database (see `storage.sqlite`)."""
+    """Persistence for the engine. One implementation per database (see `storage.sqlite`).
+
+    Every write is atomic: it has landed (and survives the process dying) when its await returns, and one whose
+    caller is cancelled has happened either whole or not at all, never in part. "In one transaction" below means
+    several rows change together or none do. A read sees every write called before it."""
 
     schema_version: int
 
-    async def open(self) -> None: ...
-    async def close(self) -> None: ...
+    # ---- lifecycle ----
+
+    async def open(self) -> None:
+        """Open the database, creating it if missing, and migrate it to `schema_version` (each migration atomic).
+        StoreError, with the store left closed, when the folder is missing, the file cannot be opened, or its
+        schema is newer than `schema_version`."""
+
+    async def close(self) -> None:
+        """Close once every operation already called has finished. Closing a closed store does nothing."""
+
     async def writable(self) -> bool:
-        """Whether the database accepts writes right now (for health checks)."""
+        """Whether a write would succeed now (for health checks). Writes nothing; False rather than raising."""
 
-    # conversations and their remote threads
-    async def ensure_conversation(
-        self, key: str, platform: str, channel: str, started_by: str
-    ) -> ConversationRecord: ...
-    async def get_conversation(self, key: str) -> ConversationRecord | None: ...
-    async def conversations(self, channel: str | None = None) -> list[ConversationRecord]: ...
-    async def set_main_thread(self, key: str, generation: int, thread_id: str | None) -> None: ...
-    async def bump_generation(self, key: str) -> int: ...
-    async def get_sub_thread(self, key: str, generation: int, path: str) -> str | None: ...
-    async def set_sub_thread(self, key: str, generation: int, path: str, thread_id: str) -> None: ...
-    async def all_thread_ids(self, key: str, generation: int) -> list[str]: ...
+    # ---- inbox: each message from a platform, until its turn is answered ----
 
-    # inbox
     async def add_inbound(self, message: InboxMessage) -> bool:
-        """Store the message, creating its conversation on first sight. False: the event id was seen before."""
-    async def pending_inbound(self, conversation: str) -> list[InboxMessage]: ...
-    async def conversations_with_pending(self) -> list[str]: ...
-    async def claim_inbound(self, event_ids: list[str], turn_id: str) -> None: ...
-    async def inbound_for_turn(self, turn_id: str) -> list[InboxMessage]: ...
-    async def set_inbound_state(self, event_ids: list[str], state: InboxState) -> None: ...
+        """Store the message, after every message stored before it, and create its conversation on first sight, in
+        one transaction. Idempotent on the event id: False for an id seen before, and no message is stored."""
 
-    # turns
-    async def create_turn(self, turn: TurnRecord) -> None: ...
+    async def pending_inbound(self, conversation: str) -> list[InboxMessage]:
+        """The conversation's messages no turn has claimed yet, in arrival order."""
+
+    async def conversations_with_pending(self) -> list[str]:
+        """Keys of the conversations that have a pending message, in no set order."""
+
+    async def claim_inbound(self, event_ids: list[str], turn_id: str) -> None:
+        """Give those messages that are still pending to the turn (state `in_turn`), in one transaction. Ids that
+        are unknown or already claimed are left alone, so repeating it changes nothing."""
+
+    async def inbound_for_turn(self, turn_id: str) -> list[InboxMessage]:
+        """The messages the turn claimed, in arrival order, whatever their state now."""
+
+    # ---- turns and runs: a turn answers its messages; runs and tool calls are its work at the provider ----
+
     async def start_turn(self, turn: TurnRecord, messages: list[InboxMessage], thread_path: str) -> None:
-        """Create the turn, claim its messages and add them to the thread's transcript, in one transaction."""
-    async def record_reply(self, turn: TurnRecord, update: TurnUpdate, thread_path: str) -> None:
-        """Apply `update` (which carries the reply) and, for an answer, add it to the transcript, together."""
-    async def finish_delivery(self, turn_id: str, delivered_ref: str, event_ids: list[str]) -> None:
-        """Mark the turn delivered and its messages answered, together."""
-    async def get_turn(self, turn_id: str) -> TurnRecord | None: ...
-    async def update_turn(self, turn_id: str, update: TurnUpdate) -> None: ...
-    async def unfinished_turns(self, conversation: str | None = None) -> list[TurnRecord]: ...
+        """In one transaction: create the turn (its id, conversation, generation, state and times; no reply),
+        claim those of `messages` still pending, and append each of `messages` to the thread's transcript as a
+        user entry. An existing turn id raises StoreError and changes nothing."""
 
-    # runs and tool calls
-    async def record_run(self, run: RunRecord) -> None: ...
-    async def update_run(self, remote_id: str, *, status: str, last_seq: int | None = None) -> None: ...
-    async def latest_run(self, turn_id: str, scope: str) -> RunRecord | None: ...
-    async def active_runs(self, turn_id: str | None = None) -> list[RunRecord]: ...
-    async def record_tool_call(self, call: ToolCallRecord) -> None: ...
-    async def finish_tool_call(self, turn_id: str, scope: str, call_id: str, output: str, ok: bool) -> None: ...
+    async def create_turn(self, turn: TurnRecord) -> None:
+        """Create the turn as given, reply included, claiming nothing. An existing turn id raises."""
+
+    async def record_reply(self, turn: TurnRecord, update: TurnUpdate, thread_path: str) -> None:
+        """In one transaction: apply `update` (which carries the reply) as `update_turn` does and, for an answer
+        with text, append it to the thread's transcript as an assistant entry. Not idempotent: twice appends
+        twice. An unknown turn id raises nothing (no turn changes; the transcript entry is still appended)."""
+
+    async def finish_delivery(self, turn_id: str, delivered_ref: str, event_ids: list[str]) -> None:
+        """In one transaction: the turn becomes `delivered` with `delivered_ref`, and the messages `answered`.
+        Idempotent: repeating it sets the same values again."""
+
+    async def update_turn(self, turn_id: str, update: TurnUpdate) -> None:
+        """Apply `update` atomically: each field set replaces, each `add_*` adds (so repeating adds again), and
+        `updated_at` becomes now. StoreError if the turn does not exist."""
+
+    async def get_turn(self, turn_id: str) -> TurnRecord | None: ...
+
+    async def unfinished_turns(self, conversation: str | None = None) -> list[TurnRecord]:
+        """Turns in `UNFINISHED_TURN_STATES` (all, or the conversation's), oldest first."""
+
+    async def record_run(self, run: RunRecord) -> None:
+        """Record a run by its remote id, replacing any record with that id (idempotent); `created_at` 0 is now."""
+
+    async def update_run(self, remote_id: str, *, status: str, last_seq: int | None = None) -> None:
+        """Set the run's status, and its last stream position when given. An unknown remote id changes nothing."""
+
+    async def latest_run(self, turn_id: str, scope: str) -> RunRecord | None:
+        """The newest run of the scope in the turn (latest `created_at`, then the last recorded): the one to
+        resume."""
+
+    async def active_runs(self, turn_id: str | None = None) -> list[RunRecord]:
+        """Runs (all, or the turn's) whose status is not terminal, in no set order."""
+
+    async def record_tool_call(self, call: ToolCallRecord) -> None:
+        """Record a call the model asked for (name and arguments). Idempotent: a call already recorded under the
+        same turn, scope and call id is kept as it is, output included."""
+
+    async def finish_tool_call(self, turn_id: str, scope: str, call_id: str, output: str, ok: bool) -> None:
+        """Set the call's output and outcome (replacing any). An unknown call changes nothing."""
+
     async def get_tool_call(self, turn_id: str, scope: str, call_id: str) -> ToolCallRecord | None: ...
 
-    # transcript: the local truth a remote thread can be rebuilt from
-    async def append_transcript(
-        self, key: str, generation: int, thread_path: str, entry: TranscriptEntry
-    ) -> None: ...
-    async def transcript(self, key: str, generation: int, thread_path: str) -> list[TranscriptEntry]: ...
-    async def mark_transcript_reset(self, key: str, generation: int) -> None: ...
+    # ---- threads and transcript: a conversation's provider objects, and the local truth to rebuild them from ----
 
-    # audit and cached provider objects
-    async def add_audit(self, entry: AuditEntry) -> None: ...
-    async def recent_audit(self, limit: int = 20) -> list[AuditEntry]: ...
-    async def get_agent(self, backend: str, name: str) -> tuple[str, str] | None: ...
-    async def set_agent(self, backend: str, name: str, remote_id: str, content_hash: str) -> None: ...
+    async def get_conversation(self, key: str) -> ConversationRecord | None: ...
+
+    async def set_main_thread(self, key: str, generation: int, thread_id: str | None) -> None:
+        """Set the conversation's main thread, only while it is still at `generation`: a thread made before a
+        reset is never attached after it."""
+
+    async def get_sub_thread(self, key: str, generation: int, path: str) -> str | None: ...
+
+    async def set_sub_thread(self, key: str, generation: int, path: str, thread_id: str) -> None:
+        """Set the sub-assistant thread at `path` for that generation; the last one set wins."""
+
+    async def bump_generation(self, key: str) -> int:
+        """Start the conversation afresh: generation + 1 and no main thread, atomically; then return the
+        generation read back (0 for an unknown conversation, which is not created)."""
+
+    async def append_transcript(self, key: str, generation: int, thread_path: str, entry: TranscriptEntry) -> None:
+        """Append the entry to the thread's transcript. Not idempotent: twice appends twice."""
+
+    async def transcript(self, key: str, generation: int, thread_path: str) -> list[TranscriptEntry]:
+        """The thread's entries not marked reset, in the order appended."""
+
+    async def mark_transcript_reset(self, key: str, generation: int) -> None:
+        """Mark all of the generation's transcript reset, atomically: kept, but no longer returned by `transcript`.
+        Idempotent."""
+
+    async def get_agent(self, backend: str, name: str) -> tuple[str, str] | None:
+        """The provider object cached for the agent: (remote id, hash of the definition it was made from)."""
+
+    async def set_agent(self, backend: str, name: str, remote_id: str, content_hash: str) -> None:
+        """Cache the agent's provider object, replacing any; the last one set wins."""
+
+    # ---- admin and audit ----
+
+    async def conversations(self, channel: str | None = None) -> list[ConversationRecord]:
+        """All conversations, or the channel's, oldest first."""
+
+    async def add_audit(self, entry: AuditEntry) -> None:
+        """Append the entry to the audit trail."""
+
+    async def recent_audit(self, limit: int = 20) -> list[AuditEntry]:
+        """The last `limit` audit entries, newest first."""

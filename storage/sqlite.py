@@ -1,38 +1,27 @@
-"""The SQLite `Store`: one stdlib `sqlite3` connection in WAL mode, migrations applied on open.
+"""The SQLite `Store`: the SQL of each operation of the contract in `storage.base`, on a WAL-mode file. Each
+operation is one statement or one transaction, run whole on the store's own thread (`storage.sqlite_thread`), so it
+lands entirely or not at all even when its caller is cancelled, and operations take effect in the order called.
 
-Every database operation (a read, a single write, a whole transaction with its BEGIN and COMMIT or ROLLBACK, the
-writability probe) is one function run to completion on the connection's own thread, in the order called. So
-operations never interleave (no lock is needed), each is one trip to that thread, and a cancelled caller only stops
-waiting: its operation still runs whole, so a cancel (a health check's timeout, an admin reset stopping a turn) can
-neither leave the connection inside a transaction nor apply part of one. A write has landed when its call returns.
-
-Not aiosqlite: it has no public way to run a function on its thread, and a transaction in one trip was a measured
-gain (docs/PERFORMANCE.md). A plain thread fed by a `queue.SimpleQueue` costs what aiosqlite's did per trip;
-`loop.run_in_executor` on a one-worker pool measured ~50% more CPU per trip.
+Durability: `synchronous=NORMAL` in WAL mode, so a write survives the process dying once its call has returned; a
+power cut may lose the last commits but never corrupts the file. Methods are in the order of the protocol's groups.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import logging
 import os
-import queue
 import sqlite3
-import threading
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from storage.base import (
     UNFINISHED_TURN_STATES,
     AuditEntry,
     ConversationRecord,
     InboxMessage,
-    InboxState,
     RunRecord,
     StoreError,
     ToolCallRecord,
@@ -40,105 +29,14 @@ from storage.base import (
     TurnRecord,
     TurnUpdate,
 )
-from storage.schema import MIGRATIONS, SCHEMA_VERSION
-
-log = logging.getLogger("switchboard.storage")
+from storage.schema import SCHEMA_VERSION
+from storage.sqlite_thread import ConnectionThread, Statements
 
 TERMINAL_RUN_STATUSES = ("completed", "failed", "cancelled", "expired", "incomplete", "superseded")
-BUSY_TIMEOUT_MS = 5000
-
-T = TypeVar("T")
-Statements = list[tuple[str, tuple[Any, ...]]]
-_Job = tuple[asyncio.Future[Any], Callable[..., Any], tuple[Any, ...]]
 
 
 def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-
-
-@dataclass(frozen=True, slots=True)
-class _Result:
-    """One statement's rows (fetched in the same trip) and row count.
-
-    The awaitable `fetchone`/`fetchall` keep a DB-API cursor's shape for the tests and benchmarks that peek at the
-    database through `SQLiteStore._conn.execute`."""
-
-    rows: list[sqlite3.Row]
-    rowcount: int
-
-    async def fetchone(self) -> sqlite3.Row | None:
-        return self.rows[0] if self.rows else None
-
-    async def fetchall(self) -> list[sqlite3.Row]:
-        return self.rows
-
-
-class _Connection:
-    """A `sqlite3` connection and the one thread that uses it. Jobs run there one at a time, in the order called;
-    nothing takes a job back out of the queue, so a caller's cancel cancels only its wait, never the job."""
-
-    def __init__(self) -> None:
-        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        self._sqlite: sqlite3.Connection | None = None
-        # A daemon: a store never closed must not hold the process open; WAL rolls an interrupted write back.
-        threading.Thread(target=self._work, name="switchboard-sqlite", daemon=True).start()
-
-    @classmethod
-    async def open(cls, path: str) -> _Connection:
-        connection = cls()
-        try:
-            connection._sqlite = await connection._submit(_open, path)
-        except BaseException:
-            connection._jobs.put(None)
-            raise
-        return connection
-
-    async def call(self, fn: Callable[..., T], *args: Any) -> T:
-        """`fn(sqlite3_connection, *args)` on the database thread, after every job called before it."""
-        if self._sqlite is None:
-            raise StoreError("store is not open")
-        return await self._submit(fn, self._sqlite, *args)
-
-    async def execute(self, sql: str, params: Iterable[Any] = ()) -> _Result:
-        """One statement, in its own transaction unless it is a transaction control statement."""
-        return await self.call(_execute, sql, tuple(params))
-
-    async def close(self) -> None:
-        """Close once every job already called has finished; the thread then ends."""
-        sqlite, self._sqlite = self._sqlite, None
-        if sqlite is None:
-            return
-        try:
-            await self._submit(sqlite.close)
-        finally:
-            self._jobs.put(None)
-
-    async def _submit(self, fn: Callable[..., T], *args: Any) -> T:
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._jobs.put((future, fn, args))
-        return await future
-
-    def _work(self) -> None:
-        while (job := self._jobs.get()) is not None:
-            future, fn, args = job
-            result, error = None, None
-            try:
-                result = fn(*args)
-            except BaseException as exc:  # whatever it is, it is the caller's to handle
-                error = exc
-            with contextlib.suppress(RuntimeError):  # the caller's event loop is closed: nobody is left to tell
-                future.get_loop().call_soon_threadsafe(_settle, future, result, error)
-
-
-def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
-    if future.done():  # the caller was cancelled and stopped waiting; the job ran all the same
-        if error is not None:
-            log.warning("a database operation whose caller was cancelled failed: %s", error)
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(result)
 
 
 class SQLiteStore:
@@ -148,7 +46,7 @@ class SQLiteStore:
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
-        self._db: _Connection | None = None
+        self._db: ConnectionThread | None = None
 
     # ---- lifecycle ----
 
@@ -158,7 +56,7 @@ class SQLiteStore:
             if parent:
                 raise StoreError(f"database folder {parent} does not exist (set SWITCHBOARD_DB to a writable path)")
         try:
-            self._db = await _Connection.open(self.path)
+            self._db = await ConnectionThread.open(self.path)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open database {self.path}: {exc}") from exc
 
@@ -168,15 +66,23 @@ class SQLiteStore:
             await db.close()
 
     async def writable(self) -> bool:
-        """Whether a write would succeed now (takes and releases the write lock in one trip; writes nothing)."""
+        """Takes and releases the write lock in one trip (waiting up to the busy timeout); writes nothing."""
         try:
-            await self._conn.call(_probe_write)
+            await self._opened.probe_write()
             return True
         except (sqlite3.Error, StoreError):
             return False
 
+    async def set_pragma(self, name: str, value: int) -> None:
+        """Set a connection-level PRAGMA (`query_only`, `max_page_count`, `busy_timeout`, ...) on the store's own
+        connection, after every operation already called. Not part of `Store`: tests use it to make this store's
+        database read-only or full, which another connection on the file cannot do for this one."""
+        if not name.isidentifier():
+            raise ValueError(f"not a pragma name: {name!r}")
+        await self._write(f"PRAGMA {name}={int(value)}")
+
     @property
-    def _conn(self) -> _Connection:
+    def _opened(self) -> ConnectionThread:
         if self._db is None:
             raise StoreError("store is not open")
         return self._db
@@ -184,23 +90,20 @@ class SQLiteStore:
     async def _write(self, sql: str, params: Iterable[Any] = ()) -> int:
         """One statement, atomic on its own; returns its row count."""
         try:
-            return (await self._conn.execute(sql, params)).rowcount
+            return (await self._opened.execute(sql, params)).rowcount
         except sqlite3.OperationalError as exc:
             raise StoreError(f"database write failed ({exc}); check that {self.path} is writable and not full") from exc
-
-    async def _writemany(self, sql: str, rows: Iterable[Iterable[Any]]) -> None:
-        await self._transaction([(sql, tuple(r)) for r in rows])
 
     async def _transaction(self, statements: Statements) -> int:
         """Several writes that land together or not at all; returns the row count of the last one."""
         try:
-            return await self._conn.call(_apply_transaction, statements)
+            return await self._opened.transaction(statements)
         except sqlite3.Error as exc:
             raise StoreError(f"database write failed ({exc}); check that {self.path} is writable and not full") from exc
 
     async def _rows(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
         try:
-            return (await self._conn.execute(sql, params)).rows
+            return (await self._opened.execute(sql, params)).rows
         except sqlite3.OperationalError as exc:
             raise StoreError(f"database read failed: {exc}") from exc
 
@@ -208,65 +111,9 @@ class SQLiteStore:
         rows = await self._rows(sql, params)
         return rows[0] if rows else None
 
-    # ---- conversations ----
-
-    async def ensure_conversation(self, key: str, platform: str, channel: str, started_by: str) -> ConversationRecord:
-        await self._write(
-            "INSERT OR IGNORE INTO conversations(key, platform, channel, started_by, created_at) VALUES (?,?,?,?,?)",
-            (key, platform, channel, started_by, time.time()),
-        )
-        record = await self.get_conversation(key)
-        assert record is not None
-        return record
-
-    async def get_conversation(self, key: str) -> ConversationRecord | None:
-        row = await self._row("SELECT * FROM conversations WHERE key=?", (key,))
-        return _conversation(row) if row else None
-
-    async def conversations(self, channel: str | None = None) -> list[ConversationRecord]:
-        if channel is None:
-            rows = await self._rows("SELECT * FROM conversations ORDER BY created_at")
-        else:
-            rows = await self._rows("SELECT * FROM conversations WHERE channel=? ORDER BY created_at", (channel,))
-        return [_conversation(r) for r in rows]
-
-    async def set_main_thread(self, key: str, generation: int, thread_id: str | None) -> None:
-        await self._write(
-            "UPDATE conversations SET main_thread=? WHERE key=? AND generation=?", (thread_id, key, generation)
-        )
-
-    async def bump_generation(self, key: str) -> int:
-        await self._write("UPDATE conversations SET generation=generation+1, main_thread=NULL WHERE key=?", (key,))
-        row = await self._row("SELECT generation FROM conversations WHERE key=?", (key,))
-        return int(row["generation"]) if row else 0
-
-    async def get_sub_thread(self, key: str, generation: int, path: str) -> str | None:
-        row = await self._row(
-            "SELECT thread_id FROM sub_threads WHERE conversation=? AND generation=? AND path=?",
-            (key, generation, path),
-        )
-        return str(row["thread_id"]) if row else None
-
-    async def set_sub_thread(self, key: str, generation: int, path: str, thread_id: str) -> None:
-        await self._write(
-            "INSERT OR REPLACE INTO sub_threads(conversation, generation, path, thread_id) VALUES (?,?,?,?)",
-            (key, generation, path, thread_id),
-        )
-
-    async def all_thread_ids(self, key: str, generation: int) -> list[str]:
-        rows = await self._rows(
-            "SELECT thread_id FROM sub_threads WHERE conversation=? AND generation=?", (key, generation)
-        )
-        ids = [str(r["thread_id"]) for r in rows]
-        conv = await self.get_conversation(key)
-        if conv and conv.generation == generation and conv.main_thread:
-            ids.insert(0, conv.main_thread)
-        return ids
-
     # ---- inbox ----
 
     async def add_inbound(self, message: InboxMessage) -> bool:
-        """Store a new message (and its conversation, the first time), in one transaction. False: seen before."""
         inserted = await self._transaction([
             (
                 "INSERT OR IGNORE INTO conversations(key, platform, channel, started_by, created_at)"
@@ -276,17 +123,8 @@ class SQLiteStore:
             (
                 "INSERT OR IGNORE INTO inbox(event_id, conversation, platform, channel, user_id, text, route, state,"
                 " received_at, seq) VALUES (?,?,?,?,?,?,?,?,?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM inbox))",
-                (
-                    message.event_id,
-                    message.conversation,
-                    message.platform,
-                    message.channel,
-                    message.user,
-                    message.text,
-                    _dumps(dict(message.route)),
-                    message.state,
-                    message.received_at,
-                ),
+                (message.event_id, message.conversation, message.platform, message.channel, message.user,
+                 message.text, _dumps(dict(message.route)), message.state, message.received_at),
             ),
         ])
         return inserted == 1
@@ -302,38 +140,19 @@ class SQLiteStore:
         return [str(r["conversation"]) for r in rows]
 
     async def claim_inbound(self, event_ids: list[str], turn_id: str) -> None:
-        await self._writemany(
-            "UPDATE inbox SET state='in_turn', turn_id=? WHERE event_id=? AND state='pending'",
-            ((turn_id, e) for e in event_ids),
-        )
+        await self._transaction([
+            ("UPDATE inbox SET state='in_turn', turn_id=? WHERE event_id=? AND state='pending'", (turn_id, e))
+            for e in event_ids
+        ])
 
     async def inbound_for_turn(self, turn_id: str) -> list[InboxMessage]:
         rows = await self._rows("SELECT * FROM inbox WHERE turn_id=? ORDER BY seq", (turn_id,))
         return [_inbox(r) for r in rows]
 
-    async def set_inbound_state(self, event_ids: list[str], state: InboxState) -> None:
-        await self._writemany("UPDATE inbox SET state=? WHERE event_id=?", ((state, e) for e in event_ids))
-
-    # ---- turns ----
-
-    async def create_turn(self, turn: TurnRecord) -> None:
-        await self._write(
-            "INSERT INTO turns(id, conversation, generation, state, reply_kind, reply_text, created_at, updated_at)"
-            " VALUES (?,?,?,?,?,?,?,?)",
-            (
-                turn.id,
-                turn.conversation,
-                turn.generation,
-                turn.state,
-                turn.reply_kind,
-                turn.reply_text,
-                turn.created_at,
-                turn.updated_at,
-            ),
-        )
+    # ---- turns and runs ----
 
     async def start_turn(self, turn: TurnRecord, messages: list[InboxMessage], thread_path: str) -> None:
-        statements: list[tuple[str, tuple[Any, ...]]] = [
+        statements: Statements = [
             (
                 "INSERT INTO turns(id, conversation, generation, state, created_at, updated_at) VALUES (?,?,?,?,?,?)",
                 (turn.id, turn.conversation, turn.generation, turn.state, turn.created_at, turn.updated_at),
@@ -351,6 +170,14 @@ class SQLiteStore:
             ))
         await self._transaction(statements)
 
+    async def create_turn(self, turn: TurnRecord) -> None:
+        await self._write(
+            "INSERT INTO turns(id, conversation, generation, state, reply_kind, reply_text, created_at, updated_at)"
+            " VALUES (?,?,?,?,?,?,?,?)",
+            (turn.id, turn.conversation, turn.generation, turn.state, turn.reply_kind, turn.reply_text,
+             turn.created_at, turn.updated_at),
+        )
+
     async def record_reply(self, turn: TurnRecord, update: TurnUpdate, thread_path: str) -> None:
         statements = [self._turn_update_sql(turn.id, update)]
         if update.reply_kind == "answer" and update.reply_text is not None:
@@ -366,10 +193,6 @@ class SQLiteStore:
         statements = [self._turn_update_sql(turn_id, TurnUpdate(state="delivered", delivered_ref=delivered_ref))]
         statements += [("UPDATE inbox SET state='answered' WHERE event_id=?", (e,)) for e in event_ids]
         await self._transaction(statements)
-
-    async def get_turn(self, turn_id: str) -> TurnRecord | None:
-        row = await self._row("SELECT * FROM turns WHERE id=?", (turn_id,))
-        return _turn(row) if row else None
 
     async def update_turn(self, turn_id: str, update: TurnUpdate) -> None:
         if await self._write(*self._turn_update_sql(turn_id, update)) != 1:
@@ -394,6 +217,10 @@ class SQLiteStore:
                 params.append(amount)
         return f"UPDATE turns SET {', '.join(sets)} WHERE id=?", (*params, turn_id)
 
+    async def get_turn(self, turn_id: str) -> TurnRecord | None:
+        row = await self._row("SELECT * FROM turns WHERE id=?", (turn_id,))
+        return _turn(row) if row else None
+
     async def unfinished_turns(self, conversation: str | None = None) -> list[TurnRecord]:
         marks = ",".join("?" * len(UNFINISHED_TURN_STATES))
         sql = f"SELECT * FROM turns WHERE state IN ({marks})"
@@ -404,26 +231,13 @@ class SQLiteStore:
         rows = await self._rows(sql + " ORDER BY created_at", params)
         return [_turn(r) for r in rows]
 
-    # ---- runs and tool calls ----
-
     async def record_run(self, run: RunRecord) -> None:
         now = time.time()
         await self._write(
             "INSERT OR REPLACE INTO runs(remote_id, turn_id, scope, agent, thread_id, status, attempt, last_seq,"
             " input, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-            (
-                run.remote_id,
-                run.turn_id,
-                run.scope,
-                run.agent,
-                run.thread_id,
-                run.status,
-                run.attempt,
-                run.last_seq,
-                _dumps(run.input),
-                run.created_at or now,
-                now,
-            ),
+            (run.remote_id, run.turn_id, run.scope, run.agent, run.thread_id, run.status, run.attempt, run.last_seq,
+             _dumps(run.input), run.created_at or now, now),
         )
 
     async def update_run(self, remote_id: str, *, status: str, last_seq: int | None = None) -> None:
@@ -476,7 +290,34 @@ class SQLiteStore:
             ok=None if row["ok"] is None else bool(row["ok"]),
         )
 
-    # ---- transcript ----
+    # ---- threads and transcript ----
+
+    async def get_conversation(self, key: str) -> ConversationRecord | None:
+        row = await self._row("SELECT * FROM conversations WHERE key=?", (key,))
+        return _conversation(row) if row else None
+
+    async def set_main_thread(self, key: str, generation: int, thread_id: str | None) -> None:
+        await self._write(
+            "UPDATE conversations SET main_thread=? WHERE key=? AND generation=?", (thread_id, key, generation)
+        )
+
+    async def get_sub_thread(self, key: str, generation: int, path: str) -> str | None:
+        row = await self._row(
+            "SELECT thread_id FROM sub_threads WHERE conversation=? AND generation=? AND path=?",
+            (key, generation, path),
+        )
+        return str(row["thread_id"]) if row else None
+
+    async def set_sub_thread(self, key: str, generation: int, path: str, thread_id: str) -> None:
+        await self._write(
+            "INSERT OR REPLACE INTO sub_threads(conversation, generation, path, thread_id) VALUES (?,?,?,?)",
+            (key, generation, path, thread_id),
+        )
+
+    async def bump_generation(self, key: str) -> int:
+        await self._write("UPDATE conversations SET generation=generation+1, main_thread=NULL WHERE key=?", (key,))
+        row = await self._row("SELECT generation FROM conversations WHERE key=?", (key,))
+        return int(row["generation"]) if row else 0
 
     async def append_transcript(self, key: str, generation: int, thread_path: str, entry: TranscriptEntry) -> None:
         await self._write(
@@ -496,7 +337,24 @@ class SQLiteStore:
     async def mark_transcript_reset(self, key: str, generation: int) -> None:
         await self._write("UPDATE transcript SET reset=1 WHERE conversation=? AND generation=?", (key, generation))
 
-    # ---- audit and agents ----
+    async def get_agent(self, backend: str, name: str) -> tuple[str, str] | None:
+        row = await self._row("SELECT remote_id, content_hash FROM agents WHERE backend=? AND name=?", (backend, name))
+        return (str(row["remote_id"]), str(row["content_hash"])) if row else None
+
+    async def set_agent(self, backend: str, name: str, remote_id: str, content_hash: str) -> None:
+        await self._write(
+            "INSERT OR REPLACE INTO agents(backend, name, remote_id, content_hash) VALUES (?,?,?,?)",
+            (backend, name, remote_id, content_hash),
+        )
+
+    # ---- admin and audit ----
+
+    async def conversations(self, channel: str | None = None) -> list[ConversationRecord]:
+        if channel is None:
+            rows = await self._rows("SELECT * FROM conversations ORDER BY created_at")
+        else:
+            rows = await self._rows("SELECT * FROM conversations WHERE channel=? ORDER BY created_at", (channel,))
+        return [_conversation(r) for r in rows]
 
     async def add_audit(self, entry: AuditEntry) -> None:
         await self._write(
@@ -518,74 +376,6 @@ class SQLiteStore:
             )
             for r in rows
         ]
-
-    async def get_agent(self, backend: str, name: str) -> tuple[str, str] | None:
-        row = await self._row("SELECT remote_id, content_hash FROM agents WHERE backend=? AND name=?", (backend, name))
-        return (str(row["remote_id"]), str(row["content_hash"])) if row else None
-
-    async def set_agent(self, backend: str, name: str, remote_id: str, content_hash: str) -> None:
-        await self._write(
-            "INSERT OR REPLACE INTO agents(backend, name, remote_id, content_hash) VALUES (?,?,?,?)",
-            (backend, name, remote_id, content_hash),
-        )
-
-
-# ---- functions run on the database thread: each one whole, so no transaction outlives it ----
-
-
-def _open(path: str) -> sqlite3.Connection:
-    """Connect, configure and migrate; the connection is closed again if any of that fails."""
-    # isolation_level=None: sqlite3 opens no implicit transactions; ours are explicit and end in the same function.
-    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
-    try:
-        conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA foreign_keys=ON")
-        _migrate(conn, path)
-    except BaseException:
-        conn.close()
-        raise
-    return conn
-
-
-def _migrate(conn: sqlite3.Connection, path: str) -> None:
-    current = conn.execute("PRAGMA user_version").fetchone()[0]
-    if current > SCHEMA_VERSION:
-        raise StoreError(
-            f"database {path} has schema version {current}, newer than this Switchboard ({SCHEMA_VERSION})"
-        )
-    for version in range(current + 1, SCHEMA_VERSION + 1):  # a failed one is rolled back as `_open` closes
-        conn.executescript("BEGIN;" + MIGRATIONS[version - 1] + f"; PRAGMA user_version={version}; COMMIT;")
-
-
-def _execute(conn: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> _Result:
-    cursor = conn.execute(sql, params)
-    return _Result(cursor.fetchall(), cursor.rowcount)
-
-
-def _apply_transaction(conn: sqlite3.Connection, statements: Statements) -> int:
-    """BEGIN, the statements, COMMIT (ROLLBACK on any error); the last statement's row count."""
-    conn.execute("BEGIN")
-    try:
-        cursor = None
-        for sql, params in statements:
-            cursor = conn.execute(sql, params)
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-    return cursor.rowcount if cursor is not None else 0
-
-
-def _probe_write(conn: sqlite3.Connection) -> None:
-    """Take the write lock (waiting up to the busy timeout) and give it back at once."""
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-    finally:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
 
 
 def _missing_folder(path: str) -> str | None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import sqlite3
 
 from bot.config import PlatformConfig
 from bot.emulator import Rule, Script
@@ -51,8 +53,9 @@ async def test_reset_mid_turn_cancels_runs_answers_waiting_messages_and_starts_f
         assert new.generation == old.generation + 1 and new.main_thread != old.main_thread
         assert await bot.store.get_sub_thread(CONV, 1, "critic") not in (None, old_critic)
         assert await bot.store.transcript(CONV, 0, "main") == []  # kept, but marked reset
-        rows = await (await bot.store._conn.execute(
-            "SELECT COUNT(*) FROM transcript WHERE conversation=? AND generation=0 AND reset=1", (CONV,))).fetchone()
+        with contextlib.closing(sqlite3.connect(tmp_path / "db")) as db:  # what the store wrote, read from the file
+            rows = db.execute(
+                "SELECT COUNT(*) FROM transcript WHERE conversation=? AND generation=0 AND reset=1", (CONV,)).fetchone()
         assert rows[0] >= 1
         [entry] = await bot.store.recent_audit()
         assert (entry.actor, entry.action, entry.target, entry.outcome) == ("u1", "reset", CONV, "done")

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from bot.admin_socket import AlreadyRunning
-from bot.doctor import run_doctor
 from bot.emulator import Rule, Script, run_emulator
 from bot.engine import Bot
 from storage.sqlite import SQLiteStore
+from switchboard.doctor import run_doctor
 from tests.engine.harness import inbound, running_bot, team
 from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.slack_api import FakeSlack
@@ -35,7 +35,7 @@ def team_file(tmp_path: Path, base_url: str, extra: str = "") -> Path:
 
 async def cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot.cli", *args, cwd=REPO, stdin=asyncio.subprocess.DEVNULL,
+        sys.executable, "-m", "switchboard.cli", *args, cwd=REPO, stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         env={**os.environ, "PYTHONPATH": str(REPO), "OPENAI_API_KEY": "k", **(env or {})},
     )

@@ -12,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from bot.emulator import Rule, Script
 from bot.logs import setup_logging
 from bot.ops import OpsServer
+from storage.sqlite import SQLiteStore
 from tests.engine.harness import inbound, running_bot, team
 
 
@@ -52,7 +53,8 @@ async def test_metrics_are_scraped_and_parsed(emu, tmp_path):
 
 async def test_healthz_reports_an_unwritable_database(emu, tmp_path):
     async with running_bot(team(emu.base_url, tmp_path / "db")) as (bot, _):
-        await bot.store._conn.execute("PRAGMA busy_timeout=100")
+        assert isinstance(bot.store, SQLiteStore)
+        await bot.store.set_pragma("busy_timeout", 100)  # the probe gives up on a held lock in 0.1 s, not 5
         ops = OpsServer(bot)
 
         async def platform_up() -> bool:

@@ -93,7 +93,8 @@ async def test_conversation_with_an_unfinished_turn_is_skipped(tmp_path):
         cfg = team(emu.base_url, tmp_path / "db", backend="assistants")
         async with running_bot(cfg) as (bot, surface):
             await bot.accept(inbound("ask the critic"))
-            await surface.wait_event("delegated")
+            # the critic's run exists ("delegated" is announced before it is created), so its delay has started
+            await emu.wait_until(lambda: any(r.agent == "critic" for r in emu.runs.values()), within=10)
             report = await migrate(cfg, "responses")
             await clock.advance(30.0)
             await surface.wait_for(1)
@@ -156,7 +157,7 @@ async def test_migrate_refuses_while_a_bot_holds_the_database(emu, tmp_path, mon
 
 @pytest.mark.parametrize("command", ["sync", "migrate"])
 def test_sync_and_migrate_have_help(command, capsys):
-    from bot.cli import build_parser
+    from switchboard.cli import build_parser
 
     with pytest.raises(SystemExit) as exit_:
         build_parser().parse_args([command, "--help"])

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from bot.cli import build_parser
+from switchboard.cli import build_parser
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 async def run_cli(*args: str, stdin: str = "", env: dict[str, str] | None = None) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot.cli", *args, cwd=REPO,
+        sys.executable, "-m", "switchboard.cli", *args, cwd=REPO,
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
     )

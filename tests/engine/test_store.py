@@ -39,7 +39,6 @@ async def test_newer_schema_is_refused(tmp_path):
 async def test_inbox_is_idempotent_and_keeps_order_and_sql_metacharacters(tmp_path):
     store = SQLiteStore(tmp_path / "s.db")
     await store.open()
-    await store.ensure_conversation("c1", "console", "ch", "u1")
     assert await store.add_inbound(message("e1", "first'; DROP TABLE inbox; --"))
     assert not await store.add_inbound(message("e1", "retry"))
     assert await store.add_inbound(message("e2", "second \u0000 \u202e"))
@@ -90,9 +89,10 @@ async def test_concurrent_writers_never_lose_each_others_rows(tmp_path):
 
     async def one(i: int) -> None:
         key = f"c{i}"
-        record = await store.ensure_conversation(key, "console", "ch", "u")
-        assert record.key == key
         await store.add_inbound(InboxMessage(f"e{i}", key, "console", "ch", "u", "hi", {}, time.time()))
+        await store.set_main_thread(key, 0, f"thread_{i}")  # a single-statement write between two transactions
+        record = await store.get_conversation(key)
+        assert record is not None and (record.key, record.main_thread) == (key, f"thread_{i}")
         await store.claim_inbound([f"e{i}"], f"t{i}")
 
     await asyncio.gather(*(one(i) for i in range(300)))

@@ -29,7 +29,7 @@ def chat_env(tmp_path: Path, base_url: str) -> dict[str, str]:
 
 async def start_chat(env: dict[str, str]) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot.cli", "chat", cwd=REPO, env=env,
+        sys.executable, "-m", "switchboard.cli", "chat", cwd=REPO, env=env,
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
 

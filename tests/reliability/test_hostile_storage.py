@@ -28,32 +28,49 @@ from benchmarks.soak import slack_settings
 from bot.emulator import ManualClock, Rule, Script, run_emulator
 from bot.engine import Bot
 from storage.base import StoreError
+from storage.sqlite import SQLiteStore
 from tests.fakes.slack_api import FakeSlack
 from tests.reliability.helpers import RecordingStore, message, running_bot, team
 
 
+def sqlite_store(bot: Bot) -> SQLiteStore:
+    assert isinstance(bot.store, SQLiteStore)
+    return bot.store
+
+
 async def read_only(bot: Bot, on: bool = True) -> None:
-    await bot.store._conn.execute(f"PRAGMA query_only={'ON' if on else 'OFF'}")  # type: ignore[attr-defined]
+    await sqlite_store(bot).set_pragma("query_only", int(on))
 
 
 async def fill_up(bot: Bot) -> None:
-    """No page left: the file may not grow, and its free pages are used by a filler table."""
-    db = bot.store._conn  # type: ignore[attr-defined]
-    pages = (await (await db.execute("PRAGMA page_count")).fetchone())[0]
-    await db.execute(f"PRAGMA max_page_count={pages + 1}")
-    await db.execute("CREATE TABLE IF NOT EXISTS filler(x BLOB)")
-    with contextlib.suppress(sqlite3.OperationalError):
-        for _ in range(10_000):
-            await db.execute("INSERT INTO filler VALUES (zeroblob(512))")
-    with contextlib.suppress(sqlite3.OperationalError):
-        for _ in range(10_000):
-            await db.execute("INSERT INTO filler VALUES (zeroblob(16))")
+    """No page left: the file may not grow, and its free pages are used by a filler table.
+
+    `max_page_count` holds for one connection only: the store's is set, then a connection of our own, under the
+    same limit, uses up the free pages."""
+    store = sqlite_store(bot)
+    with contextlib.closing(sqlite3.connect(store.path, isolation_level=None)) as db:
+        pages = db.execute("PRAGMA page_count").fetchone()[0]
+    await store.set_pragma("max_page_count", pages + 1)
+    await asyncio.to_thread(_fill_free_pages, store.path, pages + 1)
+
+
+def _fill_free_pages(path: str, max_pages: int) -> None:
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as db:
+        db.execute(f"PRAGMA max_page_count={max_pages}")
+        db.execute("CREATE TABLE IF NOT EXISTS filler(x BLOB)")
+        with contextlib.suppress(sqlite3.OperationalError):
+            for _ in range(10_000):
+                db.execute("INSERT INTO filler VALUES (zeroblob(512))")
+        with contextlib.suppress(sqlite3.OperationalError):
+            for _ in range(10_000):
+                db.execute("INSERT INTO filler VALUES (zeroblob(16))")
 
 
 async def make_room(bot: Bot) -> None:
-    db = bot.store._conn  # type: ignore[attr-defined]
-    await db.execute("DROP TABLE IF EXISTS filler")
-    await db.execute("PRAGMA max_page_count=1073741823")
+    store = sqlite_store(bot)
+    with contextlib.closing(sqlite3.connect(store.path, isolation_level=None)) as db:
+        db.execute("DROP TABLE IF EXISTS filler")
+    await store.set_pragma("max_page_count", 1073741823)
 
 
 def integrity(path: str | Path) -> str:

@@ -63,7 +63,6 @@ OPERATIONS: dict[str, Operation] = {"writable": _probe, "write": _write, "transa
 async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
     opened = SQLiteStore(tmp_path / "s.db")
     await opened.open()
-    await opened.ensure_conversation(CONV, "console", "ch", "u1")
     for event_id, text in (("e1", "one"), ("e2", "two")):
         assert await opened.add_inbound(_message(event_id, text))
     try:

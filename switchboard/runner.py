@@ -1,6 +1,6 @@
-"""`switchboard run`: the composition root that starts the engine and every platform enabled in the team file.
-
-It lives with the adapters because it is the one place that knows all of them; the engine never imports it.
+"""Start the engine with its adapters: `switchboard run` (every platform enabled in the team file, plus the ops
+port) and `switchboard chat` (the terminal). Each returns the process exit code once the adapters have stopped and
+the engine has shut down cleanly.
 """
 
 from __future__ import annotations
@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sys
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from bot.config import ConfigError, TeamConfig
@@ -17,12 +19,12 @@ from bot.ops import OpsServer
 log = logging.getLogger("switchboard.run")
 
 
-class Platform(Protocol):
+class PlatformAdapter(Protocol):
     async def run(self) -> None: ...
     async def connected(self) -> bool: ...
 
 
-async def _slack(bot: Bot) -> Platform:
+async def _slack_adapter(bot: Bot) -> PlatformAdapter:
     from adapters.slack import SettingsError, SlackAdapter, SlackSettings
 
     try:
@@ -31,7 +33,7 @@ async def _slack(bot: Bot) -> Platform:
         raise ConfigError(f"slack: {exc}") from None
 
 
-async def _discord(bot: Bot) -> Platform:
+async def _discord_adapter(bot: Bot) -> PlatformAdapter:
     from adapters.discord import DiscordAdapter, DiscordSettings, SettingsError
 
     try:
@@ -40,7 +42,10 @@ async def _discord(bot: Bot) -> Platform:
         raise ConfigError(f"discord: {exc}") from None
 
 
-PLATFORMS = {"slack": _slack, "discord": _discord}
+ADAPTER_FACTORIES: dict[str, Callable[[Bot], Awaitable[PlatformAdapter]]] = {
+    "slack": _slack_adapter,
+    "discord": _discord_adapter,
+}
 
 
 async def run_platforms(team: TeamConfig) -> int:
@@ -53,7 +58,7 @@ async def run_platforms(team: TeamConfig) -> int:
     if not team.api_key:
         raise ConfigError("OPENAI_API_KEY: not set; the bot cannot reach the AI provider without it")
     bot = Bot.from_config(team)
-    adapters = [await PLATFORMS[name](bot) for name in enabled]
+    adapters = [await ADAPTER_FACTORIES[name](bot) for name in enabled]
     await bot.start()
     ops: OpsServer | None = None
     if team.ops.port is not None:
@@ -81,3 +86,17 @@ async def run_platforms(team: TeamConfig) -> int:
         await ops.stop()
     await bot.stop()
     return code
+
+
+async def run_console(team: TeamConfig, conversation: str) -> int:
+    """Chat with the team in this terminal (or through a pipe) on `conversation` until standard input ends."""
+    from adapters.console import ConsoleSurface, chat
+
+    bot = Bot.from_config(team)
+    surface = ConsoleSurface(separate=not sys.stdin.isatty())
+    bot.add_surface(surface)
+    await bot.start()
+    try:
+        return await chat(bot, surface, conversation, settle=bot.idle)
+    finally:
+        await bot.stop()

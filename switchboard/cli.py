@@ -1,48 +1,19 @@
 """switchboard: a team of AI assistants behind Slack, Discord or a terminal.
 
 Commands: run (the platforms enabled in the team file), chat (terminal), demo (offline, no keys), status,
-reset, sync (assistants backend), migrate --to (switch backends), emulator. Every command takes --help.
+reset, cancel, audit, doctor, sync (assistants backend), migrate --to (switch backends), emulator.
+Every command takes --help.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
-import tempfile
 from collections.abc import Sequence
-from pathlib import Path
 
 from bot.config import ConfigError, TeamConfig, load_config
 from storage.base import StoreError
-
-log = logging.getLogger("switchboard")
-
-DEMO_TEAM = """
-[proxy]
-name = "proxy"
-instructions = "You are the front desk of a small team; delegate to teammates when their skills help."
-
-[[assistants]]
-name = "researcher"
-description = "Finds facts and sources."
-instructions = "Research the task and answer with facts."
-
-[[assistants]]
-name = "critic"
-description = "Finds the weaknesses of a plan or draft."
-instructions = "Criticise fairly, most important problem first."
-
-[[assistants]]
-name = "planner"
-description = "Turns a goal into an ordered plan."
-instructions = "Write short ordered plans."
-"""
-DEMO_HINT = (
-    "Switchboard demo: a proxy and three sub-assistants (researcher, critic, planner) on a local emulator.\n"
-    "Try: 'ask the researcher and the critic about our launch', or 'ask the team to plan a party'. Ctrl-D quits."
-)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -115,52 +86,22 @@ def _load(args: argparse.Namespace) -> TeamConfig:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from adapters.runner import run_platforms
+    from switchboard.runner import run_platforms
 
     return asyncio.run(run_platforms(_load(args)))
 
 
 def _chat(args: argparse.Namespace) -> int:
+    from switchboard.runner import run_console
+
     team = _load(args)
-    return asyncio.run(_chat_session(team, f"console:local:{args.conversation}"))
-
-
-async def _chat_session(team: TeamConfig, conversation: str) -> int:
-    from adapters.console import ConsoleSurface, chat
-    from bot.engine import Bot
-
-    bot = Bot.from_config(team)
-    surface = ConsoleSurface(separate=not sys.stdin.isatty())
-    bot.add_surface(surface)
-    await bot.start()
-    try:
-        return await chat(bot, surface, conversation, settle=bot.idle)
-    finally:
-        await bot.stop()
+    return asyncio.run(run_console(team, f"console:local:{args.conversation}"))
 
 
 def _demo(args: argparse.Namespace) -> int:
-    return asyncio.run(_demo_session(args.token_delay, args.work_seconds))
+    from switchboard.demo import run_demo
 
-
-async def _demo_session(token_delay: float, work_seconds: float) -> int:
-    import dataclasses
-    import tomllib
-
-    from bot.config import parse_config
-    from bot.emulator import run_emulator
-    from bot.emulator.scripts import Rule, Script
-
-    slow = Script(rules=[Rule(delay=work_seconds)])  # default behaviour, but each sub takes a moment
-    scripts = {"researcher": slow, "critic": slow, "planner": slow}
-    with tempfile.TemporaryDirectory(prefix="switchboard-demo-") as folder:
-        async with run_emulator(token_delay=token_delay, scripts=scripts) as emu:
-            team = parse_config(tomllib.loads(DEMO_TEAM), env={})
-            team = dataclasses.replace(team, base_url=emu.base_url, api_key="demo",
-                                       db_path=str(Path(folder) / "demo.db"))
-            if sys.stdin.isatty():
-                print(DEMO_HINT, file=sys.stderr)
-            return await _chat_session(team, "console:demo:default")
+    return asyncio.run(run_demo(args.token_delay, args.work_seconds))
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -214,7 +155,7 @@ def _audit(args: argparse.Namespace) -> int:
 
 
 def _doctor(args: argparse.Namespace) -> int:
-    from bot.doctor import run_doctor
+    from switchboard.doctor import run_doctor
 
     findings = asyncio.run(run_doctor(args.config))
     for finding in findings:

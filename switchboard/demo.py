@@ -1,0 +1,58 @@
+"""`switchboard demo`: a proxy and three sub-assistants on the bundled emulator, in this terminal, with no keys.
+
+The team lives in a temporary database that is deleted when the demo ends; the emulator runs in-process on a free
+port and answers with its default scripted behaviour, each sub-assistant taking `work_seconds` to "work".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import tempfile
+import tomllib
+from pathlib import Path
+
+DEMO_TEAM = """
+[proxy]
+name = "proxy"
+instructions = "You are the front desk of a small team; delegate to teammates when their skills help."
+
+[[assistants]]
+name = "researcher"
+description = "Finds facts and sources."
+instructions = "Research the task and answer with facts."
+
+[[assistants]]
+name = "critic"
+description = "Finds the weaknesses of a plan or draft."
+instructions = "Criticise fairly, most important problem first."
+
+[[assistants]]
+name = "planner"
+description = "Turns a goal into an ordered plan."
+instructions = "Write short ordered plans."
+"""
+DEMO_HINT = (
+    "Switchboard demo: a proxy and three sub-assistants (researcher, critic, planner) on a local emulator.\n"
+    "Try: 'ask the researcher and the critic about our launch', or 'ask the team to plan a party'. Ctrl-D quits."
+)
+DEMO_CONVERSATION = "console:demo:default"
+
+
+async def run_demo(token_delay: float, work_seconds: float) -> int:
+    """Run the demo chat until standard input ends; returns the exit code."""
+    from bot.config import parse_config
+    from bot.emulator import run_emulator
+    from bot.emulator.scripts import Rule, Script
+    from switchboard.runner import run_console
+
+    slow = Script(rules=[Rule(delay=work_seconds)])  # default behaviour, but each sub takes a moment
+    scripts = {"researcher": slow, "critic": slow, "planner": slow}
+    with tempfile.TemporaryDirectory(prefix="switchboard-demo-") as folder:
+        async with run_emulator(token_delay=token_delay, scripts=scripts) as emu:
+            team = parse_config(tomllib.loads(DEMO_TEAM), env={})
+            team = dataclasses.replace(team, base_url=emu.base_url, api_key="demo",
+                                       db_path=str(Path(folder) / "demo.db"))
+            if sys.stdin.isatty():
+                print(DEMO_HINT, file=sys.stderr)
+            return await run_console(team, DEMO_CONVERSATION)
