@@ -200,8 +200,8 @@ class CommandHandler:
             generation = record.generation if record else 0
             text = RESET_NOTICE.format(who=who)
             turn = TurnRecord.new(conversation, generation, state="replied", reply_kind="notice", reply_text=text)
-            await store.create_turn(turn)
-            await store.claim_inbound([m.event_id for m in waiting], turn.id)
+            # one transaction: a crash leaves the notice with its messages, or neither
+            await store.create_turn(turn, claim=[m.event_id for m in waiting])
         bot.resume_later(conversation)  # delivers the notices, exactly once, through the normal path, after the door
         return bool(answering)
 

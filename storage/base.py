@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -183,8 +183,9 @@ class Store(Protocol):
         claim those of `messages` still pending, and append each of `messages` to the thread's transcript as a
         user entry. An existing turn id raises StoreError and changes nothing."""
 
-    async def create_turn(self, turn: TurnRecord) -> None:
-        """Create the turn as given, reply included, claiming nothing. An existing turn id raises."""
+    async def create_turn(self, turn: TurnRecord, claim: Sequence[str] = ()) -> None:
+        """In one transaction: create the turn as given, reply included (a notice), and claim the still-pending
+        inbox messages among `claim` for it. An existing turn id raises and changes nothing."""
 
     async def record_reply(self, turn: TurnRecord, update: TurnUpdate, thread_path: str) -> None:
         """In one transaction: apply `update` (which carries the reply) as `update_turn` does and, for an answer

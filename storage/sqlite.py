@@ -13,7 +13,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -170,13 +170,18 @@ class SQLiteStore:
             ))
         await self._transaction(statements)
 
-    async def create_turn(self, turn: TurnRecord) -> None:
-        await self._write(
+    async def create_turn(self, turn: TurnRecord, claim: Sequence[str] = ()) -> None:
+        statements: Statements = [(
             "INSERT INTO turns(id, conversation, generation, state, reply_kind, reply_text, created_at, updated_at)"
             " VALUES (?,?,?,?,?,?,?,?)",
             (turn.id, turn.conversation, turn.generation, turn.state, turn.reply_kind, turn.reply_text,
              turn.created_at, turn.updated_at),
-        )
+        )]
+        statements += [
+            ("UPDATE inbox SET state='in_turn', turn_id=? WHERE event_id=? AND state='pending'", (turn.id, e))
+            for e in claim
+        ]
+        await self._transaction(statements)
 
     async def record_reply(self, turn: TurnRecord, update: TurnUpdate, thread_path: str) -> None:
         statements = [self._turn_update_sql(turn.id, update)]

@@ -63,6 +63,23 @@ async def test_turn_updates_survive_reopen(tmp_path):
     await reopened.close()
 
 
+async def test_a_notice_turn_claims_its_messages_in_the_same_transaction(tmp_path):
+    store = SQLiteStore(tmp_path / "s.db")
+    await store.open()
+    for event in ("e1", "e2"):
+        await store.add_inbound(message(event, "waiting"))
+    now = time.time()
+    notice = TurnRecord("t1", "c1", 0, "replied", now, now, reply_kind="notice", reply_text="reset")
+    await store.create_turn(notice, claim=["e1", "e2"])
+    assert await store.pending_inbound("c1") == []
+    assert [m.event_id for m in await store.inbound_for_turn("t1")] == ["e1", "e2"]
+    await store.add_inbound(message("e3", "later"))
+    with pytest.raises(StoreError):  # a second turn with that id: nothing of it lands, e3 stays pending
+        await store.create_turn(notice, claim=["e3"])
+    assert [m.event_id for m in await store.pending_inbound("c1")] == ["e3"]
+    await store.close()
+
+
 async def test_missing_folder_and_read_only_database_give_clear_errors(tmp_path):
     with pytest.raises(StoreError, match="does not exist"):
         await SQLiteStore(tmp_path / "nope" / "s.db").open()
