@@ -40,7 +40,7 @@ class OpsServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.port = self._runner.addresses[0][1]
         log.info("ops endpoint on http://%s:%s (/healthz, /metrics)", self.host, self.port)
 
     async def stop(self) -> None:
