@@ -131,9 +131,9 @@ class Supervisor:
                 if submit_to is not None:
                     # A resent submit meets a run that already took the outputs (the first answer was lost): watch
                     # that run instead of starting a second one.
-                    state = await self._took_outputs(scope, request, submit_to)
-                    if state is not None:
-                        return await self._judge(scope, state)
+                    taken = await self._took_outputs(scope, request, submit_to)
+                    if taken is not None:
+                        return await self._judge(scope, taken)
                 # e.g. the run expired while sub-assistants worked: a new run receives the finished results.
                 await self._recover(scope, "outputs_rejected")
                 submit_to = None

@@ -47,7 +47,7 @@ import warnings
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import httpx2
 import openai
@@ -62,6 +62,7 @@ from bot.backends.base import (
     RunGone,
     RunRequest,
     RunState,
+    RunStatus,
     Snapshot,
     StreamDropped,
     ThreadGone,
@@ -70,7 +71,15 @@ from bot.backends.base import (
     Transient,
     results_as_text,
 )
-from bot.backends.openai_errors import NotFoundMeans, close_sdk_stream, provider_errors, translate
+from bot.backends.openai_errors import (
+    NotFoundMeans,
+    close_sdk_stream,
+    get_json,
+    post_json,
+    provider_errors,
+    stream_error,
+    translate,
+)
 from bot.config import AgentConfig, TeamConfig
 from bot.types import Usage
 from storage.base import Store
@@ -216,10 +225,10 @@ class AssistantsBackend:
                 body = {**spec, "metadata": {AGENT_KEY: agent.name, HASH_KEY: digest}}
                 async with provider_errors():
                     if current is None:
-                        current = await self.client.post("/assistants", body=body, cast_to=object)
+                        current = await post_json(self.client, "/assistants", body)
                         action: Literal["created", "updated", "unchanged"] = "created"
                     elif (current.get("metadata") or {}).get(HASH_KEY) != digest:
-                        current = await self.client.post(f"/assistants/{current['id']}", body=body, cast_to=object)
+                        current = await post_json(self.client, f"/assistants/{current['id']}", body)
                         action = "updated"
                     else:
                         action = "unchanged"
@@ -235,7 +244,7 @@ class AssistantsBackend:
     async def _retrieve_assistant(self, assistant_id: str) -> dict[str, Any] | None:
         try:
             async with provider_errors():
-                return await self.client.get(f"/assistants/{assistant_id}", cast_to=object)
+                return await get_json(self.client, f"/assistants/{assistant_id}")
         except ThreadGone:  # a 404: deleted on the server; match by name instead
             return None
 
@@ -244,7 +253,7 @@ class AssistantsBackend:
         params: dict[str, Any] = {"limit": 100, "order": "desc"}
         async with provider_errors():
             while True:
-                page = await self.client.get("/assistants", cast_to=object, options={"params": params})
+                page = await get_json(self.client, "/assistants", params)
                 found += page.get("data") or []
                 if not page.get("has_more") or not page.get("data"):
                     return found
@@ -267,7 +276,7 @@ class AssistantsBackend:
         if metadata:
             body["metadata"] = metadata
         async with provider_errors():
-            thread = await self.client.post("/threads", body=body, cast_to=object)
+            thread = await post_json(self.client, "/threads", body)
         thread_id = str(thread["id"])
         self._fresh_threads.add(thread_id)
         return thread_id
@@ -361,7 +370,7 @@ class AssistantsBackend:
         self._given_up.add(run_id)
         try:
             async with _errors("run"):
-                await self.client.post(f"/threads/{thread_id}/runs/{run_id}/cancel", cast_to=object)
+                await post_json(self.client, f"/threads/{thread_id}/runs/{run_id}/cancel")
         except (RunGone, ThreadGone):
             return
         except Permanent as exc:
@@ -375,13 +384,13 @@ class AssistantsBackend:
         """The input tags on the thread's most recent messages (a 404 here means the thread is gone)."""
         params = {"limit": RECENT_MESSAGES, "order": "desc"}
         async with provider_errors():
-            page = await self.client.get(f"/threads/{thread_id}/messages", cast_to=object, options={"params": params})
+            page = await get_json(self.client, f"/threads/{thread_id}/messages", params)
         return {str(m["metadata"][TAG_KEY]) for m in page.get("data") or [] if TAG_KEY in (m.get("metadata") or {})}
 
     async def _recent_runs(self, thread_id: str) -> list[dict[str, Any]]:
         params = {"limit": RECENT_RUNS, "order": "desc"}
         async with provider_errors():
-            page = await self.client.get(f"/threads/{thread_id}/runs", cast_to=object, options={"params": params})
+            page = await get_json(self.client, f"/threads/{thread_id}/runs", params)
         return list(page.get("data") or [])
 
     async def _adopt(self, thread_id: str, key: str) -> AdoptedStream | None:
@@ -403,9 +412,7 @@ class AssistantsBackend:
         """The function calls of the run's last step if it never got their outputs (the run expired waiting)."""
         params = {"order": "desc", "limit": 1}
         async with provider_errors():
-            page = await self.client.get(
-                f"/threads/{thread_id}/runs/{run_id}/steps", cast_to=object, options={"params": params}
-            )
+            page = await get_json(self.client, f"/threads/{thread_id}/runs/{run_id}/steps", params)
         steps = page.get("data") or []
         if not steps or (steps[0].get("step_details") or {}).get("type") != "tool_calls":
             return ()
@@ -417,7 +424,7 @@ class AssistantsBackend:
     async def _run_text(self, thread_id: str, run_id: str) -> str:
         params = {"run_id": run_id, "order": "asc", "limit": 100}
         async with provider_errors():
-            page = await self.client.get(f"/threads/{thread_id}/messages", cast_to=object, options={"params": params})
+            page = await get_json(self.client, f"/threads/{thread_id}/messages", params)
         texts = [message_text(m) for m in page.get("data") or [] if m.get("role") == "assistant"]
         return "\n\n".join(t for t in texts if t)
 
@@ -451,7 +458,7 @@ class ThreadRunStream:
                     continue
                 if event is None or event == "error":
                     if "message" in data or "error" in data:
-                        raise translate(_stream_error(data))
+                        raise translate(stream_error(data))
                     continue
                 if event == "thread.message.delta":
                     text = _delta_text(data)
@@ -500,7 +507,7 @@ class AdoptedStream:
 
 
 def to_state(run: Mapping[str, Any], thread_id: str, text: str = "", poll_after: float | None = None) -> RunState:
-    status = run.get("status") or "queued"
+    status = cast(RunStatus, run.get("status") or "queued")
     calls: tuple[ToolCall, ...] = ()
     if status == "requires_action":
         required = (run.get("required_action") or {}).get("submit_tool_outputs") or {}
@@ -599,14 +606,6 @@ def _poll_after(value: str | None) -> float | None:
     except ValueError:
         return None
     return min(seconds, MAX_POLL_AFTER) if 0 < seconds < float("inf") else None
-
-
-def _stream_error(data: Mapping[str, Any]) -> openai.APIError:
-    detail = data.get("error") if isinstance(data.get("error"), dict) else data
-    body = {"message": detail.get("message") or "error event in stream", "code": detail.get("code")}
-    error = openai.APIError(body["message"], request=None, body=body)  # type: ignore[arg-type]
-    error.code = body["code"]
-    return error
 
 
 @asynccontextmanager

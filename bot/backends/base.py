@@ -187,7 +187,8 @@ class StreamDropped(BackendError):
 class RunStream(Protocol):
     """Events of one run. `run_id` is None until the provider confirmed creation."""
 
-    run_id: str | None
+    @property
+    def run_id(self) -> str | None: ...
 
     def __aiter__(self) -> AsyncIterator[RunEvent]: ...
 

@@ -1,12 +1,12 @@
-"""What both OpenAI backends share about the `openai` SDK: translating its exceptions into the backend error
-vocabulary, and closing its event streams completely."""
+"""What both OpenAI backends share about the `openai` SDK: plain-JSON requests, translating its exceptions into the
+backend error vocabulary, and closing its event streams completely."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import openai
 
@@ -21,9 +21,30 @@ from bot.backends.base import (
 )
 
 NotFoundMeans = Literal["thread", "run"]
+JSON = dict[str, Any]
 _CALL_ID = re.compile(r"function call (\S+?)\.?$")
 _RUN_ID = re.compile(r"\b(run_\w+)")
 CREDENTIALS_TEXT = "The bot's AI provider credentials were refused; an operator needs to check OPENAI_API_KEY."
+
+
+async def get_json(client: openai.AsyncOpenAI, path: str, params: JSON | None = None) -> JSON:
+    """GET through the SDK (its client, retries off, error classes), the body as plain JSON: no typed model."""
+    options: Any = {"params": params} if params else {}
+    return cast(JSON, await client.get(path, cast_to=object, options=options))
+
+
+async def post_json(client: openai.AsyncOpenAI, path: str, body: JSON | None = None) -> JSON:
+    return cast(JSON, await client.post(path, body=body, cast_to=object))
+
+
+def stream_error(event: JSON) -> openai.APIError:
+    """The SDK error for an `error` event inside a stream, so it is translated like any failed request."""
+    nested = event.get("error")
+    detail: JSON = nested if isinstance(nested, dict) else event
+    message = str(detail.get("message") or "error event in stream")
+    error = openai.APIError(message, request=None, body={"message": message, "code": detail.get("code")})  # type: ignore[arg-type]
+    error.code = detail.get("code")
+    return error
 
 
 def retry_after(exc: openai.APIStatusError) -> float | None:

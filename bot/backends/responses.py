@@ -12,7 +12,7 @@ error classes and SSE parsing, without building a typed model per stream event, 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from typing import Any, cast
 
 import openai
 from openai import AsyncStream
@@ -23,13 +23,14 @@ from bot.backends.base import (
     RunEvent,
     RunRequest,
     RunState,
+    RunStatus,
     Snapshot,
     StreamDropped,
     ToolCall,
     TranscriptItem,
     results_as_text,
 )
-from bot.backends.openai_errors import close_sdk_stream, provider_errors, translate
+from bot.backends.openai_errors import close_sdk_stream, get_json, post_json, provider_errors, stream_error, translate
 from bot.types import Usage
 
 MAX_ITEMS_PER_CALL = 20  # conversations.create and items.create take at most 20 items
@@ -59,10 +60,11 @@ class ResponsesBackend:
         if metadata:
             body["metadata"] = metadata
         async with provider_errors():
-            conversation = await self.client.post("/conversations", body=body, cast_to=object)
+            conversation = await post_json(self.client, "/conversations", body)
             for start in range(MAX_ITEMS_PER_CALL, len(items), MAX_ITEMS_PER_CALL):
-                await self.client.conversations.items.create(
-                    conversation["id"], items=items[start : start + MAX_ITEMS_PER_CALL]
+                await post_json(
+                    self.client, f"/conversations/{conversation['id']}/items",
+                    {"items": items[start : start + MAX_ITEMS_PER_CALL]},
                 )
         return str(conversation["id"])
 
@@ -75,9 +77,7 @@ class ResponsesBackend:
         # conversation instead of one rejected request per call.
         params = {"order": "desc", "limit": TAIL_ITEMS}
         async with provider_errors():
-            page = await self.client.get(
-                f"/conversations/{thread_id}/items", cast_to=object, options={"params": params}
-            )
+            page = await get_json(self.client, f"/conversations/{thread_id}/items", params)
         await self._close_calls(thread_id, [call_id, *unanswered_calls(page.get("data") or [])])
 
     async def abandon(self, state: RunState) -> None:
@@ -90,7 +90,8 @@ class ResponsesBackend:
         ]
         async with provider_errors():
             for start in range(0, len(items), MAX_ITEMS_PER_CALL):
-                await self.client.conversations.items.create(thread_id, items=items[start : start + MAX_ITEMS_PER_CALL])
+                chunk = items[start : start + MAX_ITEMS_PER_CALL]
+                await post_json(self.client, f"/conversations/{thread_id}/items", {"items": chunk})
 
     async def active_runs(self, thread_id: str) -> list[str]:
         return []  # the Responses API cannot list a conversation's responses
@@ -143,7 +144,7 @@ class ResponsesBackend:
 
     async def retrieve(self, run_id: str, thread_id: str) -> RunState:
         async with provider_errors(not_found="run"):
-            response = await self.client.get(f"/responses/{run_id}", cast_to=object)
+            response = await get_json(self.client, f"/responses/{run_id}")
         return to_state(response, thread_id)
 
     async def cancel(self, run_id: str, thread_id: str) -> None:
@@ -191,17 +192,9 @@ class ResponseStream:
                 raise StreamDropped(str(exc), self.run_id, self.last_seq) from exc
             raise translate(exc) from exc
         if not settled and error_event is not None:
-            raise translate(_stream_error(error_event))
+            raise translate(stream_error(error_event))
         if not settled:
             raise StreamDropped("the event stream ended before the response finished", self.run_id, self.last_seq)
-
-
-def _stream_error(event: dict[str, Any]) -> openai.APIError:
-    detail = event.get("error") if isinstance(event.get("error"), dict) else event
-    body = {"message": detail.get("message") or "error event in stream", "code": detail.get("code")}
-    error = openai.APIError(body["message"], request=None, body=body)  # type: ignore[arg-type]
-    error.code = body["code"]
-    return error
 
 
 def unanswered_calls(items: Sequence[dict[str, Any]]) -> list[str]:
@@ -230,7 +223,7 @@ def to_state(response: dict[str, Any], thread_id: str, seq: int | None = None) -
             calls.append(ToolCall(item["call_id"], item["name"], item.get("arguments") or "{}"))
         elif item.get("type") == "message":
             texts += [p.get("text", "") for p in item.get("content") or [] if p.get("type") == "output_text"]
-    status = response.get("status") or "queued"
+    status = cast(RunStatus, response.get("status") or "queued")
     if status == "completed" and calls:
         status = "requires_action"
     raw_usage = response.get("usage") or {}
