@@ -231,7 +231,8 @@ class Bot:
         return True
 
     def resume_later(self, conversation: str) -> None:
-        """Its records changed behind its worker's back (admin cancel/reset): look at them before new work."""
+        """An admin action changed its records while its worker was stopped (inside `mailbox.exclusive`): the
+        next worker looks at them before new work."""
         self._may_resume.add(conversation)
         self.mailbox.kick(conversation)
 
@@ -320,6 +321,8 @@ class Bot:
         self.metrics.tokens.labels("output").inc(ctx.usage.output_tokens)
 
     async def _deliver(self, turn: TurnRecord, ref: TurnRef, event_ids: list[str], check_first: bool) -> None:
+        from bot.types import UNDELIVERABLE_PREFIX, Undeliverable
+
         surface = self.surfaces.get(ref.platform)
         if surface is None:
             log.warning("turn %s waits for a %s surface to deliver its reply", turn.id, ref.platform)
@@ -331,8 +334,24 @@ class Bot:
         if delivered is None:
             if turn.state != "delivering":
                 await self.store.update_turn(turn.id, TurnUpdate(state="delivering"))
-            delivered = await surface.deliver(ref, Reply(turn.reply_text, turn.reply_kind or "answer"))
-            self.metrics.deliveries.labels(ref.platform, turn.reply_kind or "answer").inc()
+            reason: str | None = None
+            try:
+                delivered = await surface.deliver(ref, Reply(turn.reply_text, turn.reply_kind or "answer"))
+            except asyncio.CancelledError:
+                raise  # stopping: the turn stays `delivering` and resumes (find_delivery first) on the next start
+            except Undeliverable as exc:
+                reason = exc.reason
+                log.warning("turn %s: its reply could not be delivered on %s: %s", turn.id, ref.platform, exc)
+            except Exception as exc:
+                reason = f"error:{type(exc).__name__}"
+                log.exception("turn %s: delivering its reply to %s failed unexpectedly", turn.id, ref.platform)
+            if reason is None:
+                self.metrics.deliveries.labels(ref.platform, turn.reply_kind or "answer").inc()
+            else:
+                # The surface already retried and tried every other way: leaving the turn `delivering` would only
+                # retry it on the next message or restart, behind the user's back. Record the outcome instead.
+                self.metrics.undeliverable.labels(ref.platform).inc()
+                delivered = f"{UNDELIVERABLE_PREFIX}{reason}"
         await self.store.finish_delivery(turn.id, delivered or "-", event_ids)
 
     async def _emit(self, ref: TurnRef, event: Progress) -> None:

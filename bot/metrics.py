@@ -25,6 +25,12 @@ class Metrics:
         self.deliveries = Counter(
             "switchboard_deliveries", "Replies posted to a platform, by kind", ["platform", "kind"], registry=r
         )
+        self.undeliverable = Counter(
+            "switchboard_undeliverable",
+            "Replies no way of the platform could deliver (turn recorded as undeliverable), by platform",
+            ["platform"],
+            registry=r,
+        )
         self.queue_depth = Gauge("switchboard_queue_depth", "Conversations with a turn in progress", registry=r)
         self.accepted = Counter(
             "switchboard_messages_accepted", "Messages accepted, by platform", ["platform"], registry=r

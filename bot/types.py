@@ -142,6 +142,12 @@ class Surface(Protocol):
     `progress` is best effort: exceptions are logged and ignored. `deliver` must post `reply` so that it can be
     found again by `find_delivery` (Slack message metadata / Discord nonce carrying `turn.id`); the engine calls
     `find_delivery` before re-posting after a crash, which is what makes delivery exactly-once.
+
+    `deliver` owns retries and fallbacks (the adapter knows the platform's errors): it retries transient failures
+    with backoff and, where the reply cannot go where it belongs, delivers it the best other way (without the reply
+    link, as a new message, to the user directly). Only when no way works does it raise `Undeliverable`; the engine
+    then records the turn as undeliverable instead of leaving it `delivering`. Any other exception is a bug: the
+    engine logs it and records the turn the same way.
     """
 
     platform: Platform
@@ -151,6 +157,21 @@ class Surface(Protocol):
     async def deliver(self, turn: TurnRef, reply: Reply) -> str: ...
 
     async def find_delivery(self, turn: TurnRef) -> str | None: ...
+
+
+#: `delivered_ref` the engine records for a turn whose reply could not be delivered: ``undeliverable:<reason>``
+UNDELIVERABLE_PREFIX = "undeliverable:"
+
+
+class Undeliverable(Exception):
+    """Raised by `Surface.deliver` when the reply cannot reach the user by any way the platform offers, after the
+    surface's own retries and fallbacks. `reason` is short and machine-readable (a platform error name such as
+    ``not_in_channel`` or ``50013``); it ends up in the turn's record as ``undeliverable:<reason>``."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
 
 
 # ---- commands: every platform's slash commands end up in `Bot.command`, parsed and authorised once ----

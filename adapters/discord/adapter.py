@@ -21,6 +21,7 @@ from adapters.discord.client import SwitchboardClient, build_intents
 from adapters.discord.clock import Clock, SystemClock
 from adapters.discord.commands import CommandHandlers
 from adapters.discord.listeners import MessageListener
+from adapters.discord.retry import RetryPolicy
 from adapters.discord.settings import DiscordSettings
 from adapters.discord.surface import DiscordSurface
 from bot.types import BotLike
@@ -43,7 +44,11 @@ class DiscordAdapter:
         self.client = SwitchboardClient(settings, on_user_message=self._on_message, logged_in=self.logged_in)
         self.messages = MessageListener(bot, self.client, message_content=settings.message_content)
         self.surface = DiscordSurface(
-            self.client, self.clock, ready=self.logged_in, typing_max=settings.typing_max_seconds
+            self.client,
+            self.clock,
+            ready=self.logged_in,
+            typing_max=settings.typing_max_seconds,
+            retry=RetryPolicy(base=settings.retry_base_seconds),
         )
         self.commands = CommandHandlers(bot, self.surface, settings)
         self.commands.install(self.client.tree)

@@ -16,29 +16,43 @@
 marked guild-only with default permission Manage Server, but since a server may change those defaults, each
 subcommand also runs a real check (`has_permissions(manage_guild=True)` on the member's resolved permissions, and
 a guild check): a refused user gets a plain ephemeral answer and the engine is never called.
+
+The acknowledgement (defer) is retried on transient failures (a reset, a 5xx discord.py gave up on) for as long as
+Discord's 3 seconds allow; a retry answered "already acknowledged" means the first try took effect. The other calls
+of `/ask` are retried the same way (retry.py); a thread that cannot be opened means answering in place.
 """
 
 from __future__ import annotations
 
+import asyncio
+import datetime
 import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import discord
 from discord import app_commands
 
 from adapters.discord.constants import (
+    INTERACTION_ACK_DEADLINE,
+    INTERACTION_ALREADY_ACKNOWLEDGED,
     MESSAGE_CONTENT_LIMIT,
     SLASH_STRING_OPTION_LIMIT,
     THREAD_NAME_LIMIT,
     UNKNOWN_INTERACTION,
 )
 from adapters.discord.rendering import nonce_for
+from adapters.discord.retry import NETWORK_ERRORS, is_transient, reason, retry_after, with_retries
 from adapters.discord.routing import Route, channel_key, conversation_key, keys_for
 from adapters.discord.settings import DiscordSettings
 from adapters.discord.splitting import split_message
 from adapters.discord.surface import NO_MENTIONS, DiscordSurface
+from bot.backoff import backoff_delay
 from bot.types import Actor, BotLike, CommandContext, CommandResult, Inbound
 
 log = logging.getLogger("switchboard.discord.commands")
+
+T = TypeVar("T")
 
 NEED_MANAGE_SERVER = "You need the **Manage Server** permission to use this command."
 GUILD_ONLY = "This command only works inside a server."
@@ -204,8 +218,33 @@ class CommandHandlers:
 
     # ------------------------------------------------------------------ /ask
 
+    async def _retrying(self, call: Callable[[], Awaitable[T]], what: str) -> T:
+        return await with_retries(call, self._surface.retry, what)
+
+    async def _acknowledge(
+        self, interaction: discord.Interaction, *, ephemeral: bool = False
+    ) -> discord.InteractionCallbackResponse[discord.Client] | None:
+        """Defer (Discord shows "is thinking..."), retrying transient failures while the 3 seconds last."""
+        deadline = interaction.created_at + INTERACTION_ACK_DEADLINE
+        policy = self._surface.retry
+        attempt = 0
+        while True:
+            try:
+                return await interaction.response.defer(ephemeral=ephemeral, thinking=True)
+            except (discord.HTTPException, *NETWORK_ERRORS) as exc:
+                if attempt and isinstance(exc, discord.HTTPException) and exc.code == INTERACTION_ALREADY_ACKNOWLEDGED:
+                    log.info("interaction %s was acknowledged by an earlier try", interaction.id)
+                    return None
+                delay = backoff_delay(attempt, policy.base, policy.cap, retry_after(exc))
+                now = datetime.datetime.now(datetime.UTC)
+                if not is_transient(exc) or now + datetime.timedelta(seconds=delay) >= deadline:
+                    raise
+                log.info("acknowledging interaction %s failed (%s); trying again", interaction.id, reason(exc))
+                attempt += 1
+                await asyncio.sleep(delay)
+
     async def ask(self, interaction: discord.Interaction, prompt: str) -> None:
-        callback = await interaction.response.defer(thinking=True)  # first: the 3-second deadline
+        callback = await self._acknowledge(interaction)  # first: the 3-second deadline
         guild_id = interaction.guild_id
         channel = interaction.channel
         thread_inbound = await self._ask_in_thread(interaction, prompt) if self._may_thread(interaction) else None
@@ -214,7 +253,7 @@ class CommandHandlers:
         else:
             original_id = callback.message_id if callback is not None else None
             if original_id is None:
-                original_id = (await interaction.original_response()).id
+                original_id = (await self._retrying(interaction.original_response, "reading the response")).id
             self._surface.register_interaction(interaction, original_id)
             channel_id = interaction.channel_id or 0
             conversation, chan = (
@@ -249,11 +288,13 @@ class CommandHandlers:
         return perms.create_public_threads and perms.send_messages_in_threads and perms.view_channel
 
     async def _ask_in_thread(self, interaction: discord.Interaction, prompt: str) -> Inbound | None:
-        """Open a public thread for the question, echo it at the top, and point the response at it."""
+        """Open a public thread for the question, echo it at the top, and point the response at it. None: answer
+        in place instead (the thread could not be opened, or the question not be put in it)."""
         channel = interaction.channel
         assert isinstance(channel, discord.TextChannel)
         user = interaction.user
         try:
+            # not retried: a retry after a lost answer would open a second thread; answering in place is fine
             thread = await channel.create_thread(
                 name=_clip_line(prompt, THREAD_NAME_LIMIT),
                 type=discord.ChannelType.public_thread,
@@ -267,17 +308,26 @@ class CommandHandlers:
                 if len(header + quoted) <= MESSAGE_CONTENT_LIMIT
                 else quoted[: MESSAGE_CONTENT_LIMIT - len(header) - 1] + "…"
             )
-            anchor = await thread.send(
-                question,
-                nonce=nonce_for(f"ask-{interaction.id}", "question"),
-                allowed_mentions=discord.AllowedMentions(users=[user]),  # the ping adds the user to the thread
+            anchor = await self._retrying(
+                lambda: thread.send(
+                    question,
+                    nonce=nonce_for(f"ask-{interaction.id}", "question"),  # a retried post returns the first one
+                    allowed_mentions=discord.AllowedMentions(users=[user]),  # the ping adds the user to the thread
+                ),
+                "putting the question into its thread",
             )
-            await interaction.edit_original_response(
-                content=f"🧵 Answering in {thread.mention}", allowed_mentions=NO_MENTIONS
-            )
-        except discord.HTTPException as exc:
-            log.info("cannot open a thread for /ask in channel %s (%s); answering in place", channel.id, exc)
+        except (discord.HTTPException, *NETWORK_ERRORS) as exc:
+            log.info("cannot open a thread for /ask in channel %s (%s); answering in place", channel.id, reason(exc))
             return None
+        try:
+            await self._retrying(
+                lambda: interaction.edit_original_response(
+                    content=f"🧵 Answering in {thread.mention}", allowed_mentions=NO_MENTIONS
+                ),
+                "pointing the response at the thread",
+            )
+        except (discord.HTTPException, *NETWORK_ERRORS) as exc:
+            log.warning("could not point the response of /ask %s at its thread: %s", interaction.id, reason(exc))
         guild_id = interaction.guild_id
         return Inbound(
             platform="discord",
@@ -311,7 +361,7 @@ class CommandHandlers:
     async def run(self, interaction: discord.Interaction, *texts: str) -> None:
         """Run engine commands in order (stopping at the first refusal) and show the last result."""
         if not interaction.response.is_done():
-            await interaction.response.defer(ephemeral=True, thinking=True)
+            await self._acknowledge(interaction, ephemeral=True)
         guild_id = interaction.guild_id
         channel_id = interaction.channel_id or 0
         conversation, chan = (
@@ -337,4 +387,7 @@ class CommandHandlers:
         if not result.ok:
             body = "⚠️ " + body
         for chunk in split_message(body):
-            await interaction.followup.send(chunk, ephemeral=True, allowed_mentions=NO_MENTIONS)
+            await self._retrying(
+                lambda chunk=chunk: interaction.followup.send(chunk, ephemeral=True, allowed_mentions=NO_MENTIONS),
+                "answering the command",
+            )

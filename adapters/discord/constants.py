@@ -40,6 +40,16 @@ MISSING_PERMISSIONS = 50013
 INVALID_WEBHOOK_TOKEN = 50027
 INTERACTION_ALREADY_ACKNOWLEDGED = 40060
 CANNOT_REPLY_WITHOUT_HISTORY = 160002  # a reply needs Read Message History
+CANNOT_SEND_TO_USER = 50007  # the user does not accept direct messages from the bot
+
+# ---- retries and fallbacks (see retry.py) ----
+SEND_ATTEMPTS = 4  # attempts per REST call while delivering, on top of discord.py's own 429 / 5xx retries
+RETRY_BASE_SECONDS = 0.5  # first backoff between them (full jitter, doubling: bot.backoff)
+RETRY_CAP_SECONDS = 8.0
+#: first line of a reply sent to the user directly because its channel refused it ({channel}: the channel id)
+DM_FALLBACK_NOTE = "(I could not post my answer in <#{channel}>, so here it is.)\n\n"
+#: what a deferred `/ask` response says when the answer went to the user directly
+ELSEWHERE_NOTICE = "I could not post the answer here, so I sent it to you directly."
 
 # ---- message flags and types ----
 FLAG_EPHEMERAL = 1 << 6

@@ -14,7 +14,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from adapters.discord.constants import THREAD_AUTO_ARCHIVE_MINUTES
+from adapters.discord.constants import RETRY_BASE_SECONDS, THREAD_AUTO_ARCHIVE_MINUTES
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -47,6 +47,8 @@ class DiscordSettings:
     typing_max_seconds: float = 3_600.0
     #: how long discord.py waits for more GUILD_CREATE events before READY (its default; tests shorten it)
     guild_ready_timeout: float = 2.0
+    #: first backoff before retrying a failed REST call while delivering (doubles per attempt, full jitter)
+    retry_base_seconds: float = RETRY_BASE_SECONDS
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> DiscordSettings:

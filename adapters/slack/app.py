@@ -38,6 +38,7 @@ from adapters.slack import constants as c
 from adapters.slack.admins import AdminCache
 from adapters.slack.keys import Lookup, ThreadRegistry
 from adapters.slack.listeners import Deps, register_all
+from adapters.slack.retry import RetryPolicy
 from adapters.slack.settings import SettingsError, SlackSettings
 from adapters.slack.status import StatusBoard
 from adapters.slack.surface import SlackSurface
@@ -111,7 +112,8 @@ class SlackAdapter:
             # sent first makes Slack forget an event that a crash then loses (slow work runs in lazy listeners)
             process_before_response=True,
         )
-        self.status = StatusBoard(self.client, refresh_seconds=settings.status_refresh_seconds)
+        retry = RetryPolicy(base=settings.retry_base_seconds)
+        self.status = StatusBoard(self.client, refresh_seconds=settings.status_refresh_seconds, retry=retry)
         self.surface = SlackSurface(
             self.client,
             self.status,
@@ -119,6 +121,7 @@ class SlackAdapter:
             update_interval=settings.update_interval_seconds,
             post_interval=settings.post_interval_seconds,
             bot_user_id=lambda: self.bot_user_id,
+            retry=retry,
         )
         self.admins = AdminCache(self.client, settings.admin_cache_seconds)
         self.deps = Deps(
@@ -220,9 +223,8 @@ class SlackAdapter:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.settings.http_host, self.settings.http_port)
         await site.start()
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
-        self.http_port = sockets[0].getsockname()[1] if sockets else self.settings.http_port
+        addresses = self._runner.addresses
+        self.http_port = addresses[0][1] if addresses else self.settings.http_port
 
     async def _handle_http(self, request: web.Request) -> web.Response:
         raw = await request.read()

@@ -77,6 +77,17 @@ ADMIN_CACHE_SECONDS: Final = 60.0
 FIND_DELIVERY_MAX_PAGES: Final = 5
 FIND_DELIVERY_PAGE_SIZE: Final = 200
 
+# ---- retries and fallbacks (see retry.py) ----------------------------------------------------------------------
+#: attempts per Web API call while delivering a reply, on top of the SDK's own retries of 429 / 5xx / resets
+DELIVERY_ATTEMPTS: Final = 4
+#: backoff between those attempts: full jitter from this base, doubling, up to the cap (bot.backoff)
+RETRY_BASE_SECONDS: Final = 0.5
+RETRY_CAP_SECONDS: Final = 8.0
+#: attempts to clear the thinking indicator (Slack only drops it by itself after 2 minutes)
+STATUS_CLEAR_ATTEMPTS: Final = 4
+#: a part refused with msg_too_long is split again at half its size, but not below this
+MIN_PART_CHARS: Final = 500
+
 # ---- message metadata that marks a delivered reply -----------------------------------------------------------
 REPLY_METADATA_EVENT_TYPE: Final = "switchboard_reply"
 

@@ -45,6 +45,8 @@ class SlackSettings:
     update_interval_seconds: float = c.MESSAGE_UPDATE_INTERVAL_SECONDS
     post_interval_seconds: float = c.POST_INTERVAL_SECONDS
     admin_cache_seconds: float = c.ADMIN_CACHE_SECONDS
+    #: first backoff before retrying a failed Web API call while delivering (doubles per attempt, full jitter)
+    retry_base_seconds: float = c.RETRY_BASE_SECONDS
     suggested_prompts: tuple[tuple[str, str], ...] = DEFAULT_SUGGESTED_PROMPTS
 
     def __post_init__(self) -> None:

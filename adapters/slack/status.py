@@ -1,10 +1,11 @@
 """The thinking indicator: assistant.threads.setStatus per thread, refreshed during long work, always cleared.
 
-One `ThreadStatus` per (channel, thread_ts). `begin` shows it at once; sub-assistants being delegated to or
-finishing change its loading messages (which Slack shows verbatim, so they name the sub-assistants at work); a
-background refresher re-sends it every `refresh_seconds` (Slack drops it after 2 minutes); `clear` sends
-status "" and stops the refresher. Calls for one thread are serialised so a clear can never be overtaken by an
-older set.
+One `ThreadStatus` per (channel, thread_ts). `begin` shows it at once (`begin_soon` in the background, for
+listeners that must acknowledge Slack's event without waiting on a Web API call or its rate-limit sleep);
+sub-assistants being delegated to or finishing change its loading messages (which Slack shows verbatim, so they
+name the sub-assistants at work); a background refresher re-sends it every `refresh_seconds` (Slack drops it after
+2 minutes); `clear` sends status "" and stops the refresher, retrying a failed clear with backoff (an indicator
+must never stay up). Calls for one thread are serialised so a clear can never be overtaken by an older set.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack import constants as c
+from adapters.slack.retry import RetryPolicy, error_name, with_retries
 
 log = logging.getLogger(__name__)
 
@@ -64,12 +66,15 @@ class StatusBoard:
         refresh_seconds: float = c.STATUS_REFRESH_SECONDS,
         max_lifetime_seconds: float = c.STATUS_MAX_LIFETIME_SECONDS,
         clock: Clock | None = None,
+        retry: RetryPolicy | None = None,
     ) -> None:
         self._client = client
         self.refresh_seconds = refresh_seconds
         self.max_lifetime_seconds = max_lifetime_seconds
         self._clock = clock or time.monotonic
+        self._retry = retry or RetryPolicy()
         self._threads: dict[ThreadId, ThreadStatus] = {}
+        self._pending: set[asyncio.Task[None]] = set()
 
     def thread(self, channel: str, thread_ts: str) -> ThreadStatus:
         key = (channel, thread_ts)
@@ -99,6 +104,15 @@ class StatusBoard:
             st.started_at = self._clock()
             await self._send(st)
             self._start_refresher(st)
+
+    def begin_soon(self, channel: str, thread_ts: str, *, unless_cleared_since: int | None = None) -> None:
+        """`begin` in the background: the caller (an event listener) returns at once."""
+        task = asyncio.create_task(
+            self.begin(channel, thread_ts, unless_cleared_since=unless_cleared_since),
+            name=f"slack-status-begin-{thread_ts}",
+        )
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
 
     async def ensure(self, channel: str, thread_ts: str) -> None:
         await self.begin(channel, thread_ts)
@@ -130,7 +144,7 @@ class StatusBoard:
             task, st.refresher = st.refresher, None
             if task is not None:
                 task.cancel()
-            await self._call(st.channel, st.thread_ts, "", None)
+            await self._call(st.channel, st.thread_ts, "", None, attempts=c.STATUS_CLEAR_ATTEMPTS)
         self._forget_idle()
 
     def _forget_idle(self) -> None:
@@ -150,6 +164,9 @@ class StatusBoard:
         return len(targets)
 
     async def close(self) -> None:
+        for task in list(self._pending):
+            task.cancel()
+        await asyncio.gather(*self._pending, return_exceptions=True)
         for st in self._threads.values():
             if st.refresher is not None:
                 st.refresher.cancel()
@@ -187,20 +204,18 @@ class StatusBoard:
     async def _send(self, st: ThreadStatus) -> None:
         await self._call(st.channel, st.thread_ts, c.STATUS_THINKING, st.messages())
 
-    async def _call(self, channel: str, thread_ts: str, status: str, messages: list[str] | None) -> None:
-        try:
-            await self._client.assistant_threads_setStatus(
+    async def _call(
+        self, channel: str, thread_ts: str, status: str, messages: list[str] | None, *, attempts: int = 1
+    ) -> None:
+        """Set (or with "" clear) the indicator. Showing it is best effort (one try: the SDK retried 429s, 5xx and
+        resets already); clearing it is tried `attempts` times whatever the error, with backoff."""
+
+        async def call() -> object:
+            return await self._client.assistant_threads_setStatus(
                 channel_id=channel, thread_ts=thread_ts, status=status, loading_messages=messages
             )
-        except Exception as e:  # the indicator is best effort
-            log.warning("assistant.threads.setStatus failed in %s: %s", channel, _error_name(e))
 
-
-def _error_name(e: Exception) -> str:
-    response = getattr(e, "response", None)
-    if response is not None:
         try:
-            return str(response.get("error"))
-        except Exception:
-            return type(e).__name__
-    return type(e).__name__
+            await with_retries(call, self._retry, "clearing the indicator", retry=lambda _: True, attempts=attempts)
+        except Exception as e:
+            log.warning("assistant.threads.setStatus failed in %s: %s", channel, error_name(e))

@@ -1,16 +1,20 @@
 """`SlackSurface`: the engine's view of Slack (implements `bot.types.Surface`).
 
-Each turn is rendered by its own `TurnView` (turn_view.py); `find_delivery` looks for a delivered reply by its
-message metadata (crash recovery only: conversations.replies is heavily rate limited).
+Each turn is rendered by its own `TurnView` (turn_view.py): `deliver` retries, falls back (in the channel without
+the thread, to the user directly) and raises `bot.types.Undeliverable` only when no way works; `find_delivery`
+looks for a delivered reply by its message metadata (crash recovery only: conversations.replies is heavily rate
+limited). `spawn` runs listener side work (a refusal note, suggested prompts) in the background, so that event
+acknowledgements never wait on the Web API.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from slack_sdk.errors import SlackApiError
@@ -18,6 +22,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack import constants as c
 from adapters.slack.keys import Route
+from adapters.slack.retry import RetryPolicy
 from adapters.slack.status import StatusBoard
 from adapters.slack.turn_view import Resume, TurnView
 from bot.types import Platform, Progress, Reply, TurnRef
@@ -42,6 +47,7 @@ class SlackSurface:
         post_interval: float = c.POST_INTERVAL_SECONDS,
         bot_user_id: Callable[[], str | None] = lambda: None,
         clock: Callable[[], float] | None = None,
+        retry: RetryPolicy | None = None,
     ) -> None:
         self.client = client
         self.status = status
@@ -49,6 +55,8 @@ class SlackSurface:
         self.update_interval = update_interval
         self.post_interval = post_interval
         self.clock = clock or time.monotonic
+        self.retry = retry or RetryPolicy()
+        self._background: set[asyncio.Task[None]] = set()
         self._bot_user_id = bot_user_id
         self._views: dict[str, TurnView] = {}
         self._resume: dict[str, Resume] = {}
@@ -74,6 +82,24 @@ class SlackSurface:
             self._delivered[turn.id] = None
             while len(self._delivered) > _DELIVERED_MEMORY:
                 self._delivered.popitem(last=False)
+
+    async def settled(self, turn_id: str) -> None:
+        """Wait until the progress of `turn_id` received so far has been written (or failed to be): its pending
+        stream / placeholder update is done. For tests and benchmarks that need a deterministic call order."""
+        view = self._views.get(turn_id)
+        while view is not None and view.flush_task is not None and not view.flush_task.done():
+            await asyncio.wait({view.flush_task})
+
+    def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        """Run `coro` in the background (cancelled by `close`); its failure is logged."""
+        task = asyncio.create_task(coro, name=name)
+        self._background.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task %s failed", task.get_name(), exc_info=task.exception())
 
     async def find_delivery(self, turn: TurnRef) -> str | None:
         """Look for this turn's reply in its thread (by message metadata). Returns the ts of its first part when
@@ -152,6 +178,9 @@ class SlackSurface:
     async def close(self) -> None:
         for view in list(self._views.values()):
             await view._stop_flushing()
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
         await self.status.close()
 
 

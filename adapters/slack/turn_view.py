@@ -9,7 +9,12 @@
 - `deliver` finishes the stream with the rest of the reply when the preview is a prefix of it, else removes the
   preview and posts the reply; a placeholder becomes the reply's first part. Long replies continue in further
   messages, split below Slack's limits and never cut. Every part carries message metadata with the turn id, part
-  number and end offset, so `find_delivery` finds a delivered reply (and resumes a partly posted one).
+  number and end offset, so `find_delivery` finds a delivered reply (and resumes a partly posted one);
+- every call of the delivery is retried on transient failures (retry.py); a part refused as too long is split
+  smaller; a preview that must go is deleted with retries (a leftover half answer reads as a second reply);
+- a reply that still cannot go where it belongs is posted in the channel without the thread (when only the thread
+  refused it), else sent to the user directly (the app's DM), with a first line saying why; when no way works,
+  `deliver` raises `Undeliverable`. The indicator is cleared however delivery ends.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from adapters.slack.render import (
     reply_metadata,
     task_chunk,
 )
+from adapters.slack.retry import GONE_ERRORS, THREAD_ERRORS, classify, error_name, with_retries
 from adapters.slack.splitting import slack_len, split_text
 from bot.types import (
     Delegated,
@@ -44,6 +50,7 @@ from bot.types import (
     SubFinished,
     TextDelta,
     TurnRef,
+    Undeliverable,
 )
 
 if TYPE_CHECKING:
@@ -54,10 +61,21 @@ log = logging.getLogger(__name__)
 Mode = Literal["none", "stream", "fallback"]
 
 
-def _err(e: Exception) -> str:
-    if isinstance(e, SlackApiError):
-        return str(e.response.get("error"))
-    return type(e).__name__
+#: first line of a reply that could not go into its thread and was posted in the channel instead
+NOT_IN_THREAD_NOTE = "_(I could not reply in the thread, so here is my answer.)_\n\n"
+
+
+def dm_note(channel: str) -> str:
+    """First line of a reply that could not be posted in its channel and was sent to the user directly."""
+    return f"_(I could not post my answer in <#{channel}>, so here it is.)_\n\n"
+
+
+def _err(e: BaseException) -> str:
+    return error_name(e)
+
+
+def _worth_deleting_again(e: BaseException) -> bool:
+    return _err(e) not in GONE_ERRORS and _err(e) != "cant_delete_message"
 
 
 @dataclass(frozen=True)
@@ -235,12 +253,22 @@ class TurnView:
         self.mode = "none"
         if ts is None:
             return
-        with contextlib.suppress(SlackApiError):
+        with contextlib.suppress(Exception):
             await self.s.client.chat_stopStream(channel=self.route.channel, ts=ts)
+        await self._remove(ts)
+
+    async def _remove(self, ts: str) -> None:
+        """Delete a preview of ours that is no longer right; retried whatever the error (a leftover half answer
+        beside the reply would read as a second reply), unless the message is already gone."""
+
+        async def delete() -> object:
+            return await self.s.client.chat_delete(channel=self.route.channel, ts=ts)
+
         try:
-            await self.s.client.chat_delete(channel=self.route.channel, ts=ts)
-        except SlackApiError as e:
-            log.warning("could not remove a superseded preview in %s: %s", self.route.channel, _err(e))
+            await with_retries(delete, self.s.retry, "removing a superseded preview", retry=_worth_deleting_again)
+        except Exception as e:
+            if _err(e) not in GONE_ERRORS:
+                log.warning("could not remove a superseded preview in %s: %s", self.route.channel, _err(e))
 
     async def _flush_placeholder(self) -> None:
         text = placeholder_text(list(self.tasks.values()), self.preview)
@@ -273,24 +301,59 @@ class TurnView:
         async with self.lock:
             try:
                 body = reply_body(reply)
-                if resume is not None:
-                    rest = split_text(body[resume.end :], c.MESSAGE_PART_MAX_CHARS) if resume.end < len(body) else []
-                    await self._post_parts(rest, first_part=resume.next_part, offset=resume.end)
-                    return resume.first_ts
-                if self.restart_stream:
-                    await self._drop_stream()
-                if self.mode == "stream" and self.stream_ts is not None:
-                    ts = await self._finish_stream(body)
-                    if ts is not None:
-                        return ts
-                if self.mode == "fallback" and self.placeholder_ts is not None:
-                    ts = await self._finish_placeholder(body)
-                    if ts is not None:
-                        return ts
-                parts = split_text(body, c.MESSAGE_PART_MAX_CHARS)
-                return await self._post_parts(parts, first_part=1, offset=0)
+                try:
+                    return await self._deliver_here(body, resume)
+                except Exception as e:
+                    log.warning(
+                        "could not post the reply in %s (%s); trying another way", self.route.channel, _err(e)
+                    )
+                    return await self._deliver_elsewhere(body, e)
             finally:
                 await self.s.status.clear(*self.status_key)
+
+    async def _deliver_here(self, body: str, resume: Resume | None) -> str:
+        """Where the reply belongs: into the stream or the placeholder when they can take it, else new messages
+        in the thread (each call retried on transient failures)."""
+        if resume is not None:
+            rest = split_text(body[resume.end :], c.MESSAGE_PART_MAX_CHARS) if resume.end < len(body) else []
+            await self._post_parts(rest, first_part=resume.next_part, offset=resume.end)
+            return resume.first_ts
+        if self.restart_stream:
+            await self._drop_stream()
+        if self.mode == "stream" and self.stream_ts is not None:
+            ts = await self._finish_stream(body)
+            if ts is not None:
+                return ts
+        if self.mode == "fallback" and self.placeholder_ts is not None:
+            ts = await self._finish_placeholder(body)
+            if ts is not None:
+                return ts
+        return await self._post_parts(split_text(body, c.MESSAGE_PART_MAX_CHARS), first_part=1, offset=0)
+
+    async def _deliver_elsewhere(self, body: str, failure: Exception) -> str:
+        """The reply could not go where it belongs: post it into the channel without the thread (when only the
+        thread refused it), else to the user directly (the app's DM with them). Raises `Undeliverable` when no
+        way works."""
+        ways: list[tuple[str, str, str]] = []
+        if self.route.thread_ts and _err(failure) in THREAD_ERRORS:
+            ways.append(("in the channel", self.route.channel, NOT_IN_THREAD_NOTE))
+        if self.recipient_user and not self.route.is_dm:
+            ways.append(("to the user directly", self.recipient_user, dm_note(self.route.channel)))
+        for how, channel, note in ways:
+            try:
+                ts = await self._post_parts(
+                    split_text(note + body, c.MESSAGE_PART_MAX_CHARS),
+                    first_part=1,
+                    offset=0,
+                    channel=channel,
+                    in_thread=False,
+                )
+            except Exception as e:
+                log.warning("posting the reply %s failed too (%s)", how, _err(e))
+                continue
+            log.info("the reply for %s was delivered %s", self.route.channel, how)
+            return ts
+        raise Undeliverable(_err(failure), f"channel {self.route.channel}, {len(ways)} other way(s) failed too")
 
     def _final_task_chunks(self) -> list[dict[str, Any]]:
         for task in self.tasks.values():
@@ -331,7 +394,7 @@ class TurnView:
                 metadata=reply_metadata(self.turn.id, 1, len(parts) == 1, len(parts[0])),
             )
             self._wrote()
-        except SlackApiError as e:
+        except Exception as e:
             log.warning(
                 "finishing the stream failed in %s (%s); posting the reply instead", self.route.channel, _err(e)
             )
@@ -344,36 +407,70 @@ class TurnView:
     async def _finish_placeholder(self, body: str) -> str | None:
         assert self.placeholder_ts is not None
         parts = split_text(body, c.MESSAGE_PART_MAX_CHARS)
-        try:
-            await self._pace()
-            await self.s.client.chat_update(
+        placeholder_ts = self.placeholder_ts
+
+        async def update() -> object:
+            return await self.s.client.chat_update(
                 channel=self.route.channel,
-                ts=self.placeholder_ts,
+                ts=placeholder_ts,
                 markdown_text=parts[0],
                 metadata=reply_metadata(self.turn.id, 1, len(parts) == 1, len(parts[0])),
             )
+
+        try:
+            await self._pace()
+            await with_retries(update, self.s.retry, "updating the placeholder into the reply")
             self._wrote()
-        except SlackApiError as e:
+        except Exception as e:
             log.warning("updating the placeholder failed in %s (%s); posting the reply", self.route.channel, _err(e))
-            with contextlib.suppress(SlackApiError):
-                await self.s.client.chat_delete(channel=self.route.channel, ts=self.placeholder_ts)
+            self.placeholder_ts = None
+            await self._remove(placeholder_ts)
             return None
         await self._post_parts(parts[1:], first_part=2, offset=len(parts[0]))
         return self.placeholder_ts
 
-    async def _post_parts(self, parts: list[str], *, first_part: int, offset: int) -> str:
-        """Post `parts` as messages numbered from `first_part`; returns the first one's ts."""
+    async def _post_parts(
+        self,
+        parts: list[str],
+        *,
+        first_part: int,
+        offset: int,
+        channel: str | None = None,
+        in_thread: bool = True,
+    ) -> str:
+        """Post `parts` as messages numbered from `first_part` (into the turn's thread unless told otherwise);
+        returns the first one's ts. Each post is retried on transient failures; a part refused as too long is
+        split again, smaller."""
+        target = channel or self.route.channel
+        thread = self.route.thread_ts if in_thread else None
+        queue = list(parts)
         first_ts = ""
         end = offset
-        for i, part in enumerate(parts):
-            end += len(part)
-            if i:
+        number = first_part
+        limit = c.MESSAGE_PART_MAX_CHARS
+        while queue:
+            part = queue.pop(0)
+            if number != first_part:
                 await asyncio.sleep(self.s.post_interval)
-            resp = await self.s.client.chat_postMessage(
-                channel=self.route.channel,
-                thread_ts=self.route.thread_ts,
-                markdown_text=part,
-                metadata=reply_metadata(self.turn.id, first_part + i, i == len(parts) - 1, end),
-            )
+
+            async def post(part: str = part, number: int = number, last: bool = not queue, stop: int = end) -> Any:
+                return await self.s.client.chat_postMessage(
+                    channel=target,
+                    thread_ts=thread,
+                    markdown_text=part,
+                    metadata=reply_metadata(self.turn.id, number, last, stop + len(part)),
+                )
+
+            try:
+                resp = await with_retries(post, self.s.retry, f"posting part {number} of a reply")
+            except Exception as e:
+                if classify(e) != "too_long" or limit <= c.MIN_PART_CHARS:
+                    raise
+                limit = max(c.MIN_PART_CHARS, min(limit, slack_len(part)) // 2)
+                log.warning("Slack refused a reply part as too long; splitting it at %d characters", limit)
+                queue[0:0] = split_text(part, limit)
+                continue
+            end += len(part)
+            number += 1
             first_ts = first_ts or str(resp["ts"])
         return first_ts

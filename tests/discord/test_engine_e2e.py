@@ -20,6 +20,10 @@ MESSAGES = "/channels/{channel_id}/messages"
 Engine = Callable[[], Awaitable[tuple[Bot, DiscordAdapter]]]
 
 
+class ProcessKilled(BaseException):
+    """Stands for the process dying at that point (nothing of ours catches it, as nothing survives a SIGKILL)."""
+
+
 @pytest.fixture
 async def emu() -> AsyncIterator[Emulator]:
     async with run_emulator(retry_after=0.01) as emulator:
@@ -115,7 +119,9 @@ async def test_real_engine_recovers_a_delivery_cut_by_a_crash_without_reposting(
 
     async def post_then_crash(turn: TurnRef, reply: Reply) -> str:
         delivered.append(await real_deliver(turn, reply))
-        raise RuntimeError("process killed right after posting")
+        # a kill, not an error: an exception would be recorded as an undeliverable reply, a kill leaves the turn
+        # `delivering` for the next process
+        raise ProcessKilled("process killed right after posting")
 
     adapter1.surface.deliver = post_then_crash  # type: ignore[method-assign]
     await fake.user_message(world.general, world.alice, f"<@{fake.bot_id}> hello there")
@@ -173,3 +179,28 @@ async def test_admin_reset_mid_turn_cancels_the_runs_and_the_channel_starts_afre
     assert conv.generation == 1 and conv.main_thread not in (None, old_thread)
     [done] = [e for e in await bot.store.recent_audit() if e.action == "reset channel"]
     assert (done.actor, done.outcome) == (str(world.mod), "done")
+
+
+async def test_a_delivery_that_fails_unexpectedly_is_recorded_not_left_delivering(
+    world: World, engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    bot, adapter = await engine()
+    fake = world.fake
+
+    async def broken(turn: TurnRef, reply: Reply) -> str:
+        raise RuntimeError("a bug in the surface")
+
+    adapter.surface.deliver = broken  # type: ignore[method-assign]
+    await fake.user_message(world.general, world.alice, f"<@{fake.bot_id}> hello there")
+    conversation = f"discord:{world.guild}:{world.general}"
+    await world.outcomes.of((await fake.wait_until(lambda: fake.channel_messages(world.general)))[-1]["id"])
+    await bot.idle()
+    assert await bot.store.unfinished_turns(conversation) == []  # not stuck in `delivering`
+    [entry] = [r for r in caplog.records if "failed unexpectedly" in r.getMessage()]
+    assert entry.exc_info is not None and "a bug in the surface" in str(entry.exc_info[1])
+    turn_id = entry.getMessage().split()[1].rstrip(":")
+    record = await bot.store.get_turn(turn_id)
+    assert record is not None and record.state == "delivered"
+    assert record.delivered_ref == "undeliverable:error:RuntimeError"
+    assert bot.metrics.undeliverable.labels("discord")._value.get() == 1
+    assert await bot.store.pending_inbound(conversation) == []

@@ -3,7 +3,8 @@ and a delivery cut short is completed, not repeated."""
 
 from __future__ import annotations
 
-import discord
+import asyncio
+
 import pytest
 
 from adapters.discord.splitting import split_message
@@ -54,10 +55,15 @@ async def test_half_posted_long_answer_is_completed_not_repeated(world: World, s
     status = await fake.wait_for_call("POST", MESSAGES)
     chunks = split_message(LONG)
     assert len(chunks) >= 3
-    # the second tail message fails as if the process died there
-    fake.inject_error("POST", f"/channels/{world.general}/messages", status=403, code=50013, message="boom", skip=1)
-    with pytest.raises(discord.Forbidden):
-        await adapter.surface.deliver(turn, Reply(LONG))
+    # the process dies while the second tail message is on its way
+    held = fake.inject_stall("POST", f"/channels/{world.general}/messages", skip=1)
+    delivery = asyncio.create_task(adapter.surface.deliver(turn, Reply(LONG)))
+    path = f"/channels/{world.general}/messages"
+    await fake.wait_until(lambda: sum(c.method == "POST" and c.path == path for c in fake.calls) == 3)
+    delivery.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await delivery
+    held.set()
     assert [m["content"] for m in fake.bot_messages(world.general)][1:] == [chunks[1]]
 
     adapter2, _ = await _restart(world, start_adapter)

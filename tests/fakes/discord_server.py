@@ -21,9 +21,16 @@ The real discord.py client connects to it once `patched()` points `discord.http.
   dead; the first followup after a defer replaces the "thinking" message;
 - typing; guild members; DM channels.
 
-Every REST call is recorded with `time.monotonic()` and the injected clock's `monotonic()`. `inject_429()` makes a
-route answer 429 (JSON `retry_after`, `Retry-After`, `X-RateLimit-*` and the `Via` header discord.py requires)
-a given number of times.
+Every REST call is recorded with `time.monotonic()` and the injected clock's `monotonic()`. Faults, each as Discord
+(or the network in front of it) really produces it, on the requests matching a method and a path regex (and, with
+`channel=`, only those about that channel: see `channel_of`), `times` times (None: always) after `skip` good ones:
+- `inject_429()`: 429 with JSON `retry_after`, `Retry-After`, `X-RateLimit-*` and the `Via` header discord.py
+  requires;
+- `inject_error()`: a JSON error `{"code", "message"}` from Discord's table of JSON error codes (the status and
+  message must be the ones Discord uses for that code: see `JSON_ERRORS`);
+- `inject_server_error()`: HTTP 500 (Discord's JSON), 502 (the edge's HTML page) or 503 (the proxy's plain text);
+- `inject_reset()`: the connection is reset before any response (the request never took effect).
+DMs: `dm_closed` holds users who do not accept DMs from the bot (403 50007 on a post into their DM).
 """
 
 from __future__ import annotations
@@ -35,6 +42,8 @@ import itertools
 import json
 import re
 import secrets
+import socket
+import struct
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -120,6 +129,24 @@ class _SystemClock:
         return time.monotonic()
 
 
+#: Discord's JSON error codes the fake produces: code -> (HTTP status, message). Source: "JSON Error Codes",
+#: https://discord.com/developers/docs/topics/opcodes-and-status-codes#json-json-error-codes (statuses as Discord
+#: sends them: 404 for unknown objects, 403 for permissions, 401 for a dead webhook token).
+JSON_ERRORS: dict[int, tuple[int, str]] = {
+    10003: (404, "Unknown Channel"),
+    10008: (404, "Unknown Message"),
+    10015: (404, "Unknown Webhook"),
+    10062: (404, "Unknown interaction"),
+    40060: (400, "Interaction has already been acknowledged."),
+    50001: (403, "Missing Access"),
+    50005: (403, "Cannot edit a message authored by another user"),
+    50007: (403, "Cannot send messages to this user"),
+    50013: (403, "Missing Permissions"),
+    50027: (401, "Invalid Webhook Token"),
+    160002: (403, "Cannot reply without permission to read message history"),
+}
+
+
 class ApiError(Exception):
     def __init__(self, status: int, code: int, message: str, errors: dict[str, Any] | None = None) -> None:
         super().__init__(message)
@@ -162,6 +189,9 @@ class _Fault:
     status: int = 429
     code: int = 0
     message: str = "You are being rate limited."
+    reset: bool = False
+    channel: int | None = None  # only requests about this channel (see FakeDiscord.channel_of)
+    stall: asyncio.Event | None = None  # hold the request until this is set (a process killed meanwhile)
 
 
 @dataclass(slots=True)
@@ -193,6 +223,10 @@ class _Session:
     seq: int = 0
     session_id: str = field(default_factory=lambda: secrets.token_hex(8))
     identified: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+def _times(times: int | None) -> int:
+    return 1 << 62 if times is None else times
 
 
 def _iso(ts: float) -> str:
@@ -229,6 +263,8 @@ class FakeDiscord:
         self.identifies: list[dict[str, Any]] = []
         self.sessions: list[_Session] = []
         self._faults: list[_Fault] = []
+        #: users who do not accept direct messages from the bot (privacy settings, or they blocked it)
+        self.dm_closed: set[int] = set()
         self._changed: asyncio.Condition | None = None
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -463,22 +499,122 @@ class FakeDiscord:
         return perms
 
     def _require(self, channel_id: int, user_id: int, needed: int) -> None:
+        # https://discord.com/developers/docs/topics/permissions (computed as documented: base role permissions,
+        # then @everyone, role and member overwrites); missing ones: 403 50013 "Missing Permissions"
         if self.permissions_in(channel_id, user_id) & needed != needed:
             raise ApiError(403, 50013, "Missing Permissions")
 
     # ------------------------------------------------------------------ records and waiting
 
     def inject_429(
-        self, method: str, path: str, *, retry_after: float = 0.2, times: int = 1, is_global: bool = False
+        self,
+        method: str,
+        path: str,
+        *,
+        retry_after: float = 0.2,
+        times: int | None = 1,
+        is_global: bool = False,
+        skip: int = 0,
+        channel: int | None = None,
     ) -> None:
         """The next `times` requests matching `method` and the `path` regex (without /api/v10) get a 429."""
-        self._faults.append(_Fault(method, re.compile(path), times, retry_after, is_global))
+        self._faults.append(
+            _Fault(method, re.compile(path), _times(times), retry_after, is_global, skip, channel=channel)
+        )
 
     def inject_error(
-        self, method: str, path: str, *, status: int, code: int, message: str, times: int = 1, skip: int = 0
+        self,
+        method: str,
+        path: str,
+        *,
+        code: int,
+        status: int | None = None,
+        message: str | None = None,
+        times: int | None = 1,
+        skip: int = 0,
+        channel: int | None = None,
     ) -> None:
-        """The matching requests after the first `skip` fail `times` times with this JSON error."""
-        self._faults.append(_Fault(method, re.compile(path), times, 0.0, False, skip, status, code, message))
+        """The matching requests after the first `skip` fail `times` times (None: always) with Discord's JSON error
+        `code`; `status` and `message` default to (and must agree with) what Discord sends for it."""
+        if code not in JSON_ERRORS:
+            raise ValueError(f"{code} is not a Discord JSON error code this fake knows")
+        known_status, known_message = JSON_ERRORS[code]
+        if status is not None and status != known_status:
+            raise ValueError(f"Discord answers code {code} with HTTP {known_status}, not {status}")
+        self._faults.append(
+            _Fault(method, re.compile(path), _times(times), 0.0, False, skip, known_status, code,
+                   message or known_message, channel=channel)
+        )
+
+    def inject_server_error(
+        self,
+        method: str,
+        path: str,
+        *,
+        status: int = 500,
+        times: int | None = 1,
+        skip: int = 0,
+        channel: int | None = None,
+    ) -> None:
+        """HTTP 500 (Discord's own JSON body), 502 (the edge's HTML page) or 503 (the proxy's plain text)."""
+        if status not in (500, 502, 503):
+            raise ValueError("a server error is 500, 502 or 503")
+        self._faults.append(_Fault(method, re.compile(path), _times(times), 0.0, False, skip, status, channel=channel))
+
+    def inject_reset(
+        self, method: str, path: str, *, times: int | None = 1, skip: int = 0, channel: int | None = None
+    ) -> None:
+        """The connection is reset (TCP RST) before any response: the request never took effect."""
+        self._faults.append(
+            _Fault(method, re.compile(path), _times(times), 0.0, False, skip, 0, reset=True, channel=channel)
+        )
+
+    def _vanish(self, path: str) -> None:
+        """Delete the message a request path names (a channel message, or an interaction's webhook message)."""
+        parts = path.strip("/").split("/")
+        message: dict[str, Any] | None = None
+        if len(parts) == 4 and parts[0] == "channels" and parts[2] == "messages" and parts[3].isdigit():
+            message = self._message_index.get(int(parts[3]))
+        elif len(parts) == 5 and parts[0] == "webhooks" and parts[3] == "messages":
+            for interaction in self.interactions.values():
+                if interaction.token == parts[2]:
+                    ref = interaction.original_id if parts[4] == "@original" else int(parts[4])
+                    message = self._message_index.get(ref or 0)
+        if message is not None:
+            message["_deleted"] = True
+
+    def inject_stall(
+        self, method: str, path: str, *, skip: int = 0, channel: int | None = None
+    ) -> asyncio.Event:
+        """Hold the next matching request (after `skip`) unanswered until the returned event is set, then drop its
+        connection without it taking effect: the moment a test kills the process that sent it."""
+        release = asyncio.Event()
+        self._faults.append(_Fault(method, re.compile(path), 1, 0.0, False, skip, 0, channel=channel, stall=release))
+        return release
+
+    def channel_of(self, path: str) -> int | None:
+        """The guild channel a request is about: the channel in its path (a thread counts as its parent), or the
+        channel of the interaction whose token or id it carries. None for anything else (logins, DMs opened...)."""
+        parts = path.strip("/").split("/")
+        if len(parts) >= 2 and parts[0] == "channels" and parts[1].isdigit():
+            channel = self.channels.get(int(parts[1]))
+            if channel is None:
+                return None
+            if channel["type"] in THREAD_TYPES:
+                return int(channel["parent_id"])
+            return int(channel["id"])
+        if len(parts) >= 3 and parts[0] == "interactions" and parts[1].isdigit():
+            interaction = self.interactions.get(int(parts[1]))
+            return interaction.channel_id if interaction is not None else None
+        if len(parts) >= 3 and parts[0] == "webhooks":
+            for interaction in self.interactions.values():
+                if interaction.token == parts[2]:
+                    return interaction.channel_id
+        return None
+
+    def clear_faults(self) -> None:
+        """Forget every injected fault (the platform is healthy again)."""
+        self._faults.clear()
 
     def mark(self) -> int:
         return len(self.calls)
@@ -535,6 +671,8 @@ class FakeDiscord:
     # ------------------------------------------------------------------ gateway
 
     async def _gateway(self, request: web.Request) -> web.WebSocketResponse:
+        # https://discord.com/developers/docs/events/gateway: HELLO (op 10) with heartbeat_interval, heartbeat
+        # (op 1) answered by HEARTBEAT_ACK (op 11), IDENTIFY (op 2), RESUME (op 6) answered by RESUMED
         ws = web.WebSocketResponse()
         await ws.prepare(request)
         session = _Session(ws)
@@ -563,6 +701,8 @@ class FakeDiscord:
         return ws
 
     async def _identify(self, session: _Session, data: dict[str, Any]) -> None:
+        # gateway close codes (topics/opcodes-and-status-codes#gateway-gateway-close-event-codes): 4004
+        # "Authentication failed", 4014 "Disallowed intent(s)" for a privileged intent not enabled for the app
         self.identifies.append({k: v for k, v in data.items() if k != "token"})
         await self._notify()
         if data.get("token") != self.token:
@@ -611,6 +751,8 @@ class FakeDiscord:
             asyncio.get_running_loop().create_task(self.dispatch(event, data))
 
     def _visible_to_bot(self, message: dict[str, Any], intents: int | None) -> dict[str, Any]:
+        # https://discord.com/developers/docs/events/gateway#message-content-intent: without it, content, embeds,
+        # attachments and components are empty, except in DMs, the bot's own messages and messages mentioning it
         """Discord hides content of guild messages from bots without the message-content intent, except for
         their own messages and messages that mention them."""
         has_intent = self.message_content_allowed if intents is None else bool(intents & INTENT_MESSAGE_CONTENT)
@@ -840,7 +982,7 @@ class FakeDiscord:
         )
         self.calls.append(call)
         try:
-            response = self._maybe_fault(request.method, path)
+            response = await self._maybe_fault(request, path)
             if response is None:
                 response = await self._handle(request, handler, params, body, call)
         finally:
@@ -874,15 +1016,43 @@ class FakeDiscord:
             return web.Response(status=status if status != 200 else 204)
         return _json(status, data)
 
-    def _maybe_fault(self, method: str, path: str) -> web.Response | None:
+    async def _maybe_fault(self, request: web.Request, path: str) -> web.Response | None:
+        method = request.method
         for fault in self._faults:
             if fault.times > 0 and fault.method == method and fault.path.fullmatch(path):
+                if fault.channel is not None and self.channel_of(path) != fault.channel:
+                    continue
                 if fault.skip > 0:
                     fault.skip -= 1
                     continue
                 fault.times -= 1
                 call = self.calls[-1]
+                if fault.stall is not None:
+                    await self._notify()
+                    await fault.stall.wait()  # released: it never took effect; the connection goes (as a reset)
+                if fault.reset or fault.stall is not None:
+                    # TCP reset (SO_LINGER 0, then close): the client sees ECONNRESET before any response
+                    call.status, call.response = -1, {"message": "connection reset"}
+                    transport = request.transport
+                    if transport is not None:
+                        sock = transport.get_extra_info("socket")
+                        if sock is not None:
+                            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                        transport.abort()
+                    return web.Response(status=500)  # never sent: the connection is gone
+                if fault.status == 500:
+                    call.status, call.response = 500, {"message": "500: Internal Server Error", "code": 0}
+                    return _json(500, call.response)
+                if fault.status == 502:
+                    call.status, call.response = 502, "<html>502 Bad Gateway (cloudflare)</html>"
+                    return web.Response(status=502, text=call.response, content_type="text/html")
+                if fault.status == 503:
+                    call.status = 503
+                    call.response = "upstream connect error or disconnect/reset before headers. reset reason: overflow"
+                    return web.Response(status=503, text=call.response, content_type="text/plain")
                 if fault.status != 429:
+                    if fault.code == 10008:
+                        self._vanish(path)  # "Unknown Message": it was deleted (by someone) before this request
                     call.status, call.response = fault.status, {"message": fault.message, "code": fault.code}
                     return _json(fault.status, call.response)
                 body = {
@@ -965,6 +1135,7 @@ class FakeDiscord:
         return 200, self.global_commands
 
     async def _put_guild_commands(self, *, params: dict[str, str], body: Any, **_: Any) -> tuple[int, Any]:
+        # interactions/application-commands#bulk-overwrite-guild-application-commands: 403 50001 outside the guild
         gid = int(params["guild_id"])
         if gid not in self.guilds:
             raise ApiError(403, 50001, "Missing Access")
@@ -989,10 +1160,19 @@ class FakeDiscord:
         return 200, self.channels[cid]
 
     async def _post_message(self, *, params: dict[str, str], body: dict[str, Any], **_: Any) -> tuple[int, Any]:
+        # https://discord.com/developers/docs/resources/message#create-message: needs SEND_MESSAGES (in a thread
+        # SEND_MESSAGES_IN_THREADS) and VIEW_CHANNEL, else 403 50013; a DM to a user who does not accept them is
+        # 403 50007 "Cannot send messages to this user"
         cid = self._channel(params)
-        is_thread = self.channels[cid]["type"] in THREAD_TYPES
+        channel = self.channels[cid]
+        if channel["type"] == DM and int(channel["recipients"][0]["id"]) in self.dm_closed:
+            raise ApiError(403, 50007, "Cannot send messages to this user")
+        is_thread = channel["type"] in THREAD_TYPES
         self._require(cid, self.bot_id, VIEW_CHANNEL | (SEND_MESSAGES_IN_THREADS if is_thread else SEND_MESSAGES))
         nonce = body.get("nonce")
+        # Create Message `enforce_nonce`: "the nonce will be checked for uniqueness in the past few minutes. If
+        # another message was created by the same author with the same nonce, that message will be returned and no
+        # new message will be created"; a deleted one answers 404 10008 (observed)
         if nonce is not None and body.get("enforce_nonce"):
             key = (self.bot_id, str(nonce))
             earlier = self._nonces.get(key)
@@ -1021,6 +1201,9 @@ class FakeDiscord:
         nonce = body.get("nonce")
         if nonce is not None and len(str(nonce)) > NONCE_LIMIT:
             raise ApiError(400, 50035, "Invalid Form Body", {"nonce": {"_errors": [{"code": "BASE_TYPE_MAX_LENGTH"}]}})
+        # Create Message: "nonce ... max 25 characters"; a reply (message_reference) needs READ_MESSAGE_HISTORY,
+        # else 403 160002; a reference to an unknown message is 400 50035 REPLIES_UNKNOWN_MESSAGE unless
+        # fail_if_not_exists is false (then sent as a plain message)
         reference = body.get("message_reference")
         referenced = None
         if (
@@ -1113,6 +1296,8 @@ class FakeDiscord:
         return message
 
     async def _list_messages(self, *, params: dict[str, str], query: dict[str, str], **_: Any) -> tuple[int, Any]:
+        # https://discord.com/developers/docs/resources/message#get-channel-messages: needs READ_MESSAGE_HISTORY,
+        # limit 1-100 (default 50), one of around / before / after, newest first
         cid = self._channel(params)
         self._require(cid, self.bot_id, VIEW_CHANNEL | READ_MESSAGE_HISTORY)
         limit = max(1, min(100, int(query.get("limit", 50))))
@@ -1133,6 +1318,7 @@ class FakeDiscord:
         return 200, [self._visible_to_bot(self._public(m), None) for m in reversed(selected)]
 
     async def _get_message(self, *, params: dict[str, str], **_: Any) -> tuple[int, Any]:
+        # resources/message#get-channel-message: needs READ_MESSAGE_HISTORY; 404 10008 for an unknown message
         cid = self._channel(params)
         self._require(cid, self.bot_id, VIEW_CHANNEL | READ_MESSAGE_HISTORY)
         message = self._get_visible(cid, int(params["message_id"]))
@@ -1155,6 +1341,8 @@ class FakeDiscord:
         return message
 
     async def _edit_message(self, *, params: dict[str, str], body: dict[str, Any], **_: Any) -> tuple[int, Any]:
+        # https://discord.com/developers/docs/resources/message#edit-message: only the author edits content
+        # (403 50005); a deleted or unknown message is 404 10008
         cid = self._channel(params)
         message = self._get_visible(cid, int(params["message_id"]))
         if int(message["author"]["id"]) != self.bot_id or message.get("webhook_id"):
@@ -1162,6 +1350,7 @@ class FakeDiscord:
         return 200, self._public(await self._apply_edit(message, body))
 
     async def _delete_message(self, *, params: dict[str, str], **_: Any) -> tuple[int, Any]:
+        # Delete Message: someone else's message needs MANAGE_MESSAGES
         cid = self._channel(params)
         message = self._get_visible(cid, int(params["message_id"]))
         if int(message["author"]["id"]) != self.bot_id:
@@ -1178,12 +1367,15 @@ class FakeDiscord:
         return 204, None
 
     async def _typing(self, *, params: dict[str, str], **_: Any) -> tuple[int, Any]:
+        # https://discord.com/developers/docs/resources/channel#trigger-typing-indicator: 204; needs the right to post
         cid = self._channel(params)
         is_thread = self.channels[cid]["type"] in THREAD_TYPES
         self._require(cid, self.bot_id, VIEW_CHANNEL | (SEND_MESSAGES_IN_THREADS if is_thread else SEND_MESSAGES))
         return 204, None
 
     async def _start_thread(self, *, params: dict[str, str], body: dict[str, Any], **_: Any) -> tuple[int, Any]:
+        # https://discord.com/developers/docs/resources/channel#start-thread-without-message: text channels only
+        # (50024), CREATE_PUBLIC_THREADS / CREATE_PRIVATE_THREADS (50013), name 1-100 characters (50035)
         cid = self._channel(params)
         if self.channels[cid]["type"] != GUILD_TEXT:
             raise ApiError(400, 50024, "Cannot execute action on this channel type")
@@ -1202,6 +1394,7 @@ class FakeDiscord:
         return 201, thread
 
     async def _thread_from_message(self, *, params: dict[str, str], body: dict[str, Any], **_: Any) -> tuple[int, Any]:
+        # resources/channel#start-thread-from-message: the thread takes the message's id; 400 160004 when one exists
         cid = self._channel(params)
         self._require(cid, self.bot_id, VIEW_CHANNEL | CREATE_PUBLIC_THREADS)
         mid = int(params["message_id"])
@@ -1219,9 +1412,11 @@ class FakeDiscord:
         return 204, None
 
     async def _create_dm(self, *, body: dict[str, Any], **_: Any) -> tuple[int, Any]:
+        # resources/user#create-dm: returns the existing DM channel with the recipient, or a new one
         return 200, self.channels[self.dm_channel(int(body["recipient_id"]))]
 
     async def _get_member(self, *, params: dict[str, str], **_: Any) -> tuple[int, Any]:
+        # resources/guild#get-guild-member: 404 10007 Unknown Member
         guild = self.guilds.get(int(params["guild_id"]))
         uid = int(params["user_id"])
         if guild is None or uid not in guild.members:
@@ -1233,6 +1428,9 @@ class FakeDiscord:
     async def _callback(
         self, *, params: dict[str, str], body: dict[str, Any], query: dict[str, str], **_: Any
     ) -> tuple[int, Any]:
+        # https://discord.com/developers/docs/interactions/receiving-and-responding#responding-to-an-interaction:
+        # the first response within 3 seconds (else 404 10062), only once (400 40060); type 5 defers ("thinking",
+        # LOADING flag), type 4 answers; `with_response` returns the interaction callback response object
         interaction = self.interactions.get(int(params["interaction_id"]))
         if interaction is None or interaction.token != params["token"]:
             raise ApiError(404, 10062, "Unknown interaction")
@@ -1281,6 +1479,8 @@ class FakeDiscord:
         }
 
     def _token_interaction(self, params: dict[str, str]) -> FakeInteraction:
+        # "Interaction tokens are valid for 15 minutes": afterwards followups and @original answer 401 50027;
+        # before the first response the webhook does not exist yet (404 10015)
         if int(params["application_id"]) != self.application_id:
             raise ApiError(404, 10015, "Unknown Webhook")
         for interaction in self.interactions.values():
@@ -1293,6 +1493,8 @@ class FakeDiscord:
         raise ApiError(401, 50027, "Invalid Webhook Token")
 
     def _webhook_message(self, interaction: FakeInteraction, ref: str) -> dict[str, Any]:
+        # followup messages and @original (receiving-and-responding#get-original-interaction-response): only the
+        # interaction's own messages; 404 10008 otherwise
         mid = interaction.original_id if ref == "@original" else int(ref)
         message = self._message_index.get(mid or 0)
         if (
@@ -1306,6 +1508,8 @@ class FakeDiscord:
     async def _followup(
         self, *, params: dict[str, str], body: dict[str, Any], query: dict[str, str], **_: Any
     ) -> tuple[int, Any]:
+        # Create Followup Message: "When used after a deferred response, the first followup will edit the
+        # loading message" (receiving-and-responding#create-followup-message)
         interaction = self._token_interaction(params)
         assert interaction.original_id is not None
         original = self._message_index[interaction.original_id]
@@ -1348,6 +1552,9 @@ def _json(status: int, data: Any, headers: dict[str, str] | None = None) -> web.
 
 
 def _check_content(content: str, embeds: list[dict[str, Any]], *, allow_empty: bool) -> None:
+    # https://discord.com/developers/docs/resources/message#create-message-jsonform-params: content up to 2,000
+    # characters; embed limits (resources/message#embed-object-embed-limits): title 256, description 4,096, 6,000
+    # in total; an empty message is 400 50006
     if len(content) > CONTENT_LIMIT:
         raise ApiError(
             400,

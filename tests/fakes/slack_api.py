@@ -12,7 +12,15 @@ What it does:
   (chat.update msg_too_long above 4,000 characters, section text 3,000, markdown_text 12,000 per stream call,
   recipients required for streams outside DMs, `refuse_streaming_in_channels` to exercise the fallback).
 - Every call recorded with a monotonic timestamp (`calls`), and `wait_for(predicate)` to wait on the log.
-- `rate_limit(method, times, retry_after)`: the next `times` calls answer HTTP 429 with Retry-After.
+- Faults, each as Slack really answers (see `fail` and `FAULT_KINDS`): `fail(method, kind, times=1, skip=0,
+  channel=None)` makes exactly the calls of one method (optionally in one channel, after `skip` good ones) fail
+  `times` times (None: always) with HTTP 429 + Retry-After, HTTP 5xx, a dropped connection (TCP reset), or an
+  `ok: false` error; an error the method's documentation does not list is refused, so a test cannot invent one.
+  `rate_limit(method, times, retry_after)` is the 429 shorthand.
+- The thinking indicator as Slack keeps it (`status_of(channel, thread_ts)`): set by assistant.threads.setStatus,
+  removed by status "" or by a message the bot posts in the thread.
+- chat.postMessage to a user id posts into the app's DM with that user (`dm_channel(user)`); `dm_refused` holds
+  users whose DM refuses it (`messages_tab_disabled`).
 - Messages kept per channel with their metadata, so conversations.replies / conversations.history
   (include_all_metadata) can find them; `add_user_message` records what a person posted.
 - Socket Mode: apps.connections.open returns `ws_url`; `push_envelope` sends an envelope to the connected
@@ -26,6 +34,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import socket
+import struct
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -36,15 +46,102 @@ from urllib.parse import parse_qsl
 from aiohttp import WSMsgType, web
 from slack_sdk.signature import SignatureVerifier
 
+# Limits, each with where Slack states it (method pages under https://docs.slack.dev/reference/):
+#: chat.update answers msg_too_long near 4,000 characters (measured; shared/PLATFORM_FACTS.md "Limits")
 UPDATE_MAX_CHARS = 4_000
+#: block-kit/blocks/section-block: "text ... Maximum length for the text in this field is 3000 characters"
 SECTION_TEXT_MAX_CHARS = 3_000
+#: chat.postMessage `markdown_text` and the streaming chunks: "limited to 12,000 characters"
 MARKDOWN_TEXT_MAX_CHARS = 12_000
+#: chat.postMessage "Truncating content": text over 40,000 characters is refused (msg_too_long)
 POST_TEXT_MAX_CHARS = 40_000
+#: assistant.threads.setSuggestedPrompts: up to 4 prompts
 SUGGESTED_PROMPTS_MAX = 4
+#: assistant.threads.setStatus `loading_messages`: "Maximum of 10 messages"
 LOADING_MESSAGES_MAX = 10
 DEFAULT_TIMEOUT = 5.0
 
 Predicate = Callable[[], Any]
+
+# ---- errors Slack documents, by method (a fault may only use these) -------------------------------------------
+#: Errors any Web API method can return: "Common errors" on every method page, e.g.
+#: https://docs.slack.dev/reference/methods/chat.postMessage#errors ("internal_error ... likely due to a transient
+#: issue on our end", "fatal_error", "service_unavailable", "request_timeout", "ratelimited").
+COMMON_ERRORS = frozenset(
+    {"internal_error", "fatal_error", "service_unavailable", "request_timeout", "ratelimited", "invalid_auth"}
+)
+#: Method-specific errors, from each method's reference page under https://docs.slack.dev/reference/methods/.
+DOCUMENTED_ERRORS: dict[str, frozenset[str]] = {
+    # chat.postMessage#errors
+    "chat.postMessage": frozenset(
+        {"channel_not_found", "not_in_channel", "is_archived", "msg_too_long", "no_text", "restricted_action",
+         "messages_tab_disabled", "invalid_metadata_format", "invalid_blocks", "cannot_reply_to_message"}
+    ),
+    # chat.update#errors
+    "chat.update": frozenset(
+        {"channel_not_found", "message_not_found", "cant_update_message", "edit_window_closed", "msg_too_long",
+         "is_archived", "invalid_blocks"}
+    ),
+    # chat.delete#errors
+    "chat.delete": frozenset({"channel_not_found", "message_not_found", "cant_delete_message"}),
+    # chat.startStream / chat.appendStream / chat.stopStream#errors. (unverified: modelled on chat.postMessage's
+    # channel errors, since they post a message, plus the streaming-state errors the SDK's chat_stream handles)
+    "chat.startStream": frozenset(
+        {"channel_not_found", "not_in_channel", "is_archived", "msg_too_long", "invalid_arguments",
+         "missing_recipient", "streaming_not_supported_in_channel", "restricted_action"}
+    ),
+    "chat.appendStream": frozenset(
+        {"channel_not_found", "not_in_channel", "msg_too_long", "message_not_found",
+         "message_not_in_streaming_state", "invalid_chunks"}
+    ),
+    "chat.stopStream": frozenset(
+        {"channel_not_found", "not_in_channel", "msg_too_long", "message_not_found",
+         "message_not_in_streaming_state", "invalid_chunks", "invalid_metadata_format"}
+    ),
+    # assistant.threads.setStatus#errors
+    "assistant.threads.setStatus": frozenset({"channel_not_found", "invalid_thread_ts", "invalid_arguments"}),
+    "assistant.threads.setSuggestedPrompts": frozenset({"channel_not_found", "invalid_thread_ts"}),
+    # chat.postEphemeral#errors
+    "chat.postEphemeral": frozenset({"channel_not_found", "not_in_channel", "user_not_in_channel", "is_archived"}),
+    # conversations.replies#errors
+    "conversations.replies": frozenset({"channel_not_found", "thread_not_found", "not_in_channel"}),
+}
+
+
+@dataclass(frozen=True)
+class FaultKind:
+    """One way a Web API call fails, as Slack (or the network in front of it) produces it."""
+
+    status: int = 200  # HTTP status; 200 with `error` set is Slack's usual `{"ok": false, "error": ...}`
+    error: str | None = None  # the `error` field (None for a body that is not Slack's: an edge proxy's page)
+    retry_after: int | None = None  # seconds, in the Retry-After header (429 only)
+    reset: bool = False  # the connection is reset (TCP RST) before any response: the call never took effect
+
+
+#: Named fault kinds the tests use. Sources: https://docs.slack.dev/apis/web-api/rate-limits ("HTTP 429 Too Many
+#: Requests ... Retry-After header ... number of seconds"); the common errors above; a 502 is what a proxy in
+#: front of Slack answers during an outage (an HTML page: no Slack error at all).
+FAULT_KINDS: dict[str, FaultKind] = {
+    "ratelimited": FaultKind(status=429, error="ratelimited", retry_after=1),
+    "internal_error": FaultKind(status=500, error="internal_error"),
+    "bad_gateway": FaultKind(status=502),
+    "reset": FaultKind(reset=True),
+    "not_in_channel": FaultKind(error="not_in_channel"),
+    "channel_not_found": FaultKind(error="channel_not_found"),
+    "msg_too_long": FaultKind(error="msg_too_long"),
+}
+
+
+@dataclass
+class Fault:
+    method: str
+    kind: FaultKind
+    times: int | None  # None: every matching call
+    skip: int = 0  # let this many matching calls through first
+    channel: str | None = None
+
+    def matches(self, method: str, channel: str | None) -> bool:
+        return method == self.method and (self.channel is None or channel == self.channel)
 
 
 @dataclass
@@ -128,13 +225,17 @@ class FakeSlack:
         self.app_token = app_token
         self.bot_token = bot_token
         self.refuse_streaming_in_channels = False
+        #: users whose DM with the app refuses posts (the app's Messages tab is turned off)
+        self.dm_refused: set[str] = set()
+        #: the thinking indicator per (channel, thread_ts), as Slack shows it ("" when none)
+        self.statuses: dict[tuple[str, str], str] = {}
+        self.faults: list[Fault] = []
         self.users: dict[str, dict[str, Any]] = {}
         self.calls: list[Call] = []
         self.messages: dict[str, list[Message]] = {}
         self.response_url_posts: dict[str, list[dict[str, Any]]] = {}
         self.acks: dict[str, dict[str, Any]] = {}
         self.hellos_sent = 0
-        self._rate_limits: dict[str, list[int]] = {}
         self._ts = itertools.count(1)
         self._changed = asyncio.Condition()
         self._sockets: list[web.WebSocketResponse] = []
@@ -196,7 +297,38 @@ class FakeSlack:
         }
 
     def rate_limit(self, method: str, *, times: int = 1, retry_after: int = 0) -> None:
-        self._rate_limits[method] = [times, retry_after]
+        self.fail(method, FaultKind(status=429, error="ratelimited", retry_after=retry_after), times=times)
+
+    def fail(
+        self,
+        method: str,
+        kind: FaultKind | str,
+        *,
+        times: int | None = 1,
+        skip: int = 0,
+        channel: str | None = None,
+    ) -> Fault:
+        """Make calls of `method` (in `channel`, when given) fail `times` times (None: always) after `skip` good
+        ones. `kind` is a `FaultKind` or a name in FAULT_KINDS; its error must be one Slack documents."""
+        fault_kind = FAULT_KINDS[kind] if isinstance(kind, str) else kind
+        if fault_kind.error is not None and fault_kind.error not in COMMON_ERRORS | DOCUMENTED_ERRORS.get(
+            method, frozenset()
+        ):
+            raise ValueError(f"{method} does not document the error {fault_kind.error!r}")
+        fault = Fault(method, fault_kind, times, skip, channel)
+        self.faults.append(fault)
+        return fault
+
+    def clear_faults(self) -> None:
+        """Forget every injected fault (Slack is healthy again)."""
+        self.faults.clear()
+
+    def dm_channel(self, user: str) -> str:
+        """The id of the app's DM with `user` (what chat.postMessage to a user id posts into)."""
+        return "D" + user.removeprefix("U").removeprefix("W")
+
+    def status_of(self, channel: str, thread_ts: str) -> str:
+        return self.statuses.get((channel, thread_ts), "")
 
     def next_ts(self) -> str:
         return f"1700000000.{next(self._ts):06d}"
@@ -378,16 +510,13 @@ class FakeSlack:
         call = Call(method=method, args=args, t=time.monotonic(), token=token)
         self.calls.append(call)
         try:
-            limit = self._rate_limits.get(method)
-            if limit and limit[0] > 0:
-                limit[0] -= 1
-                call.status = 429
-                call.response = {"ok": False, "error": "ratelimited"}
-                return web.json_response(call.response, status=429, headers={"Retry-After": str(limit[1])})
+            fault = self._take_fault(method, args)
+            if fault is not None:
+                return self._faulty_response(request, call, fault)
             handler = _HANDLERS.get(method)
-            if handler is None:
+            if handler is None:  # https://docs.slack.dev/apis/web-api/#errors: unknown_method
                 call.response = {"ok": False, "error": "unknown_method"}
-            else:
+            else:  # every method: invalid_auth for a token that is not the app's (app-level token for connections)
                 expected = self.app_token if method == "apps.connections.open" else self.bot_token
                 if token != expected:
                     call.response = {"ok": False, "error": "invalid_auth"}
@@ -399,6 +528,39 @@ class FakeSlack:
             return web.json_response(call.response)
         finally:
             await self._notify()
+
+    def _take_fault(self, method: str, args: dict[str, Any]) -> FaultKind | None:
+        channel = args.get("channel") or args.get("channel_id")
+        for fault in self.faults:
+            if fault.times == 0 or not fault.matches(method, None if channel is None else str(channel)):
+                continue
+            if fault.skip > 0:
+                fault.skip -= 1
+                continue
+            if fault.times is not None:
+                fault.times -= 1
+            return fault.kind
+        return None
+
+    def _faulty_response(self, request: web.Request, call: Call, kind: FaultKind) -> web.Response:
+        if kind.reset:
+            # A TCP reset (SO_LINGER 0, then close): the client sees ECONNRESET, as when a connection dies on the way
+            call.status, call.response = 0, {"ok": False, "error": "connection_reset"}
+            transport = request.transport
+            if transport is not None:
+                sock = transport.get_extra_info("socket")
+                if sock is not None:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                transport.abort()
+            return web.Response(status=500)  # never sent: the connection is gone
+        call.status = kind.status
+        if kind.error is None:
+            call.response = {"ok": False}
+            return web.Response(status=kind.status, text=f"<html><body>{kind.status}</body></html>",
+                                content_type="text/html")
+        call.response = {"ok": False, "error": kind.error}
+        headers = {"Retry-After": str(kind.retry_after)} if kind.retry_after is not None else None
+        return web.json_response(call.response, status=kind.status, headers=headers)
 
     # each handler returns the response fields besides ok, or raises SlackApiError
 
@@ -417,6 +579,7 @@ class FakeSlack:
         return {"url": self.ws_url}
 
     def _check_blocks(self, args: dict[str, Any]) -> None:
+        # chat.postMessage#errors invalid_blocks: a section's text over 3,000, a markdown block over 12,000
         for block in args.get("blocks") or []:
             text = (block.get("text") or {}).get("text", "") if isinstance(block, dict) else ""
             if block.get("type") == "section" and len(text) > SECTION_TEXT_MAX_CHARS:
@@ -425,6 +588,8 @@ class FakeSlack:
                 raise SlackApiError("invalid_blocks")
 
     def _metadata(self, args: dict[str, Any]) -> dict[str, Any] | None:
+        # chat.postMessage `metadata`: "JSON object with event_type and event_payload fields"; else
+        # invalid_metadata_format (https://docs.slack.dev/messaging/message-metadata)
         meta = args.get("metadata")
         if meta is None:
             return None
@@ -433,6 +598,7 @@ class FakeSlack:
         return meta
 
     def _need_channel(self, args: dict[str, Any]) -> str:
+        # every chat.* method: channel_not_found when `channel` is missing or unknown
         channel = args.get("channel") or args.get("channel_id")
         if not channel:
             raise SlackApiError("channel_not_found")
@@ -440,7 +606,14 @@ class FakeSlack:
 
     def _post_message(self, args: dict[str, Any]) -> dict[str, Any]:
         channel = self._need_channel(args)
+        if channel[:1] in ("U", "W"):
+            # chat.postMessage "channel": a user id posts into the app's DM with that user (its Messages tab);
+            # https://docs.slack.dev/reference/methods/chat.postMessage#channels -- refused when that tab is off
+            if channel in self.dm_refused:
+                raise SlackApiError("messages_tab_disabled")
+            channel = self.dm_channel(channel)
         text = _text_of(args)
+        # chat.postMessage#errors: msg_too_long (limits above), no_text ("No message text provided")
         if args.get("markdown_text") is not None and len(text) > MARKDOWN_TEXT_MAX_CHARS:
             raise SlackApiError("msg_too_long")
         if len(text) > POST_TEXT_MAX_CHARS:
@@ -459,7 +632,15 @@ class FakeSlack:
             blocks=args.get("blocks"),
         )
         self.messages.setdefault(channel, []).append(msg)
+        self._bot_posted(channel, msg.thread_ts)
         return {"channel": channel, "ts": msg.ts, "message": msg.as_api(True)}
+
+    def _bot_posted(self, channel: str, thread_ts: str | None) -> None:
+        # assistant.threads.setStatus: "A two minute timeout applies, which will cause the status to be removed if
+        # no message has been sent": a message of the app in the thread removes it
+        # (https://docs.slack.dev/reference/methods/assistant.threads.setStatus#arguments)
+        if thread_ts is not None:
+            self.statuses.pop((channel, thread_ts), None)
 
     def _update(self, args: dict[str, Any]) -> dict[str, Any]:
         channel = self._need_channel(args)
@@ -482,12 +663,16 @@ class FakeSlack:
         return {"channel": channel, "ts": msg.ts}
 
     def _find(self, channel: str, ts: str) -> Message:
+        # chat.update / chat.delete#errors: message_not_found ("No message exists with the requested timestamp")
         for m in self.messages.get(channel, []):
             if m.ts == ts and not m.deleted:
                 return m
         raise SlackApiError("message_not_found")
 
     def _apply_chunks(self, msg: Message, args: dict[str, Any]) -> None:
+        # streaming chunks (https://docs.slack.dev/reference/methods/chat.appendStream#arguments): markdown_text
+        # up to 12,000 characters per call; task_update status pending | in_progress | complete | error;
+        # plan_update and blocks chunks; anything else is invalid_chunks
         md = args.get("markdown_text")
         if md is not None:
             if len(str(md)) > MARKDOWN_TEXT_MAX_CHARS:
@@ -507,6 +692,9 @@ class FakeSlack:
                 raise SlackApiError("invalid_chunks")
 
     def _start_stream(self, args: dict[str, Any]) -> dict[str, Any]:
+        # chat.startStream: thread_ts required; outside DMs recipient_team_id and recipient_user_id are required
+        # (https://docs.slack.dev/reference/methods/chat.startStream#arguments); some workspaces refuse streams in
+        # channels (reported, unverified: shared/PLATFORM_FACTS.md), hence `refuse_streaming_in_channels`
         channel = self._need_channel(args)
         if not args.get("thread_ts"):
             raise SlackApiError("invalid_arguments")
@@ -526,9 +714,11 @@ class FakeSlack:
         )
         self._apply_chunks(msg, args)
         self.messages.setdefault(channel, []).append(msg)
+        self._bot_posted(channel, msg.thread_ts)
         return {"channel": channel, "ts": msg.ts}
 
     def _streaming_message(self, args: dict[str, Any]) -> Message:
+        # chat.appendStream / chat.stopStream: only a message still streaming takes chunks
         msg = self._find(self._need_channel(args), str(args.get("ts")))
         if not msg.streaming:
             raise SlackApiError("message_not_in_streaming_state")
@@ -550,19 +740,29 @@ class FakeSlack:
         return {"channel": msg.channel, "ts": msg.ts, "message": msg.as_api(True)}
 
     def _set_status(self, args: dict[str, Any]) -> dict[str, Any]:
+        # https://docs.slack.dev/reference/methods/assistant.threads.setStatus: channel_id, thread_ts and status
+        # required; "loading_messages ... Maximum of 10 messages"; status "" clears the indicator
         if not args.get("channel_id") or not args.get("thread_ts") or "status" not in args:
             raise SlackApiError("invalid_arguments")
         if len(args.get("loading_messages") or []) > LOADING_MESSAGES_MAX:
             raise SlackApiError("invalid_arguments")
+        key = (str(args["channel_id"]), str(args["thread_ts"]))
+        if args.get("status"):
+            self.statuses[key] = str(args["status"])
+        else:
+            self.statuses.pop(key, None)
         return {}
 
     def _set_prompts(self, args: dict[str, Any]) -> dict[str, Any]:
+        # https://docs.slack.dev/reference/methods/assistant.threads.setSuggestedPrompts: channel_id and 1-4 prompts
         prompts = args.get("prompts") or []
         if not args.get("channel_id") or not prompts or len(prompts) > SUGGESTED_PROMPTS_MAX:
             raise SlackApiError("invalid_arguments")
         return {}
 
     def _replies(self, args: dict[str, Any]) -> dict[str, Any]:
+        # https://docs.slack.dev/reference/methods/conversations.replies: thread_not_found for an unknown thread;
+        # metadata only with include_all_metadata; cursor pagination through response_metadata.next_cursor
         channel = self._need_channel(args)
         thread = str(args.get("ts") or "")
         with_meta = str(args.get("include_all_metadata", "")).lower() in ("1", "true")
@@ -582,6 +782,7 @@ class FakeSlack:
         }
 
     def _history(self, args: dict[str, Any]) -> dict[str, Any]:
+        # https://docs.slack.dev/reference/methods/conversations.history: newest first, top-level messages only
         channel = self._need_channel(args)
         oldest = str(args.get("oldest") or "0")
         with_meta = str(args.get("include_all_metadata", "")).lower() in ("1", "true")
@@ -600,12 +801,14 @@ class FakeSlack:
         }
 
     def _users_info(self, args: dict[str, Any]) -> dict[str, Any]:
+        # https://docs.slack.dev/reference/methods/users.info#errors: user_not_found
         user = self.users.get(str(args.get("user")))
         if user is None:
             raise SlackApiError("user_not_found")
         return {"user": user}
 
     def _post_ephemeral(self, args: dict[str, Any]) -> dict[str, Any]:
+        # https://docs.slack.dev/reference/methods/chat.postEphemeral#errors: user_not_in_channel
         self._need_channel(args)
         if not args.get("user"):
             raise SlackApiError("user_not_in_channel")

@@ -60,7 +60,10 @@ async def test_reset_shortcut_resets_the_thread_and_clears_its_indicator(
     bot.script = lambda inbound: [Started(), Delegated("researcher", "t", "call_r"), hold]
     event = mention(fake, "start")
     await http.event(event)
-    await fake.wait_for(lambda: adapter.status.is_active("C0GENERAL", event["ts"]))
+    # the turn's progress is on screen (the indicator, the stream with the delegation) before the reset
+    await fake.wait_for(
+        lambda: adapter.status.is_active("C0GENERAL", event["ts"]) and fake.calls_to("chat.startStream")
+    )
     bot.command_result = CommandResult(True, "This conversation was reset.")
     shortcut = {
         "type": "message_action",

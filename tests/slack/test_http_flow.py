@@ -186,7 +186,7 @@ async def test_a_message_the_engine_refuses_is_explained_to_its_author(
     event = mention(fake, "x" * 100)
     await http.event(event)
     assert await outcomes.wait_count(1) == ["refused"]
-    [call] = fake.calls_to("chat.postEphemeral")
+    [call] = await fake.wait_for(lambda: fake.calls_to("chat.postEphemeral"))  # sent after the acknowledgement
     assert call.args["user"] == "U0ALICE" and call.args["thread_ts"] == event["ts"]
     assert call.args["text"] == bot.refuse_with
     assert not fake.calls_to("chat.postMessage", "chat.startStream", "assistant.threads.setStatus")

@@ -7,8 +7,9 @@ import itertools
 
 from adapters.slack import constants as c
 from adapters.slack.splitting import slack_len
+from adapters.slack.turn_view import NOT_IN_THREAD_NOTE
 from bot.types import Delegated, Failed, Reply, Retrying, Started, SubFinished, TextDelta
-from tests.fakes.slack_api import FakeSlack, statuses
+from tests.fakes.slack_api import FakeSlack, FaultKind, statuses
 from tests.slack.conftest import TEST_UPDATE_INTERVAL, AdapterFactory, HttpSender, mention
 from tests.slack.fake_bot import ANSWER, FakeBot, pause, team_script
 
@@ -256,3 +257,17 @@ async def test_a_change_during_a_write_is_shown_without_waiting_for_the_next_eve
     assert not bot.deliveries
     hold.set()
     await bot.wait_deliveries(1)
+
+
+async def test_a_reply_its_thread_refuses_is_posted_in_the_channel_saying_so(
+    fake: FakeSlack, bot: FakeBot, http: HttpSender
+):
+    bot.script = lambda inbound: [Started(), Reply(ANSWER)]
+    fake.fail("chat.postMessage", FaultKind(error="cannot_reply_to_message"), channel="C0GENERAL")
+    event = mention(fake, "hello")
+    await http.event(event)
+    [delivery] = await bot.wait_deliveries(1)
+    [message] = fake.bot_messages("C0GENERAL")
+    assert message.thread_ts is None and message.text == NOT_IN_THREAD_NOTE + ANSWER
+    assert delivery.ts == message.ts
+    assert fake.status_of("C0GENERAL", event["ts"]) == ""

@@ -1,18 +1,23 @@
-"""Splitting, keys and settings: the small pieces, with property tests where it matters."""
+"""Splitting, keys, settings, retries: the small pieces, with property tests where it matters."""
 
 from __future__ import annotations
 
+import aiohttp
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from adapters.slack import constants as c
 from adapters.slack.keys import Route, ThreadRegistry, conversation_key
 from adapters.slack.listeners.messages import strip_mentions
 from adapters.slack.render import Task, placeholder_text
+from adapters.slack.retry import classify, error_name, retry_after
 from adapters.slack.settings import SettingsError, SlackSettings
 from adapters.slack.splitting import slack_len, split_text
 from adapters.slack.status import loading_messages
+from bot.backoff import backoff_delay, retrying
 
 TEXT = st.text(alphabet=st.sampled_from(list("ab c.\n`🙂é")), max_size=3000) | st.text(max_size=500)
 
@@ -123,3 +128,88 @@ def test_settings_from_env_and_clear_errors():
         )
     with pytest.raises(SettingsError, match="xoxb"):
         SlackSettings.from_env({"SLACK_BOT_TOKEN": "xapp-wrong", "SLACK_APP_TOKEN": "xapp-1"})
+
+
+# ---- retries: bot.backoff and what a Slack failure means (adapters/slack/retry.py) ----------------------------------
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    attempt=st.integers(min_value=-3, max_value=200),
+    base=st.floats(min_value=0, max_value=10),
+    cap=st.floats(min_value=0, max_value=60),
+    retry_after=st.none() | st.floats(min_value=0, max_value=120),
+)
+def test_backoff_is_full_jitter_below_the_cap_and_honours_retry_after(attempt, base, cap, retry_after):
+    delay = backoff_delay(attempt, base, cap, retry_after)
+    ceiling = min(cap, base * 2 ** max(attempt, 0))
+    assert delay >= 0
+    if retry_after is not None:
+        assert delay >= retry_after
+    if retry_after is None or retry_after <= ceiling:
+        assert delay <= ceiling + 1e-9
+
+
+def test_backoff_spreads_the_retries_of_clients_that_failed_together():
+    delays = {round(backoff_delay(3, 0.5, 8.0), 6) for _ in range(50)}
+    assert len(delays) > 40  # full jitter, not one shared delay
+    assert all(0 <= d <= 4.0 for d in delays)
+
+
+async def test_retrying_stops_at_the_first_failure_that_is_not_retryable():
+    calls: list[str] = []
+
+    async def call() -> str:
+        calls.append("x")
+        raise (TimeoutError() if len(calls) == 1 else ValueError("bad request"))
+
+    with pytest.raises(ValueError):
+        await retrying(call, attempts=5, base=0, cap=0, retryable=lambda e: isinstance(e, TimeoutError))
+    assert len(calls) == 2
+
+
+async def test_retrying_gives_up_after_its_attempts():
+    calls: list[int] = []
+
+    async def call() -> None:
+        calls.append(1)
+        raise TimeoutError()
+
+    with pytest.raises(TimeoutError):
+        await retrying(call, attempts=3, base=0, cap=0, retryable=lambda e: True)
+    assert len(calls) == 3
+
+
+def _slack_error(status: int, data: dict, headers: dict | None = None) -> SlackApiError:
+    response = AsyncSlackResponse(
+        client=None, http_verb="POST", api_url="https://slack.com/api/chat.postMessage", req_args={},
+        data=data, headers=headers or {}, status_code=status,
+    )
+    return SlackApiError("failed", response)
+
+
+@pytest.mark.parametrize(
+    ("status", "data", "expected"),
+    [
+        (429, {"ok": False, "error": "ratelimited"}, "transient"),
+        (500, {"ok": False, "error": "internal_error"}, "transient"),
+        (502, {}, "transient"),  # an edge proxy's page: no Slack error at all
+        (200, {"ok": False, "error": "fatal_error"}, "transient"),
+        (200, {"ok": False, "error": "not_in_channel"}, "elsewhere"),
+        (200, {"ok": False, "error": "channel_not_found"}, "elsewhere"),
+        (200, {"ok": False, "error": "cannot_reply_to_message"}, "elsewhere"),
+        (200, {"ok": False, "error": "msg_too_long"}, "too_long"),
+        (200, {"ok": False, "error": "invalid_blocks"}, "permanent"),
+    ],
+)
+def test_slack_failures_are_classified_by_what_can_be_done_about_them(status, data, expected):
+    error = _slack_error(status, data)
+    assert classify(error) == expected
+    assert error_name(error) == data.get("error", f"http_{status}")
+
+
+def test_a_dropped_connection_is_transient_and_a_429_says_how_long_to_wait():
+    assert classify(aiohttp.ServerDisconnectedError()) == "transient"
+    assert classify(ConnectionResetError(104, "Connection reset by peer")) == "transient"
+    assert retry_after(_slack_error(429, {"ok": False, "error": "ratelimited"}, {"Retry-After": "7"})) == 7.0
+    assert retry_after(_slack_error(500, {"ok": False, "error": "internal_error"})) is None

@@ -1,7 +1,8 @@
 """The assistant view (Slack's AI app surface): greet a new assistant thread with suggested prompts.
 
 Messages typed in an assistant thread arrive as message.im events in the app's DM, always in a thread, and are
-handled by the messages listener like any DM thread (one conversation per thread).
+handled by the messages listener like any DM thread (one conversation per thread). The prompts are set in the
+background: the event's acknowledgement never waits on a Web API call.
 """
 
 from __future__ import annotations
@@ -10,9 +11,9 @@ import logging
 from typing import Any
 
 from slack_bolt.async_app import AsyncApp
-from slack_sdk.errors import SlackApiError
 
 from adapters.slack.listeners.deps import Deps
+from adapters.slack.retry import error_name
 
 log = logging.getLogger(__name__)
 
@@ -27,9 +28,13 @@ def register(app: AsyncApp, deps: Deps) -> None:
         if not channel or not thread_ts or not deps.settings.suggested_prompts:
             return
         prompts = [{"title": title, "message": message} for title, message in deps.settings.suggested_prompts]
-        try:
-            await deps.surface.client.assistant_threads_setSuggestedPrompts(
-                channel_id=channel, thread_ts=thread_ts, title=PROMPTS_TITLE, prompts=prompts
-            )
-        except SlackApiError as e:
-            log.warning("could not set suggested prompts: %s", e.response.get("error"))
+
+        async def set_prompts() -> None:
+            try:
+                await deps.surface.client.assistant_threads_setSuggestedPrompts(
+                    channel_id=channel, thread_ts=thread_ts, title=PROMPTS_TITLE, prompts=prompts
+                )
+            except Exception as e:
+                log.warning("could not set suggested prompts: %s", error_name(e))
+
+        deps.surface.spawn(set_prompts(), f"slack-prompts-{thread_ts}")

@@ -3,6 +3,11 @@
 Slack sends a channel mention twice (app_mention and message.channels, with different event ids): mentions outside
 DMs are taken from app_mention only, and a small memory of handled messages guards against any other double.
 The engine's `accept` dedupes by Slack's event_id, which is stable across Slack's own retries.
+
+The event is acknowledged when the listener returns (the app processes before responding, so that an event is
+stored before Slack forgets it): nothing here waits on a Web API call. The thinking indicator and the note to a
+user whose message was refused go out in the background, so neither a slow call nor the SDK's sleep on a 429's
+Retry-After can push the acknowledgement past Slack's 3 seconds.
 """
 
 from __future__ import annotations
@@ -14,11 +19,11 @@ from collections.abc import Callable
 from typing import Any
 
 from slack_bolt.async_app import AsyncApp, AsyncBoltContext
-from slack_sdk.errors import SlackApiError
 
 from adapters.slack.constants import PLATFORM
 from adapters.slack.keys import Route, channel_key, conversation_key, is_dm_channel
 from adapters.slack.listeners.deps import Deps
+from adapters.slack.retry import error_name
 from bot.types import Inbound
 
 try:
@@ -137,19 +142,19 @@ class MessageHandler:
             accepted = await self.deps.bot.accept(inbound)
         except InvalidInbound as e:
             self._remember(key)
-            await self._tell(route, str(e))
+            self.deps.surface.spawn(self._tell(route, str(e)), f"slack-refusal-{route.message_ts}")
             return "refused"
         except Exception:  # the engine could not store it (database full or read-only): say so, do not go silent
             log.exception("accepting message %s in %s failed", inbound.event_id, route.channel)
             self._remember(key)
-            await self._tell(route, ACCEPT_FAILED_TEXT)
+            self.deps.surface.spawn(self._tell(route, ACCEPT_FAILED_TEXT), f"slack-refusal-{route.message_ts}")
             return "error"
         self._remember(key)
         self.deps.threads.add(inbound.conversation)
         if accepted.duplicate:
             return "duplicate"
         # right after the accept, not waiting for the turn; skipped if the turn already finished meanwhile
-        await status.begin(route.channel, route.status_thread_ts, unless_cleared_since=clears_before)
+        status.begin_soon(route.channel, route.status_thread_ts, unless_cleared_since=clears_before)
         return "accepted"
 
     async def _tell(self, route: Route, text: str) -> None:
@@ -158,8 +163,8 @@ class MessageHandler:
             await self.deps.surface.client.chat_postEphemeral(
                 channel=route.channel, user=route.user, text=text, thread_ts=route.thread_ts
             )
-        except SlackApiError as e:
-            log.warning("could not tell the user their message was refused: %s", e.response.get("error"))
+        except Exception as e:
+            log.warning("could not tell the user their message was refused: %s", error_name(e))
 
     def _remember(self, key: tuple[str, str]) -> None:
         self._handled[key] = None
