@@ -102,6 +102,7 @@ class ThreadRecord:
     runs: list[str] = field(default_factory=list)
     active_run: str | None = None
     deleted: bool = False
+    agent: str | None = None  # `metadata.agent` at creation, then the agent of its latest run
 
     def to_json(self) -> JSON:
         return {
@@ -242,8 +243,12 @@ class AssistantsAPI:
             raise invalid_request(
                 f"Invalid 'messages': at most {MAX_THREAD_MESSAGES_PER_CREATE} messages.", param="messages"
             )
+        metadata = dict(body.get("metadata") or {})
         thread = ThreadRecord(
-            id=self.emu.ids.new("thread"), created_at=self.emu.clock.now(), metadata=dict(body.get("metadata") or {})
+            id=self.emu.ids.new("thread"),
+            created_at=self.emu.clock.now(),
+            metadata=metadata,
+            agent=metadata.get("agent"),
         )
         for raw in raw_messages:
             self.add_message(thread, raw)

@@ -11,6 +11,8 @@ POST   /_emulator/clock/advance          {"seconds": 5} (manual clock only)
 GET    /_emulator/log?since=N            request log entries from index N
 GET    /_emulator/counters               requests per path template, statuses, responses/runs by status
 GET    /_emulator/objects                every response and run with its status and lifetime
+GET    /_emulator/report?since=N         responses/runs still live; requests since log index N refused with a
+                                         400 that no injected fault caused (requests the real API rejects too)
 PUT    /_emulator/scripts/{agent}        a script in its YAML/JSON form ({"rules": [...]})
 DELETE /_emulator/scripts/{agent}        back to the default script
 POST   /_emulator/reset                  forget objects, faults, log and counters
@@ -46,6 +48,7 @@ class ControlAPI:
         router.add_get(f"{prefix}/log", self.log)
         router.add_get(f"{prefix}/counters", self.counters)
         router.add_get(f"{prefix}/objects", self.objects)
+        router.add_get(f"{prefix}/report", self.report)
         router.add_put(f"{prefix}/scripts/{{agent}}", self.set_script)
         router.add_delete(f"{prefix}/scripts/{{agent}}", self.remove_script)
         router.add_post(f"{prefix}/reset", self.reset)
@@ -129,6 +132,11 @@ class ControlAPI:
                 ],
             }
         )
+
+    async def report(self, request: web.Request) -> web.Response:
+        since = request.query.get("since", "0")
+        rejected = self.emu.rejections(int(since) if since.isdigit() else 0)
+        return json_response({"live": self.emu.live_objects(), "rejected": [entry.to_json() for entry in rejected]})
 
     async def set_script(self, request: web.Request) -> web.Response:
         body = await read_json(request)

@@ -31,6 +31,7 @@ class ConversationRecord:
     items: list[JSON] = field(default_factory=list)
     deleted: bool = False
     active_response: str | None = None
+    agent: str | None = None  # `metadata.agent` at creation, then the agent of its latest response
 
     def to_json(self) -> JSON:
         return {"id": self.id, "object": "conversation", "created_at": int(self.created_at), "metadata": self.metadata}
@@ -93,11 +94,13 @@ class ConversationsAPI:
         _check_item_count(raw_items)
         items = normalise_input(raw_items, self.emu.ids.new, param="items")
         check_duplicates([], items, param="items")
+        metadata = _check_metadata(body.get("metadata"))
         record = ConversationRecord(
             id=self.emu.ids.new("conv"),
             created_at=self.emu.clock.now(),
-            metadata=_check_metadata(body.get("metadata")),
+            metadata=metadata,
             items=items,
+            agent=metadata.get("agent"),
         )
         self.records[record.id] = record
         request[OBJECT_ID] = record.id

@@ -1,14 +1,21 @@
-"""aiohttp glue: reading JSON bodies, writing JSON and error responses, streaming an `EventLog` as SSE."""
+"""aiohttp glue: reading JSON bodies, writing JSON and error responses, streaming an `EventLog` as SSE.
+
+Contract: `stream_log` sends exactly the frames a fault allows (all, the first k, none) and records how many in the
+request (`EVENTS`), so the request log can say how far every stream got.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from bot.emulator.errors import APIError, invalid_request
 from bot.emulator.events import EventLog
 from bot.emulator.wire import JSON, dumps, loads
+
+if TYPE_CHECKING:
+    from bot.emulator.faults import Bound
 
 JSON_CONTENT_TYPE = "application/json"
 SSE_HEADERS = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"}
@@ -19,7 +26,15 @@ TRUE_VALUES = ("true", "1", "yes")
 REQUEST_ID = web.RequestKey("request_id", str)
 AGENT = web.RequestKey("agent", str)
 OBJECT_ID = web.RequestKey("object_id", str)
-DROPPED = web.RequestKey("dropped", bool)
+DROPPED = web.RequestKey("dropped", bool)  # the connection was closed without a complete answer
+EVENTS = web.RequestKey("events", int)  # stream frames sent (not counting the `[DONE]` marker)
+ERROR = web.RequestKey("error", tuple)  # (code, message) of an error answer
+BOUND = web.RequestKey("bound", list)  # faults bound to this request (`Faults.bind`)
+WITHHOLD = web.RequestKey("withhold", bool)  # a `timeout` fault: handle the request, send nothing back
+
+
+def bound_faults(request: web.Request) -> list[Bound]:
+    return request.get(BOUND) or []
 
 
 async def read_json(request: web.Request) -> JSON:
@@ -78,23 +93,34 @@ async def stream_log(
     drop_after: int | None = None,
     done_marker: bool = False,
 ) -> web.StreamResponse:
-    """Send the log's frames from `start` as SSE. `drop_after` aborts the connection after that many frames,
-    as a dropped network connection would (no terminal event, no clean end of the chunked body)."""
+    """Send the log's frames from `start` as SSE. `drop_after` aborts the connection once that many frames are
+    sent, as a broken network connection would (no further event, no clean end of the chunked body): 0 breaks it
+    right after the headers, the segment's frame count right after its terminal event (before `[DONE]`)."""
     response = web.StreamResponse(headers={**SSE_HEADERS, "x-request-id": request[REQUEST_ID]})
+    request[EVENTS] = 0
+    if request.get(WITHHOLD):  # a `timeout` fault: the object exists and runs on, the client hears nothing
+        return response
     await response.prepare(request)
     sent = 0
     try:
+        if drop_after == 0:
+            return _drop(request, response)
         async for frame in log.follow(start, stop_at_boundary=stop_at_boundary):
-            if drop_after is not None and sent >= drop_after:  # checked first: 0 breaks before any event
-                request[DROPPED] = True
-                if request.transport is not None:
-                    request.transport.abort()
-                return response
             await response.write(frame.data)
             sent += 1
+            request[EVENTS] = sent
+            if drop_after is not None and sent >= drop_after:
+                return _drop(request, response)
         if done_marker:
             await response.write(DONE_FRAME)
         await response.write_eof()
     except ConnectionResetError:  # the client went away: the object carries on without it
         pass
+    return response
+
+
+def _drop(request: web.Request, response: web.StreamResponse) -> web.StreamResponse:
+    request[DROPPED] = True
+    if request.transport is not None:
+        request.transport.abort()
     return response

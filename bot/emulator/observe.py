@@ -1,4 +1,9 @@
-"""What the emulator saw: a bounded request log and counters, readable from tests and over HTTP."""
+"""What the emulator saw: a bounded request log and counters, readable from tests and over HTTP.
+
+Contract: one `LogEntry` per `/v1` request, appended when its answer is complete (a stream: when it closed), with
+the status the client got (599: the connection closed without a complete answer), the error it carried, how many
+stream events were sent and which injected fault (if any) decided the outcome.
+"""
 
 from __future__ import annotations
 
@@ -25,7 +30,10 @@ class LogEntry:
     request_id: str
     agent: str | None = None
     object_id: str | None = None
-    fault: str | None = None
+    fault: str | None = None  # http_error | lock | reset | timeout | hang | drop_stream: an injected fault decided it
+    events: int | None = None  # stream events sent (None: not a stream)
+    error_code: str | None = None
+    error: str | None = None  # the error message the client got
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -5,6 +5,9 @@ Every response is produced by one generation task that walks the script's `Plan`
 consecutive sequence numbers (kept in an `EventLog` when the response was created with ``stream=true`` so a
 client can resume with ``starting_after``). Delays run on the emulator clock; streamed deltas are spaced by
 ``token_delay`` real seconds.
+
+Faults that end a response (`Faults.for_new_object`): `fail` / `incomplete` at its outcome, or any ending kind right
+after N events (`ObjectFaults.end`), decided inside the generation so where it stops is deterministic.
 """
 
 from __future__ import annotations
@@ -24,11 +27,12 @@ from bot.emulator.errors import (
     not_found,
 )
 from bot.emulator.events import EventLog
-from bot.emulator.faults import ObjectFaults
+from bot.emulator.faults import Fault, ObjectFaults
 from bot.emulator.httputil import (
     AGENT,
     OBJECT_ID,
     body_id,
+    bound_faults,
     json_response,
     query_flag,
     query_int,
@@ -41,6 +45,7 @@ from bot.emulator.items import (
     check_tool_calls,
     function_tool_names,
     item_text,
+    message_text,
     normalise_input,
 )
 from bot.emulator.scripts import Plan, script_for
@@ -52,6 +57,7 @@ if TYPE_CHECKING:
 
 DEFAULT_MODEL = "gpt-5-emulated"
 DEFAULT_AGENT = "assistant"  # agent name when a request names none
+INCOMPLETE_REASON = "max_output_tokens"  # PLATFORM_FACTS "Responses API": an `incomplete_details.reason`
 TERMINAL = frozenset({"completed", "failed", "cancelled", "incomplete"})
 MAX_DELTAS = 48  # a reply is streamed as at most this many text deltas
 ARGUMENT_CHUNK = 24  # characters per function_call_arguments.delta
@@ -104,7 +110,9 @@ class ResponseRecord:
     input_tokens: int = 0
     events: EventLog | None = None
     sequence: int = 0
-    cancel_after_events: int | None = None
+    user_texts: list[str] = field(default_factory=list)  # the user messages it saw: its context, then its input
+    end_at: int | None = None  # ObjectFaults.end: stop right after this many events...
+    end_fault: Fault | None = None  # ...in the way this fault says
     drop_after_events: int | None = None
     task: asyncio.Task[None] | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
@@ -284,7 +292,8 @@ class ResponsesAPI:
 
         response_id = emu.ids.new("resp")
         request[OBJECT_ID] = response_id
-        faults = emu.faults.for_new_object(agent=agent, api="responses", target=response_id, stream=stream)
+        bound = bound_faults(request)
+        faults = emu.faults.for_new_object(agent=agent, api="responses", target=response_id, stream=stream, bound=bound)
         if conversation is not None and faults.delete_container:
             emu.conversations_api.delete_now(conversation.id)
             conversation = emu.conversations_api.get(conversation.id, param="conversation")
@@ -314,8 +323,15 @@ class ResponsesAPI:
             conversation_id=conversation.id if conversation else None,
             status="queued" if background else "in_progress",
             events=EventLog() if stream else None,
+            user_texts=[
+                message_text(item)
+                for item in (*context, *new_items)
+                if item.get("type") == "message" and item.get("role") == "user"
+            ],
             drop_after_events=faults.drop_after_events,
         )
+        if faults.end is not None:
+            record.end_at, record.end_fault = faults.end.after_events, faults.end
         instructions = params.get("instructions")
         record.input_tokens = tokens(
             (instructions if isinstance(instructions, str) else "")
@@ -323,6 +339,7 @@ class ResponsesAPI:
         )
         if conversation is not None:
             conversation.active_response = response_id
+            conversation.agent = agent
         self.records[response_id] = record
         emu.counters.responses["created"] += 1
         record.task = emu.spawn(self._generate(record, plan, faults))
@@ -330,7 +347,7 @@ class ResponsesAPI:
         emu.notify()
 
         if stream:
-            drop = emu.faults.take_drop(agent=agent, api="responses", target=response_id)
+            drop = emu.faults.take_drop(agent=agent, api="responses", target=response_id, bound=bound)
             if drop is None:
                 drop, record.drop_after_events = record.drop_after_events, None
             assert record.events is not None
@@ -343,9 +360,6 @@ class ResponsesAPI:
     def _arm_cancel(self, record: ResponseRecord, faults: ObjectFaults) -> None:
         fault = faults.cancel
         if fault is None:
-            return
-        if fault.after_events is not None:
-            record.cancel_after_events = fault.after_events
             return
         delay = fault.after_seconds or 0.0
 
@@ -360,15 +374,34 @@ class ResponsesAPI:
     def _emit(self, record: ResponseRecord, event_type: str, **fields: Any) -> None:
         if record.terminal:
             raise _Stopped
+        self._append(record, event_type, **fields)
+        if record.end_at is not None and record.sequence >= record.end_at:
+            self._end(record)
+            raise _Stopped
+
+    def _append(self, record: ResponseRecord, event_type: str, **fields: Any) -> None:
+        """One stream event; every event carries its `sequence_number` (PLATFORM_FACTS "Responses API")."""
         sequence = record.sequence
         record.sequence += 1
         if record.events is not None:
             if "response" in fields:
                 fields["response"] = record.to_json()
             record.events.append(sse_frame(event_type, {"type": event_type, "sequence_number": sequence, **fields}))
-        if record.cancel_after_events is not None and record.sequence >= record.cancel_after_events:
+
+    def _end(self, record: ResponseRecord) -> None:
+        """An `ObjectFaults.end` fault is due: the response ends now, the way the fault says."""
+        fault = record.end_fault
+        assert fault is not None
+        if fault.kind == "fail":
+            message = fault.message or FAILURE_MESSAGES.get(fault.code, fault.code)
+            self._append(record, "error", code=fault.code, message=message, param=None)
+            self._finish(record, "failed", error={"code": fault.code, "message": message})
+        elif fault.kind == "incomplete":
+            self._finish(record, "incomplete", incomplete_details={"reason": INCOMPLETE_REASON})
+        else:  # cancel; gone: cancelled and deleted, so every later request naming it gets 404
             self.finish_cancelled(record, by="provider")
-            raise _Stopped
+            if fault.kind == "gone":
+                record.store = False
 
     async def _generate(self, record: ResponseRecord, plan: Plan, faults: ObjectFaults) -> None:
         try:
@@ -402,6 +435,8 @@ class ResponsesAPI:
         text = plan.text
         max_tokens = record.params.get("max_output_tokens")
         incomplete = plan.incomplete
+        if faults.incomplete is not None:  # the token limit hit half way: half the text, none of the calls
+            text, incomplete = (text[: len(text) // 2] if text else None), INCOMPLETE_REASON
         if text is not None and isinstance(max_tokens, int) and tokens(text) > max_tokens:
             text, incomplete = text[: max_tokens * 4], "max_output_tokens"
         output_tokens = 0
@@ -553,7 +588,9 @@ class ResponsesAPI:
         start = 0 if starting_after is None else starting_after + 1
         if start < 0:
             raise invalid_request("Invalid 'starting_after': must be >= 0.", param="starting_after")
-        drop = self.emu.faults.take_drop(agent=record.agent, api="responses", target=record.id)
+        drop = self.emu.faults.take_drop(
+            agent=record.agent, api="responses", target=record.id, bound=bound_faults(request)
+        )
         return await stream_log(request, record.events, start=start, drop_after=drop)
 
     async def cancel(self, request: web.Request) -> web.Response:

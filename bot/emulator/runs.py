@@ -7,6 +7,10 @@
 `expires_at` is `created_at + expiry_seconds` on the emulator clock (600 s like OpenAI, unless configured). While a
 run is not terminal its thread is locked. Every run keeps one `EventLog`; ``thread.run.requires_action`` is a
 boundary, so ``runs.create(stream=True)`` ends there and ``submit_tool_outputs(stream=True)`` picks up after it.
+
+Faults apply per phase: the first phase takes the faults of the new run (`Faults.for_new_object`), each phase a
+submit_tool_outputs starts takes only the faults bound to that request (`Faults.for_phase`). A `gone` run ends and
+then answers 404 on every path naming it.
 """
 
 from __future__ import annotations
@@ -26,8 +30,8 @@ from bot.emulator.errors import (
     not_found,
 )
 from bot.emulator.events import EventLog
-from bot.emulator.faults import ObjectFaults
-from bot.emulator.httputil import AGENT, OBJECT_ID, json_response, read_json, stream_log
+from bot.emulator.faults import Fault, ObjectFaults
+from bot.emulator.httputil import AGENT, OBJECT_ID, bound_faults, json_response, read_json, stream_log
 from bot.emulator.items import function_tool_names
 from bot.emulator.responses import split_deltas
 from bot.emulator.scripts import Plan, ToolResult, Turn, script_for
@@ -38,7 +42,7 @@ if TYPE_CHECKING:
     from bot.emulator.server import Emulator
 
 RUN_TERMINAL = frozenset({"completed", "failed", "cancelled", "expired", "incomplete"})
-RUN_INCOMPLETE_REASONS = ("max_completion_tokens", "max_prompt_tokens")
+RUN_INCOMPLETE_REASONS = ("max_completion_tokens", "max_prompt_tokens")  # PLATFORM_FACTS incomplete_details
 POLL_AFTER_HEADER = "openai-poll-after-ms"
 _STEP_END_STATUS = {"cancelled": "cancelled", "failed": "failed", "expired": "expired"}
 
@@ -134,7 +138,10 @@ class RunRecord:
     completion_tokens: int = 0
     usage: JSON | None = None
     cancelled_by: str | None = None
-    cancel_after_events: int | None = None
+    user_texts: list[str] = field(default_factory=list)  # the thread's user messages when the run was created
+    end_at: int | None = None  # ObjectFaults.end: stop once `event_count` reaches this...
+    end_fault: Fault | None = None  # ...in the way this fault says
+    gone: bool = False  # vanished: every request naming it gets 404
     drop_after_events: int | None = None
     task: asyncio.Task[None] | None = None
     timers: list[asyncio.Task[None]] = field(default_factory=list)
@@ -210,7 +217,7 @@ class RunsAPI:
         run_id = request.match_info["run_id"]
         request[OBJECT_ID] = run_id
         run = self.records.get(run_id)
-        if run is None or run.thread_id != thread.id:
+        if run is None or run.thread_id != thread.id or run.gone:
             raise not_found(f"No run found with id '{run_id}'.")
         request[AGENT] = run.agent
         return thread, run
@@ -243,7 +250,9 @@ class RunsAPI:
             raise invalid_request(THREAD_LOCKED_RUN.format(thread_id=thread.id, run_id=thread.active_run))
         stream = bool(body.get("stream"))
         run_id = emu.ids.new("run")
-        faults = emu.faults.for_new_object(agent=assistant.agent, api="assistants", target=run_id, stream=stream)
+        faults = emu.faults.for_new_object(
+            agent=assistant.agent, api="assistants", target=run_id, stream=stream, bound=bound_faults(request)
+        )
         if faults.delete_container:
             self.api.delete_thread_now(thread.id)
             self.api.get_thread(thread.id)
@@ -270,15 +279,18 @@ class RunsAPI:
             parallel_tool_calls=body.get("parallel_tool_calls") is not False,
             expires_at=now + emu.expiry_seconds,
             faults=faults,
+            user_texts=[message.text for message in thread.messages if message.role == "user"],
             drop_after_events=faults.drop_after_events,
         )
+        self._arm_end(run, faults)
         request[OBJECT_ID] = run.id
         thread.active_run = run.id
+        thread.agent = assistant.agent
         thread.runs.append(run.id)
         self.records[run.id] = run
         emu.counters.runs["created"] += 1
         plan = self._plan(run, thread, [])
-        run.task = emu.spawn(self._drive(run, plan, phase_start=now, first=True))
+        run.task = emu.spawn(self._drive(run, plan, faults, phase_start=now, first=True))
         self._arm_timers(run)
         emu.notify()
         if stream:
@@ -295,10 +307,13 @@ class RunsAPI:
             run.timers.append(self.emu.spawn(self._expire_at(run, deadline)))
         cancel = faults.cancel
         if cancel is not None:
-            if cancel.after_events is not None:
-                run.cancel_after_events = cancel.after_events
-            else:
-                run.timers.append(self.emu.spawn(self._cancel_at(run, run.created_at + (cancel.after_seconds or 0))))
+            run.timers.append(self.emu.spawn(self._cancel_at(run, run.created_at + (cancel.after_seconds or 0))))
+
+    @staticmethod
+    def _arm_end(run: RunRecord, faults: ObjectFaults) -> None:
+        """An ending fault counts the events of the phase it was bound to, from now."""
+        if faults.end is not None and faults.end.after_events is not None:
+            run.end_at, run.end_fault = run.event_count + faults.end.after_events, faults.end
 
     async def _expire_at(self, run: RunRecord, deadline: float) -> None:
         await self.emu.clock.sleep_until(deadline)
@@ -331,10 +346,28 @@ class RunsAPI:
             raise _Stopped
         run.events.append(sse_frame(event, data), boundary=boundary)
         run.event_count += 1
-        if run.cancel_after_events is not None and run.event_count >= run.cancel_after_events:
-            run.cancel_after_events = None
-            self.request_cancel(run, by="provider")
+        if run.end_at is not None and run.event_count >= run.end_at:
+            run.end_at = None
+            self._end(run)
             raise _Stopped
+
+    def _end(self, run: RunRecord) -> None:
+        """An `ObjectFaults.end` fault is due: the run ends now, the way the fault says (PLATFORM_FACTS "Assistants
+        v2 run lifecycle": cancel goes through `cancelling`; `last_error.code`; `incomplete_details.reason`)."""
+        fault = run.end_fault
+        assert fault is not None
+        if fault.kind == "fail":
+            message = fault.message or FAILURE_MESSAGES.get(fault.code, fault.code)
+            self.finish(run, "failed", last_error={"code": fault.code, "message": message})
+        elif fault.kind == "incomplete":
+            self.finish(run, "incomplete", incomplete_details={"reason": RUN_INCOMPLETE_REASONS[0]})
+        elif fault.kind == "expire":
+            self.expire(run)
+        elif fault.kind == "gone":
+            run.gone = True
+            self.finish(run, "cancelled")
+        else:
+            self.request_cancel(run, by="provider")
 
     def _set_status(self, run: RunRecord, status: str, **extra: Any) -> None:
         run.status = status
@@ -343,24 +376,28 @@ class RunsAPI:
         self.emu.notify()
         self._emit(run, f"thread.run.{status}", run.to_json(), boundary=status == "requires_action")
 
-    async def _drive(self, run: RunRecord, plan: Plan, *, phase_start: float, first: bool) -> None:
+    async def _drive(
+        self, run: RunRecord, plan: Plan, faults: ObjectFaults, *, phase_start: float, first: bool
+    ) -> None:
         try:
-            await self._run_phase(run, plan, phase_start=phase_start, first=first)
+            await self._run_phase(run, plan, faults, phase_start=phase_start, first=first)
         except _Stopped:
             pass
 
-    async def _run_phase(self, run: RunRecord, plan: Plan, *, phase_start: float, first: bool) -> None:
+    async def _run_phase(
+        self, run: RunRecord, plan: Plan, faults: ObjectFaults, *, phase_start: float, first: bool
+    ) -> None:
         emu = self.emu
         if first:
             self._emit(run, "thread.run.created", run.to_json())
             self._emit(run, "thread.run.queued", run.to_json())
-            if run.faults.stay_queued:
-                return
+        if faults.stay_queued:
+            return
         await asyncio.sleep(0)
         if run.status != "queued":
             return
         self._set_status(run, "in_progress", started_at=run.started_at or emu.clock.now())
-        fail = run.faults.fail if first else None
+        fail = faults.fail
         delay = fail.after_seconds if fail is not None and fail.after_seconds is not None else plan.delay
         if delay > 0:
             await emu.clock.sleep_until(phase_start + delay)
@@ -369,12 +406,16 @@ class RunsAPI:
             message = (fail.message if fail is not None else plan.fail_message) or FAILURE_MESSAGES.get(code, code)
             self.finish(run, "failed", last_error={"code": code, "message": message})
             return
+        if faults.incomplete is not None:  # the token limit hit half way: half the text, none of the calls
+            text = plan.text or ""
+            await self._write_message(run, text[: len(text) // 2], incomplete=RUN_INCOMPLETE_REASONS[0])
+            return
         if plan.calls and not plan.incomplete:
-            self._request_tools(run, plan)
+            self._request_tools(run, plan, faults)
             return
         await self._write_message(run, plan.text or "", incomplete=plan.incomplete)
 
-    def _request_tools(self, run: RunRecord, plan: Plan) -> None:
+    def _request_tools(self, run: RunRecord, plan: Plan, faults: ObjectFaults) -> None:
         run.pending = [PendingCall(self.emu.ids.new("call"), call.name, call.arguments) for call in plan.calls]
         details = {
             "type": "tool_calls",
@@ -392,7 +433,8 @@ class RunsAPI:
         self._emit(run, "thread.run.step.in_progress", step.to_json())
         run.completion_tokens += sum(tokens(call.name + call.arguments) for call in run.pending)
         self._set_status(run, "requires_action")
-        expire = run.faults.expire
+        run.end_at = None  # an ending fault applies to the phase it was bound to
+        expire = faults.expire
         if expire is not None and expire.after_seconds is None:
             self.expire(run)
 
@@ -517,7 +559,7 @@ class RunsAPI:
     # --- endpoints -----------------------------------------------------------------------------------------------
 
     async def _stream(self, request: web.Request, run: RunRecord, start: int) -> web.StreamResponse:
-        drop = self.emu.faults.take_drop(agent=run.agent, api="assistants", target=run.id)
+        drop = self.emu.faults.take_drop(agent=run.agent, api="assistants", target=run.id, bound=bound_faults(request))
         if drop is None:
             drop, run.drop_after_events = run.drop_after_events, None
         return await stream_log(
@@ -578,8 +620,10 @@ class RunsAPI:
         run.rounds.extend(results)
         run.pending = []
         self._set_status(run, "queued")
+        phase = self.emu.faults.for_phase(bound_faults(request), run.id)
+        self._arm_end(run, phase)
         plan = self._plan(run, thread, results)
-        run.task = self.emu.spawn(self._drive(run, plan, phase_start=self.emu.clock.now(), first=False))
+        run.task = self.emu.spawn(self._drive(run, plan, phase, phase_start=self.emu.clock.now(), first=False))
         if body.get("stream"):
             return await self._stream(request, run, start)
         return json_response(run.to_json())

@@ -2,6 +2,11 @@
 
 async with run_emulator(clock=ManualClock()) as emu:
     client = openai.AsyncOpenAI(base_url=emu.base_url, api_key="x")
+
+Contract: every `/v1` request goes through one middleware that describes it (`describe`: agent, API, whether it
+streams, creates a response/run or can meet a lock), binds the armed faults due at it (`Faults.bind`), applies the
+request-level ones (error answer, reset, timeout, container deletion) and logs it with its outcome (status, error,
+stream events sent, fault). `live_objects` and `rejections` say what a client left behind or sent wrongly.
 """
 
 from __future__ import annotations
@@ -21,13 +26,25 @@ from bot.emulator.clock import Clock, RealClock
 from bot.emulator.control import ControlAPI
 from bot.emulator.conversations import ConversationRecord, ConversationsAPI
 from bot.emulator.errors import APIError, invalid_api_key, server_error
-from bot.emulator.faults import Faults
-from bot.emulator.httputil import AGENT, DROPPED, OBJECT_ID, REQUEST_ID, error_response
+from bot.emulator.faults import Bound, Faults, RequestInfo
+from bot.emulator.httputil import (
+    AGENT,
+    BOUND,
+    DROPPED,
+    ERROR,
+    EVENTS,
+    OBJECT_ID,
+    REQUEST_ID,
+    WITHHOLD,
+    body_id,
+    error_response,
+    query_flag,
+)
 from bot.emulator.models import ModelsAPI
 from bot.emulator.observe import Counters, LogEntry, RequestLog
 from bot.emulator.responses import ResponseRecord, ResponsesAPI
 from bot.emulator.scripts import Script
-from bot.emulator.wire import IdFactory
+from bot.emulator.wire import IdFactory, loads
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +54,11 @@ DEFAULT_POLL_AFTER_MS = 25  # `openai-poll-after-ms` on run retrieve (OpenAI sen
 DEFAULT_WAIT_TIMEOUT = 5.0
 SHUTDOWN_TIMEOUT = 0.5
 CONTROL_PREFIX = "/_emulator"
+# Statuses in which a response/run is still going or waiting for its client (PLATFORM_FACTS "Assistants v2 run
+# lifecycle" and "Responses API"): anything else is terminal.
+LIVE_STATUSES = frozenset({"queued", "in_progress", "requires_action", "cancelling"})
+_RUN_CREATES = ("/v1/threads/{thread_id}/runs", "/v1/threads/runs")
+_SUBMIT = "/v1/threads/{thread_id}/runs/{run_id}/submit_tool_outputs"
 
 
 class Emulator:
@@ -79,6 +101,7 @@ class Emulator:
         self._request_ids = itertools.count(1)
         self._request_prefix = secrets.token_hex(4)
         self._changed: asyncio.Event | None = None
+        self._released: asyncio.Event | None = None  # set when the emulator stops: `hang` faults let go
         self._tasks: set[asyncio.Task[Any]] = set()
         self._runner: web.AppRunner | None = None
 
@@ -190,6 +213,17 @@ class Emulator:
     def delete_thread(self, thread_id: str) -> None:
         self.assistants_api.delete_thread_now(thread_id)
 
+    # --- what a client left behind or sent wrongly ------------------------------------------------------------------
+
+    def live_objects(self) -> list[str]:
+        """Ids of the responses and runs not yet terminal (still running, or waiting for their client)."""
+        records: list[Any] = [*self.responses.values(), *self.runs.values()]
+        return [record.id for record in records if record.status in LIVE_STATUSES]
+
+    def rejections(self, since: int = 0) -> list[LogEntry]:
+        """Requests answered 400 that no injected fault answered: requests the real API would reject too."""
+        return [entry for entry in self.log[since:] if entry.status == 400 and entry.fault is None]
+
     def reset(self) -> None:
         """Forget every object, fault, log entry and counter (scripts stay)."""
         for task in list(self._tasks):
@@ -236,28 +270,22 @@ class Emulator:
             return response
         clock = self.clock
         t_start, tick_start = clock.now(), self.tick()
-        method = request.method
-        fault_error: APIError | None = None
-        if self.latency > 0:
-            await asyncio.sleep(self.latency)
-        if self.api_key is not None and request.headers.get("Authorization") != f"Bearer {self.api_key}":
-            fault_error = invalid_api_key()
-        elif self.faults.active or self.faults.random_mode is not None:
-            fault_error = self.faults.check_request(method, path)
-        if fault_error is not None:
-            response: web.StreamResponse = error_response(fault_error)
-        else:
-            response = await self._call(request, handler)
-        if not response.prepared:
-            response.headers["x-request-id"] = request_id
         resource = request.match_info.route.resource
         template = resource.canonical if resource is not None else path
-        status = 599 if request.get(DROPPED) else response.status
-        self.counters.requests[(method, template)] += 1
+        if self.latency > 0:
+            await asyncio.sleep(self.latency)
+        info = await self.describe(request, template)
+        response, fault_kind = await self._answer(request, handler, info)
+        if not response.prepared:
+            response.headers["x-request-id"] = request_id
+        dropped = bool(request.get(DROPPED))
+        status = 599 if dropped or fault_kind in ("reset", "timeout", "hang") else response.status
+        error = request.get(ERROR)
+        self.counters.requests[(request.method, template)] += 1
         self.counters.statuses[status] += 1
         self.log.append(
             LogEntry(
-                method=method,
+                method=request.method,
                 path=path,
                 template=template,
                 status=status,
@@ -266,12 +294,148 @@ class Emulator:
                 tick_start=tick_start,
                 tick_end=self.tick(),
                 request_id=request_id,
-                agent=request.get(AGENT),
+                agent=request.get(AGENT) or info.agent,
                 object_id=request.get(OBJECT_ID),
-                fault="http_error" if fault_error is not None else ("drop_stream" if request.get(DROPPED) else None),
+                fault=fault_kind or ("drop_stream" if dropped else None),
+                events=request.get(EVENTS),
+                error_code=error[0] if error else None,
+                error=error[1] if error else None,
             )
         )
         return response
+
+    async def _answer(
+        self,
+        request: web.Request,
+        handler: Callable[[web.Request], Coroutine[Any, Any, web.StreamResponse]],
+        info: RequestInfo,
+    ) -> tuple[web.StreamResponse, str | None]:
+        """Handle the request as its faults say; also returns the kind of fault that decided the answer, if any."""
+        if self.api_key is not None and request.headers.get("Authorization") != f"Bearer {self.api_key}":
+            request[BOUND] = []
+            return self._error(request, invalid_api_key()), None
+        bound = self.faults.bind(info) if self.faults.active else []
+        request[BOUND] = bound
+        kinds = {entry.fault.kind for entry in bound}
+        error = self.faults.request_error(bound, info)
+        if error is not None:
+            return self._error(request, error), "lock" if "lock" in kinds else "http_error"
+        if self.faults.random_mode is not None:
+            error = self.faults.check_request(request.method, request.path)
+            if error is not None:
+                return self._error(request, error), "http_error"
+        if "reset" in kinds:
+            return self._abort(request), "reset"
+        self._delete_containers(bound, info)
+        if kinds & {"timeout", "hang"}:
+            request[WITHHOLD] = True
+        response = await self._call(request, handler)
+        if "hang" in kinds:  # the request took effect; the client waits for an answer until the emulator stops
+            if self._released is None:
+                self._released = asyncio.Event()
+            await self._released.wait()
+            return self._abort(request), "hang"
+        if request.get(WITHHOLD):  # the request took effect; its answer never reaches the client
+            return self._abort(request), "timeout"
+        return response, None
+
+    @staticmethod
+    def _error(request: web.Request, error: APIError) -> web.StreamResponse:
+        request[ERROR] = (error.code, error.message)
+        return error_response(error)
+
+    def _abort(self, request: web.Request) -> web.StreamResponse:
+        """Close the connection without an answer (the SDK raises APIConnectionError)."""
+        request[DROPPED] = True
+        if request.transport is not None:
+            request.transport.abort()
+        return web.Response(status=599)
+
+    def _delete_containers(self, bound: list[Bound], info: RequestInfo) -> None:
+        """Bound `delete_*` faults: the conversation/thread this request names is deleted just before it is handled
+        (PLATFORM_FACTS "Conversations API": conversations can be deleted; every later request naming it 404s)."""
+        for entry in bound:
+            kind = entry.fault.kind
+            if kind == "delete_conversation" and info.conversation_id in self.conversations:
+                self.delete_conversation(info.conversation_id)
+                entry.injection.target = info.conversation_id
+            elif kind == "delete_thread" and info.thread_id in self.threads:
+                self.delete_thread(info.thread_id)
+                entry.injection.target = info.thread_id
+
+    async def describe(self, request: web.Request, template: str) -> RequestInfo:
+        """Who a request is for and what it can meet, before its handler runs. The agent is the response's
+        `metadata.agent` or the run's assistant; for a conversation/thread, the agent of its latest response/run.
+        The body is read (aiohttp keeps it for the handler) only when a request-bound fault needs it."""
+        info = RequestInfo(request.method, request.path, template)
+        match = request.match_info
+        post = request.method == "POST"
+        wants_body = post and any(fault.request_bound for fault in self.faults.active)
+        body = await self._peek_body(request) if wants_body else {}
+        if template.startswith("/v1/responses"):
+            info.api = "responses"
+            record = self.responses.get(match.get("response_id", ""))
+            if record is not None:
+                info.agent = record.agent
+                info.streams = request.method == "GET" and query_flag(request, "stream")
+            elif template == "/v1/responses" and post:
+                metadata = body.get("metadata")
+                agent = metadata.get("agent") if isinstance(metadata, dict) else None
+                info.agent = str(agent) if agent else ("assistant" if wants_body else None)
+                info.streams, info.runs_object = bool(body.get("stream")), True
+                if body.get("conversation"):
+                    info.conversation_id = self._ref(body["conversation"])
+                    info.lock = "conversation"
+        elif template.startswith("/v1/conversations"):
+            info.api = "responses"
+            conversation = self.conversations.get(match.get("conversation_id", ""))
+            if conversation is not None:
+                info.conversation_id, info.agent = conversation.id, conversation.agent
+            else:
+                info.agent = _metadata_agent(body)
+        elif template.startswith("/v1/threads"):
+            info.api = "assistants"
+            self._describe_assistants(info, request, body)
+        elif template.startswith("/v1/assistants"):
+            info.api = "assistants"
+            assistant = self.assistants.get(match.get("assistant_id", ""))
+            info.agent = assistant.agent if assistant is not None else (body.get("name") or None)
+        return info
+
+    def _describe_assistants(self, info: RequestInfo, request: web.Request, body: dict[str, Any]) -> None:
+        match, template, post = request.match_info, info.template, request.method == "POST"
+        thread = self.threads.get(match.get("thread_id", ""))
+        if thread is not None:
+            info.thread_id, info.agent = thread.id, thread.agent
+        run = self.runs.get(match.get("run_id", ""))
+        if run is not None:
+            info.agent = run.agent
+        if post and template in _RUN_CREATES:
+            assistant = self.assistants.get(str(body.get("assistant_id")))
+            info.agent = assistant.agent if assistant is not None else info.agent
+            info.streams, info.runs_object = bool(body.get("stream")), True
+            info.lock = "run" if template == _RUN_CREATES[0] else None
+        elif post and template == _SUBMIT:
+            info.streams, info.runs_object = bool(body.get("stream")), True
+        elif post and template == "/v1/threads/{thread_id}/messages":
+            info.lock = "message"
+        elif post and template == "/v1/threads":
+            info.agent = _metadata_agent(body)
+
+    @staticmethod
+    def _ref(value: Any) -> str | None:
+        try:
+            return body_id(value, "conversation")
+        except APIError:
+            return None
+
+    @staticmethod
+    async def _peek_body(request: web.Request) -> dict[str, Any]:
+        try:
+            body = loads(await request.read())
+        except ValueError:
+            return {}
+        return body if isinstance(body, dict) else {}
 
     async def _call(
         self, request: web.Request, handler: Callable[[web.Request], Coroutine[Any, Any, web.StreamResponse]]
@@ -279,6 +443,7 @@ class Emulator:
         try:
             return await handler(request)
         except APIError as error:
+            request[ERROR] = (error.code, error.message)
             return error_response(error)
         except web.HTTPException as exc:
             if exc.status == 404:
@@ -301,6 +466,8 @@ class Emulator:
         self.port = runner.addresses[0][1]
 
     async def stop(self) -> None:
+        if self._released is not None:
+            self._released.set()
         for task in list(self._tasks):
             task.cancel()
         self._close_streams()
@@ -341,3 +508,9 @@ async def run_emulator(
         yield emulator
     finally:
         await emulator.stop()
+
+
+def _metadata_agent(body: dict[str, Any]) -> str | None:
+    metadata = body.get("metadata")
+    agent = metadata.get("agent") if isinstance(metadata, dict) else None
+    return str(agent) if agent else None

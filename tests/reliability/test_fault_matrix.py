@@ -1,0 +1,151 @@
+"""The provider fault matrix in CI: a subset of `python -m benchmarks.fault_matrix` (see its docstring).
+
+Every fault point of the `plain` and `delegation` reference turns, on both backends, times the kinds that matter
+most (`CI_KINDS`), one test per cell: ``test_cell[<backend>/<turn>/<point>/<kind>]``. The points come from recording
+the reference turns when this module is collected (a fraction of a second). Each cell runs the turn on its own
+emulator and bot with exactly that fault and checks the outcome with the benchmark's checker (`judge`).
+
+Cells that fail on today's engine are listed in `KNOWN_FAILURES` with what goes wrong. They run as
+``xfail(strict=True)``: once fixed they XPASS, which fails the run until the entry is removed. When the module ends,
+a summary names every failing cell, expected or not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Iterator
+
+import pytest
+
+from benchmarks.fault_matrix import (
+    TURNS,
+    Cell,
+    EngineLog,
+    Verdict,
+    judge,
+    observe,
+    record_reference,
+    single_cells,
+)
+
+CI_TURNS = ("plain", "delegation")
+CI_BACKENDS = ("responses", "assistants")
+CI_KINDS = (
+    "reset",
+    "timeout",
+    "http_500",
+    "http_429",
+    "lock",
+    "deleted",
+    "break@first",  # before the first event
+    "break@1",
+    "break@mid",
+    "break@last",  # right after the terminal event
+    "failed:server_error",
+    "failed:invalid_prompt",
+    "cancelled",
+    "queued",
+    "expired",
+    "poll:gone",
+    "poll:failed:server_error",
+)
+
+_TIMEOUT_ORPHAN = (
+    "the request took effect but was never answered (or its stream broke before the first event): the retry creates "
+    "a second response while the first one already took this turn's input, so the conversation holds the user's "
+    "message twice (supervisor: recovery of a create whose outcome is unknown; ResponsesBackend.start resends the "
+    "input)"
+)
+_ORPHAN_CALLS = (
+    _TIMEOUT_ORPHAN + "; the orphan's function calls are left unanswered, so the retry is rejected with "
+    "`No tool output found for function call` before the stuck calls are closed"
+)
+KNOWN_FAILURES: dict[str, str] = {
+    "responses/plain/POST:responses[proxy]1/timeout": _TIMEOUT_ORPHAN,
+    "responses/plain/POST:responses[proxy]1/break@0": _TIMEOUT_ORPHAN,
+    "responses/delegation/POST:responses[proxy]1/timeout": _ORPHAN_CALLS,
+    "responses/delegation/POST:responses[proxy]1/break@0": _ORPHAN_CALLS,
+    "responses/delegation/POST:responses[critic]1/timeout": _TIMEOUT_ORPHAN,
+    "responses/delegation/POST:responses[critic]1/break@0": _TIMEOUT_ORPHAN,
+    "assistants/delegation/POST:threads/runs/submit_tool_outputs[proxy]1/timeout": (
+        "the submit took effect but was never answered; the supervisor submits again instead of looking at the run "
+        'first: 400 `Runs in status "completed" do not accept tool outputs.`'
+    ),
+    "assistants/delegation/POST:threads/runs/submit_tool_outputs[proxy]1/failed:invalid_prompt": (
+        "the run failed after taking the outputs; Orchestrator._abandon passes the stale requires_action state and "
+        "AssistantsBackend.abandon cancels a run that already failed: 400 `Cannot cancel run with status 'failed'.`"
+    ),
+}
+
+_RESULTS: list[Verdict] = []
+
+
+async def _references() -> list[Cell]:
+    cells: list[Cell] = []
+    for backend in CI_BACKENDS:
+        for name in CI_TURNS:
+            cells += single_cells(await record_reference(backend, TURNS[name]), CI_KINDS)
+    return cells
+
+
+@functools.cache
+def _ci_cells() -> list[Cell]:
+    """Recorded once per session, when the module is collected."""
+    return asyncio.run(_references())
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "cell" not in metafunc.fixturenames:
+        return
+    params = []
+    for cell in _ci_cells():
+        reason = KNOWN_FAILURES.get(cell.slug)
+        marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
+        params.append(pytest.param(cell, id=cell.slug, marks=marks))
+    metafunc.parametrize("cell", params)
+
+
+class _Summary:
+    """A plugin printing which cells failed, once the run's own summary is written (output written during the
+    tests themselves would be captured)."""
+
+    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
+        if not _RESULTS:
+            return
+        failing = [verdict for verdict in _RESULTS if not verdict.passed]
+        terminalreporter.section("fault matrix (CI subset)")
+        terminalreporter.write_line(f"{len(_RESULTS)} cells run, {len(failing)} failing")
+        for verdict in failing:
+            known = "known" if verdict.cell.slug in KNOWN_FAILURES else "NEW"
+            terminalreporter.write_line(f"  [{known}] {verdict.cell.slug}: {verdict.problems[0]}")
+        for verdict in _RESULTS:
+            if verdict.passed and verdict.cell.slug in KNOWN_FAILURES:
+                terminalreporter.write_line(f"  [fixed: remove from KNOWN_FAILURES] {verdict.cell.slug}")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def matrix_summary(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Keep the engine's warnings with the cell that caused them; name the failing cells at the end of the run."""
+    plugins = request.config.pluginmanager
+    if not plugins.has_plugin("fault-matrix-summary"):
+        plugins.register(_Summary(), "fault-matrix-summary")
+    handler = EngineLog()
+    logging.getLogger("switchboard").addHandler(handler)
+    yield
+    logging.getLogger("switchboard").removeHandler(handler)
+
+
+async def test_cell(cell: Cell) -> None:
+    verdict = judge(cell, await observe(cell.turn, cell.backend, cell.faults()))
+    _RESULTS.append(verdict)
+    details = [*verdict.problems, "replies:", *(f"  {kind}: {text!r}" for kind, text in verdict.replies)]
+    details += ["faults that fired:", *(f"  {line}" for line in verdict.took_effect)]
+    details += ["engine log:", *(f"  {line}" for line in verdict.engine_log[:10])]
+    assert verdict.passed, "\n".join(details)
+
+
+def test_every_known_failure_names_a_cell_of_this_matrix() -> None:
+    slugs = {cell.slug for cell in _ci_cells()}
+    assert sorted(set(KNOWN_FAILURES) - slugs) == []
