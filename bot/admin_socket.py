@@ -12,7 +12,8 @@ import contextlib
 import fcntl
 import logging
 import os
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -20,8 +21,8 @@ from aiohttp import web
 from bot.types import Actor, CommandContext, CommandResult
 from storage.base import StoreError
 
-if TYPE_CHECKING:
-    from bot.engine import Bot
+#: runs one command as `Bot.command` does: all the admin socket may do with the engine
+CommandRunner = Callable[[CommandContext, str], Awaitable[CommandResult]]
 
 log = logging.getLogger("switchboard.admin")
 
@@ -67,8 +68,8 @@ class InstanceLock:
 
 
 class AdminSocket:
-    def __init__(self, bot: Bot, path: str) -> None:
-        self.bot = bot
+    def __init__(self, command: CommandRunner, path: str) -> None:
+        self._run_command = command
         self.path = path
         self._runner: web.AppRunner | None = None
 
@@ -100,7 +101,7 @@ class AdminSocket:
             text = str(body["text"])
         except (ValueError, KeyError, TypeError):
             return web.json_response({"ok": False, "text": "malformed admin request"}, status=400)
-        result = await self.bot.command(ctx, text)
+        result = await self._run_command(ctx, text)
         return web.json_response({"ok": result.ok, "text": result.text})
 
 

@@ -2,27 +2,29 @@
 
 Admin commands exist only here, reachable from platform commands and the CLI; they are never offered to an
 assistant as a tool, and text inside a chat message never reaches this module. Every admin action, allowed or
-refused, is written to the audit table.
+refused, is written to the audit table, and every change to a conversation is made inside its mailbox door
+(`ConversationControl.doors`), the one the conversation worker also waits at, so the two never race.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Protocol
 
 from bot.backends.base import BackendError
+from bot.config import TeamConfig
 from bot.types import CommandContext, CommandResult
-from storage.base import AuditEntry, TurnRecord, TurnUpdate
-
-if TYPE_CHECKING:
-    from bot.engine import Bot
+from bot.worker import ANSWERING_STATES
+from storage.base import AuditEntry, Store, TurnRecord, TurnUpdate
 
 log = logging.getLogger("switchboard.commands")
 
 MAX_COMMAND_CHARS = 200
 CONFIRM_WINDOW_SECONDS = 60.0
-ANSWERING_STATES = ("received", "running", "awaiting_tools")
 RESET_NOTICE = "This conversation was reset by {who} before I answered; please send your message again."
 
 HELP_TEXT = """\
@@ -38,13 +40,37 @@ Admin only:
   audit              the most recent admin actions"""
 
 
+class Doors(Protocol):
+    """One door per conversation (`bot.mailbox.Mailbox`): inside `exclusive(conversation)` its worker is stopped
+    and no other admin action on it runs."""
+
+    def exclusive(self, conversation: str) -> AbstractAsyncContextManager[None]: ...
+
+
+class RunCanceller(Protocol):
+    """Cancels a remote run at the provider (the backend); raises `BackendError` when the provider refuses."""
+
+    async def cancel(self, run_id: str, thread_id: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationControl:
+    """All that admin actions may use of the engine."""
+
+    team: TeamConfig  # who is on the team, and each platform's admins
+    store: Store
+    doors: Doors
+    runs: RunCanceller
+    resume_later: Callable[[str], None]  # used inside a door: the conversation's next worker resumes its turns first
+
+
 class CommandHandler:
-    def __init__(self, bot: Bot) -> None:
-        self.bot = bot
+    def __init__(self, control: ConversationControl) -> None:
+        self.control = control
         self._confirmations: dict[tuple[str, str], float] = {}
 
     def is_admin(self, ctx: CommandContext) -> bool:
-        return ctx.actor.platform_admin or ctx.actor.user in self.bot.team.admins(ctx.actor.platform)
+        return ctx.actor.platform_admin or ctx.actor.user in self.control.team.admins(ctx.actor.platform)
 
     async def handle(self, ctx: CommandContext, text: str) -> CommandResult:
         words = " ".join(text.split()).lower()[:MAX_COMMAND_CHARS]
@@ -75,16 +101,16 @@ class CommandHandler:
     # ---- everyone ----
 
     def _assistants(self) -> str:
-        team = self.bot.team
+        team = self.control.team
         lines = [f"{team.proxy.name} (talks to you and delegates)"]
         lines += [f"{s.name}: {s.description}" for s in team.subs]
         return "\n".join(lines)
 
     async def _status(self, channel: str) -> str:
         lines = []
-        for conv in await self.bot.store.conversations(channel):
-            turns = await self.bot.store.unfinished_turns(conv.key)
-            waiting = len(await self.bot.store.pending_inbound(conv.key))
+        for conv in await self.control.store.conversations(channel):
+            turns = await self.control.store.unfinished_turns(conv.key)
+            waiting = len(await self.control.store.pending_inbound(conv.key))
             if turns or waiting:
                 state = turns[0].state if turns else "waiting"
                 lines.append(f"{conv.key}: {state}, {waiting} message(s) waiting")
@@ -93,7 +119,7 @@ class CommandHandler:
     async def _reset_here(self, ctx: CommandContext) -> CommandResult:
         if ctx.conversation is None:
             return CommandResult(False, "There is no conversation here to reset.")
-        conv = await self.bot.store.get_conversation(ctx.conversation)
+        conv = await self.control.store.get_conversation(ctx.conversation)
         if conv is None:
             return CommandResult(False, "There is no conversation here to reset.")
         allowed = self.is_admin(ctx) or conv.started_by == ctx.actor.user
@@ -108,14 +134,14 @@ class CommandHandler:
     # ---- admins ----
 
     async def _reset_channel(self, ctx: CommandContext) -> CommandResult:
-        convs = await self.bot.store.conversations(ctx.channel)
+        convs = await self.control.store.conversations(ctx.channel)
         for conv in convs:
             await self.reset_conversation(conv.key, who=ctx.actor.user)
         await self._record(ctx, "reset channel", ctx.channel, "done", f"{len(convs)} conversations")
         return CommandResult(True, f"Reset {len(convs)} conversation(s) in this channel.")
 
     async def _reset_all(self, ctx: CommandContext) -> CommandResult:
-        count = len(await self.bot.store.conversations())
+        count = len(await self.control.store.conversations())
         self._confirmations[(ctx.actor.platform, ctx.actor.user)] = time.monotonic() + CONFIRM_WINDOW_SECONDS
         await self._record(ctx, "reset all", "*", "asked to confirm")
         return CommandResult(
@@ -127,7 +153,7 @@ class CommandHandler:
         if time.monotonic() > deadline:
             await self._record(ctx, "reset all", "*", "refused", "no recent confirmation request")
             return CommandResult(False, "Nothing to confirm: send `reset all` first.")
-        convs = await self.bot.store.conversations()
+        convs = await self.control.store.conversations()
         for conv in convs:
             await self.reset_conversation(conv.key, who=ctx.actor.user)
         await self._record(ctx, "reset all", "*", "done", f"{len(convs)} conversations")
@@ -142,7 +168,7 @@ class CommandHandler:
 
     async def _audit(self, ctx: CommandContext) -> CommandResult:
         await self._record(ctx, "audit", ctx.channel, "done")
-        entries = await self.bot.store.recent_audit(20)
+        entries = await self.control.store.recent_audit(20)
         lines = [
             f"{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(e.at))} {e.platform}:{e.actor} {e.action} "
             f"{e.target} -> {e.outcome}{f' ({e.detail})' if e.detail else ''}"
@@ -160,14 +186,14 @@ class CommandHandler:
         its way is left to be delivered. True when a turn was stopped."""
         if not await self._answering_or_waiting(conversation):
             return False  # nothing to stop: a worker that is only delivering a reply is left alone
-        async with self.bot.mailbox.exclusive(conversation):
+        async with self.control.doors.exclusive(conversation):
             return await self._stop_turn(conversation, who, notice)
 
     async def reset_conversation(self, conversation: str, who: str) -> None:
-        store = self.bot.store
+        store = self.control.store
         if await store.get_conversation(conversation) is None:
             return  # never started: nothing to reset, and no worker to stop
-        async with self.bot.mailbox.exclusive(conversation):
+        async with self.control.doors.exclusive(conversation):
             record = await store.get_conversation(conversation)  # again: an admin action ahead of us may have reset it
             if record is None:
                 return
@@ -176,20 +202,20 @@ class CommandHandler:
             await store.bump_generation(conversation)
 
     async def _answering_or_waiting(self, conversation: str) -> bool:
-        store = self.bot.store
+        store = self.control.store
         if await store.pending_inbound(conversation):
             return True
         return any(t.state in ANSWERING_STATES for t in await store.unfinished_turns(conversation))
 
     async def _stop_turn(self, conversation: str, who: str, notice: str) -> bool:
         """`cancel_turn` for a caller already inside the conversation's door."""
-        store, bot = self.bot.store, self.bot
+        store = self.control.store
         waiting = await store.pending_inbound(conversation)
         answering = [t for t in await store.unfinished_turns(conversation) if t.state in ANSWERING_STATES]
         for turn in answering:
             for run in await store.active_runs(turn.id):
                 try:
-                    await bot.backend.cancel(run.remote_id, run.thread_id)
+                    await self.control.runs.cancel(run.remote_id, run.thread_id)
                 except BackendError as exc:
                     log.info("cancel of run %s: %s", run.remote_id, exc)
                 await store.update_run(run.remote_id, status="cancelled")
@@ -202,10 +228,11 @@ class CommandHandler:
             turn = TurnRecord.new(conversation, generation, state="replied", reply_kind="notice", reply_text=text)
             # one transaction: a crash leaves the notice with its messages, or neither
             await store.create_turn(turn, claim=[m.event_id for m in waiting])
-        bot.resume_later(conversation)  # delivers the notices, exactly once, through the normal path, after the door
+        # delivers the notices, exactly once, through the normal path, after the door
+        self.control.resume_later(conversation)
         return bool(answering)
 
     async def _record(self, ctx: CommandContext, action: str, target: str, outcome: str, detail: str = "") -> None:
         entry = AuditEntry(time.time(), ctx.actor.platform, ctx.actor.user, action, target, outcome, detail)
-        await self.bot.store.add_audit(entry)
+        await self.control.store.add_audit(entry)
         log.info("admin action %s on %s by %s:%s -> %s", action, target, ctx.actor.platform, ctx.actor.user, outcome)

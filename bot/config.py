@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from bot.errors import SwitchboardError
+
 ENV_API_KEY = "OPENAI_API_KEY"
 ENV_BASE_URL = "OPENAI_BASE_URL"
 ENV_DB = "SWITCHBOARD_DB"
@@ -31,7 +33,7 @@ MAX_INSTRUCTIONS_CHARS = 256_000
 Backend = Literal["responses", "assistants"]
 
 
-class ConfigError(ValueError):
+class ConfigError(SwitchboardError, ValueError):
     """The team file is invalid. The message names the key and what is wrong with it."""
 
 

@@ -1,4 +1,4 @@
-"""The engine's front door: `Bot`.
+"""The engine's front door: `Bot`, which builds the engine's parts and is all that the wiring and adapters call.
 
     bot = Bot.from_config(load_config())          # or Bot(team, store, backend) in tests
     bot.add_surface(my_surface)                   # one per platform (see bot.types.Surface)
@@ -7,66 +7,43 @@
     ...
     await bot.stop()
 
-A turn goes received -> running (<-> awaiting_tools) -> replied -> delivering -> delivered. The reply is recorded
-before it is posted and the surface is asked whether it was already posted before any re-post after a crash, so
-each acknowledged message is answered exactly once (or told plainly why not).
+`accept` persists a message before it returns, and `command`'s admin actions change a conversation only inside its
+mailbox door; turns are answered by `bot.worker`, delivered by `bot.delivery` and serialised per conversation by
+`bot.mailbox`, so each acknowledged message is answered exactly once (or told plainly why not).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Set
 
 import httpx2
 import openai
 
 from bot.admin_socket import AdminSocket, InstanceLock, socket_path
-from bot.backends.base import Backend, BackendError
-from bot.commands import CommandHandler
+from bot.backends.base import Backend
+from bot.commands import CommandHandler, ConversationControl
 from bot.config import TeamConfig
+from bot.delivery import Delivery
 from bot.mailbox import Mailbox
 from bot.metrics import Metrics
-from bot.orchestrator import MAIN_THREAD, Orchestrator, TurnContext
-from bot.supervisor import RunFailed, Supervisor
-from bot.types import (
-    Accepted,
-    CommandContext,
-    CommandResult,
-    Done,
-    Failed,
-    Inbound,
-    InvalidInbound,
-    Progress,
-    Reply,
-    Started,
-    Surface,
-    TurnRef,
-)
-from storage.base import InboxMessage, Store, StoreError, TurnRecord, TurnUpdate
+from bot.orchestrator import Orchestrator
+from bot.supervisor import Supervisor
+from bot.types import Accepted, CommandContext, CommandResult, Inbound, InvalidInbound, Surface
+from bot.worker import INTERNAL_ERROR_TEXT, ConversationWorker, TurnStats
+from storage.base import InboxMessage, Store
 from storage.sqlite import SQLiteStore
+
+__all__ = ["INTERNAL_ERROR_TEXT", "MAX_MESSAGE_CHARS", "Bot", "make_backend"]
 
 log = logging.getLogger("switchboard.engine")
 
 MAX_MESSAGE_CHARS = 32_000
 STOP_GRACE_SECONDS = 5.0
 PROVIDER_TIMEOUT = httpx2.Timeout(600.0, connect=10.0)
-INTERNAL_ERROR_TEXT = "Something went wrong on our side while answering; the error was logged for the operator."
-INCOMPLETE_NOTE = "\n\n_(This answer was cut short by the AI provider's limits.)_"
-
-
-@dataclass(slots=True)
-class TurnStats:
-    """What the last turns did, for logs, metrics and benchmarks."""
-
-    turns: int = 0
-    answered: int = 0
-    failed: int = 0
-    retries: int = 0
 
 
 def make_backend(team: TeamConfig) -> Backend:
@@ -87,6 +64,8 @@ def make_backend(team: TeamConfig) -> Backend:
 
 
 class Bot:
+    """Implements `bot.types.BotLike` (adapters) plus the lifecycle the wiring drives (`start`, `stop`, `idle`)."""
+
     def __init__(self, team: TeamConfig, store: Store, backend: Backend) -> None:
         self.team = team
         self.store = store
@@ -96,15 +75,14 @@ class Bot:
             bind_store(store)
         self.metrics = Metrics()
         self.supervisor = Supervisor(backend, store, team.limits, self.metrics)
-        self.orchestrator = Orchestrator(team, backend, self.supervisor)
-        self.mailbox = Mailbox(self._process)
-        self.commands = CommandHandler(self)
-        self.surfaces: dict[str, Surface] = {}
-        self.stats = TurnStats()
-        self._started = False
-        # Conversations that may hold a turn interrupted before this start; every other conversation's turns are
-        # started and finished by its own worker, so the worker need not ask the database first.
-        self._may_resume: set[str] = set()
+        self.delivery = Delivery(store, self.metrics, team.limits)
+        self.worker = ConversationWorker(store, Orchestrator(team, backend, self.supervisor), self.delivery,
+                                         self.metrics)
+        self.mailbox = Mailbox(self.worker.process)
+        self.commands = CommandHandler(
+            ConversationControl(team=team, store=store, doors=self.mailbox, runs=backend,
+                                resume_later=self.resume_later)
+        )
         self._lock: InstanceLock | None = None
         self._admin: AdminSocket | None = None
 
@@ -112,10 +90,34 @@ class Bot:
     def from_config(cls, team: TeamConfig) -> Bot:
         return cls(team, SQLiteStore(team.db_path), make_backend(team))
 
+    # ---- views of the parts, for the wiring, tests and benchmarks ----
+
+    @property
+    def orchestrator(self) -> Orchestrator:
+        return self.worker.orchestrator
+
+    @orchestrator.setter
+    def orchestrator(self, orchestrator: Orchestrator) -> None:  # tests swap in a scripted one
+        self.worker.orchestrator = orchestrator
+
+    @property
+    def surfaces(self) -> dict[str, Surface]:
+        return self.delivery.surfaces
+
+    @property
+    def stats(self) -> TurnStats:
+        return self.worker.stats
+
+    @property
+    def _may_resume(self) -> Set[str]:  # read by benchmarks/phases.py; `worker.resuming` is the public name
+        return self.worker.resuming
+
     # ---- lifecycle ----
 
     def add_surface(self, surface: Surface) -> None:
-        self.surfaces[surface.platform] = surface
+        self.delivery.add_surface(surface)
+        for conversation in self.worker.surface_added(surface.platform):
+            self.mailbox.kick(conversation)
 
     async def start(self) -> None:
         """Open the store (one process per database file), resume interrupted work, open the admin socket."""
@@ -124,17 +126,15 @@ class Bot:
             self._lock.acquire()
         await self.store.open()
         await self.backend.open()
-        self._started = True
         if self._lock is not None:
-            self._admin = AdminSocket(self, socket_path(self.team.db_path))
+            self._admin = AdminSocket(self.command, socket_path(self.team.db_path))
             try:
                 await self._admin.start()
             except OSError as exc:  # e.g. a path longer than a Unix socket allows
                 log.warning("no admin socket (%s): CLI admin commands work only while the bot is stopped", exc)
                 self._admin = None
-        self._may_resume = {t.conversation for t in await self.store.unfinished_turns()}
-        for conversation in self._may_resume:
-            self.mailbox.kick(conversation)
+        for conversation in {t.conversation for t in await self.store.unfinished_turns()}:
+            self.resume_later(conversation)
         for conversation in await self.store.conversations_with_pending():
             self.mailbox.kick(conversation)
 
@@ -154,7 +154,6 @@ class Bot:
         if self._lock is not None:
             self._lock.release()
             self._lock = None
-        self._started = False
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[Bot]:
@@ -166,6 +165,7 @@ class Bot:
             await self.stop()
 
     async def idle(self) -> None:
+        """Wait until no conversation has work it can do now (turns waiting for a surface do not count)."""
         await self.mailbox.idle()
 
     # ---- inbound ----
@@ -205,174 +205,11 @@ class Bot:
     async def command(self, ctx: CommandContext, text: str) -> CommandResult:
         return await self.commands.handle(ctx, text)
 
-    # ---- the conversation worker ----
-
-    async def _process(self, conversation: str) -> bool:
-        """One unit of work for a conversation: resume its unfinished turn, or start one from its inbox."""
-        if conversation in self._may_resume:
-            unfinished = await self.store.unfinished_turns(conversation)
-            if unfinished:
-                turn = unfinished[0]
-                await self._drive(turn, await self.store.inbound_for_turn(turn.id), resumed=True)
-                return True
-            self._may_resume.discard(conversation)
-        pending = await self.store.pending_inbound(conversation)
-        if not pending:
-            return False
-        record = await self.store.get_conversation(conversation)
-        turn = TurnRecord.new(conversation, record.generation if record else 0)
-        await self.store.start_turn(turn, pending, MAIN_THREAD)
-        main_thread = record.main_thread if record else None
-        try:
-            await self._drive(turn, pending, resumed=False, main_thread=main_thread)
-        except BaseException:
-            self._may_resume.add(conversation)  # interrupted (cancelled, store failure): resume it from the record
-            raise
-        return True
+    async def has_conversation(self, conversation: str) -> bool:
+        return await self.store.get_conversation(conversation) is not None
 
     def resume_later(self, conversation: str) -> None:
-        """An admin action changed its records while its worker was stopped (inside `mailbox.exclusive`): the
-        next worker looks at them before new work."""
-        self._may_resume.add(conversation)
+        """Its records changed while its worker was stopped (an admin action inside `mailbox.exclusive`, a restart):
+        the conversation's next worker looks for an unfinished turn before new messages."""
+        self.worker.resume_first(conversation)
         self.mailbox.kick(conversation)
-
-    async def _drive(
-        self, turn: TurnRecord, messages: list[InboxMessage], resumed: bool, main_thread: str | None = None
-    ) -> None:
-        ref = self._ref(turn, messages)
-        if turn.state in ("received", "running", "awaiting_tools"):
-            turn = await self._answer(turn, ref, [m.text for m in messages], resumed, main_thread)
-        if turn.state in ("replied", "delivering"):
-            await self._deliver(turn, ref, [m.event_id for m in messages], check_first=resumed)
-
-    async def _answer(
-        self, turn: TurnRecord, ref: TurnRef, texts: list[str], resumed: bool, main_thread: str | None
-    ) -> TurnRecord:
-        started = time.monotonic()
-
-        async def emit(event: Progress) -> None:
-            await self._emit(ref, event)
-
-        await emit(Started())
-        ctx = TurnContext(turn=turn, emit=emit, fresh=not resumed, main_thread=main_thread)
-        kind, text = "answer", ""
-        try:
-            outcome = await self.orchestrator.run_turn(ctx, texts)
-            text = outcome.text.strip() or "(The assistant returned an empty answer.)"
-            if outcome.incomplete:
-                text += INCOMPLETE_NOTE
-            await emit(Done(text=text, usage=outcome.usage, incomplete=outcome.incomplete))
-        except RunFailed as exc:
-            kind, text = "failure", exc.user_text
-            log.warning("turn %s failed: %s", turn.id, exc.reason)
-            await emit(Failed(text))
-        except (BackendError, StoreError) as exc:
-            kind, text = "failure", INTERNAL_ERROR_TEXT
-            log.error("turn %s failed: %s", turn.id, type(exc).__name__)
-            await emit(Failed(text))
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            kind, text = "failure", INTERNAL_ERROR_TEXT
-            log.exception("turn %s crashed", turn.id)
-            await emit(Failed(text))
-        elapsed = time.monotonic() - started
-        outcome = "failed" if kind == "failure" else "incomplete" if text.endswith(INCOMPLETE_NOTE) else "answered"
-        self._count_turn(outcome, elapsed, ctx)
-        log.info(
-            "turn %s %s in %.0f ms, %d retries, %d input + %d output tokens",
-            turn.id, outcome, elapsed * 1000, ctx.retries, ctx.usage.input_tokens, ctx.usage.output_tokens,
-            extra={"turn": turn.id, "conversation": turn.conversation, "outcome": outcome,
-                   "latency_ms": round(elapsed * 1000), "retries": ctx.retries,
-                   "input_tokens": ctx.usage.input_tokens, "output_tokens": ctx.usage.output_tokens},
-        )
-        # Recorded straight as `delivering` when we are about to post: a crash from here on makes recovery look
-        # for the reply on the platform before posting it, which is what exactly-once needs.
-        state = "delivering" if ref.platform in self.surfaces else "replied"
-        update = TurnUpdate(
-            state=state,  # type: ignore[arg-type]
-            reply_kind=kind,  # type: ignore[arg-type]
-            reply_text=text,
-            add_retries=ctx.retries,
-            add_input_tokens=ctx.usage.input_tokens,
-            add_output_tokens=ctx.usage.output_tokens,
-        )
-        try:
-            await self.store.record_reply(turn, update, MAIN_THREAD)
-        except StoreError as exc:
-            if state != "delivering":
-                raise
-            # The database refuses writes (full, read-only): the user still gets this reply now. The turn stays
-            # unfinished in the database, so it resumes once writes work again and finds this reply on the
-            # platform (find_delivery) instead of posting a second one.
-            log.error("turn %s: its reply could not be recorded (%s); delivering it anyway", turn.id, exc)
-        return dataclasses.replace(turn, state=state, reply_kind=update.reply_kind, reply_text=text)
-
-    def _count_turn(self, outcome: str, elapsed: float, ctx: TurnContext) -> None:
-        self.stats.turns += 1
-        self.stats.retries += ctx.retries
-        if outcome == "failed":
-            self.stats.failed += 1
-        else:
-            self.stats.answered += 1
-        self.metrics.turns.labels(outcome).inc()
-        self.metrics.turn_seconds.observe(elapsed)
-        self.metrics.tokens.labels("input").inc(ctx.usage.input_tokens)
-        self.metrics.tokens.labels("output").inc(ctx.usage.output_tokens)
-
-    async def _deliver(self, turn: TurnRecord, ref: TurnRef, event_ids: list[str], check_first: bool) -> None:
-        from bot.types import UNDELIVERABLE_PREFIX, Undeliverable
-
-        surface = self.surfaces.get(ref.platform)
-        if surface is None:
-            log.warning("turn %s waits for a %s surface to deliver its reply", turn.id, ref.platform)
-            return
-        assert turn.reply_text is not None
-        delivered: str | None = None
-        if check_first:
-            delivered = await surface.find_delivery(ref)
-        if delivered is None:
-            if turn.state != "delivering":
-                await self.store.update_turn(turn.id, TurnUpdate(state="delivering"))
-            reason: str | None = None
-            try:
-                delivered = await surface.deliver(ref, Reply(turn.reply_text, turn.reply_kind or "answer"))
-            except asyncio.CancelledError:
-                raise  # stopping: the turn stays `delivering` and resumes (find_delivery first) on the next start
-            except Undeliverable as exc:
-                reason = exc.reason
-                log.warning("turn %s: its reply could not be delivered on %s: %s", turn.id, ref.platform, exc)
-            except Exception as exc:
-                reason = f"error:{type(exc).__name__}"
-                log.exception("turn %s: delivering its reply to %s failed unexpectedly", turn.id, ref.platform)
-            if reason is None:
-                self.metrics.deliveries.labels(ref.platform, turn.reply_kind or "answer").inc()
-            else:
-                # The surface already retried and tried every other way: leaving the turn `delivering` would only
-                # retry it on the next message or restart, behind the user's back. Record the outcome instead.
-                self.metrics.undeliverable.labels(ref.platform).inc()
-                delivered = f"{UNDELIVERABLE_PREFIX}{reason}"
-        await self.store.finish_delivery(turn.id, delivered or "-", event_ids)
-
-    async def _emit(self, ref: TurnRef, event: Progress) -> None:
-        surface = self.surfaces.get(ref.platform)
-        if surface is None:
-            return
-        try:
-            await surface.progress(ref, event)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.warning("progress update to %s failed for turn %s", ref.platform, ref.id, exc_info=True)
-
-    @staticmethod
-    def _ref(turn: TurnRecord, messages: list[InboxMessage]) -> TurnRef:
-        newest = messages[-1] if messages else None
-        return TurnRef(
-            id=turn.id,
-            conversation=turn.conversation,
-            channel=newest.channel if newest else "",
-            platform=newest.platform if newest else "console",  # type: ignore[arg-type]
-            route=dict(newest.route) if newest else {},
-            users=tuple(dict.fromkeys(m.user for m in messages)),
-        )

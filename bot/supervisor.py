@@ -36,6 +36,7 @@ from bot.backends.base import (
 )
 from bot.backoff import backoff_delay
 from bot.config import Limits
+from bot.errors import SwitchboardError
 from bot.metrics import Metrics
 from storage.base import RunRecord, Store
 
@@ -51,7 +52,7 @@ UNEXPLAINED_LOCK_WAITS = 2
 DROPPED_BEFORE_CREATED = "stream_dropped_before_created"
 
 
-class RunFailed(Exception):
+class RunFailed(SwitchboardError):
     """The scope could not be settled. `user_text` is safe to show; `reason` is for logs and metrics."""
 
     def __init__(self, user_text: str, reason: str) -> None:

@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+from bot.errors import SwitchboardError
+
 Platform = Literal["slack", "discord", "console"]
 
 
@@ -34,7 +36,7 @@ class Inbound:
     route: Mapping[str, str | int | float | bool | None] = field(default_factory=dict)
 
 
-class InvalidInbound(ValueError):
+class InvalidInbound(SwitchboardError, ValueError):
     """`Bot.accept` refused the message (empty, too long, malformed); the text is fit to show the user."""
 
 
@@ -141,7 +143,9 @@ class Surface(Protocol):
 
     `progress` is best effort: exceptions are logged and ignored. `deliver` must post `reply` so that it can be
     found again by `find_delivery` (Slack message metadata / Discord nonce carrying `turn.id`); the engine calls
-    `find_delivery` before re-posting after a crash, which is what makes delivery exactly-once.
+    `find_delivery` before re-posting after a crash, which is what makes delivery exactly-once. A `find_delivery`
+    that raises (the platform cannot be asked) is retried with backoff a few times; if it keeps failing the engine
+    posts the reply anyway and logs that it may be a duplicate.
 
     `deliver` owns retries and fallbacks (the adapter knows the platform's errors): it retries transient failures
     with backoff and, where the reply cannot go where it belongs, delivers it the best other way (without the reply
@@ -163,7 +167,7 @@ class Surface(Protocol):
 UNDELIVERABLE_PREFIX = "undeliverable:"
 
 
-class Undeliverable(Exception):
+class Undeliverable(SwitchboardError):
     """Raised by `Surface.deliver` when the reply cannot reach the user by any way the platform offers, after the
     surface's own retries and fallbacks. `reason` is short and machine-readable (a platform error name such as
     ``not_in_channel`` or ``50013``); it ends up in the turn's record as ``undeliverable:<reason>``."""
@@ -212,3 +216,8 @@ class BotLike(Protocol):
     async def accept(self, inbound: Inbound) -> Accepted: ...
 
     async def command(self, ctx: CommandContext, text: str) -> CommandResult: ...
+
+    async def has_conversation(self, conversation: str) -> bool:
+        """True when the engine has started the conversation with this key (also before a restart): a platform
+        thread it is part of. May raise when the engine cannot tell (its database failed)."""
+        ...

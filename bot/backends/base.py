@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from bot.config import AgentConfig
+from bot.errors import SwitchboardError
 from bot.types import Usage
 
 RunStatus = Literal[
@@ -122,7 +123,7 @@ class RunRequest:
 # ---- errors: every backend raises only these (plus StoreError from storage) ----
 
 
-class BackendError(Exception):
+class BackendError(SwitchboardError):
     """Base class. `user_text` is safe to show to a user; the message may carry provider details."""
 
     user_text = "The AI provider returned an error."
