@@ -39,9 +39,7 @@ import aiohttp
 from aiohttp import web
 
 from benchmarks.soak import (
-    SUBS,
     ConversationPlan,
-    Posted,
     SentMessage,
     SoakOptions,
     SoakReport,
@@ -56,7 +54,9 @@ from benchmarks.soak import (
     slack_deliveries,
     tally_injected,
 )
-from tests.fakes.slack_api import FakeSlack
+from fakes.configs import SUBS
+from fakes.console import Posted
+from fakes.slack_api import FakeSlack
 
 REPO = Path(__file__).resolve().parents[1]
 READY_TIMEOUT = 30.0

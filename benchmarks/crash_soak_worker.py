@@ -24,9 +24,10 @@ from typing import Any
 import aiohttp
 
 from adapters.slack import SlackAdapter
-from benchmarks.soak import FailureLog, slack_settings, soak_team
+from benchmarks.soak import FailureLog
 from bot.engine import Bot
 from bot.types import Inbound, InvalidInbound, Progress, Reply, TurnRef
+from fakes.configs import slack_settings, soak_team
 
 
 def say(*parts: object) -> None:
@@ -112,7 +113,7 @@ async def main() -> None:
     engine_log.addHandler(FailureLines())
     engine_log.propagate = False
 
-    # the fake Slack's default credentials (tests/fakes/slack_api.py); the parent runs it at --slack-api-url
+    # the fake Slack's default credentials (fakes/slack_api.py); the parent runs it at --slack-api-url
     fake = SimpleNamespace(bot_token="xoxb-fake", app_token="xapp-1-fake", signing_secret="fake-signing-secret",
                            api_url=args.slack_api_url)
     cfg = soak_team(args.base_url, args.db, args.backend)

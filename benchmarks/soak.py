@@ -3,9 +3,9 @@
     python -m benchmarks.soak --messages 2000 --rate 0.25 --seed 1 --conversations 60 --concurrency 12
 
 Messages enter through the real entry points: the Slack adapter over signed HTTP events and over Socket Mode
-envelopes (tests/fakes/slack_api.py plays Slack), and `Bot.accept` as the console does (a recording console
-surface). Each conversation sends bursts of 1-3 messages at once (they queue behind, or join, the running turn),
-mentions sub-assistants so turns fan out, sometimes repeats an event the way a platform retry does, and sometimes
+envelopes (fakes/slack_api.py plays Slack), and `Bot.accept` as the console does (a recording console surface,
+fakes/console.py). Each conversation sends bursts of 1-3 messages at once (they queue behind, or join, the running
+turn), mentions sub-assistants so turns fan out, sometimes repeats an event the way a platform retry does, and sometimes
 sends Slack's twin `message` event for a mention. The emulator mixes every fault kind it offers at `--rate`
 (random mode for the per-request and per-response kinds, targeted faults for the ones random mode lacks), and a
 scripted rule makes some answers end incomplete.
@@ -48,17 +48,17 @@ from typing import Any
 
 import aiohttp
 
-from adapters.slack import SlackAdapter, SlackSettings
+from adapters.slack import SlackAdapter
 from adapters.slack import constants as slack_constants
-from bot.config import AgentConfig, Limits, TeamConfig
 from bot.emulator import run_emulator
 from bot.engine import Bot, make_backend
 from bot.types import Inbound, InvalidInbound, Progress, Reply, TurnRef
+from fakes.configs import SUBS, slack_settings, soak_team
+from fakes.console import ConsolePlatform, Posted
+from fakes.slack_api import FakeSlack
 from storage.sqlite import SQLiteStore
-from tests.fakes.slack_api import FakeSlack
 
 REPO = Path(__file__).resolve().parents[1]
-SUBS = ("researcher", "critic", "planner")
 AGENTS = ("proxy", *SUBS)
 # Every kind the emulator's random mode offers for the Responses API (`expire` only exists on Assistants runs).
 RANDOM_KINDS = {
@@ -290,39 +290,7 @@ def provider_calls(counters: dict[str, Any]) -> int:
     return sum(r["count"] for r in counters.get("requests", []) if str(r["path"]).startswith("/v1"))
 
 
-# ---- the team ---------------------------------------------------------------------------------------------------
-
-
-def soak_limits(retry_budget: int = 6) -> Limits:
-    """The shipped recovery logic with short clocks: the same decisions, taken in milliseconds."""
-    return Limits(
-        max_parallel=4,
-        max_depth=1,
-        retry_budget=retry_budget,
-        run_timeout=120,
-        turn_timeout=240,
-        queued_timeout=0.5,
-        lock_wait=2.0,
-        backoff_base=0.01,
-        backoff_max=0.05,
-        poll_interval=0.02,
-        stream_idle_timeout=5.0,
-    )
-
-
-def soak_team(base_url: str, db_path: str, backend: str = "responses", retry_budget: int = 6) -> TeamConfig:
-    return TeamConfig(
-        proxy=AgentConfig(name="proxy", instructions="You are the front desk.", model="emu-1"),
-        subs=tuple(
-            AgentConfig(name=n, instructions=f"You are the {n}.", model="emu-1", description=f"The {n}.")
-            for n in SUBS
-        ),
-        backend=backend,  # type: ignore[arg-type]
-        limits=soak_limits(retry_budget),
-        db_path=db_path,
-        base_url=base_url,
-        api_key="soak-key",
-    )
+# ---- the engine's side: why turns failed, when they were delivered ----------------------------------------------
 
 
 class FailureLog(logging.Handler):
@@ -339,40 +307,6 @@ class FailureLog(logging.Handler):
             self.reasons[str(args[0])] = reason if record.levelno < logging.ERROR else f"internal:{reason}"
         elif record.msg == "turn %s crashed" and args:
             self.reasons[str(args[0])] = "internal:crash"
-
-
-# ---- the console path: Bot.accept with a surface that keeps what it printed ---------------------------------------
-
-
-@dataclass
-class Posted:
-    turn_id: str
-    conversation: str
-    kind: str
-    text: str
-
-
-class ConsolePlatform:
-    """What a terminal would show, kept: one entry per printed reply. `find_delivery` looks there, so a resumed
-    turn is not printed twice."""
-
-    platform = "console"
-
-    def __init__(self) -> None:
-        self.posted: list[Posted] = []
-
-    async def progress(self, turn: TurnRef, event: Progress) -> None:
-        return None
-
-    async def deliver(self, turn: TurnRef, reply: Reply) -> str:
-        self.posted.append(Posted(turn.id, turn.conversation, reply.kind, reply.text))
-        return f"console:{len(self.posted)}"
-
-    async def find_delivery(self, turn: TurnRef) -> str | None:
-        for i, posted in enumerate(self.posted):
-            if posted.turn_id == turn.id:
-                return f"console:{i + 1}"
-        return None
 
 
 class DeliveryTracker:
@@ -536,20 +470,6 @@ class SlackSide:
         async with self.session.post(url, data=raw, headers=headers) as response:
             if response.status != 200:
                 raise RuntimeError(f"Slack event refused with HTTP {response.status}")
-
-
-def slack_settings(fake: FakeSlack, mode: str) -> SlackSettings:
-    return SlackSettings(
-        bot_token=fake.bot_token,
-        mode=mode,  # type: ignore[arg-type]
-        app_token=fake.app_token,
-        signing_secret=fake.signing_secret,
-        http_host="127.0.0.1",
-        http_port=0,
-        base_url=fake.api_url,
-        update_interval_seconds=0.05,
-        post_interval_seconds=0.0,
-    )
 
 
 # ---- one conversation ---------------------------------------------------------------------------------------------

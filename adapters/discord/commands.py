@@ -37,6 +37,7 @@ from adapters.discord.constants import (
     INTERACTION_ACK_DEADLINE,
     INTERACTION_ALREADY_ACKNOWLEDGED,
     MESSAGE_CONTENT_LIMIT,
+    MESSAGE_TEXT,
     SLASH_STRING_OPTION_LIMIT,
     THREAD_NAME_LIMIT,
     UNKNOWN_INTERACTION,
@@ -45,7 +46,6 @@ from adapters.discord.rendering import nonce_for
 from adapters.discord.retry import NETWORK_ERRORS, is_transient, reason, retry_after, with_retries
 from adapters.discord.routing import Route, channel_key, conversation_key, keys_for
 from adapters.discord.settings import DiscordSettings
-from adapters.discord.splitting import split_message
 from adapters.discord.surface import NO_MENTIONS, DiscordSurface
 from bot.backoff import backoff_delay
 from bot.types import Actor, BotLike, CommandContext, CommandResult, Inbound
@@ -386,7 +386,7 @@ class CommandHandlers:
         body = result.text.strip() or ("Done." if result.ok else COMMAND_FAILED)
         if not result.ok:
             body = "⚠️ " + body
-        for chunk in split_message(body):
+        for chunk in MESSAGE_TEXT.split(body):
             await self._retrying(
                 lambda chunk=chunk: interaction.followup.send(chunk, ephemeral=True, allowed_mentions=NO_MENTIONS),
                 "answering the command",

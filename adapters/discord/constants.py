@@ -7,17 +7,18 @@ from __future__ import annotations
 
 import datetime
 
+from adapters.splitting import Splitter
+
 # ---- message and embed sizes ----
 MESSAGE_CONTENT_LIMIT = 2_000  # characters in a message's `content`
+#: a long answer is split into messages of MESSAGE_CONTENT_LIMIT code points; a code block cut by a split is closed
+#: and re-opened, so each message renders on its own
+MESSAGE_TEXT = Splitter(MESSAGE_CONTENT_LIMIT)
 EMBED_TITLE_LIMIT = 256
 EMBED_DESCRIPTION_LIMIT = 4_096
-EMBED_FOOTER_LIMIT = 2_048
-EMBED_TOTAL_LIMIT = 6_000  # title + description + fields + footer + author, per embed
 NONCE_MAX_LENGTH = 25  # a message nonce: integer or string of at most 25 characters
 THREAD_NAME_LIMIT = 100
 SLASH_STRING_OPTION_LIMIT = 6_000  # the longest string a slash-command option can carry
-HISTORY_PAGE_LIMIT = 100  # GET /channels/{id}/messages returns at most 100 messages per call
-TYPING_DURATION = 10.0  # seconds a typing indicator stays visible (or until the bot posts)
 
 # ---- timings ----
 INTERACTION_ACK_DEADLINE = datetime.timedelta(seconds=3)  # first response (or defer) to an interaction
@@ -26,7 +27,6 @@ INTERACTION_TOKEN_LIFETIME = datetime.timedelta(minutes=15)  # followups / edit 
 INTERACTION_EXPIRY_MARGIN = datetime.timedelta(seconds=60)
 TYPING_RESEND_INTERVAL = 5.0  # seconds; discord.py's `channel.typing()` uses the same period
 PROGRESS_EDIT_INTERVAL = 1.0  # at most one edit of a progress message per second
-ENFORCE_NONCE_WINDOW = datetime.timedelta(minutes=2)  # documented only as "the past few minutes": lower bound
 THREAD_AUTO_ARCHIVE_MINUTES = 1_440  # 60, 1440, 4320 or 10080
 
 # ---- JSON error codes (HTTP body `code`) ----
@@ -35,7 +35,6 @@ UNKNOWN_MESSAGE = 10008
 UNKNOWN_WEBHOOK = 10015
 UNKNOWN_INTERACTION = 10062
 MISSING_ACCESS = 50001
-CANNOT_EDIT_OTHER_USERS_MESSAGE = 50005
 MISSING_PERMISSIONS = 50013
 INVALID_WEBHOOK_TOKEN = 50027
 INTERACTION_ALREADY_ACKNOWLEDGED = 40060
@@ -51,12 +50,8 @@ DM_FALLBACK_NOTE = "(I could not post my answer in <#{channel}>, so here it is.)
 #: what a deferred `/ask` response says when the answer went to the user directly
 ELSEWHERE_NOTICE = "I could not post the answer here, so I sent it to you directly."
 
-# ---- message flags and types ----
-FLAG_EPHEMERAL = 1 << 6
+# ---- message flags ----
 FLAG_LOADING = 1 << 7  # a deferred interaction response still "thinking"
-MESSAGE_TYPE_DEFAULT = 0
-MESSAGE_TYPE_REPLY = 19
-MESSAGE_TYPE_CHAT_INPUT_COMMAND = 20
 
 # ---- intents ----
 INTENT_MESSAGE_CONTENT = 1 << 15  # privileged

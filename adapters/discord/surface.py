@@ -45,6 +45,7 @@ from adapters.discord.constants import (
     ELSEWHERE_NOTICE,
     INTERACTION_EXPIRY_MARGIN,
     INTERACTION_TOKEN_LIFETIME,
+    MESSAGE_TEXT,
     PROGRESS_EDIT_INTERVAL,
     TYPING_RESEND_INTERVAL,
     UNKNOWN_MESSAGE,
@@ -60,7 +61,6 @@ from adapters.discord.rendering import (
 )
 from adapters.discord.retry import NETWORK_ERRORS, RetryPolicy, is_transient, reason, with_retries
 from adapters.discord.routing import Route
-from adapters.discord.splitting import split_message
 from bot.types import Progress, Reply, TurnRef, Undeliverable
 
 log = logging.getLogger("switchboard.discord.surface")
@@ -269,7 +269,7 @@ class DiscordSurface:
         view = self._views.get(turn.id)
         if view is not None:
             await self._close(view)
-        chunks = split_message(format_reply(reply))
+        chunks = MESSAGE_TEXT.split(format_reply(reply))
         live = self._live_for(route)
         leftovers: list[int] = []  # our messages in the channel that are not (yet) a whole answer
         try:
@@ -469,7 +469,7 @@ class DiscordSurface:
             dm = await self._retrying(
                 lambda: self._client.create_dm(discord.Object(int(user))), "opening a DM with the user"
             )
-            chunks = split_message(DM_FALLBACK_NOTE.format(channel=route.channel_id) + format_reply(reply))
+            chunks = MESSAGE_TEXT.split(DM_FALLBACK_NOTE.format(channel=route.channel_id) + format_reply(reply))
             first: discord.Message | None = None
             for index, chunk in enumerate(chunks):
                 message = await self._send(dm, chunk, nonce_for(turn.id, f"dm-{index}"))

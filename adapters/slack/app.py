@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import hmac
 import json
 import logging
 import time
@@ -32,6 +30,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncRateLimitErrorRetryHandler,
     AsyncServerErrorRetryHandler,
 )
+from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack import constants as c
@@ -66,16 +65,13 @@ def make_client(settings: SlackSettings) -> AsyncWebClient:
     )
 
 
-def _store_lookup(bot: BotLike) -> Lookup | None:
-    """When the engine exposes its store (bot.engine.Bot does), threads it has a conversation for are known to
-    the bot even after a restart. Not part of BotLike: used only if present."""
-    get_conversation = getattr(getattr(bot, "store", None), "get_conversation", None)
-    if get_conversation is None:
-        return None
+def _store_lookup(bot: BotLike) -> Lookup:
+    """Threads the engine has a conversation for are known to the bot even after a restart; a failed lookup counts
+    as unknown."""
 
     async def lookup(key: str) -> bool:
         try:
-            return await get_conversation(key) is not None
+            return await bot.has_conversation(key)
         except Exception as e:
             log.warning("conversation lookup failed: %s", type(e).__name__)
             return False
@@ -97,8 +93,8 @@ class SlackAdapter:
         self.client = client or make_client(settings)
         self.threads = threads if threads is not None else ThreadRegistry(lookup=_store_lookup(bot))
         self.bot_user_id: str | None = None
-        self.team_id: str | None = None
         http = settings.mode == "http"
+        self.verifier = SignatureVerifier(settings.signing_secret) if http and settings.signing_secret else None
         self.app = AsyncApp(
             name="switchboard",
             client=self.client,
@@ -204,7 +200,6 @@ class SlackAdapter:
                 "reinstall the app and copy its Bot User OAuth Token"
             ) from None
         self.bot_user_id = resp.get("user_id")
-        self.team_id = resp.get("team_id")
 
     async def _open_socket_url(self) -> str:
         try:
@@ -228,7 +223,7 @@ class SlackAdapter:
 
     async def _handle_http(self, request: web.Request) -> web.Response:
         raw = await request.read()
-        refusal = refuse_request(raw, request.headers, self.settings.signing_secret or "")
+        refusal = refuse_request(raw, request.headers, self.verifier)
         if refusal is not None:
             status, reason = refusal
             log.warning("refused a request to %s with HTTP %d: %s", self.settings.http_path, status, reason)
@@ -240,25 +235,32 @@ class SlackAdapter:
         return await to_aiohttp_response(bolt_response)
 
 
-def refuse_request(raw: bytes, headers: Mapping[str, str], signing_secret: str) -> tuple[int, str] | None:
-    """Check an HTTP request before bolt sees it: 401 unless signed with our secret less than 5 minutes ago
-    (forged, replayed, tampered, unsigned), 400 when signed but not a well-formed Slack payload (bolt would fail
-    with a 500). None: let bolt handle it (it verifies the signature again)."""
+def refuse_request(
+    raw: bytes, headers: Mapping[str, str], verifier: SignatureVerifier | None
+) -> tuple[int, str] | None:
+    """Check an HTTP request before bolt sees it: 401 unless `verifier` (slack_sdk's, with our signing secret) finds
+    it signed less than 5 minutes ago (forged, replayed, tampered, unsigned), 400 when signed but not a well-formed
+    Slack payload (bolt would fail with a 500). None: let bolt handle it (it verifies the signature again).
+
+    A body that is not UTF-8 gets 400 before its signature is checked: the verifier signs text, and no request of
+    Slack's is anything else."""
     timestamp = headers.get("X-Slack-Request-Timestamp", "")
     signature = headers.get("X-Slack-Signature", "")
     try:
-        age = abs(time.time() - int(timestamp))
-    except ValueError:
+        sent_at = int(timestamp)
+    except ValueError:  # the verifier would raise it
         return 401, "missing or malformed X-Slack-Request-Timestamp"
-    if age > c.SIGNATURE_MAX_AGE_SECONDS:
-        return 401, "request timestamp too old or in the future (replayed?)"
-    digest = hmac.new(signing_secret.encode(), b"v0:" + timestamp.encode() + b":" + raw, hashlib.sha256)
-    if not signing_secret or not hmac.compare_digest(
-        f"v0={digest.hexdigest()}".encode(), signature.encode("utf-8", "surrogateescape")
-    ):
-        return 401, "invalid signature"
     try:
         text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return 400, "body is not a Slack payload"
+    # (the verifier's compare_digest raises on a non-ASCII signature instead of answering False)
+    signed = verifier is not None and signature.isascii() and verifier.is_valid(text, timestamp, signature)
+    if not signed:
+        if abs(time.time() - sent_at) > c.SIGNATURE_MAX_AGE_SECONDS:
+            return 401, "request timestamp too old or in the future (replayed?)"
+        return 401, "invalid signature"
+    try:
         if "application/json" in headers.get("Content-Type", "") or text.lstrip().startswith("{"):
             body = json.loads(text)
         else:
@@ -266,7 +268,7 @@ def refuse_request(raw: bytes, headers: Mapping[str, str], signing_secret: str) 
             if "command" in form or "ssl_check" in form:  # a slash command, Slack's SSL check
                 return None
             body = json.loads(form["payload"][0]) if "payload" in form else None  # interactivity
-    except ValueError:  # not UTF-8, not JSON
+    except ValueError:  # not JSON
         return 400, "body is not a Slack payload"
     if not isinstance(body, dict) or not isinstance(body.get("type"), str):
         return 400, "body is not a Slack payload"

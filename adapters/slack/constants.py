@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Final
 
+from adapters.splitting import Splitter
+
 PLATFORM: Final = "slack"
 
 # ---- the slash command and the message shortcut -------------------------------------------------------------
@@ -44,6 +46,9 @@ DM_SUFFIX: Final = "dm"
 #: chat.update answers msg_too_long near 4,000 characters; a section block's text is limited to 3,000.
 #: Every message part we post or update stays at or below this (measured in UTF-16 code units).
 MESSAGE_PART_MAX_CHARS: Final = 3_000
+#: how Slack measures and splits message text: in UTF-16 code units, parts concatenating back to the text exactly
+#: (a partly posted reply resumes at an offset), so a split inside a code block is avoided rather than patched
+MESSAGE_TEXT: Final = Splitter(MESSAGE_PART_MAX_CHARS, utf16=True, reopen_fences=False)
 #: streaming `markdown_text` is limited to 12,000 characters per call
 STREAM_APPEND_MAX_CHARS: Final = 12_000
 #: how much answer text one streamed message carries before the rest goes into follow-up messages
@@ -69,7 +74,7 @@ LOADING_MESSAGE_MAX_CHARS: Final = 80
 SUGGESTED_PROMPTS_MAX: Final = 4
 #: an event / slash command must be acknowledged within 3 s
 ACK_DEADLINE_SECONDS: Final = 3.0
-#: signed requests older than this are refused (bolt's verifier enforces it)
+#: slack_sdk's SignatureVerifier refuses a request signed further than this from now, in the past or the future
 SIGNATURE_MAX_AGE_SECONDS: Final = 5 * 60
 #: how long users.info admin flags are cached
 ADMIN_CACHE_SECONDS: Final = 60.0

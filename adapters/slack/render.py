@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from adapters.slack import constants as c
-from adapters.slack.splitting import _prefix_fitting, slack_len
 from bot.types import Reply
 
 PLACEHOLDER_WORKING = "Working on it..."
@@ -24,9 +23,9 @@ class Task:
 
 def shorten(text: str, limit: int) -> str:
     text = " ".join(text.split())
-    if slack_len(text) <= limit:
+    if c.MESSAGE_TEXT.length(text) <= limit:
         return text
-    return text[: _prefix_fitting(text, limit - 3)] + "..."
+    return text[: c.MESSAGE_TEXT.fitting_prefix(text, limit - 3)] + "..."
 
 
 def task_chunk(task: Task) -> dict[str, Any]:
@@ -65,14 +64,14 @@ def placeholder_text(tasks: list[Task], preview: str, limit: int = c.MESSAGE_PAR
         detail = f": {shorten(t.task, c.TASK_DETAILS_MAX_CHARS)}" if t.task else ""
         lines.append(f"{_ICONS.get(t.status, '')} **{t.sub}**{detail}".strip())
     head = "\n".join(lines)
-    if slack_len(head) > limit // 2:
-        head = head[: _prefix_fitting(head, limit // 2 - 3)] + "..."
+    if c.MESSAGE_TEXT.length(head) > limit // 2:
+        head = head[: c.MESSAGE_TEXT.fitting_prefix(head, limit // 2 - 3)] + "..."
     if not preview.strip():
         return head or PLACEHOLDER_WORKING
-    room = limit - slack_len(head) - 2
+    room = limit - c.MESSAGE_TEXT.length(head) - 2
     tail = preview
-    if slack_len(tail) > room:
+    if c.MESSAGE_TEXT.length(tail) > room:
         keep = tail[::-1]
-        keep = keep[: _prefix_fitting(keep, room - 1)][::-1]
+        keep = keep[: c.MESSAGE_TEXT.fitting_prefix(keep, room - 1)][::-1]
         tail = "…" + keep
     return f"{head}\n\n{tail}" if head else tail

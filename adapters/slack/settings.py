@@ -65,7 +65,7 @@ class SlackSettings:
                 )
             if not self.app_token.startswith("xapp-"):
                 raise SettingsError("SLACK_APP_TOKEN must be an app-level token starting with xapp-")
-        if self.mode == "http" and not self.signing_secret:
+        if self.mode == "http" and not (self.signing_secret or "").strip():
             raise SettingsError(
                 "SLACK_SIGNING_SECRET is missing: HTTP mode verifies every request with the app's signing secret "
                 "(Basic Information > App Credentials)"

@@ -38,7 +38,6 @@ from adapters.slack.render import (
     task_chunk,
 )
 from adapters.slack.retry import GONE_ERRORS, THREAD_ERRORS, classify, error_name, with_retries
-from adapters.slack.splitting import slack_len, split_text
 from bot.types import (
     Delegated,
     Done,
@@ -225,10 +224,10 @@ class TurnView:
         chunks = self._pending_task_chunks()
         new_text = ""
         if self.preview.startswith(self.streamed):
-            room = c.STREAM_PREVIEW_MAX_CHARS - slack_len(self.streamed)
+            room = c.STREAM_PREVIEW_MAX_CHARS - c.MESSAGE_TEXT.length(self.streamed)
             new_text = self.preview[len(self.streamed) :]
-            if slack_len(new_text) > room:
-                new_text = split_text(new_text, max(room, 1))[0] if room > 0 else ""
+            if c.MESSAGE_TEXT.length(new_text) > room:
+                new_text = c.MESSAGE_TEXT.split(new_text, limit=room)[0] if room > 0 else ""
         if new_text:
             chunks.append(markdown_chunk(new_text))
         if not chunks:
@@ -315,7 +314,7 @@ class TurnView:
         """Where the reply belongs: into the stream or the placeholder when they can take it, else new messages
         in the thread (each call retried on transient failures)."""
         if resume is not None:
-            rest = split_text(body[resume.end :], c.MESSAGE_PART_MAX_CHARS) if resume.end < len(body) else []
+            rest = c.MESSAGE_TEXT.split(body[resume.end :]) if resume.end < len(body) else []
             await self._post_parts(rest, first_part=resume.next_part, offset=resume.end)
             return resume.first_ts
         if self.restart_stream:
@@ -328,7 +327,7 @@ class TurnView:
             ts = await self._finish_placeholder(body)
             if ts is not None:
                 return ts
-        return await self._post_parts(split_text(body, c.MESSAGE_PART_MAX_CHARS), first_part=1, offset=0)
+        return await self._post_parts(c.MESSAGE_TEXT.split(body), first_part=1, offset=0)
 
     async def _deliver_elsewhere(self, body: str, failure: Exception) -> str:
         """The reply could not go where it belongs: post it into the channel without the thread (when only the
@@ -342,7 +341,7 @@ class TurnView:
         for how, channel, note in ways:
             try:
                 ts = await self._post_parts(
-                    split_text(note + body, c.MESSAGE_PART_MAX_CHARS),
+                    c.MESSAGE_TEXT.split(note + body),
                     first_part=1,
                     offset=0,
                     channel=channel,
@@ -365,18 +364,16 @@ class TurnView:
         """Complete the stream with the reply; None when the reply must be posted afresh instead."""
         assert self.stream_ts is not None
         ts = self.stream_ts
-        fits = body.startswith(self.streamed) and slack_len(self.streamed) <= c.STREAM_MESSAGE_MAX_CHARS
+        fits = body.startswith(self.streamed) and c.MESSAGE_TEXT.length(self.streamed) <= c.STREAM_MESSAGE_MAX_CHARS
         if not fits:
             await self._drop_stream()
             return None
-        parts = split_text(
-            body, c.MESSAGE_PART_MAX_CHARS, first_limit=c.STREAM_MESSAGE_MAX_CHARS, first_min=len(self.streamed)
-        )
+        parts = c.MESSAGE_TEXT.split(body, first_limit=c.STREAM_MESSAGE_MAX_CHARS, first_min=len(self.streamed))
         if not parts[0].startswith(self.streamed):
             await self._drop_stream()
             return None
         remainder = parts[0][len(self.streamed) :]
-        pieces = split_text(remainder, c.STREAM_APPEND_MAX_CHARS) if remainder else []
+        pieces = c.MESSAGE_TEXT.split(remainder, limit=c.STREAM_APPEND_MAX_CHARS) if remainder else []
         try:
             for piece in pieces[:-1]:
                 await self._pace()
@@ -406,7 +403,7 @@ class TurnView:
 
     async def _finish_placeholder(self, body: str) -> str | None:
         assert self.placeholder_ts is not None
-        parts = split_text(body, c.MESSAGE_PART_MAX_CHARS)
+        parts = c.MESSAGE_TEXT.split(body)
         placeholder_ts = self.placeholder_ts
 
         async def update() -> object:
@@ -466,9 +463,9 @@ class TurnView:
             except Exception as e:
                 if classify(e) != "too_long" or limit <= c.MIN_PART_CHARS:
                     raise
-                limit = max(c.MIN_PART_CHARS, min(limit, slack_len(part)) // 2)
+                limit = max(c.MIN_PART_CHARS, min(limit, c.MESSAGE_TEXT.length(part)) // 2)
                 log.warning("Slack refused a reply part as too long; splitting it at %d characters", limit)
-                queue[0:0] = split_text(part, limit)
+                queue[0:0] = c.MESSAGE_TEXT.split(part, limit=limit)
                 continue
             end += len(part)
             number += 1

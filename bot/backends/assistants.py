@@ -184,7 +184,6 @@ class AssistantsBackend:
         self._sync_lock = asyncio.Lock()
         self._fresh_threads: set[str] = set()  # created by us, no run attempted yet: nothing of ours on them
         self._given_up: set[str] = set()  # runs we asked to cancel: never adopted again, even if still alive
-        self.last_sync: list[SyncChange] = []
 
     def bind_store(self, store: Store) -> None:
         """Where the assistant ids are cached (the engine binds its store before `open`)."""
@@ -193,7 +192,7 @@ class AssistantsBackend:
     async def open(self) -> None:
         quiet_deprecation()
         try:
-            self.last_sync = await self.sync()
+            await self.sync()
         except BackendError as exc:  # the provider may be down right now: the first run syncs again
             log.warning("assistants not synced at start (%s); retrying on the first run", exc)
 

@@ -13,11 +13,11 @@ import pytest
 from bot.admin_socket import AlreadyRunning
 from bot.emulator import Rule, Script, run_emulator
 from bot.engine import Bot
+from fakes.discord_server import FakeDiscord
+from fakes.slack_api import FakeSlack
 from storage.sqlite import SQLiteStore
 from switchboard.doctor import run_doctor
 from tests.engine.harness import inbound, running_bot, team
-from tests.fakes.discord_server import FakeDiscord
-from tests.fakes.slack_api import FakeSlack
 
 REPO = Path(__file__).resolve().parents[2]
 CONV = "console:test:c1"

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field, replace
 import pytest
 
 from adapters.discord import DiscordAdapter, DiscordSettings
+from fakes.discord_server import CREATE_PUBLIC_THREADS, MANAGE_GUILD, FakeDiscord
 from tests.discord.fakes import FakeBot, FakeClock, Outcomes
-from tests.fakes.discord_server import CREATE_PUBLIC_THREADS, MANAGE_GUILD, FakeDiscord
 
 
 @dataclass

@@ -126,6 +126,9 @@ class FakeBot:
         await self._notify()
         return self.results.get(text, CommandResult(True, f"ran {text}"))
 
+    async def has_conversation(self, conversation: str) -> bool:
+        return False
+
     async def next_inbound(self, within: float = 5.0) -> Inbound:
         async with asyncio.timeout(within):
             return await self._queue.get()

@@ -6,8 +6,8 @@ from __future__ import annotations
 from adapters.discord.rendering import PROGRESS_FOOTER
 from adapters.discord.routing import Route
 from bot.types import Delegated, Reply, Started, SubFinished, TextDelta
+from fakes.discord_server import FLAG_LOADING
 from tests.discord.conftest import StartAdapter, World
-from tests.fakes.discord_server import FLAG_LOADING
 
 CALLBACK = "/interactions/{interaction_id}/{token}/callback"
 ORIGINAL = "/webhooks/{application_id}/{token}/messages/{message_id}"

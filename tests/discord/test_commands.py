@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 
 from adapters.discord.commands import RESET_ALL_UNCONFIRMED
-from adapters.discord.splitting import split_message
+from adapters.discord.constants import MESSAGE_TEXT
 from bot.types import CommandResult
+from fakes.discord_server import FLAG_EPHEMERAL
 from tests.discord.conftest import StartAdapter, World
 from tests.discord.fakes import FakeBot
-from tests.fakes.discord_server import FLAG_EPHEMERAL
 
 CALLBACK = "/interactions/{interaction_id}/{token}/callback"
 
@@ -64,7 +64,7 @@ async def test_engine_refusal_and_long_results_in_plain_words(world: World, star
     ]
     bot.results["audit"] = CommandResult(True, "\n".join(f"{i:04d} reset by someone" for i in range(300)))
     admin = await world.fake.slash("admin", subcommand="audit", user_id=world.mod, channel_id=world.general)
-    expected = split_message(bot.results["audit"].text)
+    expected = MESSAGE_TEXT.split(bot.results["audit"].text)
     assert len(expected) >= 3
     assert await _answer(world, admin.id, count=len(expected)) == expected
     shown = [

@@ -7,10 +7,10 @@ import asyncio
 
 import pytest
 
-from adapters.discord.splitting import split_message
+from adapters.discord.constants import MESSAGE_TEXT
 from bot.types import Delegated, Reply, Started
+from fakes.discord_server import READ_MESSAGE_HISTORY
 from tests.discord.conftest import StartAdapter, World
-from tests.fakes.discord_server import READ_MESSAGE_HISTORY
 
 MESSAGES = "/channels/{channel_id}/messages"
 LONG = "\n\n".join(f"Part {i}. " + "detail " * 200 for i in range(4))
@@ -53,7 +53,7 @@ async def test_half_posted_long_answer_is_completed_not_repeated(world: World, s
     turn = bot.turn(await bot.next_inbound())
     await adapter.surface.progress(turn, Delegated("writer", "draft", "c1"))
     status = await fake.wait_for_call("POST", MESSAGES)
-    chunks = split_message(LONG)
+    chunks = MESSAGE_TEXT.split(LONG)
     assert len(chunks) >= 3
     # the process dies while the second tail message is on its way
     held = fake.inject_stall("POST", f"/channels/{world.general}/messages", skip=1)

@@ -6,8 +6,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adapters.discord.constants import MESSAGE_CONTENT_LIMIT
-from adapters.discord.splitting import FENCE, split_chunks, split_message, unsplit
+from adapters.discord.constants import MESSAGE_CONTENT_LIMIT, MESSAGE_TEXT
+from adapters.splitting import FENCE, unsplit
 from bot.types import Reply
 from tests.discord.conftest import StartAdapter, World
 
@@ -28,12 +28,12 @@ def _rejoin(messages: list[str]) -> str:
 
 
 def test_short_text_is_one_message() -> None:
-    assert split_message("hello") == ["hello"]
-    assert split_message("x" * MESSAGE_CONTENT_LIMIT) == ["x" * MESSAGE_CONTENT_LIMIT]
+    assert MESSAGE_TEXT.split("hello") == ["hello"]
+    assert MESSAGE_TEXT.split("x" * MESSAGE_CONTENT_LIMIT) == ["x" * MESSAGE_CONTENT_LIMIT]
 
 
 def test_long_answer_splits_on_boundaries_and_keeps_code_valid() -> None:
-    chunks = split_chunks(LONG_ANSWER)
+    chunks = MESSAGE_TEXT.chunks(LONG_ANSWER)
     messages = [c.text for c in chunks]
     assert len(messages) >= 3
     assert all(len(m) <= MESSAGE_CONTENT_LIMIT for m in messages)
@@ -49,13 +49,13 @@ def test_long_answer_splits_on_boundaries_and_keeps_code_valid() -> None:
 
 def test_unbroken_run_is_cut_but_not_lost() -> None:
     text = "a" * 4500
-    messages = split_message(text)
+    messages = MESSAGE_TEXT.split(text)
     assert [len(m) for m in messages] == [2000, 2000, 500] and "".join(messages) == text
 
 
 def test_huge_code_line_is_cut_inside_the_block() -> None:
     text = "```\n" + "x" * 3000 + "\n```"
-    chunks = split_chunks(text)
+    chunks = MESSAGE_TEXT.chunks(text)
     assert all(len(c.text) <= MESSAGE_CONTENT_LIMIT for c in chunks)
     assert unsplit(chunks) == text and all(c.text.count(FENCE) % 2 == 0 for c in chunks)
 
@@ -72,7 +72,7 @@ _document = st.lists(st.one_of(_paragraph, _code, st.just("z" * 2500)), min_size
 @settings(max_examples=60, deadline=None)
 @given(_document, st.sampled_from([200, 500, MESSAGE_CONTENT_LIMIT]))
 def test_split_properties(text: str, limit: int) -> None:
-    chunks = split_chunks(text, limit)
+    chunks = MESSAGE_TEXT.chunks(text, limit=limit)
     assert unsplit(chunks) == text
     assert all(len(c.text) <= limit for c in chunks)
     assert all(c.text.count(FENCE) % 2 == 0 for c in chunks)  # the generated documents have balanced fences
@@ -89,7 +89,7 @@ async def test_long_answer_reaches_the_channel_in_order_and_in_full(world: World
     delivered = await adapter.surface.deliver(bot.turn(inbound), Reply(LONG_ANSWER))
 
     posted = fake.bot_messages(world.general)
-    expected = split_message(LONG_ANSWER)
+    expected = MESSAGE_TEXT.split(LONG_ANSWER)
     assert [m["content"] for m in posted] == expected
     assert posted[0]["id"] == delivered
     assert posted[0]["message_reference"]["message_id"] == question["id"]  # the head answers the question

@@ -1,1 +1,2 @@
-"""Loopback fakes of the platforms and providers, for end-to-end tests."""
+"""Fakes only the tests use (the real engine with a scripted AI). The platform fakes, which benchmarks share, live in
+the top-level `fakes/` package."""

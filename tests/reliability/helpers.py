@@ -8,10 +8,11 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from benchmarks.soak import ConsolePlatform, soak_team
 from bot.config import TeamConfig
 from bot.engine import Bot, make_backend
 from bot.types import Inbound, Progress, Reply, TurnRef
+from fakes.configs import soak_team
+from fakes.console import ConsolePlatform
 from storage.base import RunRecord
 from storage.sqlite import SQLiteStore
 

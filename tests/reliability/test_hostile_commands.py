@@ -13,10 +13,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from benchmarks.soak import soak_team
 from bot.config import PlatformConfig
 from bot.engine import Bot, make_backend
 from bot.types import Actor, CommandContext, Inbound
+from fakes.configs import soak_team
 from storage.sqlite import SQLiteStore
 from tests.reliability.conftest import fuzz_settings
 from tests.reliability.hostile import hostile_text

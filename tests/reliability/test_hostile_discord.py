@@ -21,12 +21,12 @@ from hypothesis import strategies as st
 
 from adapters.discord import DiscordAdapter, DiscordSettings
 from adapters.discord.commands import UNKNOWN_COMMAND
-from benchmarks.soak import soak_team
 from bot.engine import Bot, make_backend
 from bot.types import Accepted, CommandContext, CommandResult, Inbound, Surface
+from fakes.configs import soak_team
+from fakes.discord_server import FakeDiscord
 from storage.sqlite import SQLiteStore
 from tests.discord.fakes import FakeClock, Outcomes
-from tests.fakes.discord_server import FakeDiscord
 from tests.reliability.conftest import fuzz_settings
 from tests.reliability.hostile import hostile_text
 from tests.reliability.loop_thread import LoopThread
@@ -52,6 +52,9 @@ class Engine:
     async def command(self, ctx: CommandContext, text: str) -> CommandResult:
         self.commands.append((ctx, text))
         return await self.bot.command(ctx, text)
+
+    async def has_conversation(self, conversation: str) -> bool:
+        return await self.bot.has_conversation(conversation)
 
 
 @dataclasses.dataclass

@@ -23,11 +23,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from adapters.slack import SlackAdapter
-from benchmarks.soak import slack_settings, soak_team
 from bot.engine import Bot, make_backend
 from bot.types import Inbound, InvalidInbound
+from fakes.configs import slack_settings, soak_team
+from fakes.slack_api import FakeSlack
 from storage.sqlite import SQLiteStore
-from tests.fakes.slack_api import FakeSlack
 from tests.reliability.conftest import fuzz_settings
 from tests.reliability.hostile import hostile_text
 from tests.reliability.loop_thread import LoopThread

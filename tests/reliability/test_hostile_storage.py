@@ -24,12 +24,12 @@ import pytest
 
 from adapters.console import ConsoleSurface, chat
 from adapters.slack import SlackAdapter
-from benchmarks.soak import slack_settings
 from bot.emulator import ManualClock, Rule, Script, run_emulator
 from bot.engine import Bot
+from fakes.configs import slack_settings
+from fakes.slack_api import FakeSlack
 from storage.base import StoreError
 from storage.sqlite import SQLiteStore
-from tests.fakes.slack_api import FakeSlack
 from tests.reliability.helpers import RecordingStore, message, running_bot, team
 
 

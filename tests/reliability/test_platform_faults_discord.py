@@ -34,13 +34,12 @@ import pytest
 import pytest_asyncio
 
 from adapters.discord import DiscordAdapter, DiscordSettings
-from adapters.discord.constants import DM_FALLBACK_NOTE, ELSEWHERE_NOTICE
+from adapters.discord.constants import DM_FALLBACK_NOTE, ELSEWHERE_NOTICE, MESSAGE_TEXT
 from adapters.discord.rendering import format_reply
-from adapters.discord.splitting import split_message
 from bot.engine import Bot
 from bot.types import UNDELIVERABLE_PREFIX, Delegated, Reply, SubFinished, TextDelta
+from fakes.discord_server import CREATE_PUBLIC_THREADS, SEND_MESSAGES, FakeDiscord, RecordedCall
 from storage.base import TurnRecord
-from tests.fakes.discord_server import CREATE_PUBLIC_THREADS, SEND_MESSAGES, FakeDiscord, RecordedCall
 from tests.fakes.scripted_engine import ScriptedOrchestrator, TurnScript, WatchedStore, scripted_bot
 
 SHORT = "Here is what the team found: three sources agree."
@@ -237,7 +236,7 @@ def _answer_parts(fake: FakeDiscord, place: Place) -> list[str]:
 def _expected(scenario: str, channel: int) -> tuple[list[str], list[str]]:
     """The answer's parts where it belongs, and as sent to the user directly (its first line names the channel)."""
     text = format_reply(Reply(SCENARIOS[scenario].answer))
-    return split_message(text), split_message(DM_FALLBACK_NOTE.format(channel=channel) + text)
+    return MESSAGE_TEXT.split(text), MESSAGE_TEXT.split(DM_FALLBACK_NOTE.format(channel=channel) + text)
 
 
 async def _run_case(fake: FakeDiscord, adapter: DiscordAdapter, bot: Bot, orch: ScriptedOrchestrator, case: Case,

@@ -40,9 +40,9 @@ from adapters.slack import constants as c
 from adapters.slack.keys import conversation_key
 from bot.engine import Bot
 from bot.types import UNDELIVERABLE_PREFIX, Delegated, Retrying, SubFinished, TextDelta
+from fakes.slack_api import FAULT_KINDS, FakeSlack, FaultKind, Message
 from storage.base import TurnRecord
 from tests.fakes.scripted_engine import ScriptedOrchestrator, TurnScript, WatchedStore, scripted_bot
-from tests.fakes.slack_api import FAULT_KINDS, FakeSlack, FaultKind, Message
 from tests.slack.conftest import HttpSender, settings_for
 
 ANSWER = "Here is what the team found: three sources agree, and the summary is below. (Short, so one message.)"

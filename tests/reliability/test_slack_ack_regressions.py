@@ -15,12 +15,12 @@ import aiohttp
 import pytest
 
 from adapters.slack import SlackAdapter
-from benchmarks.soak import slack_settings, soak_team
 from bot.emulator import run_emulator
 from bot.engine import Bot, make_backend
+from fakes.configs import slack_settings, soak_team
+from fakes.slack_api import FakeSlack
 from storage.base import InboxMessage
 from storage.sqlite import SQLiteStore
-from tests.fakes.slack_api import FakeSlack
 
 
 class OrderedStore(SQLiteStore):

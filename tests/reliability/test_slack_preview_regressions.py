@@ -11,7 +11,7 @@ from adapters.slack.keys import Route
 from adapters.slack.status import StatusBoard
 from adapters.slack.surface import SlackSurface
 from bot.types import Reply, Started, TextDelta, TurnRef
-from tests.fakes.slack_api import FakeSlack
+from fakes.slack_api import FakeSlack
 
 
 def surface(fake: FakeSlack) -> SlackSurface:

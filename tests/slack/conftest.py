@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 
 from adapters.slack import SlackAdapter, SlackSettings
-from tests.fakes.slack_api import FakeSlack
+from fakes.slack_api import FakeSlack
 from tests.slack.fake_bot import FakeBot
 
 os.environ.setdefault("SKIP_SLACK_SDK_WARNING", "1")

@@ -122,6 +122,9 @@ class FakeBot:
             await self.command_gate.wait()
         return self.command_result
 
+    async def has_conversation(self, conversation: str) -> bool:
+        return False  # the adapter's own memory of its threads is all these tests use
+
     # ---- test helpers -----------------------------------------------------------------------------------------------
 
     @property

@@ -8,7 +8,7 @@ import time
 
 from adapters.slack import SlackAdapter
 from bot.types import CommandResult, Delegated, Started
-from tests.fakes.slack_api import FakeSlack, statuses
+from fakes.slack_api import FakeSlack, statuses
 from tests.slack.conftest import HttpSender, mention
 from tests.slack.fake_bot import FakeBot
 

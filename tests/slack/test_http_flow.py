@@ -6,7 +6,7 @@ import itertools
 
 from adapters.slack import constants as c
 from bot.types import Delegated, Reply, Started, SubFinished, TextDelta
-from tests.fakes.slack_api import FakeSlack
+from fakes.slack_api import FakeSlack
 from tests.slack.conftest import HttpSender, Outcomes, mention, message
 from tests.slack.fake_bot import ANSWER, FakeBot
 

@@ -14,7 +14,7 @@ from slack_bolt.response import BoltResponse
 from adapters.slack import SlackAdapter
 from adapters.slack import constants as c
 from adapters.slack.settings import DEFAULT_SUGGESTED_PROMPTS
-from tests.fakes.slack_api import FakeSlack
+from fakes.slack_api import FakeSlack
 from tests.slack.conftest import settings_for
 from tests.slack.fake_bot import FakeBot
 

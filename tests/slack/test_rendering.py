@@ -6,10 +6,9 @@ import asyncio
 import itertools
 
 from adapters.slack import constants as c
-from adapters.slack.splitting import slack_len
 from adapters.slack.turn_view import NOT_IN_THREAD_NOTE
 from bot.types import Delegated, Failed, Reply, Retrying, Started, SubFinished, TextDelta
-from tests.fakes.slack_api import FakeSlack, FaultKind, statuses
+from fakes.slack_api import FakeSlack, FaultKind, statuses
 from tests.slack.conftest import TEST_UPDATE_INTERVAL, AdapterFactory, HttpSender, mention
 from tests.slack.fake_bot import ANSWER, FakeBot, pause, team_script
 
@@ -71,8 +70,8 @@ async def test_long_answer_streamed_is_split_never_cut(fake: FakeSlack, bot: Fak
     assert len(messages) > 2
     assert "".join(m.text for m in messages) == answer
     assert messages[0].ts == delivery.ts
-    assert slack_len(messages[0].text) <= c.STREAM_MESSAGE_MAX_CHARS
-    assert all(slack_len(m.text) <= c.MESSAGE_PART_MAX_CHARS for m in messages[1:])
+    assert c.MESSAGE_TEXT.length(messages[0].text) <= c.STREAM_MESSAGE_MAX_CHARS
+    assert all(c.MESSAGE_TEXT.length(m.text) <= c.MESSAGE_PART_MAX_CHARS for m in messages[1:])
     assert all(call.ok for call in fake.calls), fake.summary()
     parts = [m.metadata["event_payload"] for m in messages]
     assert [p["part"] for p in parts] == list(range(1, len(messages) + 1))
@@ -90,7 +89,7 @@ async def test_long_answer_in_the_fallback_is_split_below_update_limits(
     await bot.wait_deliveries(1)
     messages = fake.bot_messages("C0GENERAL", event["ts"])
     assert "".join(m.text for m in messages) == answer
-    assert all(slack_len(m.text) <= c.MESSAGE_PART_MAX_CHARS for m in messages)
+    assert all(c.MESSAGE_TEXT.length(m.text) <= c.MESSAGE_PART_MAX_CHARS for m in messages)
     # nothing was refused except the stream itself (no msg_too_long)
     assert [call.response.get("error") for call in fake.calls if not call.ok] == ["streaming_not_supported_in_channel"]
 
@@ -198,7 +197,6 @@ async def test_status_is_refreshed_during_long_work_and_cleared(
 
 async def test_find_delivery_resumes_a_partly_posted_reply(fake: FakeSlack, bot: FakeBot, adapter):
     from adapters.slack.render import reply_metadata
-    from adapters.slack.splitting import split_text
     from bot.types import TurnRef
 
     answer = long_answer()
@@ -220,7 +218,7 @@ async def test_find_delivery_resumes_a_partly_posted_reply(fake: FakeSlack, bot:
     surface = adapter.surface
     assert await surface.find_delivery(turn) is None
     # a crash after the first two parts were posted
-    parts = split_text(answer, c.MESSAGE_PART_MAX_CHARS)
+    parts = c.MESSAGE_TEXT.split(answer)
     end = 0
     for i, part in enumerate(parts[:2]):
         end += len(part)

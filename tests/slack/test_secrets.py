@@ -8,7 +8,7 @@ import pytest
 
 from adapters.slack import SlackAdapter
 from bot.types import Failed, Reply, Started
-from tests.fakes.slack_api import FakeSlack
+from fakes.slack_api import FakeSlack
 from tests.slack.conftest import HttpSender, mention, settings_for
 from tests.slack.fake_bot import FakeBot
 

@@ -6,7 +6,7 @@ import asyncio
 
 from adapters.slack import SlackAdapter
 from bot.types import CommandResult
-from tests.fakes.slack_api import FakeSlack
+from fakes.slack_api import FakeSlack
 from tests.slack.conftest import AdapterFactory, mention
 from tests.slack.fake_bot import ANSWER, FakeBot
 

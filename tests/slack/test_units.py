@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import json
+import time
+
 import aiohttp
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from slack_sdk.errors import SlackApiError
+from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from adapters.slack import constants as c
+from adapters.slack.app import refuse_request
 from adapters.slack.keys import Route, ThreadRegistry, conversation_key
 from adapters.slack.listeners.messages import strip_mentions
 from adapters.slack.render import Task, placeholder_text
 from adapters.slack.retry import classify, error_name, retry_after
 from adapters.slack.settings import SettingsError, SlackSettings
-from adapters.slack.splitting import slack_len, split_text
 from adapters.slack.status import loading_messages
 from bot.backoff import backoff_delay, retrying
 
@@ -25,9 +29,9 @@ TEXT = st.text(alphabet=st.sampled_from(list("ab c.\n`🙂é")), max_size=3000) 
 @settings(max_examples=300, deadline=None)
 @given(text=TEXT, limit=st.integers(min_value=2, max_value=400))
 def test_split_never_cuts_and_respects_the_limit(text: str, limit: int):
-    parts = split_text(text, limit)
+    parts = c.MESSAGE_TEXT.split(text, limit=limit)
     assert "".join(parts) == text
-    assert all(slack_len(p) <= limit for p in parts)
+    assert all(c.MESSAGE_TEXT.length(p) <= limit for p in parts)
     assert all(parts)
 
 
@@ -35,27 +39,27 @@ def test_split_never_cuts_and_respects_the_limit(text: str, limit: int):
 @given(text=TEXT, first=st.integers(min_value=2, max_value=600), data=st.data())
 def test_split_keeps_a_shown_prefix_in_the_first_part(text: str, first: int, data: st.DataObject):
     shown = data.draw(st.integers(min_value=0, max_value=len(text)))
-    if slack_len(text[:shown]) > first:
+    if c.MESSAGE_TEXT.length(text[:shown]) > first:
         return
-    parts = split_text(text, 50, first_limit=first, first_min=shown)
+    parts = c.MESSAGE_TEXT.split(text, limit=50, first_limit=first, first_min=shown)
     assert "".join(parts) == text
     assert parts == [] or parts[0].startswith(text[:shown])
-    assert parts == [] or slack_len(parts[0]) <= first
+    assert parts == [] or c.MESSAGE_TEXT.length(parts[0]) <= first
 
 
 def test_split_prefers_paragraphs_and_keeps_code_fences_whole():
     code = "```\n" + "\n".join(f"line {i}" for i in range(20)) + "\n```"
     text = "Intro paragraph.\n\n" + code + "\n\nOutro paragraph with words."
-    parts = split_text(text, len(code) + 25)
+    parts = c.MESSAGE_TEXT.split(text, limit=len(code) + 25)
     assert "".join(parts) == text
     assert any(code in p for p in parts)
     assert parts[0].endswith("\n\n")
 
 
 def test_emoji_count_as_two_units():
-    assert slack_len("🙂") == 2
-    parts = split_text("🙂" * 10, 5)
-    assert all(slack_len(p) <= 5 for p in parts) and "".join(parts) == "🙂" * 10
+    assert c.MESSAGE_TEXT.length("🙂") == 2
+    parts = c.MESSAGE_TEXT.split("🙂" * 10, limit=5)
+    assert all(c.MESSAGE_TEXT.length(p) <= 5 for p in parts) and "".join(parts) == "🙂" * 10
 
 
 def test_keys_and_routes():
@@ -94,7 +98,7 @@ def test_loading_messages_are_bounded():
 def test_placeholder_stays_below_the_update_limit():
     tasks = [Task(f"call{i}", f"sub{i}", "x" * 500) for i in range(40)]
     text = placeholder_text(tasks, "preview " * 2000)
-    assert slack_len(text) <= c.MESSAGE_PART_MAX_CHARS
+    assert c.MESSAGE_TEXT.length(text) <= c.MESSAGE_PART_MAX_CHARS
     assert text.endswith("preview ")
 
 
@@ -213,3 +217,56 @@ def test_a_dropped_connection_is_transient_and_a_429_says_how_long_to_wait():
     assert classify(ConnectionResetError(104, "Connection reset by peer")) == "transient"
     assert retry_after(_slack_error(429, {"ok": False, "error": "ratelimited"}, {"Retry-After": "7"})) == 7.0
     assert retry_after(_slack_error(500, {"ok": False, "error": "internal_error"})) is None
+
+
+# ---- request verification (slack_sdk's SignatureVerifier behind our 401 / 400 answers) -------------------------
+
+SECRET = "unit-signing-secret"
+EVENT_BODY = json.dumps({"type": "event_callback", "event": {"type": "app_mention"}})
+
+
+def _signed(body: str, age: float, secret: str = SECRET) -> dict[str, str]:
+    timestamp = str(int(time.time() - age))
+    signature = SignatureVerifier(secret).generate_signature(timestamp=timestamp, body=body)
+    assert signature is not None
+    return {"X-Slack-Request-Timestamp": timestamp, "X-Slack-Signature": signature, "Content-Type": "application/json"}
+
+
+@pytest.mark.parametrize(
+    ("age", "answer"),
+    [
+        (0, None),
+        (c.SIGNATURE_MAX_AGE_SECONDS - 10, None),  # late but within the window
+        (-(c.SIGNATURE_MAX_AGE_SECONDS - 10), None),  # a clock ahead of ours, within the window: the verifier's abs()
+        (c.SIGNATURE_MAX_AGE_SECONDS + 10, (401, "request timestamp too old or in the future (replayed?)")),
+        (-(c.SIGNATURE_MAX_AGE_SECONDS + 10), (401, "request timestamp too old or in the future (replayed?)")),
+    ],
+)
+def test_the_signature_window_is_five_minutes_either_way(age: float, answer: tuple[int, str] | None):
+    verifier = SignatureVerifier(SECRET)
+    assert refuse_request(EVENT_BODY.encode(), _signed(EVENT_BODY, age), verifier) == answer
+
+
+def test_refusals_say_why():
+    verifier = SignatureVerifier(SECRET)
+    raw = EVENT_BODY.encode()
+    good = _signed(EVENT_BODY, 0)
+    assert refuse_request(raw, _signed(EVENT_BODY, 0, secret="another"), verifier) == (401, "invalid signature")
+    assert refuse_request(raw + b" ", good, verifier) == (401, "invalid signature")  # tampered
+    assert refuse_request(raw, good | {"X-Slack-Signature": "v0=é"}, verifier) == (401, "invalid signature")
+    assert refuse_request(raw, good, None) == (401, "invalid signature")  # no secret: nothing is trusted
+    no_timestamp = {k: v for k, v in good.items() if k != "X-Slack-Request-Timestamp"}
+    malformed = (401, "missing or malformed X-Slack-Request-Timestamp")
+    assert refuse_request(raw, no_timestamp, verifier) == malformed
+    assert refuse_request(raw, good | {"X-Slack-Request-Timestamp": "soon"}, verifier) == malformed
+    assert refuse_request(b"\xff{", good, verifier) == (400, "body is not a Slack payload")
+    not_an_object = "[1, 2]"
+    assert refuse_request(not_an_object.encode(), _signed(not_an_object, 0), verifier) == (
+        400,
+        "body is not a Slack payload",
+    )
+
+
+def test_http_mode_refuses_a_blank_signing_secret():
+    with pytest.raises(SettingsError, match="SLACK_SIGNING_SECRET"):
+        SlackSettings(bot_token="xoxb-1", mode="http", signing_secret="   ")

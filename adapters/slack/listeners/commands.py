@@ -17,7 +17,6 @@ from slack_bolt.async_app import AsyncApp
 from adapters.slack import constants as c
 from adapters.slack.keys import channel_key, conversation_key, is_dm_channel
 from adapters.slack.listeners.deps import Deps
-from adapters.slack.splitting import split_text
 from bot.types import Actor, CommandContext, CommandResult
 
 log = logging.getLogger(__name__)
@@ -57,7 +56,7 @@ async def _clear_indicators(deps: Deps, channel: str, text: str) -> None:
 
 
 async def answer(deps: Deps, respond: Respond, *, channel: str, user: str, text: str) -> None:
-    parts = split_text(text or "Done.", c.MESSAGE_PART_MAX_CHARS)[:RESPONSE_URL_MAX_POSTS]
+    parts = c.MESSAGE_TEXT.split(text or "Done.")[:RESPONSE_URL_MAX_POSTS]
     for part in parts:
         try:
             resp = await respond(text=part, response_type="ephemeral", replace_original=False)
