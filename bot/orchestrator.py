@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from bot.backends.base import (
+    TERMINAL,
     Backend,
     BackendError,
     RunInput,
@@ -31,6 +32,7 @@ from bot.types import Delegated, Progress, Retrying, SubFinished, TextDelta, Usa
 from storage.base import ToolCallRecord, TranscriptEntry, TurnRecord, TurnUpdate
 
 log = logging.getLogger("switchboard.orchestrator")
+TERMINAL_RUN_STATUSES = TERMINAL | {"superseded"}
 
 PROXY_SCOPE = "proxy"
 MAIN_THREAD = "main"
@@ -178,14 +180,17 @@ class Orchestrator:
                 request = RunRequest(state.thread_id, agent, tools, RunInput(results=tuple(results)), metadata)
                 state = await self.supervisor.settle(scope, request, prior=state)
             except Exception:
-                await self._abandon(state)
+                await self._abandon(ctx, scope_path, state)
                 raise
             ctx.usage += state.usage
         return state
 
-    async def _abandon(self, state: RunState) -> None:
+    async def _abandon(self, ctx: TurnContext, scope_path: str, state: RunState) -> None:
         """This invocation failed while `state` waited for outputs: close its calls now, so the thread is ready for
         the next turn (best effort; a thread left stuck is still freed when the next run meets it)."""
+        latest = await self.store.latest_run(ctx.turn.id, scope_path)
+        if latest is not None and latest.remote_id == state.id and latest.status in TERMINAL_RUN_STATUSES:
+            return  # the run took our outputs and ended since (Assistants): nothing waits any more
         try:
             async with asyncio.timeout(self.team.limits.stream_idle_timeout):
                 await asyncio.shield(self.backend.abandon(state))

@@ -140,6 +140,11 @@ class Supervisor:
                 submit_to = None
             except Transient as exc:
                 await self._recover(scope, exc.reason, exc.retry_after)
+                if submit_to is not None:
+                    # The submit may have landed before its answer was lost: look at the run before resending.
+                    taken = await self._took_outputs(scope, request, submit_to)
+                    if taken is not None:
+                        return await self._judge(scope, taken)
             except Permanent as exc:
                 raise RunFailed(exc.user_text, exc.reason) from exc
 

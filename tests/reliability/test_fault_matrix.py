@@ -69,14 +69,6 @@ KNOWN_FAILURES: dict[str, str] = {
     "responses/delegation/POST:responses[proxy]1/break@0": _ORPHAN_CALLS,
     "responses/delegation/POST:responses[critic]1/timeout": _TIMEOUT_ORPHAN,
     "responses/delegation/POST:responses[critic]1/break@0": _TIMEOUT_ORPHAN,
-    "assistants/delegation/POST:threads/runs/submit_tool_outputs[proxy]1/timeout": (
-        "the submit took effect but was never answered; the supervisor submits again instead of looking at the run "
-        'first: 400 `Runs in status "completed" do not accept tool outputs.`'
-    ),
-    "assistants/delegation/POST:threads/runs/submit_tool_outputs[proxy]1/failed:invalid_prompt": (
-        "the run failed after taking the outputs; Orchestrator._abandon passes the stale requires_action state and "
-        "AssistantsBackend.abandon cancels a run that already failed: 400 `Cannot cancel run with status 'failed'.`"
-    ),
 }
 
 _RESULTS: list[Verdict] = []
