@@ -33,6 +33,7 @@ from bot.types import (
     Failed,
     Inbound,
     InvalidInbound,
+    Platform,
     Progress,
     Reply,
     Retrying,
@@ -43,7 +44,7 @@ from bot.types import (
 
 log = logging.getLogger("switchboard.console")
 
-PLATFORM = "console"
+PLATFORM: Platform = "console"
 PROMPT = "you> "
 ROUTE_LINE = "line"  # the event id of the line a turn answers (its newest message)
 ROUTE_PREVIEW = "preview"  # the start of that line, to label its answer should it come after a restart
@@ -67,7 +68,7 @@ class ConsoleSurface:
     answers nobody expects are labelled as answers to earlier messages. `separate` puts a blank line between
     answers (for piped output; a terminal has the prompt between them)."""
 
-    platform = PLATFORM
+    platform: Platform = PLATFORM
 
     def __init__(self, out: TextIO | None = None, err: TextIO | None = None, live: bool | None = None,
                  separate: bool = True) -> None:

@@ -285,7 +285,7 @@ class FakeDiscord:
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
         server = site._server
-        assert server is not None and server.sockets
+        assert isinstance(server, asyncio.Server) and server.sockets
         self.port = server.sockets[0].getsockname()[1]
         return self
 
@@ -865,7 +865,7 @@ class FakeDiscord:
         data: dict[str, Any] = {"id": command["id"], "name": name, "type": 1, "options": option_list}
         if command.get("guild_id"):
             data["guild_id"] = command["guild_id"]
-        channel_payload = {
+        channel_payload: dict[str, Any] = {
             k: channel[k] for k in ("id", "type", "name", "guild_id", "parent_id", "owner_id") if k in channel
         }
         if channel["type"] in THREAD_TYPES:

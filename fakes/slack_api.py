@@ -266,7 +266,7 @@ class FakeSlack:
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
         server = site._server
-        assert server is not None and server.sockets
+        assert isinstance(server, asyncio.Server) and server.sockets
         self.port = server.sockets[0].getsockname()[1]
         return self
 
@@ -390,10 +390,9 @@ class FakeSlack:
     def sign(self, body: str, *, timestamp: int | None = None, secret: str | None = None) -> dict[str, str]:
         ts = str(int(time.time()) if timestamp is None else timestamp)
         verifier = SignatureVerifier(secret or self.signing_secret)
-        return {
-            "X-Slack-Request-Timestamp": ts,
-            "X-Slack-Signature": verifier.generate_signature(timestamp=ts, body=body),
-        }
+        signature = verifier.generate_signature(timestamp=ts, body=body)
+        assert signature is not None  # None only without a timestamp
+        return {"X-Slack-Request-Timestamp": ts, "X-Slack-Signature": signature}
 
     # ---- payload builders ---------------------------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -43,7 +44,7 @@ from adapters.discord.constants import (
     UNKNOWN_INTERACTION,
 )
 from adapters.discord.rendering import nonce_for
-from adapters.discord.retry import NETWORK_ERRORS, is_transient, reason, retry_after, with_retries
+from adapters.discord.retry import CALL_ERRORS, is_transient, reason, retry_after, with_retries
 from adapters.discord.routing import Route, channel_key, conversation_key, keys_for
 from adapters.discord.settings import DiscordSettings
 from adapters.discord.surface import NO_MENTIONS, DiscordSurface
@@ -231,7 +232,7 @@ class CommandHandlers:
         while True:
             try:
                 return await interaction.response.defer(ephemeral=ephemeral, thinking=True)
-            except (discord.HTTPException, *NETWORK_ERRORS) as exc:
+            except CALL_ERRORS as exc:
                 if attempt and isinstance(exc, discord.HTTPException) and exc.code == INTERACTION_ALREADY_ACKNOWLEDGED:
                     log.info("interaction %s was acknowledged by an earlier try", interaction.id)
                     return None
@@ -316,7 +317,7 @@ class CommandHandlers:
                 ),
                 "putting the question into its thread",
             )
-        except (discord.HTTPException, *NETWORK_ERRORS) as exc:
+        except CALL_ERRORS as exc:
             log.info("cannot open a thread for /ask in channel %s (%s); answering in place", channel.id, reason(exc))
             return None
         try:
@@ -326,7 +327,7 @@ class CommandHandlers:
                 ),
                 "pointing the response at the thread",
             )
-        except (discord.HTTPException, *NETWORK_ERRORS) as exc:
+        except CALL_ERRORS as exc:
             log.warning("could not point the response of /ask %s at its thread: %s", interaction.id, reason(exc))
         guild_id = interaction.guild_id
         return Inbound(
@@ -388,6 +389,6 @@ class CommandHandlers:
             body = "⚠️ " + body
         for chunk in MESSAGE_TEXT.split(body):
             await self._retrying(
-                lambda chunk=chunk: interaction.followup.send(chunk, ephemeral=True, allowed_mentions=NO_MENTIONS),
+                functools.partial(interaction.followup.send, chunk, ephemeral=True, allowed_mentions=NO_MENTIONS),
                 "answering the command",
             )

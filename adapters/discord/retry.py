@@ -48,7 +48,9 @@ Failure = Literal["transient", "elsewhere", "gone", "token", "permanent"]
 ELSEWHERE_CODES = frozenset({MISSING_PERMISSIONS, MISSING_ACCESS, UNKNOWN_CHANNEL, CANNOT_SEND_TO_USER})
 TOKEN_CODES = frozenset({UNKNOWN_INTERACTION, UNKNOWN_WEBHOOK, INVALID_WEBHOOK_TOKEN})
 #: what can go wrong on the way to Discord (discord.py lets these through unwrapped)
-NETWORK_ERRORS: tuple[type[BaseException], ...] = (aiohttp.ClientError, OSError, TimeoutError)
+NETWORK_ERRORS: tuple[type[Exception], ...] = (aiohttp.ClientError, OSError, TimeoutError)
+#: everything a Discord REST call can fail with: its HTTP errors and `NETWORK_ERRORS` (one tuple, for `except`)
+CALL_ERRORS: tuple[type[Exception], ...] = (discord.HTTPException, *NETWORK_ERRORS)
 
 
 def classify(e: BaseException) -> Failure:

@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import functools
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine
@@ -59,9 +60,9 @@ from adapters.discord.rendering import (
     nonce_for,
     placeholder_embed,
 )
-from adapters.discord.retry import NETWORK_ERRORS, RetryPolicy, is_transient, reason, with_retries
+from adapters.discord.retry import CALL_ERRORS, RetryPolicy, is_transient, reason, with_retries
 from adapters.discord.routing import Route
-from bot.types import Progress, Reply, TurnRef, Undeliverable
+from bot.types import Platform, Progress, Reply, TurnRef, Undeliverable
 
 log = logging.getLogger("switchboard.discord.surface")
 
@@ -117,7 +118,7 @@ class _Scan:
 
 
 class DiscordSurface:
-    platform = "discord"
+    platform: Platform = "discord"
 
     def __init__(
         self,
@@ -200,7 +201,7 @@ class DiscordSurface:
             while not view.closed and self._clock.monotonic() - started < self._typing_max:
                 try:
                     await self._client.http.send_typing(view.route.channel_id)
-                except (discord.HTTPException, *NETWORK_ERRORS) as exc:
+                except CALL_ERRORS as exc:
                     if not is_transient(exc):
                         log.info("typing indicator refused in channel %s: %s", view.route.channel_id, exc)
                         return
@@ -232,7 +233,7 @@ class DiscordSurface:
                 view.last_render = self._clock.monotonic()  # pacing counts from each request's start
                 try:
                     await self._render(view)
-                except (discord.HTTPException, *NETWORK_ERRORS) as exc:
+                except CALL_ERRORS as exc:
                     log.warning("progress update failed for turn %s: %s", view.turn_id, reason(exc))
 
     async def _render(self, view: _TurnView) -> None:
@@ -245,7 +246,7 @@ class DiscordSurface:
                         await live.interaction.edit_original_response(content=None, embed=embed)
                         live.touched = True
                         return
-                    except (discord.HTTPException, *NETWORK_ERRORS) as exc:
+                    except CALL_ERRORS as exc:
                         if is_transient(exc):
                             raise  # the next render tries again
                         log.info("interaction response no longer editable (%s); continuing in the channel", exc)
@@ -306,7 +307,7 @@ class DiscordSurface:
                 delivered = await self._deliver_interaction(live, chunks)
                 if delivered is not None:
                     return delivered
-            except (discord.HTTPException, *NETWORK_ERRORS) as exc:
+            except CALL_ERRORS as exc:
                 log.warning("answering through the interaction failed (%s); posting in the channel", reason(exc))
                 live.handed_over = True
                 self._recovering.add(turn_id)  # some followups may have been posted: do not repeat them
@@ -332,8 +333,8 @@ class DiscordSurface:
                 for chunk in chunks[1:]:
                     followups.append(
                         await self._retrying(
-                            lambda chunk=chunk: interaction.followup.send(
-                                chunk, wait=True, allowed_mentions=NO_MENTIONS
+                            functools.partial(
+                                interaction.followup.send, chunk, wait=True, allowed_mentions=NO_MENTIONS
                             ),
                             "posting a followup",
                         )
@@ -347,7 +348,7 @@ class DiscordSurface:
             except BaseException:
                 # the answer is posted again elsewhere: its parts already here would be read twice
                 for followup in followups:
-                    with contextlib.suppress(discord.HTTPException, *NETWORK_ERRORS):
+                    with contextlib.suppress(*CALL_ERRORS):
                         await followup.delete()
                 raise
         return str(live.original_id)
@@ -452,7 +453,7 @@ class DiscordSurface:
                 await self._retrying(partial.delete, "removing a message that must not stay")
             except discord.NotFound:
                 pass
-            except (discord.HTTPException, *NETWORK_ERRORS) as exc:
+            except CALL_ERRORS as exc:
                 log.warning("could not remove message %s: %s", message_id, reason(exc))
 
     async def _deliver_elsewhere(
@@ -495,7 +496,7 @@ class DiscordSurface:
                 )
             else:
                 await self._retrying(lambda: interaction.delete_original_response(), "removing the response")
-        except (discord.HTTPException, *NETWORK_ERRORS) as exc:
+        except CALL_ERRORS as exc:
             log.info("could not settle the interaction response: %s", reason(exc))
 
     # ------------------------------------------------------------------ Surface: find_delivery
@@ -564,7 +565,7 @@ class DiscordSurface:
 
     async def _send(
         self,
-        channel: discord.abc.Messageable,
+        channel: discord.PartialMessageable | discord.DMChannel,
         content: str | None,
         nonce: str,
         *,
@@ -578,9 +579,10 @@ class DiscordSurface:
             return await self._retrying(
                 lambda: channel.send(
                     content,
-                    embed=embed,
+                    # discord.py's overloads leave out the None that the implementation takes (and defaults to)
+                    embed=embed,  # type: ignore[arg-type]
                     nonce=nonce,
-                    reference=reference,
+                    reference=reference,  # type: ignore[arg-type]
                     allowed_mentions=NO_MENTIONS,
                     mention_author=False,
                 ),

@@ -139,14 +139,16 @@ class SlackAdapter:
     async def start(self) -> None:
         await self._identify()
         if self.settings.mode == "socket":
+            app_token = self.settings.app_token
+            assert app_token is not None  # SlackSettings.__post_init__ requires it in socket mode
             self._socket = AsyncSocketModeHandler(
                 self.app,
-                app_token=self.settings.app_token,
+                app_token=app_token,
                 web_client=self.client,
                 ping_interval=SOCKET_PING_INTERVAL_SECONDS,
             )
             # ask for the websocket URL ourselves: the SDK would retry a rejected app token forever
-            self._socket.client.wss_uri = await self._open_socket_url()
+            self._socket.client.wss_uri = await self._open_socket_url(app_token)
             await self._socket.connect_async()
             log.info("Slack adapter connected (Socket Mode) as %s", self.bot_user_id)
         else:
@@ -201,9 +203,9 @@ class SlackAdapter:
             ) from None
         self.bot_user_id = resp.get("user_id")
 
-    async def _open_socket_url(self) -> str:
+    async def _open_socket_url(self, app_token: str) -> str:
         try:
-            resp = await self.client.apps_connections_open(app_token=self.settings.app_token)
+            resp = await self.client.apps_connections_open(app_token=app_token)
         except SlackApiError as e:
             raise SettingsError(
                 f"Slack rejected SLACK_APP_TOKEN (apps.connections.open: {e.response.get('error')}); generate an "

@@ -23,7 +23,7 @@ from __future__ import annotations
 import fnmatch
 import itertools
 import random
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypedDict, Unpack
 
@@ -667,7 +667,7 @@ class Faults:
         target = data.pop("target_id", None) or data.pop("id", None)
         try:
             if target is not None:
-                immediate = {
+                immediate: dict[str, Callable[[str], Fault | None]] = {
                     "cancel": self.cancel,
                     "expire": self.expire,
                     "delete_conversation": self.delete_conversation,

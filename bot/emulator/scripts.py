@@ -260,7 +260,8 @@ def _strip_prefix(name: str) -> str:
 _RULE_FIELDS = {"match", "on", "reply", "calls", "delay", "fail", "fail_message", "incomplete", "times"}
 
 
-def rule_from_dict(data: Mapping[str, Any]) -> Rule:
+def rule_from_dict(data: Mapping[Any, Any]) -> Rule:
+    """A rule from its YAML/JSON form; keys are field names, or `True` for a bare YAML 1.1 `on:`."""
     data = dict(data)
     if True in data:  # YAML 1.1 reads a bare `on:` key as the boolean true
         data["on"] = data.pop(True)

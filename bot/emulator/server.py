@@ -16,7 +16,7 @@ import contextlib
 import itertools
 import logging
 import secrets
-from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -258,7 +258,7 @@ class Emulator:
 
     @web.middleware
     async def _middleware(
-        self, request: web.Request, handler: Callable[[web.Request], Coroutine[Any, Any, web.StreamResponse]]
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
         request_id = f"req_{self._request_prefix}{next(self._request_ids):016x}"
         request[REQUEST_ID] = request_id
@@ -307,7 +307,7 @@ class Emulator:
     async def _answer(
         self,
         request: web.Request,
-        handler: Callable[[web.Request], Coroutine[Any, Any, web.StreamResponse]],
+        handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
         info: RequestInfo,
     ) -> tuple[web.StreamResponse, str | None]:
         """Handle the request as its faults say; also returns the kind of fault that decided the answer, if any."""
@@ -438,7 +438,7 @@ class Emulator:
         return body if isinstance(body, dict) else {}
 
     async def _call(
-        self, request: web.Request, handler: Callable[[web.Request], Coroutine[Any, Any, web.StreamResponse]]
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
         try:
             return await handler(request)
