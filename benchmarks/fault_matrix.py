@@ -9,7 +9,7 @@ the provider requests it makes are recorded in order: method, route, agent, and 
 delivered. Each request is a *fault point*, named ``METHOD route [agent] #n``: the n-th request of that route for
 that agent (``[-]``: a request the emulator cannot attribute to an agent, counted among all of its route). The turn
 is then replayed once per (point, kind) with exactly that one fault bound to that request (`Fault.nth`, see
-`bot/emulator/faults.py`), so a cell always hits the same request. Requests made while the bot starts (the
+`emulator/faults.py`), so a cell always hits the same request. Requests made while the bot starts (the
 Assistants backend's assistant sync) are not points.
 
 Reference turns: `plain` (an answer), `delegation` (one sub-assistant), `parallel` (three at once), `nested` (the
@@ -72,10 +72,10 @@ from pathlib import Path
 from typing import Any
 
 from bot.config import AgentConfig, Limits, TeamConfig
-from bot.emulator import Emulator, Fault, ManualClock, run_emulator
-from bot.emulator.faults import ENDING_KINDS, Injection
 from bot.engine import INTERNAL_ERROR_TEXT, Bot
 from bot.types import Inbound, Progress, Reply, TurnRef
+from emulator import Emulator, Fault, ManualClock, run_emulator
+from emulator.faults import ENDING_KINDS, Injection
 
 BACKENDS = ("responses", "assistants")
 SUBS = ("researcher", "critic", "planner")
@@ -1048,7 +1048,7 @@ def quiet_logging() -> EngineLog:
     logging.getLogger("switchboard").propagate = False
     logging.getLogger().addHandler(logging.NullHandler())
     logging.getLogger("aiohttp").setLevel(logging.CRITICAL)
-    logging.getLogger("bot.emulator").setLevel(logging.CRITICAL)
+    logging.getLogger("emulator").setLevel(logging.CRITICAL)
     return handler
 
 

@@ -50,9 +50,9 @@ import aiohttp
 
 from adapters.slack import SlackAdapter
 from adapters.slack import constants as slack_constants
-from bot.emulator import run_emulator
 from bot.engine import Bot, make_backend
 from bot.types import Inbound, InvalidInbound, Progress, Reply, TurnRef
+from emulator import run_emulator
 from fakes.configs import SUBS, slack_settings, soak_team
 from fakes.console import ConsolePlatform, Posted
 from fakes.slack_api import FakeSlack

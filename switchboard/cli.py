@@ -166,7 +166,7 @@ def _doctor(args: argparse.Namespace) -> int:
 
 
 def _emulator(args: argparse.Namespace) -> int:
-    from bot.emulator.cli import run_from_args
+    from emulator.cli import run_from_args
 
     return run_from_args(args)
 

@@ -42,8 +42,8 @@ DEMO_CONVERSATION = "console:demo:default"
 async def run_demo(token_delay: float, work_seconds: float) -> int:
     """Run the demo chat until standard input ends; returns the exit code."""
     from bot.config import parse_config
-    from bot.emulator import run_emulator
-    from bot.emulator.scripts import Rule, Script
+    from emulator import run_emulator
+    from emulator.scripts import Rule, Script
     from switchboard.runner import run_console
 
     slow = Script(rules=[Rule(delay=work_seconds)])  # default behaviour, but each sub takes a moment

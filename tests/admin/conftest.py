@@ -4,7 +4,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from bot.emulator import Emulator, run_emulator
+from emulator import Emulator, run_emulator
 
 
 @pytest.fixture

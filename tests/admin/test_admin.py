@@ -7,8 +7,8 @@ import dataclasses
 import sqlite3
 
 from bot.config import PlatformConfig
-from bot.emulator import Rule, Script
 from bot.types import Actor, CommandContext
+from emulator import Rule, Script
 from tests.engine.harness import inbound, running_bot, team
 
 CONV = "console:test:c1"

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from bot.admin_socket import AlreadyRunning
-from bot.emulator import Rule, Script, run_emulator
 from bot.engine import Bot
+from emulator import Rule, Script, run_emulator
 from fakes.discord_server import FakeDiscord
 from fakes.slack_api import FakeSlack
 from storage.sqlite import SQLiteStore

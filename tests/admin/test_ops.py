@@ -9,9 +9,9 @@ import sqlite3
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from bot.emulator import Rule, Script
 from bot.logs import setup_logging
 from bot.ops import OpsServer
+from emulator import Rule, Script
 from storage.sqlite import SQLiteStore
 from tests.engine.harness import inbound, running_bot, team
 

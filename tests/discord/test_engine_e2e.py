@@ -9,9 +9,9 @@ import pytest
 
 from adapters.discord import DiscordAdapter
 from adapters.discord.rendering import PROGRESS_FOOTER
-from bot.emulator import Emulator, Rule, Script, run_emulator
 from bot.engine import Bot
 from bot.types import Reply, TurnRef
+from emulator import Emulator, Rule, Script, run_emulator
 from tests.discord.conftest import World
 from tests.engine.harness import team
 

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import openai
 import pytest
 
-from bot.emulator import Emulator, ManualClock, run_emulator
+from emulator import Emulator, ManualClock, run_emulator
 
 TEST_TIMEOUT = 30  # seconds; a hung emulator test fails fast instead of waiting for the global timeout
 RETRY_AFTER = 0.01  # seconds announced on injected 429s: small so SDK retries stay fast

@@ -10,7 +10,7 @@ import openai
 import pytest
 from openai.types.beta import Assistant
 
-from bot.emulator import Emulator, ManualClock, Rule, Script
+from emulator import Emulator, ManualClock, Rule, Script
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 

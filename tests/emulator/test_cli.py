@@ -1,4 +1,4 @@
-"""`switchboard emulator` (bot.emulator.cli.run_from_args) in a real subprocess: it announces its address,
+"""`switchboard emulator` (emulator.cli.run_from_args) in a real subprocess: it announces its address,
 serves the SDK, loads a scripts file and stops cleanly on SIGINT."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ STARTUP_TIMEOUT = 20.0
 
 LAUNCHER = """
 import argparse, sys
-from bot.emulator.cli import run_from_args
+from emulator.cli import run_from_args
 args = argparse.Namespace(host="127.0.0.1", port=0, latency=0.0, token_delay=0.0, scripts=sys.argv[1])
 sys.exit(run_from_args(args))
 """
@@ -53,7 +53,7 @@ async def test_cli_serves_until_interrupted(tmp_path: Path) -> None:
 
 MANUAL_LAUNCHER = """
 import argparse, sys
-from bot.emulator.cli import run_from_args
+from emulator.cli import run_from_args
 args = argparse.Namespace(host="127.0.0.1", port=0, latency=0.0, token_delay=0.0, scripts=None,
                           manual_clock=True, expiry_seconds=60.0, seed=3, retry_after=None)
 sys.exit(run_from_args(args))

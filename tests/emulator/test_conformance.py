@@ -23,7 +23,7 @@ from openapi_core.testing import MockRequest, MockResponse
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-from bot.emulator import Emulator, Rule, Script
+from emulator import Emulator, Rule, Script
 from tests.emulator.conftest import ask_tools
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

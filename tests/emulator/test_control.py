@@ -9,7 +9,7 @@ import aiohttp
 import openai
 import pytest
 
-from bot.emulator import Emulator, ManualClock
+from emulator import Emulator, ManualClock
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 import openai
 import pytest
 
-from bot.emulator import Emulator, ManualClock, Rule, Script
+from emulator import Emulator, ManualClock, Rule, Script
 from tests.emulator.conftest import ask_tools
 
 LOCKED = "Another process is currently operating on this conversation. Please retry in a few seconds."

@@ -9,7 +9,7 @@ import aiohttp
 import openai
 import pytest
 
-from bot.emulator import Emulator, Fault
+from emulator import Emulator, Fault
 from tests.emulator.conftest import ask_tools
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import openai
 import pytest
 
-from bot.emulator import Emulator, ManualClock, Rule, Script, run_emulator
+from emulator import Emulator, ManualClock, Rule, Script, run_emulator
 from tests.emulator.conftest import RETRY_AFTER
 
 

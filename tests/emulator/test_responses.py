@@ -9,7 +9,7 @@ import time
 import openai
 import pytest
 
-from bot.emulator import Emulator, ManualClock, Rule, Script, ToolCall, run_emulator
+from emulator import Emulator, ManualClock, Rule, Script, ToolCall, run_emulator
 from tests.emulator.conftest import ask_tools
 
 

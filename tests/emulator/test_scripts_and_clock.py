@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.emulator import ManualClock, Rule, Script, ToolResult, Turn, default_plan, load_scripts
-from bot.emulator.scripts import script_for
+from emulator import ManualClock, Rule, Script, ToolResult, Turn, default_plan, load_scripts
+from emulator.scripts import script_for
 
 
 def _turn(text: str, **fields: object) -> Turn:

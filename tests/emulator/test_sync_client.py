@@ -7,7 +7,7 @@ import asyncio
 import openai
 import pytest
 
-from bot.emulator import Emulator
+from emulator import Emulator
 from tests.emulator.conftest import ask_tools
 
 

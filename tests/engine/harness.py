@@ -13,9 +13,9 @@ from typing import Any
 
 from bot.backends.assistants import TAG_KEY
 from bot.config import AgentConfig, Limits, TeamConfig
-from bot.emulator import Emulator
 from bot.engine import Bot
 from bot.types import Inbound, Progress, Reply, TurnRef
+from emulator import Emulator
 
 WAIT_SECONDS = 20.0
 BACKENDS = ("responses", "assistants")

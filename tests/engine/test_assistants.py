@@ -16,8 +16,8 @@ import openai
 
 from bot.backends import assistants as assistants_module
 from bot.backends.assistants import TAG_KEY, AssistantsBackend
-from bot.emulator import ManualClock, Rule, Script, run_emulator
 from bot.engine import Bot
+from emulator import ManualClock, Rule, Script, run_emulator
 from storage.sqlite import SQLiteStore
 from tests.engine.harness import (
     RecordingSurface,

@@ -7,8 +7,8 @@ import argparse
 import pytest
 
 from bot.admin_socket import InstanceLock
-from bot.emulator import ManualClock, Rule, Script, run_emulator
 from bot.migrate import migrate, migrate_command, thread_paths
+from emulator import ManualClock, Rule, Script, run_emulator
 from tests.engine.harness import inbound, remote_runs, run_input_texts, running_bot, team, thread_texts
 from tests.engine.test_cli import run_cli
 

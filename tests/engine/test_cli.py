@@ -36,7 +36,7 @@ async def test_demo_with_piped_input_answers_each_line_on_stdout():
 
 
 async def test_chat_against_an_emulator_and_status_afterwards(tmp_path):
-    from bot.emulator import run_emulator
+    from emulator import run_emulator
 
     team = tmp_path / "team.toml"
     team.write_text((REPO / "switchboard.example.toml").read_text())

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from bot.emulator import ManualClock, Rule, Script, run_emulator
+from emulator import ManualClock, Rule, Script, run_emulator
 from tests.engine.harness import remote_runs
 
 REPO = Path(__file__).resolve().parents[2]

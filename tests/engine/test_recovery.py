@@ -11,7 +11,7 @@ import asyncio
 
 import openai
 
-from bot.emulator import Rule, Script
+from emulator import Rule, Script
 from tests.engine.harness import (
     RUN_CREATE_PATHS,
     delete_remote_thread,

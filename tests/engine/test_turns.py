@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import itertools
 
-from bot.emulator import ManualClock, Rule, Script, ToolCall, run_emulator
+from emulator import ManualClock, Rule, Script, ToolCall, run_emulator
 from tests.engine.harness import inbound, remote_runs, run_input_texts, running_bot, team
 
 

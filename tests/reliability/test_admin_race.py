@@ -13,9 +13,9 @@ from collections.abc import AsyncIterator
 import pytest
 
 from bot.backends.base import Backend
-from bot.emulator import Emulator, ManualClock, Rule, Script, run_emulator
 from bot.engine import Bot, make_backend
 from bot.types import Actor, CommandContext
+from emulator import Emulator, ManualClock, Rule, Script, run_emulator
 from tests.engine.harness import BACKENDS, RecordingSurface, inbound, remote_runs, run_input_texts, team
 from tests.reliability.helpers import RecordingStore
 

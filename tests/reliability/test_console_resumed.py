@@ -10,8 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-from bot.emulator import ManualClock, Rule, Script, run_emulator
 from bot.orchestrator import MAIN_THREAD
+from emulator import ManualClock, Rule, Script, run_emulator
 from storage.base import InboxMessage, TurnRecord
 from storage.sqlite import SQLiteStore
 

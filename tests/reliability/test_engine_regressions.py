@@ -16,8 +16,8 @@ import dataclasses
 import pytest
 
 from bot.backends.base import RunRequest
-from bot.emulator import ManualClock, Rule, Script, run_emulator
 from bot.engine import INTERNAL_ERROR_TEXT, Bot, make_backend
+from emulator import ManualClock, Rule, Script, run_emulator
 from storage.base import StoreError
 from tests.reliability.helpers import RecordingStore, Surface, message, running_bot, team
 

@@ -24,8 +24,8 @@ import pytest
 
 from adapters.console import ConsoleSurface, chat
 from adapters.slack import SlackAdapter
-from bot.emulator import ManualClock, Rule, Script, run_emulator
 from bot.engine import Bot
+from emulator import ManualClock, Rule, Script, run_emulator
 from fakes.configs import slack_settings
 from fakes.slack_api import FakeSlack
 from storage.base import StoreError

@@ -15,8 +15,8 @@ import aiohttp
 import pytest
 
 from adapters.slack import SlackAdapter
-from bot.emulator import run_emulator
 from bot.engine import Bot, make_backend
+from emulator import run_emulator
 from fakes.configs import slack_settings, soak_team
 from fakes.slack_api import FakeSlack
 from storage.base import InboxMessage

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from bot.emulator import ManualClock, Rule, Script, run_emulator
+from emulator import ManualClock, Rule, Script, run_emulator
 from tests.reliability.helpers import message, running_bot, team
 
 

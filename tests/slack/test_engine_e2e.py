@@ -9,8 +9,8 @@ import pytest
 
 from adapters.slack import SlackAdapter
 from adapters.slack import constants as c
-from bot.emulator import Emulator, Rule, Script, run_emulator
 from bot.engine import Bot
+from emulator import Emulator, Rule, Script, run_emulator
 from fakes.slack_api import FakeSlack, statuses
 from tests.engine.harness import team
 from tests.slack.conftest import HttpSender, Outcomes, settings_for

@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from bot.emulator.errors import DUPLICATE_ITEM, NO_TOOL_CALL, NO_TOOL_OUTPUT, invalid_request
-from bot.emulator.scripts import ToolResult, Turn
-from bot.emulator.wire import JSON
+from emulator.errors import DUPLICATE_ITEM, NO_TOOL_CALL, NO_TOOL_OUTPUT, invalid_request
+from emulator.scripts import ToolResult, Turn
+from emulator.wire import JSON
 
 TEXT_PART_TYPES = ("input_text", "output_text", "text")
 ITEM_ID_PREFIX = {"message": "msg", "function_call": "fc", "function_call_output": "fco"}

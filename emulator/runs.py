@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from bot.emulator.errors import (
+from emulator.errors import (
     FAILURE_MESSAGES,
     RUN_CANNOT_CANCEL,
     RUN_NO_TOOL_OUTPUTS,
@@ -29,17 +29,17 @@ from bot.emulator.errors import (
     invalid_request,
     not_found,
 )
-from bot.emulator.events import EventLog
-from bot.emulator.faults import Fault, ObjectFaults
-from bot.emulator.httputil import AGENT, OBJECT_ID, bound_faults, json_response, read_json, stream_log
-from bot.emulator.items import function_tool_names
-from bot.emulator.responses import split_deltas
-from bot.emulator.scripts import Plan, ToolResult, Turn, script_for
-from bot.emulator.wire import JSON, list_page, page_params, sse_frame, tokens
+from emulator.events import EventLog
+from emulator.faults import Fault, ObjectFaults
+from emulator.httputil import AGENT, OBJECT_ID, bound_faults, json_response, read_json, stream_log
+from emulator.items import function_tool_names
+from emulator.responses import split_deltas
+from emulator.scripts import Plan, ToolResult, Turn, script_for
+from emulator.wire import JSON, list_page, page_params, sse_frame, tokens
 
 if TYPE_CHECKING:
-    from bot.emulator.assistants import AssistantsAPI, ThreadRecord
-    from bot.emulator.server import Emulator
+    from emulator.assistants import AssistantsAPI, ThreadRecord
+    from emulator.server import Emulator
 
 RUN_TERMINAL = frozenset({"completed", "failed", "cancelled", "expired", "incomplete"})
 RUN_INCOMPLETE_REASONS = ("max_completion_tokens", "max_prompt_tokens")  # PLATFORM_FACTS incomplete_details

@@ -24,12 +24,12 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from bot.emulator.errors import invalid_request, not_found
-from bot.emulator.httputil import json_response, read_json
-from bot.emulator.scripts import script_from_dict
+from emulator.errors import invalid_request, not_found
+from emulator.httputil import json_response, read_json
+from emulator.scripts import script_from_dict
 
 if TYPE_CHECKING:
-    from bot.emulator.server import Emulator
+    from emulator.server import Emulator
 
 
 class ControlAPI:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from bot.emulator.errors import not_found
-from bot.emulator.httputil import json_response
+from emulator.errors import not_found
+from emulator.httputil import json_response
 
 MODEL_IDS = ("gpt-5-mini", "gpt-5", "emu-1")
 CREATED = 1_767_225_600

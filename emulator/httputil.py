@@ -10,12 +10,12 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from bot.emulator.errors import APIError, invalid_request
-from bot.emulator.events import EventLog
-from bot.emulator.wire import JSON, dumps, loads
+from emulator.errors import APIError, invalid_request
+from emulator.events import EventLog
+from emulator.wire import JSON, dumps, loads
 
 if TYPE_CHECKING:
-    from bot.emulator.faults import Bound
+    from emulator.faults import Bound
 
 JSON_CONTENT_TYPE = "application/json"
 SSE_HEADERS = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"}

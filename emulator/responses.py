@@ -19,16 +19,16 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from bot.emulator.errors import (
+from emulator.errors import (
     CONVERSATION_LOCKED,
     FAILURE_MESSAGES,
     SYNC_RESPONSE_CANCEL,
     invalid_request,
     not_found,
 )
-from bot.emulator.events import EventLog
-from bot.emulator.faults import Fault, ObjectFaults
-from bot.emulator.httputil import (
+from emulator.events import EventLog
+from emulator.faults import Fault, ObjectFaults
+from emulator.httputil import (
     AGENT,
     OBJECT_ID,
     body_id,
@@ -39,7 +39,7 @@ from bot.emulator.httputil import (
     read_json,
     stream_log,
 )
-from bot.emulator.items import (
+from emulator.items import (
     build_turn,
     check_duplicates,
     check_tool_calls,
@@ -48,12 +48,12 @@ from bot.emulator.items import (
     message_text,
     normalise_input,
 )
-from bot.emulator.scripts import Plan, script_for
-from bot.emulator.wire import JSON, list_page, page_params, sse_frame, tokens
+from emulator.scripts import Plan, script_for
+from emulator.wire import JSON, list_page, page_params, sse_frame, tokens
 
 if TYPE_CHECKING:
-    from bot.emulator.conversations import ConversationRecord
-    from bot.emulator.server import Emulator
+    from emulator.conversations import ConversationRecord
+    from emulator.server import Emulator
 
 DEFAULT_MODEL = "gpt-5-emulated"
 DEFAULT_AGENT = "assistant"  # agent name when a request names none

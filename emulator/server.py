@@ -21,13 +21,13 @@ from typing import Any
 
 from aiohttp import web
 
-from bot.emulator.assistants import AssistantsAPI
-from bot.emulator.clock import Clock, RealClock
-from bot.emulator.control import ControlAPI
-from bot.emulator.conversations import ConversationRecord, ConversationsAPI
-from bot.emulator.errors import APIError, invalid_api_key, server_error
-from bot.emulator.faults import Bound, Faults, RequestInfo
-from bot.emulator.httputil import (
+from emulator.assistants import AssistantsAPI
+from emulator.clock import Clock, RealClock
+from emulator.control import ControlAPI
+from emulator.conversations import ConversationRecord, ConversationsAPI
+from emulator.errors import APIError, invalid_api_key, server_error
+from emulator.faults import Bound, Faults, RequestInfo
+from emulator.httputil import (
     AGENT,
     BOUND,
     DROPPED,
@@ -40,11 +40,11 @@ from bot.emulator.httputil import (
     error_response,
     query_flag,
 )
-from bot.emulator.models import ModelsAPI
-from bot.emulator.observe import Counters, LogEntry, RequestLog
-from bot.emulator.responses import ResponseRecord, ResponsesAPI
-from bot.emulator.scripts import Script
-from bot.emulator.wire import IdFactory, loads
+from emulator.models import ModelsAPI
+from emulator.observe import Counters, LogEntry, RequestLog
+from emulator.responses import ResponseRecord, ResponsesAPI
+from emulator.scripts import Script
+from emulator.wire import IdFactory, loads
 
 logger = logging.getLogger(__name__)
 

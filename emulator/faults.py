@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypedDict, Unpack
 
-from bot.emulator.errors import (
+from emulator.errors import (
     CONVERSATION_LOCKED,
     FAILURE_CODES,
     THREAD_LOCKED_MESSAGE,
@@ -38,7 +38,7 @@ from bot.emulator.errors import (
 )
 
 if TYPE_CHECKING:
-    from bot.emulator.server import Emulator
+    from emulator.server import Emulator
 
 Api = Literal["responses", "assistants"]
 LockKind = Literal["conversation", "run", "message"]

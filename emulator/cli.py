@@ -13,9 +13,9 @@ import signal
 import sys
 from typing import Any
 
-from bot.emulator.clock import ManualClock
-from bot.emulator.scripts import load_scripts
-from bot.emulator.server import Emulator
+from emulator.clock import ManualClock
+from emulator.scripts import load_scripts
+from emulator.server import Emulator
 
 
 async def serve(emulator: Emulator, host: str, port: int, stop: asyncio.Event | None = None) -> None:

@@ -8,7 +8,7 @@ import random
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from bot.emulator.errors import invalid_request
+from emulator.errors import invalid_request
 
 try:  # orjson is optional: it roughly halves encoding time on the hot path.
     import orjson as _orjson

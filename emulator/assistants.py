@@ -11,13 +11,13 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from bot.emulator.errors import THREAD_LOCKED_MESSAGE, invalid_request, not_found
-from bot.emulator.httputil import OBJECT_ID, json_response, read_json
-from bot.emulator.runs import RunRecord, RunsAPI
-from bot.emulator.wire import JSON, list_page, page_params
+from emulator.errors import THREAD_LOCKED_MESSAGE, invalid_request, not_found
+from emulator.httputil import OBJECT_ID, json_response, read_json
+from emulator.runs import RunRecord, RunsAPI
+from emulator.wire import JSON, list_page, page_params
 
 if TYPE_CHECKING:
-    from bot.emulator.server import Emulator
+    from emulator.server import Emulator
 
 DEFAULT_ASSISTANT_AGENT = "assistant"  # agent name of an assistant created without a name
 MAX_THREAD_MESSAGES_PER_CREATE = 32

@@ -1,11 +1,11 @@
 """A local OpenAI-compatible emulator (Responses, Conversations, Assistants v2) with scripted assistants and
 fault injection, for tests, benchmarks and `switchboard demo`. See docs/EMULATOR.md."""
 
-from bot.emulator.clock import Clock, ManualClock, RealClock
-from bot.emulator.errors import APIError
-from bot.emulator.faults import Fault, Faults
-from bot.emulator.observe import Counters, LogEntry, RequestLog
-from bot.emulator.scripts import (
+from emulator.clock import Clock, ManualClock, RealClock
+from emulator.errors import APIError
+from emulator.faults import Fault, Faults
+from emulator.observe import Counters, LogEntry, RequestLog
+from emulator.scripts import (
     Plan,
     PlannedCall,
     Rule,
@@ -17,7 +17,7 @@ from bot.emulator.scripts import (
     default_script,
     load_scripts,
 )
-from bot.emulator.server import Emulator, run_emulator
+from emulator.server import Emulator, run_emulator
 
 __all__ = [
     "APIError",

@@ -11,13 +11,13 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from bot.emulator.errors import invalid_request, not_found
-from bot.emulator.httputil import OBJECT_ID, json_response, read_json
-from bot.emulator.items import check_duplicates, normalise_input
-from bot.emulator.wire import JSON, list_page, page_params
+from emulator.errors import invalid_request, not_found
+from emulator.httputil import OBJECT_ID, json_response, read_json
+from emulator.items import check_duplicates, normalise_input
+from emulator.wire import JSON, list_page, page_params
 
 if TYPE_CHECKING:
-    from bot.emulator.server import Emulator
+    from emulator.server import Emulator
 
 MAX_ITEMS_PER_REQUEST = 20
 MAX_METADATA_PAIRS = 16
