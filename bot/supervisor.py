@@ -3,6 +3,9 @@
 It implements the recovery table of ARCHITECTURE.md on the normalised vocabulary of `bot.backends.base`, so it
 works the same for every backend. Every recovery costs one unit of the scope's budget and is announced through
 `Scope.on_retry`; when the budget is spent, `RunFailed` carries a sentence a user can read.
+
+Longer than our usual module on purpose: it is one state machine (the recovery table), and its paths share the
+scope's budget and run records, so split files would only pass those around.
 """
 
 from __future__ import annotations

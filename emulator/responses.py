@@ -8,6 +8,9 @@ client can resume with ``starting_after``). Delays run on the emulator clock; st
 
 Faults that end a response (`Faults.for_new_object`): `fail` / `incomplete` at its outcome, or any ending kind right
 after N events (`ObjectFaults.end`), decided inside the generation so where it stops is deterministic.
+
+Longer than our usual module on purpose: it is one API (the Responses endpoints and their generation task), modelled
+as one unit.
 """
 
 from __future__ import annotations

@@ -11,6 +11,9 @@ boundary, so ``runs.create(stream=True)`` ends there and ``submit_tool_outputs(s
 Faults apply per phase: the first phase takes the faults of the new run (`Faults.for_new_object`), each phase a
 submit_tool_outputs starts takes only the faults bound to that request (`Faults.for_phase`). A `gone` run ends and
 then answers 404 on every path naming it.
+
+Longer than our usual module on purpose: it is one state machine (an Assistants run, its events, expiry and the
+thread lock).
 """
 
 from __future__ import annotations

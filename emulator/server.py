@@ -7,6 +7,9 @@ Contract: every `/v1` request goes through one middleware that describes it (`de
 streams, creates a response/run or can meet a lock), binds the armed faults due at it (`Faults.bind`), applies the
 request-level ones (error answer, reset, timeout, container deletion) and logs it with its outcome (status, error,
 stream events sent, fault). `live_objects` and `rejections` say what a client left behind or sent wrongly.
+
+Longer than our usual module on purpose: the shared state, the middleware that applies faults and logs every
+request, and the app factory belong together.
 """
 
 from __future__ import annotations

@@ -31,6 +31,9 @@ Every REST call is recorded with `time.monotonic()` and the injected clock's `mo
 - `inject_server_error()`: HTTP 500 (Discord's JSON), 502 (the edge's HTML page) or 503 (the proxy's plain text);
 - `inject_reset()`: the connection is reset before any response (the request never took effect).
 DMs: `dm_closed` holds users who do not accept DMs from the bot (403 50007 on a post into their DM).
+
+Longer than our usual module on purpose (test-only): it is one fake service (REST and gateway), each rule citing the
+Discord doc it follows.
 """
 
 from __future__ import annotations

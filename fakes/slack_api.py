@@ -27,6 +27,9 @@ What it does:
   client and `wait_ack(envelope_id)` waits for its acknowledgement.
 - Slash-command `response_url`s (`new_response_url()`), recording what is posted to them.
 - `sign(body)`: X-Slack-Signature / X-Slack-Request-Timestamp headers for signed HTTP requests.
+
+Longer than our usual module on purpose (test-only): it is one fake service, each method citing the Slack doc it
+follows.
 """
 
 from __future__ import annotations

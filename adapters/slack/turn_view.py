@@ -15,6 +15,9 @@
 - a reply that still cannot go where it belongs is posted in the channel without the thread (when only the thread
   refused it), else sent to the user directly (the app's DM), with a first line saying why; when no way works,
   `deliver` raises `Undeliverable`. The indicator is cleared however delivery ends.
+
+Longer than our usual module on purpose: it is one turn's screen state (indicator, stream or placeholder, reply),
+whose parts must agree on what is already posted.
 """
 
 from __future__ import annotations

@@ -34,6 +34,9 @@ Requests go through the SDK's generic `post`/`get` with raw JSON, like the Respo
 errors and SSE parsing, no typed model per event). That also keeps the SDK's deprecated `client.beta.threads`
 namespace, and the DeprecationWarning it emits on every call, out of the hot path; `quiet_deprecation()` silences
 that warning once, process-wide, with a single INFO line, for any code that still uses the namespace.
+
+Longer than our usual module on purpose: it is one provider API mapped onto `bot.backends.base` (sync, dedup by
+input key, adoption, polling, streams), each part leaning on the others' metadata conventions.
 """
 
 from __future__ import annotations
