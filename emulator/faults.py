@@ -16,6 +16,9 @@ create a response/run or submit tool outputs to one). This makes "exactly one fa
 
 Every rule here imitates what the real APIs do; the comments cite `../shared/PLATFORM_FACTS.md` (section "OpenAI")
 or the pinned OpenAPI description (`../shared/reference/openai-openapi.json`).
+
+Longer than our usual module on purpose: it is the one fault vocabulary every emulator surface consumes (arming,
+matching the n-th request, random mode, reporting), each kind citing the doc it imitates.
 """
 
 from __future__ import annotations

@@ -23,6 +23,10 @@ the channel refuses (Missing Permissions, Missing Access, Unknown Channel) is se
 first line says why); a reply that needs Read Message History goes without the reply link. When no way works,
 `deliver` raises `bot.types.Undeliverable`. Typing and the "thinking" response never outlive the turn: typing
 stops when the turn ends, whatever the delivery did, and a deferred response is left saying where the answer went.
+
+Longer than our usual module on purpose: it is the Discord counterpart of the Slack turn view, one turn's screen
+state (typing, progress message, parts, nonces) plus its delivery fallbacks, which must agree on what is already
+posted.
 """
 
 from __future__ import annotations
