@@ -41,6 +41,7 @@ from bot.types import UNDELIVERABLE_PREFIX, Delegated, Reply, SubFinished, TextD
 from fakes.discord_server import CREATE_PUBLIC_THREADS, SEND_MESSAGES, FakeDiscord, RecordedCall
 from storage.base import TurnRecord
 from tests.fakes.scripted_engine import ScriptedOrchestrator, TurnScript, WatchedStore, scripted_bot
+from tests.reliability.platform_matrix import WarningLines, selected_cases
 
 SHORT = "Here is what the team found: three sources agree."
 LONG = "\n\n".join(f"Paragraph {i}: " + "the team looked at this from every side. " * 12 for i in range(1, 7)).strip()
@@ -199,15 +200,6 @@ class Place:
     user: int
 
 
-class _Collect(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(record.getMessage())
-
-
 def _key(call: RecordedCall) -> str:
     key = _KEY_OF_ROUTE.get(call.route, call.route)
     if key == "post" and isinstance(call.body, dict) and call.body.get("message_reference"):
@@ -273,26 +265,10 @@ async def _run_case(fake: FakeDiscord, adapter: DiscordAdapter, bot: Bot, orch: 
     return out
 
 
-def _selected(request: pytest.FixtureRequest) -> list[Case]:
-    """The cases the selected tests look at (all of them unless -k / node ids narrowed the run)."""
-    wanted: set[str] = set()
-    for item in request.session.items:
-        callspec = getattr(item, "callspec", None)
-        if item.module is request.module and callspec is not None:
-            case = callspec.params.get("case")
-            scenario = callspec.params.get("scenario")
-            if isinstance(case, Case):
-                wanted.add(case.id)
-            elif scenario is not None:
-                wanted.add(Case(scenario).id)
-    chosen = [case for case in ALL_CASES if case.id in wanted]
-    return chosen or ALL_CASES
-
-
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def matrix(request: pytest.FixtureRequest) -> AsyncIterator[Matrix]:
-    cases = _selected(request)
-    collect = _Collect()
+    cases = selected_cases(request, ALL_CASES, Case)
+    collect = WarningLines()
     logging.getLogger("switchboard.engine").addHandler(collect)
     fake = await FakeDiscord().start()
     guild = fake.add_guild("Fault matrix")

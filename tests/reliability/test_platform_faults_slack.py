@@ -43,6 +43,7 @@ from bot.types import UNDELIVERABLE_PREFIX, Delegated, Retrying, SubFinished, Te
 from fakes.slack_api import FAULT_KINDS, FakeSlack, FaultKind, Message
 from storage.base import TurnRecord
 from tests.fakes.scripted_engine import ScriptedOrchestrator, TurnScript, WatchedStore, scripted_bot
+from tests.reliability.platform_matrix import WarningLines, selected_cases
 from tests.slack.conftest import HttpSender, settings_for
 
 ANSWER = "Here is what the team found: three sources agree, and the summary is below. (Short, so one message.)"
@@ -163,15 +164,6 @@ class Matrix:
     engine_warnings: list[str]
 
 
-class _Collect(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(record.getMessage())
-
-
 async def _run_case(fake: FakeSlack, adapter: SlackAdapter, bot: Bot, orch: ScriptedOrchestrator, case: Case,
                     n: int) -> Outcome:
     out = Outcome()
@@ -222,26 +214,10 @@ def _channel_of(args: dict[str, Any]) -> str:
     return str(args.get("channel") or args.get("channel_id") or "")
 
 
-def _selected(request: pytest.FixtureRequest) -> list[Case]:
-    """The cases the selected tests look at (all of them unless -k / node ids narrowed the run)."""
-    wanted: set[str] = set()
-    for item in request.session.items:
-        callspec = getattr(item, "callspec", None)
-        if item.module is request.module and callspec is not None:
-            case = callspec.params.get("case")
-            scenario = callspec.params.get("scenario")
-            if isinstance(case, Case):
-                wanted.add(case.id)
-            elif scenario is not None:
-                wanted.add(Case(scenario).id)
-    chosen = [case for case in ALL_CASES if case.id in wanted]
-    return chosen or ALL_CASES
-
-
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def matrix(request: pytest.FixtureRequest) -> AsyncIterator[Matrix]:
-    cases = _selected(request)
-    collect = _Collect()
+    cases = selected_cases(request, ALL_CASES, Case)
+    collect = WarningLines()
     logging.getLogger("switchboard.engine").addHandler(collect)
     async with FakeSlack() as fake:
         adapter_box: list[SlackAdapter] = []
