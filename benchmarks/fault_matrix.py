@@ -452,6 +452,7 @@ class Observation:
     injected: list[Injection] = field(default_factory=list)
     proxy_inputs: list[list[str] | None] = field(default_factory=list)  # per message: what the last proxy run saw
     duplicate_inputs: list[tuple[int, str, str]] = field(default_factory=list)  # (message, agent, text seen twice)
+    duplicate_outputs: list[str] = field(default_factory=list)  # call ids answered twice in one conversation
     ended_by_fault: set[str] = field(default_factory=set)  # responses/runs a fault ended (none end so unprovoked)
     refused: list[tuple[int, str]] = field(default_factory=list)  # (created tick, agent) of runs failed permanently
     engine_log: list[str] = field(default_factory=list)
@@ -532,6 +533,11 @@ def _collect(emu: Emulator, obs: Observation) -> None:
             obs.duplicate_inputs += [
                 (index, agent, text) for text, seen in Counter(record.user_texts).items() if seen > 1
             ]
+    # The emulator takes a second output for a call (what the real API does there is not documented), so a resent
+    # submit shows only here.
+    for conversation in emu.conversations.values():
+        outputs = Counter(i.get("call_id") for i in conversation.items if i.get("type") == "function_call_output")
+        obs.duplicate_outputs += [str(call_id) for call_id, seen in outputs.items() if seen > 1]
 
 
 # ---- a process kill at a point (--kill) ---------------------------------------------------------------------------
@@ -752,6 +758,10 @@ def judge(cell: Cell, obs: Observation, reference: Reference | None = None) -> V
             f"message {index + 1}: the {agent}'s last request saw a user message twice (a create the provider had"
             f" already taken, sent again): {_short(text, 60)}"
             for index, agent, text in obs.duplicate_inputs
+        ]
+        problems += [
+            f"a tool output sent twice for {call_id} (a submit the provider had already taken, sent again)"
+            for call_id in obs.duplicate_outputs
         ]
     problems += [f"left active at the provider: {item}" for item in obs.live]
     excused = [f"left waiting on a deleted thread: {item}" for item in obs.unreachable]

@@ -160,15 +160,21 @@ class Orchestrator:
         )
         metadata = {"turn": ctx.turn.id, "scope": scope_path}
         record = None if ctx.fresh else await self.store.latest_run(ctx.turn.id, scope_path)
+        # A turn resumed after a crash may have sent its next create before the crash cut the answer: the supervisor
+        # looks for what that create left before sending it again.
+        maybe_sent = not ctx.fresh
         if record is not None:
             request = RunRequest(record.thread_id, agent, tools, RunInput.from_json(record.input), metadata)
             state = await self.supervisor.follow(scope, request, record)
         else:
             thread_id = await self._thread(ctx, thread_path)
             request = RunRequest(thread_id, agent, tools, first, metadata)
+            scope.create_unknown = maybe_sent
+            maybe_sent = False
             state = await self.supervisor.settle(scope, request)
         ctx.usage += state.usage
         while state.status == "requires_action":
+            scope.create_unknown, maybe_sent = maybe_sent, False
             if scope_path == PROXY_SCOPE:
                 await self.store.update_turn(ctx.turn.id, TurnUpdate(state="awaiting_tools"))
             try:

@@ -53,6 +53,8 @@ MAX_STREAM_RESUMES = 3
 # Responses). After this many waits the scope forks a fresh thread from the local transcript.
 UNEXPLAINED_LOCK_WAITS = 2
 DROPPED_BEFORE_CREATED = "stream_dropped_before_created"
+# Transient reasons that may come after the provider took the request (a 429 or 409 means it did not).
+MAYBE_TAKEN = frozenset({"timeout", "connection", "server_error"})
 
 
 class RunFailed(SwitchboardError):
@@ -88,6 +90,8 @@ class Scope:
     recoveries: dict[str, int] = field(default_factory=dict)
     run_ids: set[str] = field(default_factory=set)  # every run this scope created (to recognise our own lock)
     unexplained_locks: int = 0
+    create_unknown: bool = False  # the last start/submit may have taken effect without us learning its run
+    lost_create_since: float | None = None  # when a lock first met us while `create_unknown`
 
 
 class Supervisor:
@@ -106,30 +110,46 @@ class Supervisor:
         submit_to = prior
         while True:
             try:
+                if scope.create_unknown:
+                    # The last create's answer never came, but it may have run: adopt what it left, rather than
+                    # send the same input twice.
+                    found = await self._find_lost_create(scope, request)
+                    if found is not None:
+                        return await self._judge(scope, found)
                 stream = await self._open(scope, request, submit_to)
                 state = await self._watch(scope, request, stream)
                 return await self._judge(scope, state)
             except _Recreate as exc:
+                if exc.reason == DROPPED_BEFORE_CREATED:
+                    scope.create_unknown = True
                 await self._recover(scope, exc.reason, exc.retry_after)
                 if exc.reason != DROPPED_BEFORE_CREATED:
                     submit_to = None  # else: send the same outputs again; the run itself may never have had them
             except ThreadLocked as exc:
                 if await self._wait_for_lock(scope, request, exc):
                     request = await scope.rebuild_thread(request)
+                    scope.create_unknown = False
                     submit_to = None
             except ThreadGone:
                 await self._recover(scope, "thread_gone")
                 request = await scope.rebuild_thread(request)
+                scope.create_unknown = False
                 submit_to = None
             except RunGone:
                 await self._recover(scope, "run_gone")
                 submit_to = None
             except StuckToolCall as exc:
+                if scope.create_unknown:
+                    # The lost create finished after we last looked, leaving calls the resend did not answer.
+                    found = await self._find_lost_create(scope, request)
+                    if found is not None:
+                        return await self._judge(scope, found)
                 await self._recover(scope, "stuck_tool_call")
                 try:
                     await self.backend.answer_stuck_calls(request.thread_id, exc.call_id)
                 except BackendError:
                     request = await scope.rebuild_thread(request)
+                    scope.create_unknown = False
                 submit_to = None
             except OutputsRejected:
                 if submit_to is not None:
@@ -142,6 +162,8 @@ class Supervisor:
                 await self._recover(scope, "outputs_rejected")
                 submit_to = None
             except Transient as exc:
+                if exc.reason in MAYBE_TAKEN:
+                    scope.create_unknown = True
                 await self._recover(scope, exc.reason, exc.retry_after)
                 if submit_to is not None:
                     # The submit may have landed before its answer was lost: look at the run before resending.
@@ -342,6 +364,7 @@ class Supervisor:
         # `follow`, which adds the recorded run first. Skipping the lookup saves a database trip per run.
         first = not scope.run_ids
         scope.run_ids.add(state.id)
+        scope.create_unknown = False
         previous = None if first else await self.store.latest_run(scope.turn_id, scope.path)
         if previous is not None and previous.remote_id != state.id and previous.status not in ("completed",):
             await self.store.update_run(previous.remote_id, status="superseded")
@@ -361,6 +384,18 @@ class Supervisor:
         )
 
     # ---- recovery helpers ----
+
+    async def _find_lost_create(self, scope: Scope, request: RunRequest) -> RunState | None:
+        """The run a lost create became, if the provider shows it settled; recorded like any run of ours."""
+        state = await self.backend.lost_create(request)
+        if state is None:
+            return None
+        log.info("scope %s of turn %s: adopted %s, left by a create whose answer was lost", scope.path,
+                 scope.turn_id, state.id)
+        self._count("lost_create_adopted")
+        await self._record(scope, request, state)
+        await self._settled(state)
+        return state
 
     async def _took_outputs(self, scope: Scope, request: RunRequest, prior: RunState) -> RunState | None:
         """The run `prior` if it moved on from waiting for our outputs (so it has them), watched to its end."""
@@ -387,6 +422,8 @@ class Supervisor:
             ours = [r.remote_id for r in recorded if r.status in ("queued", "in_progress")]
         for holder in ours:
             await self.cancel_quietly(holder, request.thread_id)
+        if not holders and not ours and scope.create_unknown:
+            return await self._wait_for_lost_create(scope)
         if not holders and not ours:
             scope.unexplained_locks += 1
             if scope.unexplained_locks > UNEXPLAINED_LOCK_WAITS:
@@ -394,6 +431,21 @@ class Supervisor:
                 await self._recover(scope, "thread_locked_by_unknown_run")
                 return True
         await self._recover(scope, "thread_locked", min(self.limits.backoff_max, self.limits.lock_wait / 8))
+        return False
+
+    async def _wait_for_lost_create(self, scope: Scope) -> bool:
+        """The lock is most likely the create whose answer we lost, still working: give it up to `lock_wait` seconds
+        to finish (the settle loop looks for what it left before each new try), for one unit of budget. True when it
+        took too long and the scope should move to a fresh thread."""
+        now = asyncio.get_running_loop().time()
+        if scope.lost_create_since is None:
+            scope.lost_create_since = now
+            await self._recover(scope, "thread_locked_by_lost_create")
+        elif now - scope.lost_create_since > self.limits.lock_wait:
+            scope.lost_create_since = None
+            await self._recover(scope, "thread_locked_by_unknown_run")
+            return True
+        await asyncio.sleep(self._backoff(1, min(self.limits.backoff_max, self.limits.lock_wait / 8)))
         return False
 
     async def cancel_quietly(self, run_id: str, thread_id: str) -> None:
@@ -480,6 +532,7 @@ def _budget_text(reason: str) -> str:
         "server_error": "the AI provider kept failing",
         "thread_locked": "the conversation stayed busy with another request",
         "thread_locked_by_unknown_run": "the conversation stayed busy with another request",
+        "thread_locked_by_lost_create": "the conversation stayed busy with another request",
         "cancelled_by_provider": "the AI provider kept cancelling the work",
         "expired": "the work kept expiring at the AI provider",
         "queued_too_long": "the AI provider did not start the work",

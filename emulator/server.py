@@ -177,7 +177,8 @@ class Emulator:
             self._changed = None
 
     async def wait_until(self, predicate: Callable[[], bool], within: float = DEFAULT_WAIT_TIMEOUT) -> None:
-        """Wait (real time, at most `within` s) until `predicate()` holds; re-checked on every state change."""
+        """Wait (real time, at most `within` s) until `predicate()` holds; re-checked on every state change and every
+        logged request."""
 
         async def _wait() -> None:
             while not predicate():
@@ -305,6 +306,7 @@ class Emulator:
                 error=error[1] if error else None,
             )
         )
+        self.notify()  # a waiter may be watching the log
         return response
 
     async def _answer(

@@ -297,6 +297,9 @@ class AssistantsBackend:
     async def active_runs(self, thread_id: str) -> list[str]:
         return [run["id"] for run in await self._recent_runs(thread_id) if run.get("status") in ALIVE | {"cancelling"}]
 
+    async def lost_create(self, request: RunRequest) -> RunState | None:
+        return None  # `start` finds a lost run by its input key among the thread's runs, and follows it
+
     # ---- runs ----
 
     async def start(self, request: RunRequest) -> ThreadRunStream | AdoptedStream:

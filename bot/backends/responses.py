@@ -4,6 +4,11 @@ thread = conversation; run = background response created with `stream=True, stor
 our stream drops and can be resumed by sequence number. A response that completes with function calls is reported
 as `requires_action`; its outputs go back in a new response on the same conversation.
 
+A create whose answer never came may still have run (the API has no idempotency key and cannot list a
+conversation's responses): `lost_create` reads the conversation's tail, and when this request's input sits there
+followed by output, adopts that output as a run with an id of our own (`adopted:<first item id>`), so the input is
+not sent twice and the orphan's function calls get their outputs.
+
 Requests go through the `openai` SDK's generic `post`/`get` with raw JSON (`cast_to=object`): the same HTTP client,
 error classes and SSE parsing, without building a typed model per stream event, which cost ~10 ms of CPU per turn
 (benchmarks/performance.py). The emulator's conformance tests keep the shapes honest.
@@ -20,7 +25,9 @@ from openai import AsyncStream
 from bot.backends.base import (
     Delta,
     OutputsRejected,
+    Permanent,
     RunEvent,
+    RunGone,
     RunRequest,
     RunState,
     RunStatus,
@@ -37,6 +44,7 @@ MAX_ITEMS_PER_CALL = 20  # conversations.create and items.create take at most 20
 TAIL_ITEMS = 100  # conversation items read to find function calls left without an output (the list's maximum)
 TERMINAL_EVENTS = {"response.completed", "response.failed", "response.incomplete", "response.cancelled"}
 CANCELLED_OUTPUT = "(cancelled: no longer needed)"
+ADOPTED = "adopted:"  # prefix of the id we give a response found only through the items it left in the conversation
 
 
 class ResponsesBackend:
@@ -75,10 +83,7 @@ class ResponsesBackend:
     async def answer_stuck_calls(self, thread_id: str, call_id: str) -> None:
         # The provider names one unanswered call per rejected request: find them all, so one write frees the
         # conversation instead of one rejected request per call.
-        params = {"order": "desc", "limit": TAIL_ITEMS}
-        async with provider_errors():
-            page = await get_json(self.client, f"/conversations/{thread_id}/items", params)
-        await self._close_calls(thread_id, [call_id, *unanswered_calls(page.get("data") or [])])
+        await self._close_calls(thread_id, [call_id, *unanswered_calls(await self._tail(thread_id))])
 
     async def abandon(self, state: RunState) -> None:
         await self._close_calls(state.thread_id, [call.call_id for call in state.tool_calls])
@@ -96,6 +101,23 @@ class ResponsesBackend:
     async def active_runs(self, thread_id: str) -> list[str]:
         return []  # the Responses API cannot list a conversation's responses
 
+    async def lost_create(self, request: RunRequest) -> RunState | None:
+        # Input and output items reach the conversation together, when the response completes (PLATFORM_FACTS,
+        # Conversations): our input at the tail, followed by output, means the lost create ran to its end.
+        items = await self._tail(request.thread_id)
+        for sent in (_input_items(request), _text_input_items(request)):
+            output = output_after(items, sent)
+            if output:
+                return items_to_state(output, request.thread_id)
+        return None
+
+    async def _tail(self, thread_id: str) -> list[dict[str, Any]]:
+        """The conversation's last items, oldest first."""
+        params = {"order": "desc", "limit": TAIL_ITEMS}
+        async with provider_errors():
+            page = await get_json(self.client, f"/conversations/{thread_id}/items", params)
+        return list(reversed(page.get("data") or []))
+
     # ---- runs ----
 
     async def start(self, request: RunRequest) -> ResponseStream:
@@ -106,9 +128,7 @@ class ResponsesBackend:
                 raise
             # The calls these results answer are not in the conversation (the run that made them never completed):
             # hand the results over as text instead, so the finished work is not lost.
-            items = [_message("user", m) for m in request.input.messages]
-            items.append(_message("user", results_as_text(request.input.results)))
-            return await self._create(request, items)
+            return await self._create(request, _text_input_items(request))
 
     async def submit(self, state: RunState, request: RunRequest) -> ResponseStream:
         return await self.start(request)
@@ -134,6 +154,8 @@ class ResponsesBackend:
         return ResponseStream(stream, request.thread_id)
 
     async def resume(self, run_id: str, thread_id: str, after_seq: int) -> ResponseStream:
+        if run_id.startswith(ADOPTED):
+            raise Permanent("an adopted response has no stream", "no_stream")
         params = {"stream": "true", "starting_after": after_seq}
         async with provider_errors(not_found="run"):
             stream = await self.client.get(
@@ -143,13 +165,25 @@ class ResponsesBackend:
         return ResponseStream(stream, thread_id, run_id=run_id, last_seq=after_seq)
 
     async def retrieve(self, run_id: str, thread_id: str) -> RunState:
+        if run_id.startswith(ADOPTED):
+            return await self._retrieve_adopted(run_id, thread_id)
         async with provider_errors(not_found="run"):
             response = await get_json(self.client, f"/responses/{run_id}")
         return to_state(response, thread_id)
 
     async def cancel(self, run_id: str, thread_id: str) -> None:
+        if run_id.startswith(ADOPTED):
+            return  # it had completed when we found it
         async with provider_errors(not_found="run"):
             await self.client.responses.cancel(run_id)
+
+    async def _retrieve_adopted(self, run_id: str, thread_id: str) -> RunState:
+        items = await self._tail(thread_id)
+        first = next((i for i, item in enumerate(items) if item.get("id") == run_id[len(ADOPTED):]), None)
+        if first is None:
+            raise RunGone(f"the items of {run_id} are no longer at the conversation's tail")
+        end = next((i for i in range(first, len(items)) if _is_input(items[i])), len(items))
+        return items_to_state(items[first:end], thread_id)
 
 
 class ResponseStream:
@@ -203,6 +237,38 @@ def unanswered_calls(items: Sequence[dict[str, Any]]) -> list[str]:
     return [i["call_id"] for i in items if i.get("type") == "function_call" and i.get("call_id") not in answered]
 
 
+def output_after(items: Sequence[dict[str, Any]], sent: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The items after `sent` when the conversation `items` (oldest first) end with `sent` followed only by output;
+    else empty. `sent` is what we give a create: user messages and function call outputs."""
+    last_input = max((i for i, item in enumerate(items) if _is_input(item)), default=-1)
+    start = last_input + 1 - len(sent)
+    if not sent or start < 0:
+        return []
+    if any(_key(seen) != _key(mine) for seen, mine in zip(items[start : last_input + 1], sent, strict=True)):
+        return []
+    return list(items[last_input + 1 :])
+
+
+def items_to_state(output: Sequence[dict[str, Any]], thread_id: str) -> RunState:
+    """A completed response rebuilt from the output items it left in its conversation (usage is not known)."""
+    return to_state({"id": ADOPTED + str(output[0].get("id")), "status": "completed", "output": output}, thread_id)
+
+
+def _is_input(item: dict[str, Any]) -> bool:
+    return item.get("type") == "function_call_output" or (
+        item.get("type") == "message" and item.get("role") in ("user", "system", "developer")
+    )
+
+
+def _key(item: dict[str, Any]) -> tuple[str, str]:
+    if item.get("type") == "function_call_output":
+        return ("output", str(item.get("call_id")))
+    content = item.get("content")
+    if isinstance(content, list):
+        content = "".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
+    return (f"message:{item.get('role')}", str(content))
+
+
 def _message(role: str, text: str) -> dict[str, Any]:
     return {"type": "message", "role": role, "content": text}
 
@@ -212,6 +278,14 @@ def _input_items(request: RunRequest) -> list[dict[str, Any]]:
         {"type": "function_call_output", "call_id": r.call_id, "output": r.output} for r in request.input.results
     ]
     items += [_message("user", m) for m in request.input.messages]
+    return items
+
+
+def _text_input_items(request: RunRequest) -> list[dict[str, Any]]:
+    """The input for a conversation that never saw the calls that `request`'s results answer."""
+    items = [_message("user", m) for m in request.input.messages]
+    if request.input.results:
+        items.append(_message("user", results_as_text(request.input.results)))
     return items
 
 

@@ -6,6 +6,9 @@
    (400 `No tool call found...`) and the fallback request lacked the user's message.
 4. A turn that followed a failed one met the function calls the failed turn left unanswered one rejected request
    per call, instead of having them closed up front.
+5. Responses: a create that took effect but whose answer never came (a timeout, a stream broken before its first
+   event) was sent again, so the conversation held the user's message twice, and an orphan's function calls made
+   the resend fail with `No tool output found`.
 """
 
 from __future__ import annotations
@@ -215,3 +218,64 @@ async def test_an_unknown_run_that_holds_the_conversation_is_left_behind_on_a_fr
         texts = [i["content"] for i in rebuilt.items if i.get("role") == "user"]
         texts = [t if isinstance(t, str) else t[0]["text"] for t in texts]
         assert texts == ["hello", "hello again"]  # the earlier turn from the transcript, this one once
+
+
+def main_user_texts(emu) -> list[str]:
+    """The user messages in the (newest) main conversation, as the model sees them."""
+    main = [c for c in emu.conversations.values() if c.metadata.get("thread") == "main"][-1]
+    texts = [i["content"] for i in main.items if i.get("type") == "message" and i.get("role") == "user"]
+    return [t if isinstance(t, str) else "".join(part["text"] for part in t) for t in texts]
+
+
+@pytest.mark.parametrize("fault", ["timeout", "break@0"])
+async def test_a_lost_create_that_ran_is_adopted_not_sent_again(tmp_path, fault):
+    async with run_emulator(retry_after=0.01) as emu:
+        if fault == "timeout":
+            emu.faults.timeout(agent="proxy")
+        else:
+            emu.faults.drop_stream(after_events=0, agent="proxy")
+        async with running_bot(team(emu.base_url, tmp_path / "db")) as (bot, surface):
+            await bot.accept(message("hello"))
+            await surface.wait_for(1)
+            await bot.idle()
+        [posted] = surface.posted
+        assert (posted.kind, posted.text) == ("answer", "You said: hello")
+        assert main_user_texts(emu) == ["hello"]
+        assert [r.agent for r in emu.responses.values()] == ["proxy"]  # the orphan answered; nothing resent
+        assert bot.supervisor.recovery_counts.get("lost_create_adopted") == 1
+
+
+async def test_a_lost_create_that_called_tools_gets_its_calls_answered(tmp_path):
+    """The proxy's lost response delegated: its function calls are taken over, not met as a rejected request."""
+    async with run_emulator(retry_after=0.01) as emu:
+        emu.faults.drop_stream(after_events=0, agent="proxy")
+        async with running_bot(team(emu.base_url, tmp_path / "db")) as (bot, surface):
+            await bot.accept(message("ask the critic about plan A"))
+            await surface.wait_for(1)
+            await bot.idle()
+        [posted] = surface.posted
+        assert posted.kind == "answer" and posted.text.startswith("Here is what the team found:")
+        assert rejected(emu) == []
+        assert main_user_texts(emu) == ["ask the critic about plan A"]
+        assert len([r for r in emu.responses.values() if r.agent == "critic"]) == 1
+        assert live_objects(emu) == []
+
+
+async def test_a_lost_create_still_running_is_waited_for_and_adopted(tmp_path):
+    """The lost response is still working when the resend meets its lock: the turn waits for it and adopts what it
+    leaves, instead of moving to a rebuilt conversation and answering twice at the provider."""
+    slow_first = Script([Rule(delay=5, times=1)])
+    async with run_emulator(retry_after=0.01, clock=ManualClock(), scripts={"proxy": slow_first}) as emu:
+        emu.faults.drop_stream(after_events=0, agent="proxy")
+        async with running_bot(team(emu.base_url, tmp_path / "db", lock_wait=5)) as (bot, surface):
+            await bot.accept(message("hello"))
+            await emu.wait_until(lambda: bool(emu.log.filter(status=400, agent="proxy")))  # the resend met the lock
+            await emu.clock.advance(5)
+            await surface.wait_for(1)
+            await bot.idle()
+        [posted] = surface.posted
+        assert (posted.kind, posted.text) == ("answer", "You said: hello")
+        assert [c.metadata.get("thread") for c in emu.conversations.values()].count("main") == 1  # no rebuild
+        assert main_user_texts(emu) == ["hello"]
+        assert bot.supervisor.recovery_counts.get("lost_create_adopted") == 1
+        assert live_objects(emu) == []

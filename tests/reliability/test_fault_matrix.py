@@ -52,24 +52,7 @@ CI_KINDS = (
     "poll:failed:server_error",
 )
 
-_TIMEOUT_ORPHAN = (
-    "the request took effect but was never answered (or its stream broke before the first event): the retry creates "
-    "a second response while the first one already took this turn's input, so the conversation holds the user's "
-    "message twice (supervisor: recovery of a create whose outcome is unknown; ResponsesBackend.start resends the "
-    "input)"
-)
-_ORPHAN_CALLS = (
-    _TIMEOUT_ORPHAN + "; the orphan's function calls are left unanswered, so the retry is rejected with "
-    "`No tool output found for function call` before the stuck calls are closed"
-)
-KNOWN_FAILURES: dict[str, str] = {
-    "responses/plain/POST:responses[proxy]1/timeout": _TIMEOUT_ORPHAN,
-    "responses/plain/POST:responses[proxy]1/break@0": _TIMEOUT_ORPHAN,
-    "responses/delegation/POST:responses[proxy]1/timeout": _ORPHAN_CALLS,
-    "responses/delegation/POST:responses[proxy]1/break@0": _ORPHAN_CALLS,
-    "responses/delegation/POST:responses[critic]1/timeout": _TIMEOUT_ORPHAN,
-    "responses/delegation/POST:responses[critic]1/break@0": _TIMEOUT_ORPHAN,
-}
+KNOWN_FAILURES: dict[str, str] = {}
 
 _RESULTS: list[Verdict] = []
 
