@@ -118,7 +118,11 @@ class FaultKind:
     status: int = 200  # HTTP status; 200 with `error` set is Slack's usual `{"ok": false, "error": ...}`
     error: str | None = None  # the `error` field (None for a body that is not Slack's: an edge proxy's page)
     retry_after: int | None = None  # seconds, in the Retry-After header (429 only)
-    reset: bool = False  # the connection is reset (TCP RST) before any response: the call never took effect
+    reset: bool = False  # the connection is reset (TCP RST) before any response
+    #: the call took effect at Slack before the answer was lost (the reset or the error page came after): Slack's
+    #: internal_error is documented as "It's possible some aspect of the operation succeeded before the error was
+    #: raised", and a proxy in front of Slack may time out on a call Slack went on to process
+    took_effect: bool = False
 
 
 #: Named fault kinds the tests use. Sources: https://docs.slack.dev/apis/web-api/rate-limits ("HTTP 429 Too Many
@@ -132,6 +136,9 @@ FAULT_KINDS: dict[str, FaultKind] = {
     "not_in_channel": FaultKind(error="not_in_channel"),
     "channel_not_found": FaultKind(error="channel_not_found"),
     "msg_too_long": FaultKind(error="msg_too_long"),
+    "internal_error_after_effect": FaultKind(status=500, error="internal_error", took_effect=True),
+    "bad_gateway_after_effect": FaultKind(status=502, took_effect=True),
+    "reset_after_effect": FaultKind(reset=True, took_effect=True),
 }
 
 
@@ -513,7 +520,7 @@ class FakeSlack:
         self.calls.append(call)
         try:
             fault = self._take_fault(method, args)
-            if fault is not None:
+            if fault is not None and not fault.took_effect:
                 return self._faulty_response(request, call, fault)
             handler = _HANDLERS.get(method)
             if handler is None:  # https://docs.slack.dev/apis/web-api/#errors: unknown_method
@@ -527,6 +534,8 @@ class FakeSlack:
                         call.response = {"ok": True, **handler(self, args)}
                     except SlackApiError as e:
                         call.response = {"ok": False, "error": e.error}
+            if fault is not None:  # it took effect; the answer is lost on the way back
+                return self._faulty_response(request, call, fault)
             return web.json_response(call.response)
         finally:
             await self._notify()

@@ -30,6 +30,9 @@ from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncRateLimitErrorRetryHandler,
     AsyncServerErrorRetryHandler,
 )
+from slack_sdk.http_retry.request import HttpRequest
+from slack_sdk.http_retry.response import HttpResponse
+from slack_sdk.http_retry.state import RetryState
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -57,12 +60,39 @@ def make_client(settings: SlackSettings) -> AsyncWebClient:
     return AsyncWebClient(
         token=settings.bot_token,
         retry_handlers=[
-            AsyncConnectionErrorRetryHandler(),
+            _ConnectionErrorRetry(),
             AsyncRateLimitErrorRetryHandler(max_retry_count=RATE_LIMIT_RETRIES),
-            AsyncServerErrorRetryHandler(max_retry_count=SERVER_ERROR_RETRIES),
+            _ServerErrorRetry(max_retry_count=SERVER_ERROR_RETRIES),
         ],
         **kwargs,
     )
+
+
+def _posts_a_message(request: HttpRequest) -> bool:
+    """A reset or a 5xx may come after Slack posted the message (Slack documents internal_error as "It's possible
+    some aspect of the operation succeeded before the error was raised"): the surface looks for it before posting
+    again (`TurnView._post_parts`), rather than the SDK resending it blindly."""
+    return request.url.rsplit("/", 1)[-1] in c.NON_IDEMPOTENT_METHODS
+
+
+class _ConnectionErrorRetry(AsyncConnectionErrorRetryHandler):
+    async def _can_retry_async(
+        self, *, state: RetryState, request: HttpRequest, response: HttpResponse | None = None,
+        error: Exception | None = None,
+    ) -> bool:
+        if _posts_a_message(request):
+            return False
+        return await super()._can_retry_async(state=state, request=request, response=response, error=error)
+
+
+class _ServerErrorRetry(AsyncServerErrorRetryHandler):
+    async def _can_retry_async(
+        self, *, state: RetryState, request: HttpRequest, response: HttpResponse | None = None,
+        error: Exception | None = None,
+    ) -> bool:
+        if _posts_a_message(request):
+            return False
+        return await super()._can_retry_async(state=state, request=request, response=response, error=error)
 
 
 def _store_lookup(bot: BotLike) -> Lookup:

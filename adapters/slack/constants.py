@@ -81,6 +81,10 @@ ADMIN_CACHE_SECONDS: Final = 60.0
 #: conversations.replies pages read by find_delivery (crash recovery only; the method is heavily rate limited)
 FIND_DELIVERY_MAX_PAGES: Final = 5
 FIND_DELIVERY_PAGE_SIZE: Final = 200
+#: Web API methods that post a new message: never resent blindly after an answer that may come after the post
+NON_IDEMPOTENT_METHODS: Final = frozenset({"chat.postMessage"})
+#: latest messages read to find a part whose post may have gone through before its answer was lost
+FIND_PART_PAGE_SIZE: Final = 50
 
 # ---- retries and fallbacks (see retry.py) ----------------------------------------------------------------------
 #: attempts per Web API call while delivering a reply, on top of the SDK's own retries of 429 / 5xx / resets
@@ -95,6 +99,8 @@ MIN_PART_CHARS: Final = 500
 
 # ---- message metadata that marks a delivered reply -----------------------------------------------------------
 REPLY_METADATA_EVENT_TYPE: Final = "switchboard_reply"
+#: the live placeholder (fallback preview) of a turn: found again when its post's answer was lost
+PREVIEW_METADATA_EVENT_TYPE: Final = "switchboard_preview"
 
 # ---- chat streaming ---------------------------------------------------------------------------------------------
 TASK_DISPLAY_MODE: Final = "plan"

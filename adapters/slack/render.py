@@ -57,6 +57,11 @@ def reply_metadata(turn_id: str, part: int, last: bool, end: int) -> dict[str, A
     }
 
 
+def preview_metadata(turn_id: str) -> dict[str, Any]:
+    """Message metadata of a turn's live placeholder (not a reply: `find_delivery` removes it as a leftover)."""
+    return {"event_type": c.PREVIEW_METADATA_EVENT_TYPE, "event_payload": {"turn_id": turn_id}}
+
+
 def placeholder_text(tasks: list[Task], preview: str, limit: int = c.MESSAGE_PART_MAX_CHARS) -> str:
     """The fallback placeholder: one line per sub-assistant, then the tail of the live preview; <= limit."""
     lines = []

@@ -79,6 +79,16 @@ def classify(e: BaseException) -> Failure:
     return "permanent"
 
 
+def may_have_taken_effect(e: BaseException) -> bool:
+    """A failure that may come after Slack did the work: a reset, a timeout, a 5xx, internal_error / fatal_error
+    ("It's possible some aspect of the operation succeeded before the error was raised"). Not a 429 or an explicit
+    refusal."""
+    if isinstance(e, SlackApiError):
+        name = error_name(e)
+        return e.response.status_code >= 500 or name in ("internal_error", "fatal_error", "request_timeout")
+    return isinstance(e, aiohttp.ClientError | OSError | TimeoutError)
+
+
 def retry_after(e: BaseException) -> float | None:
     """The Retry-After of a 429 answer, in seconds."""
     if not isinstance(e, SlackApiError) or e.response.status_code != 429:

@@ -36,11 +36,19 @@ from adapters.slack.render import (
     Task,
     markdown_chunk,
     placeholder_text,
+    preview_metadata,
     reply_body,
     reply_metadata,
     task_chunk,
 )
-from adapters.slack.retry import GONE_ERRORS, THREAD_ERRORS, classify, error_name, with_retries
+from adapters.slack.retry import (
+    GONE_ERRORS,
+    THREAD_ERRORS,
+    classify,
+    error_name,
+    may_have_taken_effect,
+    with_retries,
+)
 from bot.types import (
     Delegated,
     Done,
@@ -103,6 +111,7 @@ class TurnView:
         self.shown_status: dict[str, str] = {}  # task statuses the stream message shows
         self.restart_stream = False
         self.placeholder_ts: str | None = None
+        self.placeholder_maybe_posted = False  # a placeholder post failed in a way that may have posted it
         self.placeholder_shown = ""
         self.last_write = float("-inf")
         self.lock = asyncio.Lock()
@@ -276,10 +285,19 @@ class TurnView:
         text = placeholder_text(list(self.tasks.values()), self.preview)
         if text == self.placeholder_shown:
             return
+        if self.placeholder_ts is None and self.placeholder_maybe_posted:
+            # the last post may have gone through before its answer was lost: a second placeholder would stay
+            self.placeholder_ts = await self._posted_part(self.route.channel, self.route.thread_ts, None)
+            self.placeholder_maybe_posted = False
         if self.placeholder_ts is None:
-            resp = await self.s.client.chat_postMessage(
-                channel=self.route.channel, thread_ts=self.route.thread_ts, markdown_text=text
-            )
+            try:
+                resp = await self.s.client.chat_postMessage(
+                    channel=self.route.channel, thread_ts=self.route.thread_ts, markdown_text=text,
+                    metadata=preview_metadata(self.turn.id),
+                )
+            except Exception as e:
+                self.placeholder_maybe_posted = may_have_taken_effect(e)
+                raise
             self.placeholder_ts = str(resp["ts"])
         else:
             await self.s.client.chat_update(channel=self.route.channel, ts=self.placeholder_ts, markdown_text=text)
@@ -429,6 +447,35 @@ class TurnView:
         await self._post_parts(parts[1:], first_part=2, offset=len(parts[0]))
         return self.placeholder_ts
 
+    async def _posted_part(self, channel: str, thread: str | None, number: int | None) -> str | None:
+        """The ts of part `number` of this turn's reply (None: of its placeholder) if it is in `channel` (`thread`),
+        found by its metadata."""
+        event_type = c.PREVIEW_METADATA_EVENT_TYPE if number is None else c.REPLY_METADATA_EVENT_TYPE
+        cursor: str | None = None
+        for _ in range(c.FIND_DELIVERY_MAX_PAGES):
+            if thread:  # oldest first: read on to the end of the thread
+                resp = await self.s.client.conversations_replies(
+                    channel=channel, ts=thread, include_all_metadata=True, limit=c.FIND_DELIVERY_PAGE_SIZE,
+                    cursor=cursor,
+                )
+            else:  # newest first: a part just posted is on the first page
+                resp = await self.s.client.conversations_history(
+                    channel=channel, include_all_metadata=True, limit=c.FIND_PART_PAGE_SIZE
+                )
+            for msg in resp.get("messages") or []:
+                meta = msg.get("metadata") or {}
+                payload = meta.get("event_payload") or {}
+                if (
+                    meta.get("event_type") == event_type
+                    and payload.get("turn_id") == self.turn.id
+                    and (number is None or int(payload.get("part", 0)) == number)
+                ):
+                    return str(msg["ts"])
+            cursor = (resp.get("response_metadata") or {}).get("next_cursor") or None
+            if not thread or not cursor:
+                return None
+        return None
+
     async def _post_parts(
         self,
         parts: list[str],
@@ -453,13 +500,24 @@ class TurnView:
             if number != first_part:
                 await asyncio.sleep(self.s.post_interval)
 
+            maybe_posted = False
+
             async def post(part: str = part, number: int = number, last: bool = not queue, stop: int = end) -> Any:
-                return await self.s.client.chat_postMessage(
-                    channel=target,
-                    thread_ts=thread,
-                    markdown_text=part,
-                    metadata=reply_metadata(self.turn.id, number, last, stop + len(part)),
-                )
+                nonlocal maybe_posted
+                if maybe_posted:  # the last try may have posted it before its answer was lost: never post twice
+                    ts = await self._posted_part(target, thread, number)
+                    if ts is not None:
+                        return {"ts": ts}
+                try:
+                    return await self.s.client.chat_postMessage(
+                        channel=target,
+                        thread_ts=thread,
+                        markdown_text=part,
+                        metadata=reply_metadata(self.turn.id, number, last, stop + len(part)),
+                    )
+                except Exception as e:
+                    maybe_posted = maybe_posted or may_have_taken_effect(e)
+                    raise
 
             try:
                 resp = await with_retries(post, self.s.retry, f"posting part {number} of a reply")

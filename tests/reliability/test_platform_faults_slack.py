@@ -92,14 +92,16 @@ KINDS: dict[str, FaultKind] = {
 }
 _TRANSPORT = ("ratelimited", "internal_error", "bad_gateway", "reset")
 _POSTING = (*_TRANSPORT, "not_in_channel", "channel_not_found", "msg_too_long")
+#: the call went through, then its answer was lost: a new message must not be posted twice
+_AFTER_EFFECT = ("internal_error_after_effect", "bad_gateway_after_effect", "reset_after_effect")
 #: what each method can fail with (its documented errors, see DOCUMENTED_ERRORS in the fake, plus the transport)
 KINDS_FOR: dict[str, tuple[str, ...]] = {
     STATUS: (*_TRANSPORT, "channel_not_found"),
-    "chat.postMessage": _POSTING,
+    "chat.postMessage": (*_POSTING, *_AFTER_EFFECT),
     "chat.startStream": _POSTING,
     "chat.appendStream": _POSTING,
     "chat.stopStream": _POSTING,
-    "chat.update": (*_TRANSPORT, "channel_not_found", "msg_too_long"),
+    "chat.update": (*_TRANSPORT, *_AFTER_EFFECT, "channel_not_found", "msg_too_long"),
     "chat.delete": (*_TRANSPORT, "channel_not_found"),
 }
 
