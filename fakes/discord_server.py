@@ -29,7 +29,9 @@ Every REST call is recorded with `time.monotonic()` and the injected clock's `mo
 - `inject_error()`: a JSON error `{"code", "message"}` from Discord's table of JSON error codes (the status and
   message must be the ones Discord uses for that code: see `JSON_ERRORS`);
 - `inject_server_error()`: HTTP 500 (Discord's JSON), 502 (the edge's HTML page) or 503 (the proxy's plain text);
-- `inject_reset()`: the connection is reset before any response (the request never took effect).
+- `inject_reset()`: the connection is reset before any response (the request never took effect);
+- `inject_lost_answer()`: the request is carried out, then its answer is lost (the edge's 502, or a reset): what a
+  client that sends a create again must survive without a second message.
 DMs: `dm_closed` holds users who do not accept DMs from the bot (403 50007 on a post into their DM).
 
 Longer than our usual module on purpose (test-only): it is one fake service (REST and gateway), each rule citing the
@@ -195,6 +197,7 @@ class _Fault:
     reset: bool = False
     channel: int | None = None  # only requests about this channel (see FakeDiscord.channel_of)
     stall: asyncio.Event | None = None  # hold the request until this is set (a process killed meanwhile)
+    took_effect: bool = False  # the request is carried out first; then its answer is lost (502 or reset)
 
 
 @dataclass(slots=True)
@@ -570,6 +573,16 @@ class FakeDiscord:
         """The connection is reset (TCP RST) before any response: the request never took effect."""
         self._faults.append(
             _Fault(method, re.compile(path), _times(times), 0.0, False, skip, 0, reset=True, channel=channel)
+        )
+
+    def inject_lost_answer(
+        self, method: str, path: str, *, status: int = 502, skip: int = 0, channel: int | None = None
+    ) -> None:
+        """The request is carried out, then its answer is lost: the edge answers 502 (`status=502`) or the
+        connection is reset (`status=0`). A create the client sends again must not make a second message."""
+        self._faults.append(
+            _Fault(method, re.compile(path), 1, 0.0, False, skip, status, reset=status == 0, channel=channel,
+                   took_effect=True)
         )
 
     def _vanish(self, path: str) -> None:
@@ -985,9 +998,11 @@ class FakeDiscord:
         )
         self.calls.append(call)
         try:
-            response = await self._maybe_fault(request, path)
+            response = await self._maybe_fault(request, path, call)
             if response is None:
                 response = await self._handle(request, handler, params, body, call)
+                # it took effect; the answer may still be lost on the way back
+                response = await self._maybe_fault(request, path, call, took_effect=True) or response
         finally:
             await self._notify()
         return response
@@ -1019,64 +1034,73 @@ class FakeDiscord:
             return web.Response(status=status if status != 200 else 204)
         return _json(status, data)
 
-    async def _maybe_fault(self, request: web.Request, path: str) -> web.Response | None:
-        method = request.method
+    def _take_fault(self, method: str, path: str, *, took_effect: bool) -> _Fault | None:
         for fault in self._faults:
             if fault.times > 0 and fault.method == method and fault.path.fullmatch(path):
+                if fault.took_effect != took_effect:
+                    continue
                 if fault.channel is not None and self.channel_of(path) != fault.channel:
                     continue
                 if fault.skip > 0:
                     fault.skip -= 1
                     continue
                 fault.times -= 1
-                call = self.calls[-1]
-                if fault.stall is not None:
-                    await self._notify()
-                    await fault.stall.wait()  # released: it never took effect; the connection goes (as a reset)
-                if fault.reset or fault.stall is not None:
-                    # TCP reset (SO_LINGER 0, then close): the client sees ECONNRESET before any response
-                    call.status, call.response = -1, {"message": "connection reset"}
-                    transport = request.transport
-                    if transport is not None:
-                        sock = transport.get_extra_info("socket")
-                        if sock is not None:
-                            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                        transport.abort()
-                    return web.Response(status=500)  # never sent: the connection is gone
-                if fault.status == 500:
-                    call.status, call.response = 500, {"message": "500: Internal Server Error", "code": 0}
-                    return _json(500, call.response)
-                if fault.status == 502:
-                    call.status, call.response = 502, "<html>502 Bad Gateway (cloudflare)</html>"
-                    return web.Response(status=502, text=call.response, content_type="text/html")
-                if fault.status == 503:
-                    call.status = 503
-                    call.response = "upstream connect error or disconnect/reset before headers. reset reason: overflow"
-                    return web.Response(status=503, text=call.response, content_type="text/plain")
-                if fault.status != 429:
-                    if fault.code == 10008:
-                        self._vanish(path)  # "Unknown Message": it was deleted (by someone) before this request
-                    call.status, call.response = fault.status, {"message": fault.message, "code": fault.code}
-                    return _json(fault.status, call.response)
-                body = {
-                    "message": "You are being rate limited.",
-                    "retry_after": fault.retry_after,
-                    "global": fault.is_global,
-                }
-                call.status, call.response = 429, body
-                headers = {
-                    "Retry-After": str(max(1, round(fault.retry_after))),
-                    "X-RateLimit-Limit": "5",
-                    "X-RateLimit-Remaining": "0",
-                    "X-RateLimit-Reset-After": f"{fault.retry_after:.3f}",
-                    "X-RateLimit-Bucket": "fake-bucket-" + re.sub(r"\d+", "id", path),
-                    "X-RateLimit-Scope": "global" if fault.is_global else "user",
-                    "Via": "1.1 google",
-                }
-                if fault.is_global:
-                    headers["X-RateLimit-Global"] = "true"
-                return _json(429, body, headers)
+                return fault
         return None
+
+    async def _maybe_fault(
+        self, request: web.Request, path: str, call: RecordedCall, *, took_effect: bool = False
+    ) -> web.Response | None:
+        method = request.method
+        fault = self._take_fault(method, path, took_effect=took_effect)
+        if fault is None:
+            return None
+        if fault.stall is not None:
+            await self._notify()
+            await fault.stall.wait()  # released: it never took effect; the connection goes (as a reset)
+        if fault.reset or fault.stall is not None:
+            # TCP reset (SO_LINGER 0, then close): the client sees ECONNRESET before any response
+            call.status, call.response = -1, {"message": "connection reset"}
+            transport = request.transport
+            if transport is not None:
+                sock = transport.get_extra_info("socket")
+                if sock is not None:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                transport.abort()
+            return web.Response(status=500)  # never sent: the connection is gone
+        if fault.status == 500:
+            call.status, call.response = 500, {"message": "500: Internal Server Error", "code": 0}
+            return _json(500, call.response)
+        if fault.status == 502:
+            call.status, call.response = 502, "<html>502 Bad Gateway (cloudflare)</html>"
+            return web.Response(status=502, text=call.response, content_type="text/html")
+        if fault.status == 503:
+            call.status = 503
+            call.response = "upstream connect error or disconnect/reset before headers. reset reason: overflow"
+            return web.Response(status=503, text=call.response, content_type="text/plain")
+        if fault.status != 429:
+            if fault.code == 10008:
+                self._vanish(path)  # "Unknown Message": it was deleted (by someone) before this request
+            call.status, call.response = fault.status, {"message": fault.message, "code": fault.code}
+            return _json(fault.status, call.response)
+        body = {
+            "message": "You are being rate limited.",
+            "retry_after": fault.retry_after,
+            "global": fault.is_global,
+        }
+        call.status, call.response = 429, body
+        headers = {
+            "Retry-After": str(max(1, round(fault.retry_after))),
+            "X-RateLimit-Limit": "5",
+            "X-RateLimit-Remaining": "0",
+            "X-RateLimit-Reset-After": f"{fault.retry_after:.3f}",
+            "X-RateLimit-Bucket": "fake-bucket-" + re.sub(r"\d+", "id", path),
+            "X-RateLimit-Scope": "global" if fault.is_global else "user",
+            "Via": "1.1 google",
+        }
+        if fault.is_global:
+            headers["X-RateLimit-Global"] = "true"
+        return _json(429, body, headers)
 
     # ------------------------------------------------------------------ REST: login, commands
 

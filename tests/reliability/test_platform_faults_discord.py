@@ -100,18 +100,23 @@ KINDS: dict[str, Inject] = {
     "missing_permissions": lambda f, m, p, skip, ch: f.inject_error(m, p, code=50013, skip=skip, channel=ch),
     "reply_needs_history": lambda f, m, p, skip, ch: f.inject_error(m, p, code=160002, skip=skip, channel=ch),
     "unknown_message": lambda f, m, p, skip, ch: f.inject_error(m, p, code=10008, skip=skip, channel=ch),
+    # carried out, then the answer lost: a create sent again must not make a second message
+    "bad_gateway_after_effect": lambda f, m, p, skip, ch: f.inject_lost_answer(m, p, status=502, skip=skip,
+                                                                               channel=ch),
+    "reset_after_effect": lambda f, m, p, skip, ch: f.inject_lost_answer(m, p, status=0, skip=skip, channel=ch),
 }
+_AFTER_EFFECT = ("bad_gateway_after_effect", "reset_after_effect")
 _TRANSPORT = ("ratelimited", "server_error", "unavailable", "reset")
 #: what each call can fail with besides the transport: Discord's JSON errors for it
 KINDS_FOR: dict[str, tuple[str, ...]] = {
     "typing": (*_TRANSPORT, "missing_permissions"),
-    "post": (*_TRANSPORT, "missing_permissions"),
-    "post:reply": (*_TRANSPORT, "missing_permissions", "reply_needs_history"),
-    "edit": (*_TRANSPORT, "unknown_message"),
+    "post": (*_TRANSPORT, *_AFTER_EFFECT, "missing_permissions"),
+    "post:reply": (*_TRANSPORT, *_AFTER_EFFECT, "missing_permissions", "reply_needs_history"),
+    "edit": (*_TRANSPORT, *_AFTER_EFFECT, "unknown_message"),
     "defer": _TRANSPORT,
-    "followup": _TRANSPORT,
-    "edit_original": (*_TRANSPORT, "unknown_message"),
-    "thread": (*_TRANSPORT, "missing_permissions"),
+    "followup": (*_TRANSPORT, *_AFTER_EFFECT),
+    "edit_original": (*_TRANSPORT, *_AFTER_EFFECT, "unknown_message"),
+    "thread": (*_TRANSPORT, *_AFTER_EFFECT, "missing_permissions"),
 }
 
 
@@ -329,7 +334,27 @@ def test_reference_sequence(matrix: Matrix, scenario: str) -> None:
     assert out.answer_parts == in_place
 
 
-@pytest.mark.parametrize("case", FAULT_CASES, ids=lambda case: case.id)
+#: Cells that fail on today's adapter, with why; strict, so a fix shows up as XPASS.
+KNOWN_FAILURES = {
+    f"ask-followup#0-{kind}": (
+        "an interaction followup (webhook execute) carries no nonce, and discord.py's webhook adapter itself resends "
+        "it after a 5xx (and our retry after a reset): a followup Discord had already posted is posted twice. "
+        "Discord has no endpoint that lists an interaction's followups; reading the channel's history would need "
+        "Read Message History, which a user-installed command does not have"
+    )
+    for kind in _AFTER_EFFECT
+}
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        pytest.param(case, marks=pytest.mark.xfail(reason=KNOWN_FAILURES[case.id], strict=True))
+        if case.id in KNOWN_FAILURES else case
+        for case in FAULT_CASES
+    ],
+    ids=lambda case: case.id,
+)
 def test_one_failing_call(matrix: Matrix, case: Case) -> None:
     _delivered_once(case, matrix.outcomes[case.id])
 
