@@ -25,9 +25,10 @@ async def run_cli(*args: str, stdin: str = "", env: dict[str, str] | None = None
     return proc.returncode or 0, out.decode(), err.decode()
 
 
-async def test_demo_with_piped_input_answers_each_line_on_stdout():
+async def test_demo_with_piped_input_answers_each_line_on_stdout(tmp_path):
     code, out, err = await run_cli("demo", "--token-delay", "0", "--work-seconds", "0",
-                                   stdin="ask the researcher and the critic\nhello\n")
+                                   stdin="ask the researcher and the critic\nhello\n",
+                                   env={"SWITCHBOARD_DB": str(tmp_path / "demo.db")})
     assert code == 0, err
     assert "- researcher: researcher: done with" in out
     assert "- critic: critic: done with" in out
