@@ -483,6 +483,7 @@ def _budget_text(reason: str) -> str:
         "cancelled_by_provider": "the AI provider kept cancelling the work",
         "expired": "the work kept expiring at the AI provider",
         "queued_too_long": "the AI provider did not start the work",
+        "connection": "nothing answered at the AI provider's address (cannot connect)",
     }.get(reason, "the AI provider kept failing")
     return f"I could not finish this: {plain}, and I ran out of retries."
 

@@ -57,11 +57,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     chat = with_config(sub.add_parser("chat", help="chat with the team in this terminal (or via a pipe)"))
     chat.add_argument("--conversation", default="default", help="conversation name, to keep several apart")
+    chat.add_argument("--jsonl", action="store_true", help="answers as JSON lines: one object per message")
     chat.set_defaults(handler=_chat)
 
     demo = sub.add_parser("demo", help="offline demo on the bundled emulator; no keys needed")
     demo.add_argument("--token-delay", type=float, default=0.02, help="seconds between streamed words")
     demo.add_argument("--work-seconds", type=float, default=0.6, help="how long each sub-assistant 'works'")
+    demo.add_argument("--jsonl", action="store_true", help="answers as JSON lines: one object per message")
     demo.add_argument("--db", help=f"database (default: ${ENV_DB} or {DEFAULT_DB_PATH}; `status` shows it)")
     demo.set_defaults(handler=_demo)
 
@@ -164,14 +166,14 @@ def _chat(args: argparse.Namespace) -> int:
     from switchboard.runner import run_console
 
     team = _load(args)
-    return asyncio.run(run_console(team, f"console:local:{args.conversation}"))
+    return asyncio.run(run_console(team, f"console:local:{args.conversation}", jsonl=args.jsonl))
 
 
 def _demo(args: argparse.Namespace) -> int:
     from switchboard.demo import run_demo
 
     db = args.db or os.environ.get(ENV_DB) or DEFAULT_DB_PATH
-    return asyncio.run(run_demo(args.token_delay, args.work_seconds, db))
+    return asyncio.run(run_demo(args.token_delay, args.work_seconds, db, jsonl=args.jsonl))
 
 
 def _status(args: argparse.Namespace) -> int:

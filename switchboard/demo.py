@@ -37,7 +37,7 @@ DEMO_HINT = (
 DEMO_CONVERSATION = "console:demo:default"
 
 
-async def run_demo(token_delay: float, work_seconds: float, db_path: str) -> int:
+async def run_demo(token_delay: float, work_seconds: float, db_path: str, jsonl: bool = False) -> int:
     """Run the demo chat until standard input ends; returns the exit code."""
     from bot.config import parse_config
     from emulator import run_emulator
@@ -51,4 +51,4 @@ async def run_demo(token_delay: float, work_seconds: float, db_path: str) -> int
         team = dataclasses.replace(team, base_url=emu.base_url, api_key="demo", db_path=db_path)
         if sys.stdin.isatty():
             print(DEMO_HINT, file=sys.stderr)
-        return await run_console(team, DEMO_CONVERSATION)
+        return await run_console(team, DEMO_CONVERSATION, jsonl=jsonl)

@@ -70,7 +70,7 @@ async def _openai(team: TeamConfig) -> Finding:
     except openai.AuthenticationError:
         return Finding(f"OpenAI at {where}", False, f"the key was refused: check {ENV_API_KEY}")
     except openai.APIConnectionError:
-        return Finding(f"OpenAI at {where}", False, "cannot connect: check OPENAI_BASE_URL and the network")
+        return Finding(f"OpenAI at {where}", False, f"cannot connect to {where}: check OPENAI_BASE_URL and the network")
     except openai.APIError as exc:
         return Finding(f"OpenAI at {where}", False, f"unexpected answer: {type(exc).__name__}")
     finally:

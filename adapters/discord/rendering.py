@@ -16,6 +16,7 @@ from adapters.discord.constants import (
     NONCE_MAX_LENGTH,
 )
 from bot.types import Delegated, Progress, Reply, Retrying, Started, SubFinished, TextDelta
+from bot.wording import retry_words
 
 #: footer of every embed that is NOT a final answer; how `find_delivery` tells "still working" from "delivered"
 PROGRESS_FOOTER = "Switchboard · working"
@@ -96,9 +97,8 @@ class ProgressState:
                 out.append(f"{icon} **{line.sub}** ran into a problem")
         if self.retry is not None:
             who = "" if self.retry.who == "proxy" else f" ({self.retry.who})"
-            out.append(
-                f"🔁 Retrying{who}: {_clip(self.retry.reason, TASK_PREVIEW_CHARS)} (attempt {self.retry.attempt})"
-            )
+            why = _clip(retry_words(self.retry.reason), TASK_PREVIEW_CHARS)
+            out.append(f"🔁 Retrying{who}: {why} (attempt {self.retry.attempt})")
         return out
 
     def embed(self) -> discord.Embed:

@@ -64,7 +64,7 @@ def translate(exc: openai.OpenAIError, not_found: NotFoundMeans = "thread") -> E
     if isinstance(exc, openai.APITimeoutError):
         return Transient("request to the AI provider timed out", reason="timeout")
     if isinstance(exc, openai.APIConnectionError):
-        return Transient("could not reach the AI provider", reason="connection")
+        return Transient(f"cannot connect to {_origin(exc)}", reason="connection")
     if not isinstance(exc, openai.APIError):
         return Permanent(f"{type(exc).__name__}: {exc}", reason="client")
     body = getattr(exc, "body", None)
@@ -95,6 +95,15 @@ def translate(exc: openai.OpenAIError, not_found: NotFoundMeans = "thread") -> E
     if isinstance(exc, openai.APIStatusError) and exc.status_code >= 500:
         return Transient(message, reason="server_error", retry_after=retry_after(exc))
     return Permanent(message, reason=code or "bad_request")
+
+
+def _origin(exc: openai.APIConnectionError) -> str:
+    """Where the request went (scheme, host, port; no path or query), or a generic phrase."""
+    try:
+        url = exc.request.url
+        return f"{url.scheme}://{url.netloc.decode()}"
+    except (AttributeError, RuntimeError):  # an error raised without its request
+        return "the AI provider"
 
 
 @asynccontextmanager

@@ -66,7 +66,7 @@ async def test_init_writes_the_team_file_and_a_private_env_template_then_keeps_t
 
 async def test_init_without_a_terminal_asks_nothing_and_enables_no_platform(tmp_path):
     code, out, err = await cli(tmp_path, "init")
-    assert code == 0, err
+    assert code == 0 and "Next steps" in out, err
     team = parse_config(tomllib.loads((tmp_path / "switchboard.toml").read_text()), env={})
     assert not any(p.enabled for p in team.platforms.values())
     assert "?" not in err  # no question was asked
