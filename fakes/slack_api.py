@@ -228,6 +228,10 @@ class FakeSlack:
         self.app_token = app_token
         self.bot_token = bot_token
         self.refuse_streaming_in_channels = False
+        #: the app's manifest has `agent_view` (not the legacy `assistant_view`): see `_set_prompts`
+        self.agent_view = True
+        #: suggested prompts as users see them, per DM channel (agent apps) or (channel, thread_ts) (legacy)
+        self.suggested_prompts: dict[str | tuple[str, str], list[dict[str, str]]] = {}
         #: users whose DM with the app refuses posts (the app's Messages tab is turned off)
         self.dm_refused: set[str] = set()
         #: the thinking indicator per (channel, thread_ts), as Slack shows it ("" when none)
@@ -756,10 +760,20 @@ class FakeSlack:
         return {}
 
     def _set_prompts(self, args: dict[str, Any]) -> dict[str, Any]:
-        # https://docs.slack.dev/reference/methods/assistant.threads.setSuggestedPrompts: channel_id and 1-4 prompts
+        # https://docs.slack.dev/reference/methods/assistant.threads.setSuggestedPrompts: channel_id and 1-4
+        # prompts, each with a title and a message. "The thread_ts parameter should only be used in the legacy
+        # assistant messaging experience. Including it in a call for an agent app will cause the call to silently
+        # fail": ok, and nothing shown.
         prompts = args.get("prompts") or []
         if not args.get("channel_id") or not prompts or len(prompts) > SUGGESTED_PROMPTS_MAX:
             raise SlackApiError("invalid_arguments")
+        if not all(isinstance(p, dict) and p.get("title") and p.get("message") for p in prompts):
+            raise SlackApiError("invalid_arguments")
+        channel, thread = str(args["channel_id"]), args.get("thread_ts")
+        if self.agent_view and thread:
+            return {}
+        key: str | tuple[str, str] = (channel, str(thread)) if thread else channel
+        self.suggested_prompts[key] = [dict(p) for p in prompts]
         return {}
 
     def _replies(self, args: dict[str, Any]) -> dict[str, Any]:

@@ -147,3 +147,13 @@ def test_the_instance_lock_names_the_holding_pid_and_what_to_do(tmp_path):
         held.release()
     assert f"(PID {os.getpid()})" in str(caught.value) and f"kill {os.getpid()}" in str(caught.value)
     assert "SWITCHBOARD_DB" in str(caught.value)
+
+
+@pytest.mark.parametrize("content", [None, "critic: [unclosed\n", "critic:\n  - colour: red\n", "- just a list\n"])
+async def test_emulator_scripts_problems_are_one_line_errors(tmp_path, content):
+    path = tmp_path / "scripts.yml"
+    if content is not None:
+        path.write_text(content)
+    code, out, err = await cli(tmp_path, "emulator", "--port", "0", "--scripts", str(path))
+    assert code == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1 and err.startswith(f"emulator: --scripts {path}: "), err
