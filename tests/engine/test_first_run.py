@@ -157,3 +157,9 @@ async def test_emulator_scripts_problems_are_one_line_errors(tmp_path, content):
     code, out, err = await cli(tmp_path, "emulator", "--port", "0", "--scripts", str(path))
     assert code == 2 and out == ""
     assert len(err.strip().splitlines()) == 1 and err.startswith(f"emulator: --scripts {path}: "), err
+
+
+def test_the_readme_shows_the_terminal_demo_drawn_by_its_script():
+    assert "![switchboard demo in a terminal](docs/demo.svg)" in (REPO / "README.md").read_text()
+    svg = (REPO / "docs" / "demo.svg").read_text()
+    assert svg.startswith("<svg") and "Generated with Rich" in svg  # benchmarks/demo_svg.py wrote it
