@@ -115,13 +115,13 @@ async def _slack(env: Mapping[str, str]) -> list[Finding]:
 
 async def _discord(env: Mapping[str, str]) -> list[Finding]:
     from adapters.discord import DiscordSettings, SettingsError
-    from adapters.discord.adapter import check_discord
+    from adapters.discord.adapter import inspect_discord
 
     try:
         settings = DiscordSettings.from_env(env)
     except SettingsError as exc:
         return [Finding("Discord settings", False, str(exc))]
-    problems = await check_discord(settings)
+    problems, invite = await inspect_discord(settings)
     if not problems:
-        return [Finding("Discord bot token", True)]
+        return [Finding("Discord bot token", True, f"invite the bot with {invite}" if invite else "")]
     return [Finding("Discord", False, problem) for problem in problems]
