@@ -163,3 +163,14 @@ def test_the_readme_shows_the_terminal_demo_drawn_by_its_script():
     assert "![switchboard demo in a terminal](docs/demo.svg)" in (REPO / "README.md").read_text()
     svg = (REPO / "docs" / "demo.svg").read_text()
     assert svg.startswith("<svg") and "Generated with Rich" in svg  # benchmarks/demo_svg.py wrote it
+
+
+@pytest.mark.parametrize(("ci", "outcome"), [("true", "1 failed"), ("", "skipped")])
+def test_a_missing_openapi_description_fails_in_ci_and_skips_elsewhere(tmp_path, ci, outcome):
+    import subprocess
+
+    env = {**os.environ, "CI": ci, "SWITCHBOARD_OPENAPI_SPEC": str(tmp_path / "absent.json")}
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           "tests/emulator/test_conformance.py::test_the_openapi_description_is_there"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert outcome in done.stdout, done.stdout
