@@ -174,3 +174,19 @@ def test_a_missing_openapi_description_fails_in_ci_and_skips_elsewhere(tmp_path,
                            "tests/emulator/test_conformance.py::test_the_openapi_description_is_there"],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert outcome in done.stdout, done.stdout
+
+
+def test_startup_logs_carry_no_library_noise(capsys):
+    import logging
+
+    from bot.logs import setup_logging
+
+    setup_logging("INFO")
+    try:
+        logging.getLogger("discord.client").warning("PyNaCl is not installed, voice will NOT be supported")
+        logging.getLogger("slack_bolt.App").warning("As you gave `client` as well, `token` will be unused.")
+        logging.getLogger("switchboard.run").warning("something an operator needs")
+    finally:
+        logging.getLogger().handlers.clear()
+    err = capsys.readouterr().err
+    assert "voice" not in err and "`token`" not in err and "something an operator needs" in err
