@@ -190,3 +190,15 @@ def test_startup_logs_carry_no_library_noise(capsys):
         logging.getLogger().handlers.clear()
     err = capsys.readouterr().err
     assert "voice" not in err and "`token`" not in err and "something an operator needs" in err
+
+
+def test_docs_emulator_lists_exactly_the_emulator_flags_the_cli_wires():
+    import re as regex
+
+    from switchboard.cli import build_parser
+
+    usage = (REPO / "docs" / "EMULATOR.md").read_text().split("switchboard emulator --port 8765", 1)[1].split("```")[0]
+    documented = set(regex.findall(r"--[a-z-]+", usage)) | {"--port"}
+    emulator = build_parser()._subparsers._group_actions[0].choices["emulator"]  # type: ignore[union-attr]
+    wired = {flag for action in emulator._actions for flag in action.option_strings if flag.startswith("--")}
+    assert documented == wired - {"--help"}
