@@ -234,6 +234,8 @@ class FakeSlack:
         self.suggested_prompts: dict[str | tuple[str, str], list[dict[str, str]]] = {}
         #: users whose DM with the app refuses posts (the app's Messages tab is turned off)
         self.dm_refused: set[str] = set()
+        #: channels the bot is not a member of (a slash command works there; chat.postEphemeral does not)
+        self.bot_absent: set[str] = set()
         #: the thinking indicator per (channel, thread_ts), as Slack shows it ("" when none)
         self.statuses: dict[tuple[str, str], str] = {}
         self.faults: list[Fault] = []
@@ -824,10 +826,13 @@ class FakeSlack:
         return {"user": user}
 
     def _post_ephemeral(self, args: dict[str, Any]) -> dict[str, Any]:
-        # https://docs.slack.dev/reference/methods/chat.postEphemeral#errors: user_not_in_channel
-        self._need_channel(args)
+        # https://docs.slack.dev/reference/methods/chat.postEphemeral#errors: user_not_in_channel; not_in_channel
+        # when the app's bot is not in the channel (slash commands, unlike bot posts, work in any channel)
+        channel = self._need_channel(args)
         if not args.get("user"):
             raise SlackApiError("user_not_in_channel")
+        if channel in self.bot_absent:
+            raise SlackApiError("not_in_channel")
         return {"message_ts": self.next_ts()}
 
 
