@@ -4,7 +4,8 @@ as `stuck_tool_call`, meant for logs and metrics). Unknown codes get a generic p
 from __future__ import annotations
 
 RETRY_WORDS = {
-    "connection": "cannot connect to the AI provider",
+    "unreachable": "cannot connect to the AI provider",
+    "connection": "the connection to the AI provider failed",
     "timeout": "the AI provider did not answer in time",
     "rate_limit": "the AI provider is rate-limiting us",
     "rate_limit_exceeded": "the AI provider is rate-limiting us",

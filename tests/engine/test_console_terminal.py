@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import openai
+import pytest
 from rich.console import Console
 
 from adapters.console import ConsoleSurface
@@ -20,6 +21,7 @@ from bot.backends.base import Transient
 from bot.backends.openai_errors import translate
 from bot.types import Delegated, Retrying, Started, TextDelta, TurnRef
 from emulator import Rule, Script, run_emulator
+from tests.engine.harness import inbound, running_bot, team
 from tests.engine.test_first_run import cli
 from tests.pty_session import PtySession
 
@@ -57,16 +59,19 @@ async def test_answers_stream_below_the_progress_lines():
 async def test_progress_lines_use_words_not_internal_codes():
     err = io.StringIO()
     surface = ConsoleSurface(out=io.StringIO(), err=err, live=False)
-    for code in ("stuck_tool_call", "thread_locked_by_unknown_run", "connection", "some_new_code"):
+    for code in ("stuck_tool_call", "thread_locked_by_unknown_run", "unreachable", "some_new_code"):
         await surface.progress(TURN, Retrying(code, attempt=1, who="proxy"))
     lines = err.getvalue().splitlines()
     assert "stuck on an unanswered step" in lines[0] and "cannot connect to the AI provider" in lines[2]
     assert not any(code in err.getvalue() for code in ("stuck_tool_call", "unknown_run", "some_new_code"))
 
 
-def test_a_connection_error_names_the_address():
+@pytest.mark.parametrize("transport", ["default", "aiohttp"])
+def test_nothing_listening_is_unreachable_and_names_the_address(transport):
     async def attempt() -> Exception:
-        client = openai.AsyncOpenAI(api_key="k", base_url=f"http://127.0.0.1:{closed_port()}/v1", max_retries=0)
+        http = openai.DefaultAioHttpClient() if transport == "aiohttp" else None  # the engine uses aiohttp
+        client = openai.AsyncOpenAI(api_key="k", base_url=f"http://127.0.0.1:{closed_port()}/v1", max_retries=0,
+                                    http_client=http)
         try:
             await client.models.list()
         except openai.OpenAIError as exc:
@@ -76,8 +81,21 @@ def test_a_connection_error_names_the_address():
         raise AssertionError("connected to a closed port")
 
     error = asyncio.run(attempt())
-    assert isinstance(error, Transient) and error.reason == "connection"
+    assert isinstance(error, Transient) and error.reason == "unreachable"  # not "timeout", as aiohttp's SDK says
     assert str(error).startswith("cannot connect to http://127.0.0.1:")
+
+
+async def test_a_running_bot_waits_for_an_unreachable_provider_without_spending_its_budget(tmp_path):
+    port = closed_port()
+    cfg = team(f"http://127.0.0.1:{port}/v1", tmp_path / "db", retry_budget=1)
+    async with running_bot(cfg) as (bot, surface):
+        await bot.accept(inbound("hello"))
+        retries = await surface.wait_event("retrying", count=4)  # well past the budget of 1
+        assert {r.reason for r in retries} == {"unreachable"}  # type: ignore[union-attr]
+        assert not surface.replies()  # no "ran out of retries"
+        async with run_emulator(port=port):  # the provider comes up: the same turn goes through
+            [(_, reply)] = await surface.wait_for(1)
+    assert reply.kind == "answer" and reply.text == "You said: hello"
 
 
 async def test_chat_reports_an_unreachable_provider_within_seconds(tmp_path):
