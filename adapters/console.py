@@ -46,7 +46,6 @@ from bot.types import (
     TextDelta,
     TurnRef,
 )
-from bot.wording import retry_words
 
 log = logging.getLogger("switchboard.console")
 
@@ -117,7 +116,7 @@ class ConsoleSurface:
                 line.state = "done" if event.ok else "failed"
             self._line(f"{'✓' if event.ok else '✗'} {event.sub} {'finished' if event.ok else 'failed'}")
         elif isinstance(event, Retrying):
-            view.retry = f"{retry_words(event.reason)}; retrying {event.who} (attempt {event.attempt})"
+            view.retry = f"{event.words}; retrying {event.who} (attempt {event.attempt})"
             view.text = ""  # the retried attempt streams its answer again from the start
             self._line(f"↻ {view.retry}")
         elif isinstance(event, TextDelta):

@@ -16,7 +16,6 @@ from adapters.discord.constants import (
     NONCE_MAX_LENGTH,
 )
 from bot.types import Delegated, Progress, Reply, Retrying, Started, SubFinished, TextDelta
-from bot.wording import retry_words
 
 #: footer of every embed that is NOT a final answer; how `find_delivery` tells "still working" from "delivered"
 PROGRESS_FOOTER = "Switchboard · working"
@@ -97,7 +96,7 @@ class ProgressState:
                 out.append(f"{icon} **{line.sub}** ran into a problem")
         if self.retry is not None:
             who = "" if self.retry.who == "proxy" else f" ({self.retry.who})"
-            why = _clip(retry_words(self.retry.reason), TASK_PREVIEW_CHARS)
+            why = _clip(self.retry.words, TASK_PREVIEW_CHARS)
             out.append(f"🔁 Retrying{who}: {why} (attempt {self.retry.attempt})")
         return out
 
