@@ -261,7 +261,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.handler(args) or 0)
     except ConfigError as exc:
-        print(f"switchboard: configuration problem: {exc}", file=sys.stderr)
+        unreachable = type(exc).__name__ == "ProviderUnreachable"  # switchboard.runner, not imported for every command
+        print(f"switchboard: {'' if unreachable else 'configuration problem: '}{exc}", file=sys.stderr)
         return 2
     except StoreError as exc:
         print(f"switchboard: database problem: {exc}", file=sys.stderr)

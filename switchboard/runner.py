@@ -132,7 +132,12 @@ async def provider_unreachable(base_url: str | None) -> str | None:
         async with asyncio.timeout(CONNECT_PROBE_SECONDS):
             _, writer = await asyncio.open_connection(url.hostname, port)
     except (OSError, TimeoutError) as exc:
-        why = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or type(exc).__name__).lower()
+        if isinstance(exc, TimeoutError):
+            why = "timed out"
+        elif isinstance(exc, ConnectionRefusedError):
+            why = "connection refused"
+        else:
+            why = (exc.strerror or type(exc).__name__).lower()
         return f"cannot connect to {base_url} ({why}): is the server running? check OPENAI_BASE_URL"
     writer.close()
     with contextlib.suppress(OSError):
