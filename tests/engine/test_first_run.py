@@ -202,3 +202,14 @@ def test_docs_emulator_lists_exactly_the_emulator_flags_the_cli_wires():
     emulator = build_parser()._subparsers._group_actions[0].choices["emulator"]  # type: ignore[union-attr]
     wired = {flag for action in emulator._actions for flag in action.option_strings if flag.startswith("--")}
     assert documented == wired - {"--help"}
+
+
+def test_the_readmes_say_how_to_find_admin_ids_and_that_http_mode_needs_a_public_https_url():
+    readme = " ".join((REPO / "README.md").read_text().split())
+    slack = " ".join((REPO / "adapters" / "slack" / "README.md").read_text().split())
+    discord = " ".join((REPO / "adapters" / "discord" / "README.md").read_text().split())
+    for text in (readme, slack):
+        assert "Copy member ID" in text and "public HTTPS URL" in text and "ngrok http 3000" in text
+    for text in (readme, discord):
+        assert "Copy User ID" in text and "Developer Mode" in text
+    assert "invite URL" in discord and "removes the global commands" in discord
