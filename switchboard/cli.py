@@ -25,6 +25,7 @@ from bot.config import (
     load_config,
 )
 from storage.base import StoreError
+from switchboard.demo import DEMO_DB_PATH
 
 EXIT_NOT_READY = 2
 
@@ -64,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--token-delay", type=float, default=0.02, help="seconds between streamed words")
     demo.add_argument("--work-seconds", type=float, default=0.6, help="how long each sub-assistant 'works'")
     demo.add_argument("--jsonl", action="store_true", help="answers as JSON lines: one object per message")
-    demo.add_argument("--db", help=f"database (default: ${ENV_DB} or {DEFAULT_DB_PATH}; `status` shows it)")
+    demo.add_argument("--db", default=DEMO_DB_PATH, help=f"the demo's database (default: {DEMO_DB_PATH}, apart from "
+                      "the bot's)")
     demo.set_defaults(handler=_demo)
 
     status = with_config(sub.add_parser("status", help="list conversations and in-flight turns"))
@@ -121,11 +123,15 @@ def _load(args: argparse.Namespace) -> TeamConfig:
 
 def _load_for_database(args: argparse.Namespace) -> TeamConfig:
     """The team file when there is one; else just enough to reach the database (status, audit, reset, cancel
-    work right after `switchboard demo`, before any team file exists)."""
+    work right after `switchboard demo`, before any team file exists): $SWITCHBOARD_DB, else the bot's default
+    database, else the demo's when only it exists."""
     if args.config or os.environ.get(ENV_CONFIG) or Path(DEFAULT_CONFIG_PATH).exists():
         return _load(args)
+    db_path = os.environ.get(ENV_DB) or DEFAULT_DB_PATH
+    if not os.environ.get(ENV_DB) and not Path(DEFAULT_DB_PATH).exists() and Path(DEMO_DB_PATH).exists():
+        db_path = DEMO_DB_PATH
     proxy = AgentConfig(name="proxy", instructions="(no team file)", model="unused")
-    return TeamConfig(proxy=proxy, subs=(), db_path=os.environ.get(ENV_DB) or DEFAULT_DB_PATH,
+    return TeamConfig(proxy=proxy, subs=(), db_path=db_path,
                       base_url=os.environ.get("OPENAI_BASE_URL") or None,
                       api_key=os.environ.get("OPENAI_API_KEY") or None)
 
@@ -172,8 +178,7 @@ def _chat(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from switchboard.demo import run_demo
 
-    db = args.db or os.environ.get(ENV_DB) or DEFAULT_DB_PATH
-    return asyncio.run(run_demo(args.token_delay, args.work_seconds, db, jsonl=args.jsonl))
+    return asyncio.run(run_demo(args.token_delay, args.work_seconds, args.db, jsonl=args.jsonl))
 
 
 def _status(args: argparse.Namespace) -> int:

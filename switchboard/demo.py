@@ -1,7 +1,9 @@
 """`switchboard demo`: a proxy and three sub-assistants on the bundled emulator, in this terminal, with no keys.
 
-The conversation is kept in `db_path` (so `switchboard status` shows it afterwards); the emulator runs in-process on
-a free port and answers with its default scripted behaviour, each sub-assistant taking `work_seconds` to "work".
+The conversation is kept in its own database (`DEMO_DB_PATH` by default, never the bot's: a demo turn interrupted
+by Ctrl-C must not be resumed against the real provider by `switchboard run`), which `switchboard status` reads when
+there is no team file and no bot database yet. The emulator runs in-process on a free port and answers with its
+default scripted behaviour, each sub-assistant taking `work_seconds` to "work".
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ DEMO_HINT = (
     "Try: 'ask the researcher and the critic about our launch', or 'ask the team to plan a party'. Ctrl-D quits."
 )
 DEMO_CONVERSATION = "console:demo:default"
+DEMO_DB_PATH = "switchboard-demo.db"
 
 
 async def run_demo(token_delay: float, work_seconds: float, db_path: str, jsonl: bool = False) -> int:

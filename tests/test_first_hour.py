@@ -101,7 +101,9 @@ def test_the_first_hour(user: dict[str, str], tmp_path: Path):
     assert "asking researcher" in first.stderr and "Traceback" not in first.stderr
     assert (tmp_path / "switchboard.toml").is_file() and (tmp_path / ".env").is_file()
 
-    status = sb(["status"], tmp_path, user)
+    status = sb(["status"], tmp_path, user)  # the bot's database: the demo kept to its own
+    assert status.returncode == 0 and status.stdout.startswith("0 conversation(s) in switchboard.db")
+    status = sb(["status"], tmp_path, {**user, "SWITCHBOARD_DB": "switchboard-demo.db"})
     assert status.returncode == 0 and "console:demo:default" in status.stdout and "idle" in status.stdout
 
     doctor = sb(["doctor"], tmp_path, user)

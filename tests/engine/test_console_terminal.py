@@ -124,7 +124,7 @@ async def test_piped_chat_exits_non_zero_when_a_turn_failed_and_jsonl_has_one_ob
 
 
 def test_ctrl_c_at_the_prompt_and_mid_turn_in_a_terminal(tmp_path):
-    env = {"PYTHONPATH": str(REPO), "SWITCHBOARD_DB": str(tmp_path / "demo.db")}
+    env = {"PYTHONPATH": str(REPO)}
     command = [sys.executable, "-m", "switchboard.cli", "demo", "--work-seconds", "60", "--token-delay", "0"]
     with PtySession(command, cwd=tmp_path, env=env) as term:
         term.expect("you> ")
@@ -137,7 +137,7 @@ def test_ctrl_c_at_the_prompt_and_mid_turn_in_a_terminal(tmp_path):
         term.interrupt()  # mid-turn
         assert term.wait() == 130
         assert term.output.rstrip().endswith("resumes when you start the chat again.")  # nothing drawn after
-    code, out, _ = asyncio.run(cli(tmp_path, "status", env={"SWITCHBOARD_DB": str(tmp_path / "demo.db")}))
+    code, out, _ = asyncio.run(cli(tmp_path, "status"))  # no team file: the demo's database
     assert code == 0 and "console:demo:default" in out and "awaiting_tools" in out  # left to resume
 
 

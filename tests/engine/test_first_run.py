@@ -107,7 +107,8 @@ async def test_database_commands_work_after_the_demo_without_a_team_file(tmp_pat
     assert code == 0, err
     code, out, err = await cli(tmp_path, "status")
     assert code == 0, err
-    assert "1 conversation(s) in switchboard.db" in out and "console:demo:default" in out
+    assert "1 conversation(s) in switchboard-demo.db" in out and "console:demo:default" in out
+    assert not (tmp_path / "switchboard.db").exists()  # never the bot's database: `run` must not resume demo turns
     code, out, err = await cli(tmp_path, "reset", "--conversation", "default")  # the short key
     assert code == 0, err
     assert out.startswith("Done")
