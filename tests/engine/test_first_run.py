@@ -97,6 +97,13 @@ async def test_secrets_come_from_the_env_file_and_the_environment_wins(tmp_path)
     assert "from-file" not in err and "also-bad-but-mine" not in err  # secrets are never echoed
 
 
+async def test_doctor_without_a_team_file_still_checks_the_key(tmp_path):
+    code, out, _ = await cli(tmp_path, "doctor")
+    assert code == 1
+    assert "[FAIL] team file" in out and "switchboard init" in out and "OPENAI_API_KEY is not set" in out
+    assert out.rstrip().endswith("2 problem(s) found.")
+
+
 async def test_version_flag(tmp_path):
     code, out, _ = await cli(tmp_path, "--version")
     assert code == 0 and out.startswith("switchboard ")
