@@ -1,8 +1,10 @@
 """A terminal chat on the same engine: `switchboard chat` and `switchboard demo`.
 
-On a terminal it shows a thinking spinner and one live line per sub-assistant at work (rich). With piped
-standard input it reads one message per line, waits for each answer, prints answers on standard output and
-progress on standard error, so it can be scripted.
+On a terminal it shows a thinking spinner and one live line per sub-assistant at work (rich), with the answer
+streaming below them; Ctrl-C at the prompt or mid-turn stops cleanly (an unfinished turn resumes at the next
+start). With piped standard input it reads one message per line, waits for each answer, prints answers on standard
+output (separated by a blank line, or one JSON object per line with `jsonl`) and progress on standard error, and
+exits 1 when any turn failed, so it can be scripted.
 
 Each line is its own turn: `chat` sends a line only once the previous line's answer was printed, and knows that
 answer by the line's event id, which the line's route carries into the turn (`TurnRef.route`). Any other answer
@@ -14,8 +16,10 @@ left from before the restart is let finish before the first line is sent, and an
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import sys
+import threading
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -39,6 +43,7 @@ from bot.types import (
     Retrying,
     Started,
     SubFinished,
+    TextDelta,
     TurnRef,
 )
 
@@ -49,6 +54,7 @@ PROMPT = "you> "
 ROUTE_LINE = "line"  # the event id of the line a turn answers (its newest message)
 ROUTE_PREVIEW = "preview"  # the start of that line, to label its answer should it come after a restart
 PREVIEW_CHARS = 60
+EXIT_TURN_FAILED = 1
 
 
 @dataclass(slots=True)
@@ -61,21 +67,25 @@ class _SubLine:
 class _TurnView:
     subs: dict[str, _SubLine] = field(default_factory=dict)  # by call id
     retry: str = ""
+    text: str = ""  # the answer so far, as it streams
 
 
 class ConsoleSurface:
     """Renders progress and answers. `expect(event_id)` before sending a line gives the future its answer resolves;
     answers nobody expects are labelled as answers to earlier messages. `separate` puts a blank line between
-    answers (for piped output; a terminal has the prompt between them)."""
+    answers (for piped output; a terminal has the prompt between them); `jsonl` prints one JSON object per answer
+    instead. `failures` counts the failure replies printed."""
 
     platform: Platform = PLATFORM
 
     def __init__(self, out: TextIO | None = None, err: TextIO | None = None, live: bool | None = None,
-                 separate: bool = True) -> None:
+                 separate: bool = True, jsonl: bool = False) -> None:
         self.out = out or sys.stdout
         self.err = err or sys.stderr
         self.live_mode = self.err.isatty() if live is None else live
         self.separate = separate
+        self.jsonl = jsonl
+        self.failures = 0
         self.console = Console(file=self.err, highlight=False)
         self._expected: dict[str, asyncio.Future[Reply]] = {}
         self._printed = False
@@ -106,8 +116,11 @@ class ConsoleSurface:
                 line.state = "done" if event.ok else "failed"
             self._line(f"{'✓' if event.ok else '✗'} {event.sub} {'finished' if event.ok else 'failed'}")
         elif isinstance(event, Retrying):
-            view.retry = f"retrying {event.who} ({event.reason}, attempt {event.attempt})"
+            view.retry = f"{event.words}; retrying {event.who} (attempt {event.attempt})"
+            view.text = ""  # the retried attempt streams its answer again from the start
             self._line(f"↻ {view.retry}")
+        elif isinstance(event, TextDelta):
+            view.text += event.text
         elif isinstance(event, Started):
             self._line("… thinking")
         elif isinstance(event, Done | Failed):
@@ -120,18 +133,32 @@ class ConsoleSurface:
         self._stop_live()
         self._views.pop(turn.id, None)
         waiter = self._expected.pop(str(turn.route.get(ROUTE_LINE, "")), None)
-        prefix = {"answer": "", "failure": "[failed] ", "notice": "[notice] "}[reply.kind]
-        lines = [""] if self.separate and self._printed else []
-        if waiter is None:
-            lines.append(_earlier_label(turn))
-        lines.append(f"{prefix}{reply.text}")
+        if reply.kind == "failure":
+            self.failures += 1
         try:
-            print("\n".join(lines), file=self.out, flush=True)
+            print(self._format(turn, reply, earlier=waiter is None), file=self.out, flush=True)
             self._printed = True
         finally:  # even when printing failed, the line must not wait for ever
             if waiter is not None and not waiter.done():
                 waiter.set_result(reply)
         return f"console:{turn.id}"
+
+    def _format(self, turn: TurnRef, reply: Reply, earlier: bool) -> str:
+        if self.jsonl:
+            record: dict[str, object] = {"kind": reply.kind, "text": reply.text}
+            if earlier:
+                record["earlier"] = _earlier_label(turn)
+            return json.dumps(record, ensure_ascii=False)
+        prefix = {"answer": "", "failure": "[failed] ", "notice": "[notice] "}[reply.kind]
+        lines = [""] if self.separate and self._printed else []
+        if earlier:
+            lines.append(_earlier_label(turn))
+        lines.append(f"{prefix}{reply.text}")
+        return "\n".join(lines)
+
+    def stop(self) -> None:
+        """Leave the screen clean (no live display half drawn), e.g. on Ctrl-C."""
+        self._stop_live()
 
     async def find_delivery(self, turn: TurnRef) -> str | None:
         return None  # a terminal keeps no history to look in: a reply interrupted by a crash is printed again
@@ -153,8 +180,11 @@ class ConsoleSurface:
                 rows.append(Text(f"{'✓' if line.state == 'done' else '✗'} {line.task}"))
         if view.retry:
             rows.append(Text(f"↻ {view.retry}", style="yellow"))
+        if view.text:
+            rows.append(Text(view.text))
         if self._live is None:
-            self._live = Live(Group(*rows), console=self.console, refresh_per_second=8, transient=True)
+            self._live = Live(Group(*rows), console=self.console, refresh_per_second=8, transient=True,
+                              vertical_overflow="visible")
             self._live.start()
         else:
             self._live.update(Group(*rows))
@@ -186,15 +216,15 @@ async def chat(bot: BotLike, surface: ConsoleSurface, conversation: str, user: s
     """
     stdin = stdin or sys.stdin
     interactive = stdin.isatty()
-    loop = asyncio.get_running_loop()
+    lines = _LineReader(stdin)
     if settle is not None and not interactive:
         await settle()
     while True:
         if interactive:
             print(PROMPT, end="", file=surface.err, flush=True)
-        line = await loop.run_in_executor(None, stdin.readline)
+        line = await lines.next()
         if not line:
-            return 0
+            return EXIT_TURN_FAILED if surface.failures and not interactive else 0
         text = line.strip()
         if not text:
             continue
@@ -222,3 +252,34 @@ async def chat(bot: BotLike, surface: ConsoleSurface, conversation: str, user: s
                   file=surface.err, flush=True)
             continue
         await answer
+
+
+class _LineReader:
+    """Lines of `stdin` read by a daemon thread, one at a time on request. Not the loop's executor: a thread blocked
+    in `readline` there would hold up the shutdown after Ctrl-C until Enter was pressed."""
+
+    def __init__(self, stdin: TextIO) -> None:
+        self._stdin = stdin
+        self._loop = asyncio.get_running_loop()
+        self._wanted = threading.Semaphore(0)
+        self._lines: asyncio.Queue[str] = asyncio.Queue()
+        threading.Thread(target=self._read, name="console-stdin", daemon=True).start()
+
+    async def next(self) -> str:
+        """The next line, or "" at the end of input."""
+        self._wanted.release()
+        return await self._lines.get()
+
+    def _read(self) -> None:
+        while True:
+            self._wanted.acquire()
+            try:
+                line = self._stdin.readline()
+            except (OSError, ValueError):  # closed under us
+                line = ""
+            try:
+                self._loop.call_soon_threadsafe(self._lines.put_nowait, line)
+            except RuntimeError:  # the loop is gone: the chat ended
+                return
+            if not line:
+                return

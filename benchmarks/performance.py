@@ -339,7 +339,7 @@ def chart(r: dict[str, Any], path: Path) -> None:
     for key, label in (("steady200", "200 steady"), ("burst200", "200 burst")):
         if key in r:
             ind = r[key]["indicator"]
-            ax.bar([label], [ind["p99"]], label=f"{label}: p50 {ind['p50']:.1f} ms")
+            ax.bar([label], [ind["p99"]], label=f"{label}: p99 {ind['p99']:.1f} ms (p50 {ind['p50']:.1f})")
     if "steady200" in r or "burst200" in r:
         ax.axhline(100, color="red", ls="--", lw=1, label="target p99")
         ax.set_yscale("log")

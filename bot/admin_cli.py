@@ -15,11 +15,19 @@ from bot.admin_socket import InstanceLock, operator_context
 from bot.config import TeamConfig
 from bot.types import CommandResult
 
+MAX_LISTED = 5
+
 
 async def run_admin(team: TeamConfig, texts: list[str], channel: str = "", conversation: str | None = None,
                     operator: str | None = None) -> CommandResult:
-    """Run engine commands in order (stopping at the first refusal); returns the last result."""
+    """Run engine commands in order (stopping at the first refusal); returns the last result. `conversation` may be
+    a short key (its last `:` parts, e.g. the thread timestamp) when only one conversation ends that way."""
     operator = operator or getpass.getuser()
+    if conversation is not None:
+        resolved = await resolve_conversation(team.db_path, conversation)
+        if isinstance(resolved, CommandResult):
+            return resolved
+        conversation = resolved
     path = admin_socket.socket_path(team.db_path)
     result: CommandResult | None = None
     for text in texts:
@@ -30,6 +38,27 @@ async def run_admin(team: TeamConfig, texts: list[str], channel: str = "", conve
             break
     assert result is not None
     return result
+
+
+async def resolve_conversation(db_path: str, name: str) -> str | CommandResult:
+    """The full key `name` stands for, or a refusal naming the candidates."""
+    from storage.sqlite import SQLiteStore
+
+    store = SQLiteStore(db_path)
+    await store.open()
+    try:
+        keys = [c.key for c in await store.conversations()]
+    finally:
+        await store.close()
+    if name in keys:
+        return name
+    matches = [key for key in keys if key.endswith(":" + name)]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        return CommandResult(False, f"no conversation {name!r} in {db_path}: `switchboard status` lists them")
+    listed = ", ".join(sorted(matches)[:MAX_LISTED])
+    return CommandResult(False, f"{name!r} could be {len(matches)} conversations ({listed}); give more of the key")
 
 
 async def _offline(team: TeamConfig, texts: list[str], channel: str, conversation: str | None,

@@ -52,9 +52,14 @@ class InstanceLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            holder = _holder_pid(fd)
             os.close(fd)
+            db = self.path.removesuffix(LOCK_SUFFIX)
+            who = f"another Switchboard process (PID {holder})" if holder else "another Switchboard process"
+            stop = f"`kill {holder}`" if holder else "`switchboard run` wherever it was started"
             raise AlreadyRunning(
-                f"another Switchboard process is using {self.path.removesuffix(LOCK_SUFFIX)}"
+                f"{who} is using {db}: stop it first ({stop}), or give this one its own database with "
+                "SWITCHBOARD_DB; `switchboard reset/cancel/audit` reach the running bot without stopping it"
             ) from None
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
@@ -65,6 +70,15 @@ class InstanceLock:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
+
+
+def _holder_pid(fd: int) -> int | None:
+    """The PID the lock holder wrote into the lock file (the lock itself dies with its process)."""
+    try:
+        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+        return int(text) if text.isdigit() else None
+    except OSError:
+        return None
 
 
 class AdminSocket:

@@ -167,8 +167,8 @@ class CommandHandler:
         return CommandResult(True, "Cancelled the running turn." if cancelled else "Nothing is running here.")
 
     async def _audit(self, ctx: CommandContext) -> CommandResult:
+        entries = await self.control.store.recent_audit(20)  # read first: the listing never shows this request
         await self._record(ctx, "audit", ctx.channel, "done")
-        entries = await self.control.store.recent_audit(20)
         lines = [
             f"{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(e.at))} {e.platform}:{e.actor} {e.action} "
             f"{e.target} -> {e.outcome}{f' ({e.detail})' if e.detail else ''}"

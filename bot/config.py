@@ -111,7 +111,7 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(
-            f"team file {path} not found: copy switchboard.example.toml to {path} or set {ENV_CONFIG}"
+            f"team file {path} not found: run `switchboard init` to write one here, or set {ENV_CONFIG}"
         ) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None

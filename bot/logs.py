@@ -64,9 +64,24 @@ class _Scrubbing(logging.Formatter):
         return scrub(super().format(record), secrets)
 
 
+#: library warnings that say nothing an operator can act on: bolt notes it ignores SLACK_BOT_TOKEN from the
+#: environment (we hand it a client), discord.py that voice is unsupported (the bot never joins voice)
+LIBRARY_NOISE = (
+    "As you gave `client` as well, `token` will be unused.",
+    "As `installation_store` or `authorize` has been used, `token` (or SLACK_BOT_TOKEN env variable) will be ignored.",
+    "PyNaCl is not installed, voice will NOT be supported",
+    "davey is not installed, voice will NOT be supported",
+)
+
+
+def _not_noise(record: logging.LogRecord) -> bool:
+    return record.getMessage() not in LIBRARY_NOISE
+
+
 def setup_logging(level: str = "INFO", as_json: bool = False) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_Scrubbing(as_json))
+    handler.addFilter(_not_noise)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

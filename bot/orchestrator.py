@@ -312,7 +312,12 @@ class Orchestrator:
         entries = await self.store.transcript(conv, generation, thread_path)
         seed = [TranscriptItem(e.role, e.text) for e in entries if e.turn_id != ctx.turn.id]
         metadata = {"conversation": conv[:500], "thread": thread_path[:500]}
-        thread_id = await self.supervisor.call(lambda: self.backend.create_thread(seed, metadata))
+        who = self.team.proxy.name if thread_path == MAIN_THREAD else thread_path.rsplit("/", 1)[-1]
+
+        async def on_retry(reason: str, attempt: int) -> None:
+            await ctx.emit(Retrying(reason=reason, attempt=attempt, who=who))
+
+        thread_id = await self.supervisor.call(lambda: self.backend.create_thread(seed, metadata), on_retry)
         if thread_path == MAIN_THREAD:
             ctx.main_thread = thread_id
             await self.store.set_main_thread(conv, generation, thread_id)

@@ -20,6 +20,7 @@ from typing import TypeVar
 
 from bot.backends.base import (
     SETTLED,
+    UNREACHABLE,
     Backend,
     BackendError,
     Delta,
@@ -192,18 +193,26 @@ class Supervisor:
             raise RunFailed(exc.user_text, exc.reason) from exc
         return await self.settle(scope, request)
 
-    async def call(self, operation: Callable[[], Awaitable[T]]) -> T:
+    async def call(self, operation: Callable[[], Awaitable[T]],
+                   on_retry: Callable[[str, int], Awaitable[None]] | None = None) -> T:
         """Run a plain provider call (create a thread, ...) with the same backoff and budget as runs."""
-        attempt = 0
+        attempt = unreachable = 0
         while True:
             try:
                 return await operation()
             except Transient as exc:
-                attempt += 1
                 self._count(exc.reason)
-                if attempt > self.limits.retry_budget:
-                    raise RunFailed(_budget_text(exc.reason), f"budget_spent:{exc.reason}") from exc
-                await asyncio.sleep(self._backoff(attempt, exc.retry_after))
+                if exc.reason == UNREACHABLE:  # as in `_recover`: wait for the provider, no budget spent
+                    unreachable += 1
+                    tries = unreachable
+                else:
+                    attempt += 1
+                    tries = attempt
+                    if attempt > self.limits.retry_budget:
+                        raise RunFailed(_budget_text(exc.reason), f"budget_spent:{exc.reason}") from exc
+                if on_retry is not None:
+                    await on_retry(exc.reason, tries)
+                await asyncio.sleep(self._backoff(tries, exc.retry_after))
             except Permanent as exc:
                 raise RunFailed(exc.user_text, exc.reason) from exc
 
@@ -466,15 +475,18 @@ class Supervisor:
         await self.store.update_run(run_id, status="cancelled")
 
     async def _recover(self, scope: Scope, reason: str, retry_after: float | None = None) -> None:
-        scope.attempts += 1
         scope.recoveries[reason] = scope.recoveries.get(reason, 0) + 1
         self._count(reason)
-        if scope.attempts > self.limits.retry_budget:
-            raise RunFailed(_budget_text(reason), f"budget_spent:{reason}")
-        log.info("scope %s of turn %s: recovering from %s (attempt %d)", scope.path, scope.turn_id, reason,
-                 scope.attempts)
-        await scope.on_retry(reason, scope.attempts)
-        await asyncio.sleep(self._backoff(scope.attempts, retry_after))
+        if reason == UNREACHABLE:  # no request reached the provider: wait for it (the turn timeout bounds this)
+            attempt = scope.recoveries[reason]
+        else:
+            scope.attempts += 1
+            attempt = scope.attempts
+            if scope.attempts > self.limits.retry_budget:
+                raise RunFailed(_budget_text(reason), f"budget_spent:{reason}")
+        log.info("scope %s of turn %s: recovering from %s (attempt %d)", scope.path, scope.turn_id, reason, attempt)
+        await scope.on_retry(reason, attempt)
+        await asyncio.sleep(self._backoff(attempt, retry_after))
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         """Seconds before retry `attempt` (1-based): jittered, and never shorter than the provider's Retry-After."""
@@ -536,6 +548,7 @@ def _budget_text(reason: str) -> str:
         "cancelled_by_provider": "the AI provider kept cancelling the work",
         "expired": "the work kept expiring at the AI provider",
         "queued_too_long": "the AI provider did not start the work",
+        "connection": "the connection to the AI provider kept failing",
     }.get(reason, "the AI provider kept failing")
     return f"I could not finish this: {plain}, and I ran out of retries."
 

@@ -92,12 +92,42 @@ class TextDelta:
     kind: Literal["text_delta"] = "text_delta"
 
 
+#: plain words for `Retrying.reason` codes (which are for logs and metrics), for progress lines a user reads
+RETRY_WORDS = {
+    "unreachable": "cannot connect to the AI provider",
+    "connection": "the connection to the AI provider failed",
+    "timeout": "the AI provider did not answer in time",
+    "rate_limit": "the AI provider is rate-limiting us",
+    "rate_limit_exceeded": "the AI provider is rate-limiting us",
+    "server_error": "the AI provider had an error",
+    "conflict": "the AI provider reported a conflict",
+    "thread_gone": "the conversation was lost at the AI provider; rebuilding it",
+    "run_gone": "the work was lost at the AI provider; starting it again",
+    "run_lost": "the work was lost at the AI provider; starting it again",
+    "stuck_tool_call": "the conversation was stuck on an unanswered step; repairing it",
+    "outputs_rejected": "the AI provider refused a teammate's result; starting again",
+    "cancelled_by_provider": "the AI provider cancelled the work",
+    "expired": "the work expired at the AI provider",
+    "queued_too_long": "the AI provider did not start the work",
+    "thread_locked": "the conversation is busy with another request",
+    "thread_locked_by_unknown_run": "the conversation is busy with another request",
+    "stream_dropped": "the connection dropped",
+    "stream_dropped_before_created": "the connection dropped",
+}
+RETRY_WORDS_GENERIC = "a hiccup at the AI provider"
+
+
 @dataclass(frozen=True, slots=True)
 class Retrying:
     reason: str
     attempt: int
     who: str = "proxy"
     kind: Literal["retrying"] = "retrying"
+
+    @property
+    def words(self) -> str:
+        """What happened, in words a user understands; never the internal code."""
+        return RETRY_WORDS.get(self.reason, RETRY_WORDS_GENERIC)
 
 
 @dataclass(frozen=True, slots=True)

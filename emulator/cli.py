@@ -9,9 +9,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import re
 import signal
 import sys
 from typing import Any
+
+import yaml
 
 from emulator.clock import ManualClock
 from emulator.scripts import load_scripts
@@ -36,7 +39,12 @@ async def serve(emulator: Emulator, host: str, port: int, stop: asyncio.Event | 
 def run_from_args(args: argparse.Namespace) -> int:
     """Run until SIGINT/SIGTERM. Uses args.host, .port, .latency, .token_delay, .scripts, and, when the parser
     defines them, .manual_clock (bool), .expiry_seconds, .seed, .retry_after."""
-    scripts = load_scripts(args.scripts) if getattr(args, "scripts", None) else None
+    try:
+        scripts = load_scripts(args.scripts) if getattr(args, "scripts", None) else None
+    except (OSError, yaml.YAMLError, ValueError, TypeError, KeyError, AttributeError, re.error) as exc:
+        problem = exc.strerror if isinstance(exc, OSError) and exc.strerror else " ".join(str(exc).split())
+        print(f"emulator: --scripts {args.scripts}: {problem or type(exc).__name__}", file=sys.stderr)
+        return 2
     options: dict[str, Any] = {
         name: getattr(args, name)
         for name in ("expiry_seconds", "seed", "retry_after")

@@ -235,8 +235,14 @@ class FakeSlack:
         self.app_token = app_token
         self.bot_token = bot_token
         self.refuse_streaming_in_channels = False
+        #: the app's manifest has `agent_view` (not the legacy `assistant_view`): see `_set_prompts`
+        self.agent_view = True
+        #: suggested prompts as users see them, per DM channel (agent apps) or (channel, thread_ts) (legacy)
+        self.suggested_prompts: dict[str | tuple[str, str], list[dict[str, str]]] = {}
         #: users whose DM with the app refuses posts (the app's Messages tab is turned off)
         self.dm_refused: set[str] = set()
+        #: channels the bot is not a member of (a slash command works there; chat.postEphemeral does not)
+        self.bot_absent: set[str] = set()
         #: the thinking indicator per (channel, thread_ts), as Slack shows it ("" when none)
         self.statuses: dict[tuple[str, str], str] = {}
         self.faults: list[Fault] = []
@@ -765,10 +771,20 @@ class FakeSlack:
         return {}
 
     def _set_prompts(self, args: dict[str, Any]) -> dict[str, Any]:
-        # https://docs.slack.dev/reference/methods/assistant.threads.setSuggestedPrompts: channel_id and 1-4 prompts
+        # https://docs.slack.dev/reference/methods/assistant.threads.setSuggestedPrompts: channel_id and 1-4
+        # prompts, each with a title and a message. "The thread_ts parameter should only be used in the legacy
+        # assistant messaging experience. Including it in a call for an agent app will cause the call to silently
+        # fail": ok, and nothing shown.
         prompts = args.get("prompts") or []
         if not args.get("channel_id") or not prompts or len(prompts) > SUGGESTED_PROMPTS_MAX:
             raise SlackApiError("invalid_arguments")
+        if not all(isinstance(p, dict) and p.get("title") and p.get("message") for p in prompts):
+            raise SlackApiError("invalid_arguments")
+        channel, thread = str(args["channel_id"]), args.get("thread_ts")
+        if self.agent_view and thread:
+            return {}
+        key: str | tuple[str, str] = (channel, str(thread)) if thread else channel
+        self.suggested_prompts[key] = [dict(p) for p in prompts]
         return {}
 
     def _replies(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -819,10 +835,13 @@ class FakeSlack:
         return {"user": user}
 
     def _post_ephemeral(self, args: dict[str, Any]) -> dict[str, Any]:
-        # https://docs.slack.dev/reference/methods/chat.postEphemeral#errors: user_not_in_channel
-        self._need_channel(args)
+        # https://docs.slack.dev/reference/methods/chat.postEphemeral#errors: user_not_in_channel; not_in_channel
+        # when the app's bot is not in the channel (slash commands, unlike bot posts, work in any channel)
+        channel = self._need_channel(args)
         if not args.get("user"):
             raise SlackApiError("user_not_in_channel")
+        if channel in self.bot_absent:
+            raise SlackApiError("not_in_channel")
         return {"message_ts": self.next_ts()}
 
 

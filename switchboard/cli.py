@@ -1,19 +1,33 @@
 """switchboard: a team of AI assistants behind Slack, Discord or a terminal.
 
-Commands: run (the platforms enabled in the team file), chat (terminal), demo (offline, no keys), status,
-reset, cancel, audit, doctor, sync (assistants backend), migrate --to (switch backends), emulator.
-Every command takes --help.
+Commands: init (write switchboard.toml and .env), run (the platforms enabled in the team file), chat (terminal),
+demo (offline, no keys), status, reset, cancel, audit, doctor, sync (assistants backend), migrate --to (switch
+backends), emulator. Secrets come from the environment or ./.env. Every command takes --help.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
-from bot.config import ConfigError, TeamConfig, load_config
+from bot.config import (
+    DEFAULT_CONFIG_PATH,
+    DEFAULT_DB_PATH,
+    ENV_CONFIG,
+    ENV_DB,
+    AgentConfig,
+    ConfigError,
+    TeamConfig,
+    load_config,
+)
 from storage.base import StoreError
+from switchboard.demo import DEMO_DB_PATH
+
+EXIT_NOT_READY = 2
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,22 +35,38 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING (default), ERROR")
     parser.add_argument("--log-json", action="store_true", help="log JSON lines instead of text")
+    parser.add_argument("--env-file", default=".env", help="secrets file read at start; the environment wins "
+                        "(default: ./.env)")
+    parser.add_argument("--version", action="version", version=f"switchboard {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         p.add_argument("--config", help="team file (default: $SWITCHBOARD_CONFIG or ./switchboard.toml)")
         return p
 
+    init = sub.add_parser("init", help="write switchboard.toml and a .env template here, and print next steps")
+    init.add_argument("--slack", action="store_true", help="enable Slack (no questions asked)")
+    init.add_argument("--discord", action="store_true", help="enable Discord (no questions asked)")
+    init.add_argument("--no-platform", action="store_true", help="enable neither (no questions asked)")
+    init.add_argument("--manifest", action="store_true", help="also write the Slack app manifest (manifest.yml)")
+    init.add_argument("--force", action="store_true", help="overwrite files that already exist")
+    init.add_argument("--dir", default=".", help="where to write (default: here)")
+    init.set_defaults(handler=_init)
+
     run = with_config(sub.add_parser("run", help="start the platforms enabled in the team file"))
     run.set_defaults(handler=_run)
 
     chat = with_config(sub.add_parser("chat", help="chat with the team in this terminal (or via a pipe)"))
     chat.add_argument("--conversation", default="default", help="conversation name, to keep several apart")
+    chat.add_argument("--jsonl", action="store_true", help="answers as JSON lines: one object per message")
     chat.set_defaults(handler=_chat)
 
     demo = sub.add_parser("demo", help="offline demo on the bundled emulator; no keys needed")
     demo.add_argument("--token-delay", type=float, default=0.02, help="seconds between streamed words")
     demo.add_argument("--work-seconds", type=float, default=0.6, help="how long each sub-assistant 'works'")
+    demo.add_argument("--jsonl", action="store_true", help="answers as JSON lines: one object per message")
+    demo.add_argument("--db", default=DEMO_DB_PATH, help=f"the demo's database (default: {DEMO_DB_PATH}, apart from "
+                      "the bot's)")
     demo.set_defaults(handler=_demo)
 
     status = with_config(sub.add_parser("status", help="list conversations and in-flight turns"))
@@ -78,34 +108,81 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("switchboard")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def _load(args: argparse.Namespace) -> TeamConfig:
     return load_config(getattr(args, "config", None))
+
+
+def _load_for_database(args: argparse.Namespace) -> TeamConfig:
+    """The team file when there is one; else just enough to reach the database (status, audit, reset, cancel
+    work right after `switchboard demo`, before any team file exists): $SWITCHBOARD_DB, else the bot's default
+    database, else the demo's when only it exists."""
+    if args.config or os.environ.get(ENV_CONFIG) or Path(DEFAULT_CONFIG_PATH).exists():
+        return _load(args)
+    db_path = os.environ.get(ENV_DB) or DEFAULT_DB_PATH
+    if not os.environ.get(ENV_DB) and not Path(DEFAULT_DB_PATH).exists() and Path(DEMO_DB_PATH).exists():
+        db_path = DEMO_DB_PATH
+    proxy = AgentConfig(name="proxy", instructions="(no team file)", model="unused")
+    return TeamConfig(proxy=proxy, subs=(), db_path=db_path,
+                      base_url=os.environ.get("OPENAI_BASE_URL") or None,
+                      api_key=os.environ.get("OPENAI_API_KEY") or None)
 
 
 # ---- commands ----
 
 
+def _init(args: argparse.Namespace) -> int:
+    from switchboard.init import PLATFORMS, ask_platforms, next_steps, run_init
+
+    chosen = tuple(name for name in PLATFORMS if getattr(args, name))
+    if not chosen and not args.no_platform and sys.stdin.isatty():
+        chosen = ask_platforms(input)
+    folder = Path(args.dir)
+    if not folder.is_dir():
+        print(f"switchboard: {folder} is not a folder", file=sys.stderr)
+        return EXIT_NOT_READY
+    result = run_init(folder, chosen, force=args.force, manifest=args.manifest)
+    print(next_steps(result, manifest_written=args.manifest))
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
+    from switchboard.preflight import missing_pieces
     from switchboard.runner import run_platforms
 
-    return asyncio.run(run_platforms(_load(args)))
+    team, problems = missing_pieces(args.config, os.environ)
+    if problems or team is None:
+        print("switchboard: cannot start yet; fix these first (`switchboard doctor` checks them too):",
+              file=sys.stderr)
+        for problem in problems:
+            print(f"  - {problem}", file=sys.stderr)
+        return EXIT_NOT_READY
+    return asyncio.run(run_platforms(team))
 
 
 def _chat(args: argparse.Namespace) -> int:
     from switchboard.runner import run_console
 
     team = _load(args)
-    return asyncio.run(run_console(team, f"console:local:{args.conversation}"))
+    return asyncio.run(run_console(team, f"console:local:{args.conversation}", jsonl=args.jsonl))
 
 
 def _demo(args: argparse.Namespace) -> int:
     from switchboard.demo import run_demo
 
-    return asyncio.run(run_demo(args.token_delay, args.work_seconds))
+    return asyncio.run(run_demo(args.token_delay, args.work_seconds, args.db, jsonl=args.jsonl))
 
 
 def _status(args: argparse.Namespace) -> int:
-    return asyncio.run(_print_status(_load(args)))
+    return asyncio.run(_print_status(_load_for_database(args)))
 
 
 async def _print_status(team: TeamConfig) -> int:
@@ -129,7 +206,7 @@ async def _print_status(team: TeamConfig) -> int:
 def _admin(args: argparse.Namespace, texts: list[str], channel: str = "", conversation: str | None = None) -> int:
     from bot.admin_cli import run_admin
 
-    result = asyncio.run(run_admin(_load(args), texts, channel=channel, conversation=conversation))
+    result = asyncio.run(run_admin(_load_for_database(args), texts, channel=channel, conversation=conversation))
     print(result.text, file=sys.stdout if result.ok else sys.stderr)
     return 0 if result.ok else 1
 
@@ -139,6 +216,7 @@ def _reset(args: argparse.Namespace) -> int:
 
     if args.all:
         if not confirm_reset_all(args.yes):
+            print("switchboard: nothing was reset.", file=sys.stderr)
             return 1
         return _admin(args, ["reset all", "reset all confirm"])
     if args.channel:
@@ -171,15 +249,25 @@ def _emulator(args: argparse.Namespace) -> int:
     return run_from_args(args)
 
 
+def _load_env_file(path: str) -> None:
+    """Secrets from a .env file; a variable already set in the environment wins."""
+    from dotenv import load_dotenv
+
+    if Path(path).is_file():
+        load_dotenv(path, override=False)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from bot.logs import setup_logging
 
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level, args.log_json)
+    _load_env_file(args.env_file)
     try:
         return int(args.handler(args) or 0)
     except ConfigError as exc:
-        print(f"switchboard: configuration problem: {exc}", file=sys.stderr)
+        unreachable = type(exc).__name__ == "ProviderUnreachable"  # switchboard.runner, not imported for every command
+        print(f"switchboard: {'' if unreachable else 'configuration problem: '}{exc}", file=sys.stderr)
         return 2
     except StoreError as exc:
         print(f"switchboard: database problem: {exc}", file=sys.stderr)

@@ -1,16 +1,16 @@
 """`switchboard demo`: a proxy and three sub-assistants on the bundled emulator, in this terminal, with no keys.
 
-The team lives in a temporary database that is deleted when the demo ends; the emulator runs in-process on a free
-port and answers with its default scripted behaviour, each sub-assistant taking `work_seconds` to "work".
+The conversation is kept in its own database (`DEMO_DB_PATH` by default, never the bot's: a demo turn interrupted
+by Ctrl-C must not be resumed against the real provider by `switchboard run`), which `switchboard status` reads when
+there is no team file and no bot database yet. The emulator runs in-process on a free port and answers with its
+default scripted behaviour, each sub-assistant taking `work_seconds` to "work".
 """
 
 from __future__ import annotations
 
 import dataclasses
 import sys
-import tempfile
 import tomllib
-from pathlib import Path
 
 DEMO_TEAM = """
 [proxy]
@@ -37,9 +37,10 @@ DEMO_HINT = (
     "Try: 'ask the researcher and the critic about our launch', or 'ask the team to plan a party'. Ctrl-D quits."
 )
 DEMO_CONVERSATION = "console:demo:default"
+DEMO_DB_PATH = "switchboard-demo.db"
 
 
-async def run_demo(token_delay: float, work_seconds: float) -> int:
+async def run_demo(token_delay: float, work_seconds: float, db_path: str, jsonl: bool = False) -> int:
     """Run the demo chat until standard input ends; returns the exit code."""
     from bot.config import parse_config
     from emulator import run_emulator
@@ -48,11 +49,9 @@ async def run_demo(token_delay: float, work_seconds: float) -> int:
 
     slow = Script(rules=[Rule(delay=work_seconds)])  # default behaviour, but each sub takes a moment
     scripts = {"researcher": slow, "critic": slow, "planner": slow}
-    with tempfile.TemporaryDirectory(prefix="switchboard-demo-") as folder:
-        async with run_emulator(token_delay=token_delay, scripts=scripts) as emu:
-            team = parse_config(tomllib.loads(DEMO_TEAM), env={})
-            team = dataclasses.replace(team, base_url=emu.base_url, api_key="demo",
-                                       db_path=str(Path(folder) / "demo.db"))
-            if sys.stdin.isatty():
-                print(DEMO_HINT, file=sys.stderr)
-            return await run_console(team, DEMO_CONVERSATION)
+    async with run_emulator(token_delay=token_delay, scripts=scripts) as emu:
+        team = parse_config(tomllib.loads(DEMO_TEAM), env={})
+        team = dataclasses.replace(team, base_url=emu.base_url, api_key="demo", db_path=db_path)
+        if sys.stdin.isatty():
+            print(DEMO_HINT, file=sys.stderr)
+        return await run_console(team, DEMO_CONVERSATION, jsonl=jsonl)

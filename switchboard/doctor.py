@@ -32,7 +32,12 @@ async def run_doctor(config_path: str | None, env: Mapping[str, str] | None = No
     try:
         team = load_config(config_path, env=env)
     except ConfigError as exc:
-        return [Finding("team file", False, f"{exc} (set {ENV_CONFIG} or pass --config)")]
+        # A missing key is reported too, so every missing piece shows at once. Nothing is contacted without a valid
+        # team file: its [openai] base_url may point somewhere else than the public API.
+        findings = [Finding("team file", False, f"{exc} (set {ENV_CONFIG} or pass --config)")]
+        if not env.get(ENV_API_KEY):
+            findings.append(await _check_openai(None, None))
+        return findings
     findings = [Finding("team file", True, f"{1 + len(team.subs)} assistants, backend {team.backend}")]
     findings.append(await _database(team))
     findings.append(await _openai(team))
@@ -59,18 +64,22 @@ async def _database(team: TeamConfig) -> Finding:
 
 
 async def _openai(team: TeamConfig) -> Finding:
-    where = team.base_url or "api.openai.com"
-    if not team.api_key:
-        return Finding("OpenAI", False, f"{ENV_API_KEY} is not set: export it (a key from the provider's dashboard)")
-    client = openai.AsyncOpenAI(api_key=team.api_key, base_url=team.base_url, max_retries=0,
-                                timeout=CHECK_TIMEOUT_SECONDS)
+    return await _check_openai(team.api_key, team.base_url)
+
+
+async def _check_openai(api_key: str | None, base_url: str | None) -> Finding:
+    where = base_url or "api.openai.com"
+    if not api_key:
+        return Finding("OpenAI", False, f"{ENV_API_KEY} is not set: put it in .env or export it (a key from the "
+                       "provider's dashboard)")
+    client = openai.AsyncOpenAI(api_key=api_key, base_url=base_url, max_retries=0, timeout=CHECK_TIMEOUT_SECONDS)
     try:
         models = [m.id async for m in client.models.list()]
         return Finding(f"OpenAI at {where}", True, f"key accepted, {len(models)} models visible")
     except openai.AuthenticationError:
         return Finding(f"OpenAI at {where}", False, f"the key was refused: check {ENV_API_KEY}")
     except openai.APIConnectionError:
-        return Finding(f"OpenAI at {where}", False, "cannot connect: check OPENAI_BASE_URL and the network")
+        return Finding(f"OpenAI at {where}", False, f"cannot connect to {where}: check OPENAI_BASE_URL and the network")
     except openai.APIError as exc:
         return Finding(f"OpenAI at {where}", False, f"unexpected answer: {type(exc).__name__}")
     finally:
@@ -115,13 +124,13 @@ async def _slack(env: Mapping[str, str]) -> list[Finding]:
 
 async def _discord(env: Mapping[str, str]) -> list[Finding]:
     from adapters.discord import DiscordSettings, SettingsError
-    from adapters.discord.adapter import check_discord
+    from adapters.discord.adapter import inspect_discord
 
     try:
         settings = DiscordSettings.from_env(env)
     except SettingsError as exc:
         return [Finding("Discord settings", False, str(exc))]
-    problems = await check_discord(settings)
+    problems, invite = await inspect_discord(settings)
     if not problems:
-        return [Finding("Discord bot token", True)]
+        return [Finding("Discord bot token", True, f"invite the bot with {invite}" if invite else "")]
     return [Finding("Discord", False, problem) for problem in problems]

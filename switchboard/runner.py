@@ -6,17 +6,21 @@ the engine has shut down cleanly.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Protocol
+from urllib.parse import urlsplit
 
 from bot.config import ConfigError, TeamConfig
 from bot.engine import Bot
 from bot.ops import OpsServer
 
 log = logging.getLogger("switchboard.run")
+CONNECT_PROBE_SECONDS = 3.0
+STOPPED_TEXT = "stopped. An unfinished answer is kept and resumes when you start the chat again."
 
 
 class PlatformAdapter(Protocol):
@@ -57,6 +61,9 @@ async def run_platforms(team: TeamConfig) -> int:
         )
     if not team.api_key:
         raise ConfigError("OPENAI_API_KEY: not set; the bot cannot reach the AI provider without it")
+    unreachable = await provider_unreachable(team.base_url)
+    if unreachable:  # a running bot keeps going: every turn retries in the background, its indicator says so
+        log.warning("%s; turns will keep retrying", unreachable)
     bot = Bot.from_config(team)
     adapters = [await ADAPTER_FACTORIES[name](bot) for name in enabled]
     await bot.start()
@@ -88,15 +95,51 @@ async def run_platforms(team: TeamConfig) -> int:
     return code
 
 
-async def run_console(team: TeamConfig, conversation: str) -> int:
-    """Chat with the team in this terminal (or through a pipe) on `conversation` until standard input ends."""
+async def run_console(team: TeamConfig, conversation: str, jsonl: bool = False) -> int:
+    """Chat with the team in this terminal (or through a pipe) on `conversation` until standard input ends.
+    Ctrl-C (cancellation) leaves the screen clean and an unfinished turn recorded, to resume at the next start."""
     from adapters.console import ConsoleSurface, chat
 
+    unreachable = await provider_unreachable(team.base_url)
+    if unreachable:
+        raise ProviderUnreachable(unreachable)
     bot = Bot.from_config(team)
-    surface = ConsoleSurface(separate=not sys.stdin.isatty())
+    surface = ConsoleSurface(separate=not sys.stdin.isatty(), jsonl=jsonl)
     bot.add_surface(surface)
     await bot.start()
     try:
         return await chat(bot, surface, conversation, settle=bot.idle)
+    except asyncio.CancelledError:
+        surface.stop()
+        print(f"\n{STOPPED_TEXT}", file=sys.stderr, flush=True)
+        raise
     finally:
         await bot.stop()
+
+
+class ProviderUnreachable(ConfigError):
+    """Nothing answers at the provider's address; the message says which and what to check."""
+
+
+async def provider_unreachable(base_url: str | None) -> str | None:
+    """Why nothing can be reached at `base_url` (a TCP connection within seconds), or None when something answers.
+    The public default (no base URL) is not probed: the SDK's own errors say enough there."""
+    if not base_url:
+        return None
+    url = urlsplit(base_url)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        async with asyncio.timeout(CONNECT_PROBE_SECONDS):
+            _, writer = await asyncio.open_connection(url.hostname, port)
+    except (OSError, TimeoutError) as exc:
+        if isinstance(exc, TimeoutError):
+            why = "timed out"
+        elif isinstance(exc, ConnectionRefusedError):
+            why = "connection refused"
+        else:
+            why = (exc.strerror or type(exc).__name__).lower()
+        return f"cannot connect to {base_url} ({why}): is the server running? check OPENAI_BASE_URL"
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return None

@@ -17,7 +17,7 @@ import logging
 
 import discord
 
-from adapters.discord.client import SwitchboardClient, build_intents
+from adapters.discord.client import SwitchboardClient, build_intents, invite_url
 from adapters.discord.clock import Clock, SystemClock
 from adapters.discord.commands import CommandHandlers
 from adapters.discord.listeners import MessageListener
@@ -113,10 +113,18 @@ async def run_discord(bot: BotLike, settings: DiscordSettings | None = None) -> 
 async def check_discord(settings: DiscordSettings) -> list[str]:
     """For `switchboard doctor`: log in (REST only, no gateway) and return what is wrong, in plain words with the
     fix; an empty list means the credentials and the intent setting work. The token never appears in the text."""
+    return (await inspect_discord(settings))[0]
+
+
+async def inspect_discord(settings: DiscordSettings) -> tuple[list[str], str | None]:
+    """`check_discord`'s problems, and the bot's invite URL when the login worked."""
     client = discord.Client(intents=build_intents(settings))
     problems: list[str] = []
+    invite: str | None = None
     try:
         await client.login(settings.token)
+        if client.application_id is not None:
+            invite = invite_url(client.application_id)
         flags = client.application.flags if client.application is not None else None
         if settings.message_content and not (
             flags is not None and (flags.gateway_message_content or flags.gateway_message_content_limited)
@@ -131,4 +139,4 @@ async def check_discord(settings: DiscordSettings) -> list[str]:
         problems.append(f"cannot reach Discord: {type(exc).__name__}: {exc}")
     finally:
         await client.close()
-    return problems
+    return problems, invite

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections.abc import Awaitable, Callable
 
 import discord
@@ -23,6 +24,21 @@ def build_intents(settings: DiscordSettings) -> discord.Intents:
     intents.dm_messages = True
     intents.message_content = settings.message_content
     return intents
+
+
+#: OAuth2 scopes of the invite: the bot user, and its slash commands
+INVITE_SCOPES = ("bot", "applications.commands")
+
+
+def invite_permissions() -> discord.Permissions:
+    """Exactly what the adapter uses: read and answer in channels and threads (replies reference the user's message,
+    which needs the history), progress as embeds, and a thread per `/ask` in a channel."""
+    return discord.Permissions(view_channel=True, send_messages=True, send_messages_in_threads=True,
+                               create_public_threads=True, embed_links=True, read_message_history=True)
+
+
+def invite_url(application_id: int) -> str:
+    return discord.utils.oauth_url(application_id, permissions=invite_permissions(), scopes=INVITE_SCOPES)
 
 
 class SwitchboardClient(discord.Client):
@@ -52,6 +68,7 @@ class SwitchboardClient(discord.Client):
                 self.tree.copy_global_to(guild=guild)
                 self.synced = await self.tree.sync(guild=guild)
                 log.info("synced %d slash commands to guild %s", len(self.synced), self.settings.guild_id)
+                await self._drop_global_commands()
             else:
                 self.synced = await self.tree.sync()
                 log.info("synced %d global slash commands (they can take a while to appear)", len(self.synced))
@@ -61,7 +78,24 @@ class SwitchboardClient(discord.Client):
                 exc,
                 " and check DISCORD_GUILD_ID" if self.settings.guild_id is not None else "",
             )
+        if self.application_id is not None:
+            print(f"Discord: add the bot to a server with {invite_url(self.application_id)}", file=sys.stderr,
+                  flush=True)
         self._logged_in.set()
+
+    async def _drop_global_commands(self) -> None:
+        """Commands synced globally before (by a run without DISCORD_GUILD_ID) would show twice in this guild, once
+        global and once guild-scoped: remove them. Only when there are any (one GET otherwise)."""
+        if not await self.tree.fetch_commands():
+            return
+        global_commands = self.tree.get_commands()
+        self.tree.clear_commands(guild=None)
+        try:
+            await self.tree.sync()
+            log.info("removed the global slash commands: this bot now syncs to guild %s", self.settings.guild_id)
+        finally:
+            for command in global_commands:  # the local tree keeps them, for a later global sync
+                self.tree.add_command(command)
 
     async def on_message(self, message: discord.Message) -> None:
         await self._on_user_message(message)

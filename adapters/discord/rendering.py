@@ -96,9 +96,8 @@ class ProgressState:
                 out.append(f"{icon} **{line.sub}** ran into a problem")
         if self.retry is not None:
             who = "" if self.retry.who == "proxy" else f" ({self.retry.who})"
-            out.append(
-                f"🔁 Retrying{who}: {_clip(self.retry.reason, TASK_PREVIEW_CHARS)} (attempt {self.retry.attempt})"
-            )
+            why = _clip(self.retry.words, TASK_PREVIEW_CHARS)
+            out.append(f"🔁 Retrying{who}: {why} (attempt {self.retry.attempt})")
         return out
 
     def embed(self) -> discord.Embed:

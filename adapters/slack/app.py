@@ -207,9 +207,10 @@ class SlackAdapter:
         await self.surface.close()
 
     async def run(self) -> None:
-        """Start, then serve until cancelled."""
-        await self.start()
+        """Start, then serve until cancelled. A failed start is cleaned up too (the Socket Mode client owns an HTTP
+        session from its creation, before the app token is checked)."""
         try:
+            await self.start()
             await asyncio.Event().wait()
         finally:
             await self.stop()

@@ -24,7 +24,7 @@ BOT_EVENTS: Final[tuple[str, ...]] = (
     "message.groups",
     "message.im",
     "message.mpim",
-    "assistant_thread_started",
+    "app_home_opened",  # tab "messages": an agent app's DM was opened (suggested prompts)
 )
 #: bot token scopes the code needs, with the reason for each
 BOT_SCOPES: Final[dict[str, str]] = {

@@ -129,6 +129,11 @@ class BackendError(SwitchboardError):
     user_text = "The AI provider returned an error."
 
 
+#: `Transient.reason` when nothing accepted the connection: no request reached the provider, so the supervisor keeps
+#: retrying in the background (the turn timeout bounds it) without spending the retry budget
+UNREACHABLE = "unreachable"
+
+
 class Transient(BackendError):
     """Worth retrying after `retry_after` seconds (None: use our backoff): 5xx, 429, timeouts, connection errors."""
 

@@ -8,9 +8,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, Literal, cast
 
+import aiohttp
 import openai
 
 from bot.backends.base import (
+    UNREACHABLE,
     OutputsRejected,
     Permanent,
     RunGone,
@@ -24,6 +26,7 @@ NotFoundMeans = Literal["thread", "run"]
 JSON = dict[str, Any]
 _CALL_ID = re.compile(r"function call (\S+?)\.?$")
 _RUN_ID = re.compile(r"\b(run_\w+)")
+MAX_CAUSES = 8
 CREDENTIALS_TEXT = "The bot's AI provider credentials were refused; an operator needs to check OPENAI_API_KEY."
 
 
@@ -61,10 +64,12 @@ def retry_after(exc: openai.APIStatusError) -> float | None:
 
 def translate(exc: openai.OpenAIError, not_found: NotFoundMeans = "thread") -> Exception:
     """Map one SDK exception to a backend error. The provider's message is kept (it holds no secrets)."""
+    if isinstance(exc, openai.APIConnectionError) and _refused(exc):  # before timeouts: see `_refused`
+        return Transient(f"cannot connect to {_origin(exc)}", reason=UNREACHABLE)
     if isinstance(exc, openai.APITimeoutError):
         return Transient("request to the AI provider timed out", reason="timeout")
     if isinstance(exc, openai.APIConnectionError):
-        return Transient("could not reach the AI provider", reason="connection")
+        return Transient(f"the connection to {_origin(exc)} failed", reason="connection")
     if not isinstance(exc, openai.APIError):
         return Permanent(f"{type(exc).__name__}: {exc}", reason="client")
     body = getattr(exc, "body", None)
@@ -95,6 +100,31 @@ def translate(exc: openai.OpenAIError, not_found: NotFoundMeans = "thread") -> E
     if isinstance(exc, openai.APIStatusError) and exc.status_code >= 500:
         return Transient(message, reason="server_error", retry_after=retry_after(exc))
     return Permanent(message, reason=code or "bad_request")
+
+
+def _refused(exc: BaseException) -> bool:
+    """Nothing accepted the connection (refused, unknown host, no route): no request reached the provider. The SDK's
+    aiohttp transport reports this as a connect *timeout*, so the cause chain is what tells."""
+    seen: BaseException = exc
+    for _ in range(MAX_CAUSES):
+        cause = seen.__cause__ or seen.__context__
+        if cause is None:
+            return False
+        seen = cause
+        if isinstance(seen, ConnectionRefusedError | aiohttp.ClientConnectorError):
+            return True
+        if type(seen).__name__ == "ConnectError":  # the SDK's default (httpx) transport
+            return True
+    return False
+
+
+def _origin(exc: openai.APIConnectionError) -> str:
+    """Where the request went (scheme, host, port; no path or query), or a generic phrase."""
+    try:
+        url = exc.request.url
+        return f"{url.scheme}://{url.netloc.decode()}"
+    except (AttributeError, RuntimeError):  # an error raised without its request
+        return "the AI provider"
 
 
 @asynccontextmanager

@@ -92,3 +92,38 @@ async def test_doctor_check(world: World) -> None:
     (intent,) = await check_discord(world.settings(message_content=True))
     assert "Message Content intent is off" in intent
     assert not world.fake.identifies  # REST only: the gateway was never opened
+
+
+#: https://discord.com/developers/docs/topics/permissions: VIEW_CHANNEL 1<<10, SEND_MESSAGES 1<<11, EMBED_LINKS 1<<14,
+#: READ_MESSAGE_HISTORY 1<<16, CREATE_PUBLIC_THREADS 1<<35, SEND_MESSAGES_IN_THREADS 1<<38; nothing else
+EXPECTED_PERMISSIONS = (1 << 10) | (1 << 11) | (1 << 14) | (1 << 16) | (1 << 35) | (1 << 38)
+
+
+def _invite_parts(url: str) -> dict[str, list[str]]:
+    from urllib.parse import parse_qs, urlsplit
+
+    parts = urlsplit(url)
+    assert parts.netloc == "discord.com" and parts.path == "/oauth2/authorize"
+    return parse_qs(parts.query)
+
+
+async def test_the_invite_url_asks_for_exactly_the_permissions_used(world: World, start_adapter: StartAdapter,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    from adapters.discord.adapter import inspect_discord
+
+    await start_adapter()
+    printed = [w for w in capsys.readouterr().err.split() if w.startswith("https://discord.com/oauth2/")]
+    problems, invite = await inspect_discord(world.settings())  # what `switchboard doctor` shows
+    assert problems == [] and invite is not None and printed == [invite]
+    query = _invite_parts(invite)
+    assert int(query["permissions"][0]) == EXPECTED_PERMISSIONS
+    assert query["scope"][0].split() == ["bot", "applications.commands"]
+    assert query["client_id"][0] == str(world.fake.application_id)
+
+
+async def test_guild_sync_removes_commands_left_registered_globally(world: World, start_adapter: StartAdapter) -> None:
+    await start_adapter(guild_id=None)  # a first run synced globally
+    assert {c["name"] for c in world.fake.commands_for(None)} == EXPECTED_COMMANDS
+    await start_adapter()  # now with DISCORD_GUILD_ID: users would see every command twice
+    assert world.fake.commands_for(None) == []
+    assert {c["name"] for c in world.fake.commands_for(world.guild)} == EXPECTED_COMMANDS

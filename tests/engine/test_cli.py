@@ -25,8 +25,8 @@ async def run_cli(*args: str, stdin: str = "", env: dict[str, str] | None = None
     return proc.returncode or 0, out.decode(), err.decode()
 
 
-async def test_demo_with_piped_input_answers_each_line_on_stdout():
-    code, out, err = await run_cli("demo", "--token-delay", "0", "--work-seconds", "0",
+async def test_demo_with_piped_input_answers_each_line_on_stdout(tmp_path):
+    code, out, err = await run_cli("demo", "--token-delay", "0", "--work-seconds", "0", "--db", str(tmp_path / "d.db"),
                                    stdin="ask the researcher and the critic\nhello\n")
     assert code == 0, err
     assert "- researcher: researcher: done with" in out

@@ -53,6 +53,20 @@ async def test_response_url_failure_falls_back_to_post_ephemeral(fake: FakeSlack
     assert call.args["user"] == "U0BOB" and call.args["channel"] == "C0GENERAL" and call.args["text"] == "ok"
 
 
+async def test_in_a_channel_without_the_bot_the_fallback_answers_in_the_users_dm(
+    fake: FakeSlack, bot: FakeBot, http: HttpSender
+):
+    fake.bot_absent.add("C0OTHER")
+    fields = fake.command_body(user="U0BOB", channel="C0OTHER", text="status")
+    fields["response_url"] = fake.url + "/response/unknown"
+    await http.form(fields)
+    [post] = await fake.wait_for(lambda: fake.calls_to("chat.postMessage"))
+    [ephemeral] = fake.calls_to("chat.postEphemeral")
+    assert not ephemeral.ok and ephemeral.response["error"] == "not_in_channel"
+    assert post.ok and post.args["channel"] == "U0BOB" and post.args["text"] == "ok"
+    assert [m.text for m in fake.messages[fake.dm_channel("U0BOB")]] == ["ok"]
+
+
 async def test_reset_shortcut_resets_the_thread_and_clears_its_indicator(
     fake: FakeSlack, bot: FakeBot, adapter: SlackAdapter, http: HttpSender
 ):

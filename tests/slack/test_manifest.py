@@ -45,7 +45,7 @@ EVENT_SCOPES: dict[str, set[str]] = {
     "message.groups": {"groups:history"},
     "message.im": {"im:history"},
     "message.mpim": {"mpim:history"},
-    "assistant_thread_started": {"assistant:write"},
+    "app_home_opened": set(),  # https://docs.slack.dev/reference/events/app_home_opened: no scope required
 }
 _MESSAGE_CHANNEL_TYPES = {
     "message.channels": "channel",
@@ -148,7 +148,7 @@ async def test_events_commands_and_shortcuts_match_both_ways(fake: FakeSlack):
     unused = [lst for lst in adapter.app._async_listeners if id(lst) not in used]
     assert not unused, "a listener handles something manifest.yml does not declare"
     # and nothing undeclared reaches a listener
-    for undeclared in ("app_home_opened", "reaction_added", "assistant_thread_context_changed"):
+    for undeclared in ("assistant_thread_started", "reaction_added", "assistant_thread_context_changed"):
         assert not await matching_listeners(adapter, sample_event(undeclared))
     assert not await matching_listeners(adapter, sample_command("/other"))
 
@@ -179,4 +179,8 @@ def test_features_and_settings():
     assert "agent_view" in m["features"] or "assistant_view" in m["features"]
     prompts = m["features"]["agent_view"]["suggested_prompts"]
     assert [(p["title"], p["message"]) for p in prompts] == list(DEFAULT_SUGGESTED_PROMPTS)
-    assert "app_home_opened" not in settings["event_subscriptions"]["bot_events"]  # not handled
+    # an agent app (agent_view) is told of its DM being opened by app_home_opened, which replaces the legacy
+    # assistant_thread_started (https://docs.slack.dev/ai/migrating-to-agent-messaging/)
+    assert "agent_view" in m["features"] and "assistant_view" not in m["features"]
+    assert "app_home_opened" in settings["event_subscriptions"]["bot_events"]
+    assert "assistant_thread_started" not in settings["event_subscriptions"]["bot_events"]

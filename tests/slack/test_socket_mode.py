@@ -56,26 +56,21 @@ async def test_slash_command_envelope_is_acked_then_answered(
     assert bot.commands[0][1] == "reset channel"
 
 
-async def test_assistant_thread_started_sets_suggested_prompts(
+async def test_opening_the_agent_dm_sets_suggested_prompts_the_agent_app_way(
     fake: FakeSlack, bot: FakeBot, make_adapter: AdapterFactory
 ):
     adapter = await connect(fake, make_adapter)
-    event = {
-        "type": "assistant_thread_started",
-        "assistant_thread": {
-            "user_id": "U0ALICE",
-            "channel_id": "D0ALICE",
-            "thread_ts": "1700000001.000001",
-            "context": {},
-        },
-        "event_ts": "1700000001.000002",
-    }
-    envelope = await fake.push_envelope("events_api", fake.event_body(event))
-    await fake.wait_ack(envelope)
+    for tab in ("home", "messages"):  # only the Messages tab (the agent's DM) is greeted
+        event = {"type": "app_home_opened", "user": "U0ALICE", "channel": "D0ALICE", "tab": tab,
+                 "event_ts": "1700000001.000002"}
+        envelope = await fake.push_envelope("events_api", fake.event_body(event))
+        await fake.wait_ack(envelope)
     [call] = await fake.wait_for(lambda: fake.calls_to("assistant.threads.setSuggestedPrompts"))
-    assert call.ok and call.args["channel_id"] == "D0ALICE" and call.args["thread_ts"] == "1700000001.000001"
-    assert [p["title"] for p in call.args["prompts"]] == [t for t, _ in adapter.settings.suggested_prompts]
-    # the user's message in the assistant thread is a DM-thread conversation
+    assert call.ok and call.args["channel_id"] == "D0ALICE" and "thread_ts" not in call.args
+    # the fake, like Slack, silently drops prompts set with thread_ts for an agent app: these were shown
+    shown = fake.suggested_prompts["D0ALICE"]
+    assert [p["title"] for p in shown] == [t for t, _ in adapter.settings.suggested_prompts]
+    # the user's message in the agent DM is a DM conversation
     msg = {
         "type": "message",
         "channel_type": "im",
@@ -83,12 +78,23 @@ async def test_assistant_thread_started_sets_suggested_prompts(
         "user": "U0ALICE",
         "text": "What can you do?",
         "ts": "1700000001.000010",
-        "thread_ts": "1700000001.000001",
     }
     await fake.push_envelope("events_api", fake.event_body(msg))
     [delivery] = await bot.wait_deliveries(1)
-    assert bot.inbounds[0].conversation == f"slack:{fake.team_id}:D0ALICE:1700000001.000001"
-    assert fake.message("D0ALICE", delivery.ts).thread_ts == "1700000001.000001"
+    assert bot.inbounds[0].conversation.startswith(f"slack:{fake.team_id}:D0ALICE")
+    assert fake.message("D0ALICE", delivery.ts) is not None
+
+
+async def test_the_fake_drops_prompts_sent_with_thread_ts_to_an_agent_app_as_slack_does(fake: FakeSlack):
+    from slack_sdk.web.async_client import AsyncWebClient
+
+    client = AsyncWebClient(token=fake.bot_token, base_url=fake.api_url)
+    prompts = [{"title": "Hi", "message": "Hello"}]
+    response = await client.assistant_threads_setSuggestedPrompts(channel_id="D1", thread_ts="1.2", prompts=prompts)
+    assert response["ok"] and fake.suggested_prompts == {}  # ok, and silently nothing
+    fake.agent_view = False  # a legacy assistant_view app: thread_ts is how it is done
+    await client.assistant_threads_setSuggestedPrompts(channel_id="D1", thread_ts="1.2", prompts=prompts)
+    assert fake.suggested_prompts == {("D1", "1.2"): prompts}
 
 
 async def test_wrong_tokens_fail_fast_with_a_clear_error(fake: FakeSlack, bot: FakeBot):

@@ -1,8 +1,12 @@
-"""The assistant view (Slack's AI app surface): greet a new assistant thread with suggested prompts.
+"""The agent view (Slack's AI app surface, `agent_view` in manifest.yml): greet a user who opens the app's DM with
+suggested prompts.
 
-Messages typed in an assistant thread arrive as message.im events in the app's DM, always in a thread, and are
-handled by the messages listener like any DM thread (one conversation per thread). The prompts are set in the
-background: the event's acknowledgement never waits on a Web API call.
+Agent apps learn of it from `app_home_opened` with `tab == "messages"` (it replaces the legacy
+`assistant_thread_started`), and set the prompts for the DM channel without `thread_ts`, which agent apps'
+calls must not carry (https://docs.slack.dev/ai/migrating-to-agent-messaging/,
+https://docs.slack.dev/reference/methods/assistant.threads.setSuggestedPrompts). Messages typed there arrive as
+message.im events and are handled by the messages listener like any DM. The prompts are set in the background: the
+event's acknowledgement never waits on a Web API call.
 """
 
 from __future__ import annotations
@@ -18,23 +22,23 @@ from adapters.slack.retry import error_name
 log = logging.getLogger(__name__)
 
 PROMPTS_TITLE = "Ask the team"
+MESSAGES_TAB = "messages"
 
 
 def register(app: AsyncApp, deps: Deps) -> None:
-    @app.event("assistant_thread_started")
-    async def on_assistant_thread_started(event: dict[str, Any]) -> None:
-        thread = event.get("assistant_thread") or {}
-        channel, thread_ts = thread.get("channel_id"), thread.get("thread_ts")
-        if not channel or not thread_ts or not deps.settings.suggested_prompts:
-            return
+    @app.event("app_home_opened")
+    async def on_app_home_opened(event: dict[str, Any]) -> None:
+        channel = event.get("channel")
+        if event.get("tab") != MESSAGES_TAB or not channel or not deps.settings.suggested_prompts:
+            return  # the Home or About tab: nothing to greet
         prompts = [{"title": title, "message": message} for title, message in deps.settings.suggested_prompts]
 
         async def set_prompts() -> None:
             try:
                 await deps.surface.client.assistant_threads_setSuggestedPrompts(
-                    channel_id=channel, thread_ts=thread_ts, title=PROMPTS_TITLE, prompts=prompts
+                    channel_id=channel, title=PROMPTS_TITLE, prompts=prompts
                 )
             except Exception as e:
                 log.warning("could not set suggested prompts: %s", error_name(e))
 
-        deps.surface.spawn(set_prompts(), f"slack-prompts-{thread_ts}")
+        deps.surface.spawn(set_prompts(), f"slack-prompts-{channel}")

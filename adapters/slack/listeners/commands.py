@@ -1,7 +1,8 @@
 """`/switchboard <text>` and the "Reset this conversation" message shortcut.
 
 Both ack first (Slack wants it within 3 s), then hand the text to `bot.command`, which parses and authorises it,
-and answer ephemerally through the response_url (chat.postEphemeral when that fails).
+and answer ephemerally through the response_url (chat.postEphemeral when that fails, and the user's DM with the app
+when the bot is not in the channel: slash commands work in any channel, bot posts only where it is a member).
 Slash commands cannot be used inside threads (Slack's limitation), so in a channel the slash command carries no
 conversation; the message shortcut, used on any message of a thread, resets that thread's conversation.
 """
@@ -13,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from slack_bolt.async_app import AsyncApp
+from slack_sdk.errors import SlackApiError
 
 from adapters.slack import constants as c
 from adapters.slack.keys import channel_key, conversation_key, is_dm_channel
@@ -27,6 +29,8 @@ RESPONSE_URL_MAX_POSTS = 5
 _CLEARING_COMMANDS = frozenset({"reset", "cancel"})
 
 Respond = Callable[..., Awaitable[Any]]
+#: chat.postEphemeral errors meaning the bot cannot post in that channel at all
+_NOT_HERE = frozenset({"not_in_channel", "channel_not_found"})
 
 
 async def run_command(
@@ -65,7 +69,13 @@ async def answer(deps: Deps, respond: Respond, *, channel: str, user: str, text:
             failure = type(e).__name__
         if failure is not None:
             log.info("response_url failed (%s); using chat.postEphemeral", failure)
-            await deps.surface.client.chat_postEphemeral(channel=channel, user=user, text=part)
+            try:
+                await deps.surface.client.chat_postEphemeral(channel=channel, user=user, text=part)
+            except SlackApiError as e:
+                if e.response.get("error") not in _NOT_HERE:
+                    raise
+                log.info("chat.postEphemeral: %s; answering in the user's DM", e.response.get("error"))
+                await deps.surface.client.chat_postMessage(channel=user, text=part)
 
 
 def register(app: AsyncApp, deps: Deps) -> None:
