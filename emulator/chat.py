@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from emulator.server import Emulator
 
 AGENT_HEADER = "x-switchboard-agent"
+THREAD_HEADER = "x-switchboard-thread"  # the client's own thread id, kept for assertions (`ChatRecord.thread`)
 DEFAULT_AGENT = "assistant"
 ROLES = ("system", "developer", "user", "assistant", "tool")
 # Texts of OpenAI's own 400s for malformed conversations and parameters (observed answers, quoted by client
@@ -62,6 +63,7 @@ class ChatRecord:
     stream: bool
     messages: list[JSON]
     tools: list[str]
+    thread: str | None = None
     status: str = "in_progress"  # in_progress | completed | failed | dropped
     content: str | None = None
     tool_calls: list[JSON] = field(default_factory=list)
@@ -219,6 +221,7 @@ class ChatCompletionsAPI:
             stream=stream,
             messages=messages,
             tools=tools,
+            thread=request.headers.get(THREAD_HEADER),
         )
         self.records[completion_id] = record
         emu.counters.responses["chat_created"] += 1
@@ -319,13 +322,25 @@ class ChatCompletionsAPI:
         def ending_due() -> bool:
             return end is not None and end.kind in ("fail", "incomplete") and len(log) >= (end.after_events or 0)
 
+        def cut_off() -> bool:
+            """A cancel/gone fault is due: the server stops generating and drops the connection (the client's
+            stream breaks right there: `create` aborts it after the same number of chunks)."""
+            if end is not None and end.kind not in ("fail", "incomplete") and len(log) >= (end.after_events or 0):
+                self._finish(record, "cancelled")
+                return True
+            return False
+
         try:
             chunk({"role": "assistant", "content": "", "refusal": None})
+            if cut_off():
+                return
             if faults.stay_queued:
                 await asyncio.Event().wait()  # the stream stays open with nothing more to say
             text, calls, finish, error = await self._outcome(record, plan, faults, limit)
             if error is None and text is not None:
                 for piece in split_deltas(text):
+                    if cut_off():
+                        return
                     if ending_due():
                         break
                     if self.emu.token_delay > 0:
@@ -348,6 +363,8 @@ class ChatCompletionsAPI:
                                        "function": {"name": function["name"], "arguments": ""}}]})
                 for piece in pieces:
                     chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
+                if cut_off():
+                    return
             self._settle(record, text, calls, finish, prompt)
             chunk({}, finish)
             if include_usage:

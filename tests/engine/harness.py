@@ -18,8 +18,8 @@ from bot.types import Inbound, Progress, Reply, TurnRef
 from emulator import Emulator
 
 WAIT_SECONDS = 20.0
-BACKENDS = ("responses", "assistants")
-RUN_CREATE_PATHS = {"responses": "/v1/responses", "assistants": "/v1/threads/*/runs"}
+BACKENDS = ("responses", "assistants", "chat")
+RUN_CREATE_PATHS = {"responses": "/v1/responses", "assistants": "/v1/threads/*/runs", "chat": "/v1/chat/completions"}
 
 FAST_LIMITS = Limits(
     max_parallel=4,
@@ -147,7 +147,11 @@ def remote_runs(emu: Emulator, agent: str | None = None) -> list[RemoteRun]:
     found = [
         RemoteRun(r.id, r.agent, r.status, r.conversation_id, r.created_tick, r.finished_tick, r)
         for r in emu.responses.values()
-    ] + [RemoteRun(r.id, r.agent, r.status, r.thread_id, r.created_tick, r.finished_tick, r) for r in emu.runs.values()]
+    ] + [RemoteRun(r.id, r.agent, r.status, r.thread_id, r.created_tick, r.finished_tick, r) for r in emu.runs.values()
+    ] + [
+        RemoteRun(r.id, r.agent, r.status, r.thread, r.created_tick, r.finished_tick, r)
+        for r in emu.chat_completions.values() if not r.agent.endswith("/summary")
+    ]
     return sorted((r for r in found if agent is None or r.agent == agent), key=lambda r: r.created_tick)
 
 
@@ -163,6 +167,10 @@ def thread_texts(emu: Emulator, thread_id: str) -> list[str]:
     """The message texts of a conversation or thread, in order."""
     if thread_id in emu.conversations:
         return [item_text(i) for i in emu.conversations[thread_id].items if i.get("type") == "message"]
+    if thread_id.startswith("chat_"):  # ours, not the server's: what its newest completion was sent, and answered
+        last = max((r for r in emu.chat_completions.values() if r.thread == thread_id), key=lambda r: r.created_tick)
+        texts = [item_text(m) for m in last.messages if m.get("role") in ("user", "assistant") and m.get("content")]
+        return texts + ([last.content] if last.status == "completed" and last.content else [])
     return [m.text for m in emu.threads[thread_id].messages]
 
 
@@ -170,6 +178,10 @@ def run_input_texts(emu: Emulator, run: RemoteRun) -> list[str]:
     """The user messages a run was given: a response's input items, or the messages posted with a run."""
     if run.id in emu.responses:
         return [item_text(i) for i in run.record.input_items if i.get("type") == "message"]
+    if run.id in emu.chat_completions:  # the user messages after the thread's last answer
+        messages = run.record.messages
+        answered = max((i for i, m in enumerate(messages) if m.get("role") == "assistant"), default=-1)
+        return [item_text(m) for m in messages[answered + 1 :] if m.get("role") == "user"]
     key = run.record.metadata.get("input")
     return [m.text for m in emu.threads[run.thread].messages if str(m.metadata.get(TAG_KEY, "")).startswith(f"{key}.")]
 

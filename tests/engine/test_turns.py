@@ -1,6 +1,7 @@
 """End-to-end turns through the emulator over HTTP: answers, delegation, parallelism, memory, the mailbox.
 
-Every test runs once per backend (the `backend` fixture): Responses + Conversations, and Assistants v2."""
+Every test runs once per backend (the `backend` fixture): Responses + Conversations, Assistants v2, and Chat
+Completions."""
 
 from __future__ import annotations
 
@@ -61,6 +62,10 @@ async def test_three_sub_assistants_run_in_parallel(emu, tmp_path, backend):
                                and any(i.get("type") == "function_call_output" for i in r.record.input_items)]
             assert len(proxy_followups) == 1
             assert sum(i.get("type") == "function_call_output" for i in proxy_followups[0].input_items) == 3
+        elif backend == "chat":
+            first, followup = remote_runs(emu, "proxy")
+            assert first.record.finish_reason == "tool_calls" and len(first.record.tool_calls) == 3
+            assert [m["role"] for m in followup.record.messages[-3:]] == ["tool", "tool", "tool"]
         else:
             submits = [e for e in emu.log if e.path.endswith("/submit_tool_outputs")]
             [proxy] = remote_runs(emu, "proxy")
