@@ -18,8 +18,14 @@ from bot.types import Inbound, Progress, Reply, TurnRef
 from emulator import Emulator
 
 WAIT_SECONDS = 20.0
-BACKENDS = ("responses", "assistants", "chat")
-RUN_CREATE_PATHS = {"responses": "/v1/responses", "assistants": "/v1/threads/*/runs", "chat": "/v1/chat/completions"}
+BACKENDS = ("responses", "assistants", "chat", "mixed")
+# "mixed": one team on three providers (the proxy on Responses, the researcher on Assistants v2, the critic and the
+# planner on Chat Completions), all served by the one emulator.
+MIXED = {"proxy": "responses", "researcher": "assistants", "critic": "chat", "planner": "chat"}
+RUN_CREATE_PATHS = {
+    "responses": "/v1/responses", "assistants": "/v1/threads/*/runs", "chat": "/v1/chat/completions",
+    "mixed": "/v1/responses",  # the proxy's
+}
 
 FAST_LIMITS = Limits(
     max_parallel=4,
@@ -36,15 +42,23 @@ FAST_LIMITS = Limits(
 )
 
 
+def backend_of(backend: str, agent: str) -> str:
+    """The backend `agent` runs on in a test team built with `backend`."""
+    return MIXED[agent] if backend == "mixed" else backend
+
+
 def team(base_url: str, db_path: str | Path, backend: str = "responses", **limits: Any) -> TeamConfig:
+    def own(name: str) -> Any:
+        return MIXED[name] if backend == "mixed" else None
+
     subs = tuple(
-        AgentConfig(name=n, instructions=f"You are the {n}.", model="emu-1", description=f"The {n}.")
+        AgentConfig(name=n, instructions=f"You are the {n}.", model="emu-1", description=f"The {n}.", backend=own(n))
         for n in ("researcher", "critic", "planner")
     )
     return TeamConfig(
-        proxy=AgentConfig(name="proxy", instructions="You are the proxy.", model="emu-1"),
+        proxy=AgentConfig(name="proxy", instructions="You are the proxy.", model="emu-1", backend=own("proxy")),
         subs=subs,
-        backend=backend,  # type: ignore[arg-type]
+        backend=backend_of(backend, "proxy"),  # type: ignore[arg-type]
         limits=dataclasses.replace(FAST_LIMITS, **limits),
         db_path=str(db_path),
         base_url=base_url,

@@ -16,6 +16,7 @@ import pytest
 from emulator import Rule, Script
 from tests.engine.harness import (
     RUN_CREATE_PATHS,
+    backend_of,
     delete_remote_thread,
     inbound,
     remote_runs,
@@ -43,7 +44,8 @@ async def test_provider_cancel_is_recreated(emu, tmp_path, backend):
         await bot.accept(inbound("hello"))
         _, reply = await one_reply(bot, surface)
         assert reply.text == "You said: hello"
-        assert reasons(surface) == ["stream_dropped" if backend == "chat" else "cancelled_by_provider"]
+        on_chat = backend_of(backend, "proxy") == "chat"
+        assert reasons(surface) == ["stream_dropped" if on_chat else "cancelled_by_provider"]
         statuses = [r.status for r in remote_runs(emu, "proxy")]
         assert statuses == ["cancelled", "completed"]
 
@@ -54,7 +56,7 @@ async def test_sub_assistant_cancelled_by_provider_is_recreated(emu, tmp_path, b
         await bot.accept(inbound("ask the critic"))
         _, reply = await one_reply(bot, surface)
         assert "critic: done with" in reply.text
-        reason = "stream_dropped" if backend == "chat" else "cancelled_by_provider"
+        reason = "stream_dropped" if backend_of(backend, "critic") == "chat" else "cancelled_by_provider"
         assert [(e.who, e.reason) for e in surface.kinds("retrying")] == [("critic", reason)]
 
 
@@ -121,7 +123,7 @@ async def test_locked_conversation_is_waited_for(emu, tmp_path):
 
 
 async def test_deleted_conversation_is_rebuilt_from_the_transcript(emu, tmp_path, backend):
-    if backend == "chat":
+    if backend_of(backend, "proxy") == "chat":
         pytest.skip("chat threads live in our database: the provider has none to lose (see test_chat.py)")
     async with running_bot(team(emu.base_url, tmp_path / "db", backend=backend)) as (bot, surface):
         await bot.accept(inbound("remember: the code word is heron"))
@@ -156,7 +158,7 @@ async def test_stuck_unanswered_function_call_is_answered(emu, tmp_path):
 
 
 async def test_response_stuck_in_queued_is_cancelled_and_recreated(emu, tmp_path, backend):
-    if backend == "chat":
+    if backend_of(backend, "proxy") == "chat":
         pytest.skip("a chat completion has no queue; its silent stream is test_chat.py's stalled-stream test")
     emu.faults.stay_queued(agent="proxy")
     async with running_bot(team(emu.base_url, tmp_path / "db", backend=backend, queued_timeout=0.2)) as (bot, surface):
@@ -231,6 +233,6 @@ async def test_run_timeout_stops_a_sub_assistant_and_the_proxy_still_answers(emu
         assert reply.kind == "answer"
         assert "took longer than 0.5 s" in reply.text
         assert await bot.store.active_runs() == []
-        if backend != "chat":  # a chat server sees only the connection close
+        if backend_of(backend, "critic") != "chat":  # a chat server sees only the connection close
             [critic] = remote_runs(emu, "critic")
             assert critic.status == "cancelled"
