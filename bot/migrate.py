@@ -1,7 +1,8 @@
 """Switching a team between backends, and keeping Assistants-backend assistants in step with the team file.
 
-`switchboard migrate --to responses` (or `--to assistants`) moves every live conversation to the other backend
-without users losing context:
+`switchboard migrate --to responses` (or `--to assistants`, `--to chat`) moves every live conversation to another
+backend without users losing context (every assistant moves: a team that mixes backends is mixed again by editing
+the team file after the move; the threads of assistants whose backend changed are then rebuilt on their first run):
 
 1. Stop the bot (the command takes the database's instance lock and refuses while a bot runs).
 2. `switchboard migrate --to responses`: for each conversation, its main thread and every sub-assistant thread
@@ -73,6 +74,16 @@ def thread_paths(team: TeamConfig) -> list[str]:
     return paths
 
 
+def on_backend(team: TeamConfig, target: str) -> TeamConfig:
+    """The team with every assistant on `target` (their own `backend` keys dropped; endpoints and keys kept)."""
+    return dataclasses.replace(
+        team,
+        backend=target,  # type: ignore[arg-type]
+        proxy=dataclasses.replace(team.proxy, backend=None),
+        subs=tuple(dataclasses.replace(s, backend=None) for s in team.subs),
+    )
+
+
 async def migrate(team: TeamConfig, target: Target, store: Any = None, backend: Any = None) -> MigrationReport:
     """Move every conversation's threads to the `target` backend (see the module docstring). `store` and
     `backend` default to the team's database and a `target` backend; given ones must already be open."""
@@ -89,7 +100,7 @@ async def migrate(team: TeamConfig, target: Target, store: Any = None, backend: 
         await store.open()
     try:
         if own_backend:
-            backend = make_backend(dataclasses.replace(team, backend=target))
+            backend = make_backend(on_backend(team, target))
             bind = getattr(backend, "bind_store", None)
             if bind is not None:
                 bind(store)

@@ -172,6 +172,10 @@ class ChatCompletionsAPI:
         self.emu = emulator
         self.records: dict[str, ChatRecord] = {}
         self.context_window: int | None = None  # prompt tokens above this: 400 context_length_exceeded
+        # Habits of real OpenAI-compatible servers, to test clients against (none by default: OpenAI's own way):
+        # "no_usage" never sends `usage`; "no_call_ids" streams tool calls without ids; "stop_with_calls" ends a
+        # message with calls with finish_reason "stop"; "name_every_chunk" repeats the call's name in each chunk.
+        self.quirks: set[str] = set()
 
     def add_routes(self, router: web.UrlDispatcher) -> None:
         router.add_post("/v1/chat/completions", self.create)
@@ -227,7 +231,7 @@ class ChatCompletionsAPI:
         emu.counters.responses["chat_created"] += 1
         emu.notify()
         limit = body.get("max_completion_tokens") or body.get("max_tokens")
-        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage")) and "no_usage" not in self.quirks
         if not stream:
             return await self._answer(record, plan, faults, prompt_tokens, limit)
         log = EventLog()
@@ -356,17 +360,24 @@ class ChatCompletionsAPI:
                 log.append(sse_frame(None, {"error": error.body()["error"]}))
                 self._finish(record, "failed")
                 return
+            quirks = self.quirks
             for index, call in enumerate(calls):
                 function = call["function"]
                 pieces = _chunks(function["arguments"], ARGUMENT_CHUNK)
-                chunk({"tool_calls": [{"index": index, "id": call["id"], "type": "function",
-                                       "function": {"name": function["name"], "arguments": ""}}]})
+                head: JSON = {"index": index, "type": "function",
+                              "function": {"name": function["name"], "arguments": ""}}
+                if "no_call_ids" not in quirks:
+                    head["id"] = call["id"]
+                chunk({"tool_calls": [head]})
                 for piece in pieces:
-                    chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
+                    fragment: JSON = {"arguments": piece}
+                    if "name_every_chunk" in quirks:
+                        fragment["name"] = function["name"]
+                    chunk({"tool_calls": [{"index": index, "function": fragment}]})
                 if cut_off():
                     return
             self._settle(record, text, calls, finish, prompt)
-            chunk({}, finish)
+            chunk({}, "stop" if finish == "tool_calls" and "stop_with_calls" in quirks else finish)
             if include_usage:
                 log.append(sse_frame(None, {**base, "choices": [], "usage": record.usage}))
             log.append(sse_frame(None, "[DONE]"))

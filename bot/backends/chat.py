@@ -61,7 +61,8 @@ CANCELLED_OUTPUT = "(cancelled: no longer needed)"
 CHARS_PER_TOKEN = 4  # the usual rough figure; exact counts need each model's tokenizer
 MESSAGE_TOKENS = 4  # per-message overhead of the chat format
 KEEP_SHARE = 0.5  # after folding, the kept newest messages take at most this share of the window
-SUMMARY_SHARE = 0.8  # the text given to the summariser takes at most this share of the window
+SUMMARY_SHARE = 0.5  # the text given to the summariser takes at most this share of the window
+SUMMARY_TRIES = 3  # a summariser request refused for its length is sent again with half the text
 INCOMPLETE_REASON = "max_output_tokens"
 CONTENT_FILTERED = "content_filter"
 _CONTEXT_EXCEEDED = re.compile(r"context[ _](length|size|window)|maximum context|too many tokens|prompt is too long",
@@ -176,8 +177,8 @@ class ChatBackend:
             # Our estimate was low for this model's tokenizer (or no window is configured): fold harder, once.
             log.info("chat thread %s: the server refused the length (%s); folding", request.thread_id, exc)
         thread = await self._store.chat_thread(request.thread_id) or thread
-        messages = await self._fit(request, thread, new, squeeze=True)
         try:
+            messages = await self._fit(request, thread, new, squeeze=True)
             return await self._send(request, messages, new)
         except Permanent as exc:
             if _context_exceeded(exc):
@@ -234,9 +235,13 @@ class ChatBackend:
         agent = request.agent
         window = agent.max_context_tokens
         messages = _assemble(agent, thread, new)
-        if not squeeze and (window is None or estimate_tokens(messages) <= window):
+        size = estimate_tokens(messages)
+        if not squeeze and (window is None or size <= window):
             return messages
-        budget = (window or estimate_tokens(messages)) * KEEP_SHARE
+        if squeeze:  # the real window is smaller than what was refused: assume half of it
+            window = min(window or size, size // 2)
+        assert window is not None
+        budget = window * KEEP_SHARE
         budget -= estimate_tokens(_assemble(agent, ChatThread(thread.summary, 0, []), new))
         cut = _fold_point(thread.messages, budget)
         if cut == 0:
@@ -248,26 +253,33 @@ class ChatBackend:
         return _assemble(agent, ChatThread(summary, folded[-1].id, thread.messages[cut:]), new)
 
     async def _summarise(self, agent: AgentConfig, earlier: str | None, folded: Sequence[ChatMessage],
-                         window: int | None) -> str:
+                         window: int) -> str:
         text = "\n".join(_transcript_line(m.message) for m in folded)
-        if earlier:
-            text = f"Earlier summary:\n{earlier}\n\nConversation since:\n{text}"
-        if window is not None:  # the newest part is kept when even the summariser's input is too long
-            text = text[-int(window * SUMMARY_SHARE * CHARS_PER_TOKEN):]
-        body = {
-            "model": agent.model,
-            "messages": [{"role": "system", "content": SUMMARY_INSTRUCTIONS}, {"role": "user", "content": text}],
-        }
-        async with provider_errors():
-            answer = await self.clients.for_agent(agent).post(
-                "/chat/completions", body=body, cast_to=object,
-                options={"headers": {AGENT_HEADER: f"{agent.name}/summary"}},
-            )
+        limit = int(window * SUMMARY_SHARE * CHARS_PER_TOKEN)
+        for attempt in range(SUMMARY_TRIES):
+            content = text[-limit:]  # too long for the model: the newest part, after the earlier summary
+            if earlier:
+                content = f"Earlier summary:\n{earlier[: limit // 2]}\n\nConversation since:\n{text[-limit // 2:]}"
+            body = {
+                "model": agent.model,
+                "messages": [{"role": "system", "content": SUMMARY_INSTRUCTIONS}, {"role": "user", "content": content}],
+            }
+            try:
+                async with provider_errors():
+                    answer = await self.clients.for_agent(agent).post(
+                        "/chat/completions", body=body, cast_to=object,
+                        options={"headers": {AGENT_HEADER: f"{agent.name}/summary"}},
+                    )
+                break
+            except Permanent as exc:
+                if not _context_exceeded(exc) or attempt == SUMMARY_TRIES - 1:
+                    raise
+                limit //= 2
         choices = answer.get("choices") if isinstance(answer, dict) else None
-        content = (choices[0].get("message") or {}).get("content") if choices else None
-        if not isinstance(content, str) or not content.strip():
+        summary = (choices[0].get("message") or {}).get("content") if choices else None
+        if not isinstance(summary, str) or not summary.strip():
             raise Transient("the summary of the folded turns came back empty", reason="server_error")
-        return content.strip()
+        return summary.strip()
 
 
 class ChatStream:
