@@ -12,7 +12,7 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
-from bot.config import ConfigError, TeamConfig, load_config
+from bot.config import BACKENDS, ConfigError, TeamConfig, load_config
 from storage.base import StoreError
 
 
@@ -37,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="offline demo on the bundled emulator; no keys needed")
     demo.add_argument("--token-delay", type=float, default=0.02, help="seconds between streamed words")
     demo.add_argument("--work-seconds", type=float, default=0.6, help="how long each sub-assistant 'works'")
+    demo.add_argument("--backend", choices=BACKENDS, default="responses",
+                      help="the API the demo team runs on (chat: Chat Completions, as local model servers speak)")
     demo.set_defaults(handler=_demo)
 
     status = with_config(sub.add_parser("status", help="list conversations and in-flight turns"))
@@ -101,7 +103,7 @@ def _chat(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from switchboard.demo import run_demo
 
-    return asyncio.run(run_demo(args.token_delay, args.work_seconds))
+    return asyncio.run(run_demo(args.token_delay, args.work_seconds, args.backend))
 
 
 def _status(args: argparse.Namespace) -> int:

@@ -1,7 +1,8 @@
 """`switchboard demo`: a proxy and three sub-assistants on the bundled emulator, in this terminal, with no keys.
 
-The team lives in a temporary database that is deleted when the demo ends; the emulator runs in-process on a free
-port and answers with its default scripted behaviour, each sub-assistant taking `work_seconds` to "work".
+`--backend` picks the API the team runs on (responses, assistants, or chat: Chat Completions, as on a local model
+server). The team lives in a temporary database that is deleted when the demo ends; the emulator runs in-process on
+a free port and answers with its default scripted behaviour, each sub-assistant taking `work_seconds` to "work".
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ DEMO_HINT = (
 DEMO_CONVERSATION = "console:demo:default"
 
 
-async def run_demo(token_delay: float, work_seconds: float) -> int:
+async def run_demo(token_delay: float, work_seconds: float, backend: str = "responses") -> int:
     """Run the demo chat until standard input ends; returns the exit code."""
     from bot.config import parse_config
     from emulator import run_emulator
@@ -51,7 +52,7 @@ async def run_demo(token_delay: float, work_seconds: float) -> int:
     with tempfile.TemporaryDirectory(prefix="switchboard-demo-") as folder:
         async with run_emulator(token_delay=token_delay, scripts=scripts) as emu:
             team = parse_config(tomllib.loads(DEMO_TEAM), env={})
-            team = dataclasses.replace(team, base_url=emu.base_url, api_key="demo",
+            team = dataclasses.replace(team, base_url=emu.base_url, api_key="demo", backend=backend,  # type: ignore[arg-type]
                                        db_path=str(Path(folder) / "demo.db"))
             if sys.stdin.isatty():
                 print(DEMO_HINT, file=sys.stderr)

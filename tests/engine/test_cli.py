@@ -25,8 +25,9 @@ async def run_cli(*args: str, stdin: str = "", env: dict[str, str] | None = None
     return proc.returncode or 0, out.decode(), err.decode()
 
 
-async def test_demo_with_piped_input_answers_each_line_on_stdout():
-    code, out, err = await run_cli("demo", "--token-delay", "0", "--work-seconds", "0",
+@pytest.mark.parametrize("backend", ["responses", "chat"])
+async def test_demo_with_piped_input_answers_each_line_on_stdout(backend):
+    code, out, err = await run_cli("demo", "--token-delay", "0", "--work-seconds", "0", "--backend", backend,
                                    stdin="ask the researcher and the critic\nhello\n")
     assert code == 0, err
     assert "- researcher: researcher: done with" in out
