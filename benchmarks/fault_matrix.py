@@ -77,7 +77,7 @@ from bot.types import Inbound, Progress, Reply, TurnRef
 from emulator import Emulator, Fault, ManualClock, run_emulator
 from emulator.faults import ENDING_KINDS, Injection
 
-BACKENDS = ("responses", "assistants")
+BACKENDS = ("responses", "assistants", "chat")
 SUBS = ("researcher", "critic", "planner")
 PROXY = "proxy"
 RETRY_AFTER = 0.01  # seconds announced by injected 429s (Retry-After / retry-after-ms)
@@ -158,6 +158,7 @@ TURNS = {
 RUN_ROUTES = frozenset(
     {
         ("POST", "/v1/responses"),
+        ("POST", "/v1/chat/completions"),
         ("POST", "/v1/threads/{thread_id}/runs"),
         ("POST", "/v1/threads/runs"),
         ("POST", "/v1/threads/{thread_id}/runs/{run_id}/submit_tool_outputs"),
@@ -294,7 +295,7 @@ def kinds_for(point: Point, backend: str, kill: bool = False) -> list[Kind]:
         ]
     if point.runs_object:
         kinds += _outcome_kinds(point, backend)
-        if point.streams:
+        if point.streams and backend != "chat":  # a chat completion is never polled: its request is sent again
             kinds += _poll_kinds(backend)
     return kinds
 
@@ -503,7 +504,7 @@ async def _drive(
 
 
 def _collect(emu: Emulator, obs: Observation) -> None:
-    records: list[Any] = [*emu.responses.values(), *emu.runs.values()]
+    records: list[Any] = [*emu.responses.values(), *emu.runs.values(), *emu.chat_completions.values()]
     by_id = {record.id: record for record in records}
     for key in emu.live_objects():
         record = by_id[key]

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 AGENT_HEADER = "x-switchboard-agent"
 THREAD_HEADER = "x-switchboard-thread"  # the client's own thread id, kept for assertions (`ChatRecord.thread`)
+RUN_HEADER = "x-switchboard-run"  # the client's own run id (`ChatRecord.client_run`), for benchmarks' accounting
 DEFAULT_AGENT = "assistant"
 ROLES = ("system", "developer", "user", "assistant", "tool")
 # Texts of OpenAI's own 400s for malformed conversations and parameters (observed answers, quoted by client
@@ -64,12 +65,21 @@ class ChatRecord:
     messages: list[JSON]
     tools: list[str]
     thread: str | None = None
+    client_run: str | None = None
     status: str = "in_progress"  # in_progress | completed | failed | dropped
     content: str | None = None
     tool_calls: list[JSON] = field(default_factory=list)
     finish_reason: str | None = None
     usage: JSON | None = None
+    error: JSON | None = None
+    cancelled_by: str | None = None  # "provider" when a fault cut it off
+    finished_at: float | None = None
     finished_tick: int | None = None
+
+    @property
+    def user_texts(self) -> list[str]:
+        """The user messages it was sent (the whole conversation: Chat Completions keeps none)."""
+        return [_message_text(m) for m in self.messages if m.get("role") == "user"]
 
 
 def _message_text(message: JSON) -> str:
@@ -226,6 +236,7 @@ class ChatCompletionsAPI:
             messages=messages,
             tools=tools,
             thread=request.headers.get(THREAD_HEADER),
+            client_run=request.headers.get(RUN_HEADER),
         )
         self.records[completion_id] = record
         emu.counters.responses["chat_created"] += 1
@@ -282,6 +293,7 @@ class ChatCompletionsAPI:
 
     def _finish(self, record: ChatRecord, status: str) -> None:
         record.status = status
+        record.finished_at = self.emu.clock.now()
         record.finished_tick = self.emu.tick()
         self.emu.counters.responses[f"chat_{status}"] += 1
         self.emu.notify()
@@ -293,6 +305,7 @@ class ChatCompletionsAPI:
             await asyncio.Event().wait()  # never answers; the client's timeout ends it
         text, calls, finish, error = await self._outcome(record, plan, faults, limit)
         if error is not None:
+            record.error = {"code": error.code, "message": error.message}
             self._finish(record, "failed")
             raise error
         self._settle(record, text, calls, finish, prompt)
@@ -330,6 +343,7 @@ class ChatCompletionsAPI:
             """A cancel/gone fault is due: the server stops generating and drops the connection (the client's
             stream breaks right there: `create` aborts it after the same number of chunks)."""
             if end is not None and end.kind not in ("fail", "incomplete") and len(log) >= (end.after_events or 0):
+                record.cancelled_by = "provider"
                 self._finish(record, "cancelled")
                 return True
             return False
@@ -358,6 +372,7 @@ class ChatCompletionsAPI:
                     calls, finish = [], "length"
             if error is not None:
                 log.append(sse_frame(None, {"error": error.body()["error"]}))
+                record.error = {"code": error.code, "message": error.message}
                 self._finish(record, "failed")
                 return
             quirks = self.quirks

@@ -53,10 +53,11 @@ log = logging.getLogger("switchboard.backends.chat")
 THREAD_PREFIX = "chat_"
 RUN_PREFIX = "chatrun_"
 CALL_PREFIX = "call_"
-# Name the team member and our thread to gateways' logs and the emulator (as `metadata` does on the Responses API,
-# which Chat Completions only takes with `store: true`); servers ignore headers they do not know.
+# Name the team member, our thread and our run to gateways' logs and the emulator (as `metadata` does on the
+# Responses API, which Chat Completions only takes with `store: true`); servers ignore headers they do not know.
 AGENT_HEADER = "x-switchboard-agent"
 THREAD_HEADER = "x-switchboard-thread"
+RUN_HEADER = "x-switchboard-run"
 CANCELLED_OUTPUT = "(cancelled: no longer needed)"
 CHARS_PER_TOKEN = 4  # the usual rough figure; exact counts need each model's tokenizer
 MESSAGE_TOKENS = 4  # per-message overhead of the chat format
@@ -200,13 +201,14 @@ class ChatBackend:
             body["tools"] = tools
             body["parallel_tool_calls"] = True
         client = self.clients.for_agent(request.agent)
+        run_id = RUN_PREFIX + uuid.uuid4().hex
+        headers = {AGENT_HEADER: request.agent.name, THREAD_HEADER: request.thread_id, RUN_HEADER: run_id}
         async with provider_errors():
             stream = await client.post(
                 "/chat/completions", body=body, cast_to=object, stream=True, stream_cls=AsyncStream[object],
-                options={"headers": {AGENT_HEADER: request.agent.name, THREAD_HEADER: request.thread_id}},
+                options={"headers": headers},
             )
-        run = ChatStream(self, stream, RUN_PREFIX + uuid.uuid4().hex, request.thread_id, new,
-                         estimate_tokens(messages))
+        run = ChatStream(self, stream, run_id, request.thread_id, new, estimate_tokens(messages))
         self._live[run.id] = run
         return run
 

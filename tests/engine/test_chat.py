@@ -6,6 +6,10 @@ test_recovery.py, test_crash.py and tests/admin (the `backend` fixture)."""
 from __future__ import annotations
 
 import dataclasses
+import tomllib
+from pathlib import Path
+
+import pytest
 
 from bot.backends.chat import CANCELLED_OUTPUT, THREAD_PREFIX
 from bot.backends.providers import make_client
@@ -14,6 +18,7 @@ from emulator import Rule, Script, ToolCall, run_emulator
 from tests.engine.harness import inbound, remote_runs, running_bot, team
 
 CONV = "console:test:c1"
+REPO = Path(__file__).resolve().parents[2]
 
 
 def chat_team(emu, tmp_path, **limits):
@@ -221,3 +226,23 @@ def test_azure_deployment_urls_get_the_api_version_and_key_header():
     assert client.default_headers.get("api-key") == "azure-secret"
     v1 = make_client(Provider("chat", "https://example.openai.azure.com/openai/v1", "AZURE_KEY"), "azure-secret")
     assert "api-version" not in v1.default_query and "api-key" not in v1.default_headers
+
+
+@pytest.mark.parametrize("name", ["openai", "azure", "local"])
+async def test_the_example_team_files_work(emu, tmp_path, name):
+    """Each provider kind's team file in examples/ (README), with its endpoints pointed at the emulator."""
+    raw = tomllib.loads((REPO / "examples" / f"{name}.toml").read_text(encoding="utf-8"))
+    raw.setdefault("openai", {})["base_url"] = emu.base_url
+    for agent in (raw["proxy"], *raw["assistants"]):
+        if "base_url" in agent:
+            agent["base_url"] = emu.base_url
+    raw["storage"] = {"path": str(tmp_path / "db")}
+    env = {"OPENAI_API_KEY": "k1", "AZURE_OPENAI_API_KEY": "k2", "LOCAL_LLM_KEY": "none"}
+    cfg = dataclasses.replace(parse_config(raw, env=env), limits=team("x", "y").limits)
+    async with running_bot(cfg) as (bot, surface):
+        await bot.accept(inbound("ask the researcher and the critic"))
+        [(_, reply)] = await surface.wait_for(1)
+    assert "researcher: done with" in reply.text and "critic: done with" in reply.text
+    kinds = {"responses": emu.responses, "chat": emu.chat_completions}
+    for agent in cfg.members:
+        assert any(r.agent == agent.name for r in kinds[cfg.provider_of(agent).backend].values()), agent.name
