@@ -1,6 +1,6 @@
 """The deterministic provider fault matrix (issue 12, section 1): every fault point of a turn x every fault kind.
 
-    python -m benchmarks.fault_matrix                                   # both backends, every reference turn
+    python -m benchmarks.fault_matrix                                   # every backend, every reference turn
     python -m benchmarks.fault_matrix --backend assistants --turn delegation --kinds http,break
     python -m benchmarks.fault_matrix --double 2000 --seed 1 --json matrix.json
 
@@ -14,7 +14,8 @@ Assistants backend's assistant sync) are not points.
 
 Reference turns: `plain` (an answer), `delegation` (one sub-assistant), `parallel` (three at once), `nested` (the
 proxy asks the critic, who asks the planner), `follow_up` (a delegation, then a second one on the same threads;
-points span both turns), each on the `responses` and the `assistants` backend.
+points span both turns), each on the `responses`, the `assistants` and the `chat` backend (on `chat` a cancel is a
+stream the server breaks off, `queued` a silent stream, and there are no containers, locks or polls).
 
 Fault kinds, as the real APIs produce them (`../shared/PLATFORM_FACTS.md`, OpenAI section):
 * http: connection reset before the request is handled, a timeout (handled, never answered), 500, 502, 503, 429
