@@ -334,8 +334,11 @@ class ChatStream:
                 yield Snapshot(RunState(self.id, self.thread_id, "cancelled"))
                 return
             if isinstance(exc, openai.APIConnectionError):
-                raise Transient(f"the chat stream broke: {exc}", reason="stream_dropped") from exc
-            raise translate(exc) from exc
+                if finish is None:
+                    raise Transient(f"the chat stream broke: {exc}", reason="stream_dropped") from exc
+                # broke after the answer's last chunk (before `usage` or the end marker): the answer is whole
+            else:
+                raise translate(exc) from exc
         if self.cancelled:
             yield Snapshot(RunState(self.id, self.thread_id, "cancelled"))
             return
