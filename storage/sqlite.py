@@ -388,7 +388,7 @@ class SQLiteStore:
         self, run_id: str, thread_id: str, messages: Sequence[Mapping[str, Any]], state: Mapping[str, Any]
     ) -> bool:
         if await self._row("SELECT 1 FROM chat_runs WHERE run_id=?", (run_id,)) is not None:
-            return False  # the store runs one operation at a time: nothing lands between this read and the write
+            return False  # a run id belongs to one stream, so nobody else writes it between this read and the write
         now = time.time()
         statements: Statements = [(
             "INSERT INTO chat_runs(run_id, thread_id, state, created_at) VALUES (?,?,?,?)",
