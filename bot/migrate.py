@@ -139,21 +139,27 @@ async def migrate(team: TeamConfig, target: Target, store: Any = None, backend: 
 
 
 async def sync_assistants(team: TeamConfig) -> list[Any]:
-    """Create or update the team's assistants now; returns one `SyncChange` per team member."""
+    """Create or update the assistants of the team members on the `assistants` backend now (each on its own
+    provider); returns one `SyncChange` per such member."""
     from bot.backends.assistants import AssistantsBackend, quiet_deprecation
-    from bot.engine import make_backend
+    from bot.backends.providers import Clients
     from storage.sqlite import SQLiteStore
 
     store = SQLiteStore(team.db_path)
     await store.open()
-    backend = make_backend(dataclasses.replace(team, backend="assistants"))
-    assert isinstance(backend, AssistantsBackend)
-    backend.bind_store(store)
+    clients = Clients(team)
     quiet_deprecation()
+    changes: list[Any] = []
     try:
-        return await backend.sync()
+        for key, provider in team.providers().items():
+            if provider.backend != "assistants":
+                continue
+            members = {a.name for a in team.members if team.provider_of(a).key == key}
+            backend = AssistantsBackend(clients.for_provider(provider), team, store, members=members)
+            changes += await backend.sync()
+        return changes
     finally:
-        await backend.close()
+        await clients.close()
         await store.close()
 
 
@@ -175,7 +181,7 @@ def sync_command(args: argparse.Namespace) -> int:
     from bot.backends.base import BackendError
 
     team = load_config(getattr(args, "config", None))
-    if team.backend != "assistants":
+    if all(team.provider_of(a).backend != "assistants" for a in team.members):
         print(f"The team uses the {team.backend} backend, which keeps no assistants at the provider: nothing to "
               "sync. (Set backend = \"assistants\" to use them.)")
         return 0
