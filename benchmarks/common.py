@@ -46,8 +46,9 @@ async def emulator_process(scripts: dict[str, list[dict[str, Any]]] | None = Non
             await proc.wait()
 
 
-def make_team(base_url: str, db: str, subs: int = 3, **limits: Any) -> TeamConfig:
+def make_team(base_url: str, db: str, subs: int = 3, backend: str = "responses", **limits: Any) -> TeamConfig:
     return TeamConfig(
+        backend=backend,  # type: ignore[arg-type]
         proxy=AgentConfig(name="proxy", instructions="You are the proxy.", model="bench"),
         subs=tuple(
             AgentConfig(name=f"s{i}", instructions=f"Sub {i}.", model="bench", description=f"Sub-assistant {i}.")
@@ -101,13 +102,19 @@ async def emulator_seconds(bot: Bot, base_url: str, turn_ids: list[str], first_t
     """Time the emulator itself spent serving each turn's requests (from its request log), counting the
     conversation's creation for first turns. A plain turn's requests are sequential, so this is the provider's
     share of the turn."""
-    control = base_url.removesuffix("/v1") + "/_emulator/log"
-    async with aiohttp.ClientSession() as session, session.get(control) as response:
-        entries = (await response.json())["entries"]
+    control = base_url.removesuffix("/v1") + "/_emulator"
+    async with aiohttp.ClientSession() as session:
+        async with session.get(control + "/log") as response:
+            entries = (await response.json())["entries"]
+        async with session.get(control + "/objects") as response:
+            chat = (await response.json()).get("chat_completions") or []
     by_object: dict[str, float] = {}
     for entry in entries:
         if entry["method"] == "POST" and entry["object_id"]:
             by_object[entry["object_id"]] = entry["t_end"] - entry["t_start"]
+    for completion in chat:  # the engine records a chat run under its own id, which it sent in a header
+        if completion["client_run"] and completion["id"] in by_object:
+            by_object[completion["client_run"]] = by_object[completion["id"]]
     return await asyncio.to_thread(_provider_seconds, bot.team.db_path, by_object, turn_ids, first_turns)
 
 

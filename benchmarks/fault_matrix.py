@@ -1,6 +1,6 @@
 """The deterministic provider fault matrix (issue 12, section 1): every fault point of a turn x every fault kind.
 
-    python -m benchmarks.fault_matrix                                   # both backends, every reference turn
+    python -m benchmarks.fault_matrix                                   # every backend, every reference turn
     python -m benchmarks.fault_matrix --backend assistants --turn delegation --kinds http,break
     python -m benchmarks.fault_matrix --double 2000 --seed 1 --json matrix.json
 
@@ -14,7 +14,8 @@ Assistants backend's assistant sync) are not points.
 
 Reference turns: `plain` (an answer), `delegation` (one sub-assistant), `parallel` (three at once), `nested` (the
 proxy asks the critic, who asks the planner), `follow_up` (a delegation, then a second one on the same threads;
-points span both turns), each on the `responses` and the `assistants` backend.
+points span both turns), each on the `responses`, the `assistants` and the `chat` backend (on `chat` a cancel is a
+stream the server breaks off, `queued` a silent stream, and there are no containers, locks or polls).
 
 Fault kinds, as the real APIs produce them (`../shared/PLATFORM_FACTS.md`, OpenAI section):
 * http: connection reset before the request is handled, a timeout (handled, never answered), 500, 502, 503, 429
@@ -77,7 +78,7 @@ from bot.types import Inbound, Progress, Reply, TurnRef
 from emulator import Emulator, Fault, ManualClock, run_emulator
 from emulator.faults import ENDING_KINDS, Injection
 
-BACKENDS = ("responses", "assistants")
+BACKENDS = ("responses", "assistants", "chat")
 SUBS = ("researcher", "critic", "planner")
 PROXY = "proxy"
 RETRY_AFTER = 0.01  # seconds announced by injected 429s (Retry-After / retry-after-ms)
@@ -158,6 +159,7 @@ TURNS = {
 RUN_ROUTES = frozenset(
     {
         ("POST", "/v1/responses"),
+        ("POST", "/v1/chat/completions"),
         ("POST", "/v1/threads/{thread_id}/runs"),
         ("POST", "/v1/threads/runs"),
         ("POST", "/v1/threads/{thread_id}/runs/{run_id}/submit_tool_outputs"),
@@ -294,7 +296,7 @@ def kinds_for(point: Point, backend: str, kill: bool = False) -> list[Kind]:
         ]
     if point.runs_object:
         kinds += _outcome_kinds(point, backend)
-        if point.streams:
+        if point.streams and backend != "chat":  # a chat completion is never polled: its request is sent again
             kinds += _poll_kinds(backend)
     return kinds
 
@@ -504,7 +506,7 @@ async def _drive(
 
 
 def _collect(emu: Emulator, obs: Observation) -> None:
-    records: list[Any] = [*emu.responses.values(), *emu.runs.values()]
+    records: list[Any] = [*emu.responses.values(), *emu.runs.values(), *emu.chat_completions.values()]
     by_id = {record.id: record for record in records}
     for key in emu.live_objects():
         record = by_id[key]

@@ -33,7 +33,9 @@ DOC = REPO / "docs" / "PERFORMANCE.md"
 CHART = REPO / "docs" / "performance.png"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 PHASES = ("single", "steady200", "burst200", "steady1000", "burst1000", "throughput", "fan_out", "compare",
-          "restart")
+          "restart", "single_chat", "throughput_chat", "fan_out_chat")
+# The `chat` backend (Chat Completions; threads in our SQLite, the whole thread sent per run) beside `responses`.
+CHAT_PHASES = {"single_chat": "single", "throughput_chat": "throughput", "fan_out_chat": "fan_out"}
 PHASE_TIMEOUT = 480  # seconds: no single phase may run longer
 MAX_TOTAL_WAIT = 300.0  # seconds of waiting for a quiet machine, over the whole run
 
@@ -42,7 +44,7 @@ def plan(args: argparse.Namespace) -> dict[str, tuple[str, dict[str, Any]]]:
     """phase key -> (phase function in benchmarks.phases, its parameters)."""
     quick = args.quick
     rate = args.rate
-    return {
+    phases = {
         "single": ("single", {"provider": args.single_seconds, "follow": 15 if quick else 40,
                               "first": 5 if quick else 20}),
         "steady200": ("steady", {"count": 200, "provider": 200 / rate, "rounds": 2 if quick else 5}),
@@ -56,6 +58,9 @@ def plan(args: argparse.Namespace) -> dict[str, tuple[str, dict[str, Any]]]:
                                 "turns": 1 if quick else 3, "naive_count": 1 if quick else 2}),
         "restart": ("restart", {"turns": 100, "sub_seconds": 10.0 if quick else 20.0}),
     }
+    for key, function in CHAT_PHASES.items():  # the same measurement, on the chat backend
+        phases[key] = (function, {**phases[function][1], "backend": "chat"})
+    return phases
 
 
 def busy_seconds() -> float:
@@ -155,27 +160,30 @@ def rows(r: dict[str, Any]) -> list[tuple[str, str, str, str, str, str]]:
         goal = "" if target is None else f"<= {target[0]:g} / {target[1]:g} ms"
         out.append((label, f"{fmt(x['p50'], 2)} / {fmt(x['p99'], 2)} ms", goal, verdict(ok), "", ""))
 
-    if "single" in r:
-        s = r["single"]
-        out.append(("Overhead p50 / p99, 1 conversation (follow-up turns)",
-                    f"{fmt(s['follow']['p50'], 2)} / {fmt(s['follow']['p99'], 2)} ms", "", "", "", ""))
-        out.append(("Overhead p50 / p99, 1 conversation (first turns)",
-                    f"{fmt(s['first']['p50'], 2)} / {fmt(s['first']['p99'], 2)} ms", "", "", "", ""))
+    for key, on in (("single", ""), ("single_chat", ", chat backend")):
+        if key in r:
+            s = r[key]
+            out.append((f"Overhead p50 / p99, 1 conversation (follow-up turns{on})",
+                        f"{fmt(s['follow']['p50'], 2)} / {fmt(s['follow']['p99'], 2)} ms", "", "", "", ""))
+            out.append((f"Overhead p50 / p99, 1 conversation (first turns{on})",
+                        f"{fmt(s['first']['p50'], 2)} / {fmt(s['first']['p99'], 2)} ms", "", "", "", ""))
     overhead("steady200", "Overhead p50 / p99, 200 concurrent (steady state)", (5, 25))
     overhead("burst200", "Overhead p50 / p99, 200 concurrent (burst: all in the same instant)")
     overhead("steady1000", "Overhead p50 / p99, 1,000 concurrent (steady state)")
     overhead("burst1000", "Overhead p50 / p99, 1,000 concurrent (burst)")
-    if "fan_out" in r:
-        for k, value in r["fan_out"]["k"].items():
+    for key, on in (("fan_out", ""), ("fan_out_chat", ", chat backend")):
+        for k, value in r[key]["k"].items() if key in r else ():
             if k == "1":
                 continue
             ok = value["ratio"] <= 1.2 if k == "4" else None
-            out.append((f"Fan-out ratio k={k} (turn time / turn time with k=1)", fmt(value["ratio"], 3),
+            out.append((f"Fan-out ratio k={k} (turn time / turn time with k=1{on})", fmt(value["ratio"], 3),
                         "<= 1.2" if k == "4" else "", verdict(ok), "", ""))
-    if "throughput" in r:
-        t = r["throughput"]
-        out.append(("Throughput, zero provider latency, one process", f"{fmt(t['turns_per_second'], 0)} turns/s",
-                    ">= 100 turns/s", verdict(t["turns_per_second"] >= 100), "", ""))
+    for key, on in (("throughput", ""), ("throughput_chat", ", chat backend")):
+        if key in r:
+            t = r[key]
+            out.append((f"Throughput, zero provider latency, one process{on}",
+                        f"{fmt(t['turns_per_second'], 0)} turns/s", ">= 100 turns/s",
+                        verdict(t["turns_per_second"] >= 100), "", ""))
     if "steady1000" in r:
         peak = r["steady1000"]["rss_peak_mib"]
         out.append(("Peak RSS, 1,000 conversations in flight", f"{fmt(peak, 0)} MiB", "<= 200 MB",

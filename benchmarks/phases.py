@@ -74,8 +74,8 @@ class Memory:
 
 
 @asynccontextmanager
-async def engine(url: str, subs: int = 1) -> AsyncIterator[tuple[Bot, LoadSurface]]:
-    team = make_team(url, temp_db(), subs=subs)
+async def engine(url: str, subs: int = 1, backend: str = "responses") -> AsyncIterator[tuple[Bot, LoadSurface]]:
+    team = make_team(url, temp_db(), subs=subs, backend=backend)
     bot = Bot.from_config(team)
     surface = LoadSurface()
     bot.add_surface(surface)
@@ -100,9 +100,12 @@ async def overhead_of(bot: Bot, url: str, timings: list[TurnTiming], first_turns
 # ---- phases ----
 
 
-async def single(provider: float = 0.5, follow: int = 40, first: int = 20) -> dict[str, Any]:
+async def single(provider: float = 0.5, follow: int = 40, first: int = 20, backend: str = "responses"
+                 ) -> dict[str, Any]:
     """One conversation at a time: follow-up turns in one conversation, and first turns of new ones."""
-    async with emulator_process({"proxy": [{"delay": provider}]}) as url, engine(url) as (bot, surface):
+    async with emulator_process({"proxy": [{"delay": provider}]}) as url, engine(url, backend=backend) as (
+        bot, surface
+    ):
         [conv] = conversations(1)
         await surface.send(bot, conv, "warm up")
         follow_ups = [await surface.send(bot, conv, "hello") for _ in range(follow)]
@@ -153,9 +156,9 @@ async def burst_phase(count: int = 200, provider: float = 2.0, bursts: int = 3) 
         return result
 
 
-async def throughput(count: int = 32, seconds: float = 10.0) -> dict[str, Any]:
+async def throughput(count: int = 32, seconds: float = 10.0, backend: str = "responses") -> dict[str, Any]:
     """Turns per second with zero emulator latency: `count` conversations in a closed loop."""
-    async with emulator_process({}) as url, engine(url) as (bot, surface):
+    async with emulator_process({}) as url, engine(url, backend=backend) as (bot, surface):
         convs = conversations(count)
         await burst(bot, surface, convs, "warm up")
         me = psutil.Process()
@@ -174,12 +177,13 @@ async def throughput(count: int = 32, seconds: float = 10.0) -> dict[str, Any]:
         }
 
 
-async def fan_out(sub_seconds: float = 0.5, rounds: int = 5, ks: tuple[int, ...] = (1, 2, 4, 8)) -> dict[str, Any]:
+async def fan_out(sub_seconds: float = 0.5, rounds: int = 5, ks: tuple[int, ...] = (1, 2, 4, 8),
+                  backend: str = "responses") -> dict[str, Any]:
     """Turn time when the proxy asks k sub-assistants of equal latency at once, divided by the time with one."""
     top = max(ks)
     scripts = {f"s{i}": [{"delay": sub_seconds}] for i in range(1, top + 1)}
     results: dict[str, Any] = {"sub_seconds": sub_seconds, "k": {}}
-    async with emulator_process(scripts) as url, engine(url, subs=top) as (bot, surface):
+    async with emulator_process(scripts) as url, engine(url, subs=top, backend=backend) as (bot, surface):
         for k in ks:
             text = "please ask " + " ".join(f"s{i}" for i in range(1, k + 1))
             [conv] = conversations(1)

@@ -70,9 +70,14 @@ RANDOM_KINDS = {
         "http_429", "http_500", "server_error", "rate_limit_exceeded", "invalid_prompt", "cancel", "drop_stream",
         "stay_queued", "expire",
     ),
+    # On a stateless chat server `cancel` is a stream the server breaks off and `stay_queued` a silent stream.
+    "chat": (
+        "http_429", "http_500", "server_error", "rate_limit_exceeded", "invalid_prompt", "cancel", "drop_stream",
+        "stay_queued",
+    ),
 }
 # Kinds random mode does not roll: armed as targeted faults, at the same per-kind rate.
-TARGETED_KINDS = {"responses": ("delete_conversation",), "assistants": ("delete_thread",)}
+TARGETED_KINDS = {"responses": ("delete_conversation",), "assistants": ("delete_thread",), "chat": ()}
 PERMANENT_REASONS = frozenset({"invalid_prompt"})
 BUDGET_PREFIX = "budget_spent:"
 INCOMPLETE_WORD = "essay"  # a message with this word gets an answer cut short by the provider's limits

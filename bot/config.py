@@ -25,12 +25,14 @@ ENV_OPS_PORT = "SWITCHBOARD_OPS_PORT"
 DEFAULT_CONFIG_PATH = "switchboard.toml"
 DEFAULT_DB_PATH = "switchboard.db"
 DEFAULT_MODEL = "gpt-5-mini"
-BACKENDS = ("responses", "assistants")
+BACKENDS = ("responses", "assistants", "chat")
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 TOOL_PREFIX = "ask_"
 MAX_INSTRUCTIONS_CHARS = 256_000
 
-Backend = Literal["responses", "assistants"]
+Backend = Literal["responses", "assistants", "chat"]
+ENV_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+MIN_CONTEXT_TOKENS = 1024  # below this a system prompt and one exchange hardly fit: surely a typo
 
 
 class ConfigError(SwitchboardError, ValueError):
@@ -45,10 +47,35 @@ class AgentConfig:
     description: str = ""
     delegates: tuple[str, ...] = ()  # sub-assistants this one may ask (the proxy asks every sub by default)
     tools: tuple[Mapping[str, Any], ...] = ()  # provider tools passed through as-is (e.g. {type = "web_search"})
+    # Its own provider, each defaulting to the team's: a team may mix providers (see `TeamConfig.provider_of`).
+    backend: Backend | None = None
+    base_url: str | None = None
+    api_key_env: str | None = None  # the environment variable holding its key (default OPENAI_API_KEY)
+    api_version: str | None = None  # Azure OpenAI's `api-version` query parameter, for deployment URLs
+    max_context_tokens: int | None = None  # `chat` backend: fold the oldest turns into a summary beyond this
 
     @property
     def tool_name(self) -> str:
         return TOOL_PREFIX + self.name
+
+
+@dataclass(frozen=True, slots=True)
+class Provider:
+    """Where and how an assistant's runs go: the backend kind, the endpoint and the key's environment variable.
+    Assistants with equal providers share one client (and, unless `chat`, one backend)."""
+
+    backend: Backend
+    base_url: str | None
+    api_key_env: str
+    api_version: str | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.backend}|{self.base_url or 'api.openai.com'}|{self.api_key_env}|{self.api_version or ''}"
+
+    @property
+    def where(self) -> str:
+        return self.base_url or "api.openai.com"
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,9 +116,34 @@ class TeamConfig:
     api_key: str | None = field(default=None, repr=False)
     platforms: Mapping[str, PlatformConfig] = field(default_factory=dict)
     ops: OpsConfig = OpsConfig()
+    api_keys: Mapping[str, str] = field(default_factory=dict, repr=False)  # api_key_env name -> key, per agent
 
     def sub(self, name: str) -> AgentConfig | None:
         return next((s for s in self.subs if s.name == name), None)
+
+    @property
+    def members(self) -> tuple[AgentConfig, ...]:
+        return (self.proxy, *self.subs)
+
+    def provider_of(self, agent: AgentConfig) -> Provider:
+        """The agent's own provider settings, each falling back to the team's (backend, [openai] base_url,
+        OPENAI_API_KEY)."""
+        return Provider(
+            backend=agent.backend or self.backend,
+            base_url=agent.base_url or self.base_url,
+            api_key_env=agent.api_key_env or ENV_API_KEY,
+            api_version=agent.api_version,
+        )
+
+    def providers(self) -> dict[str, Provider]:
+        """Every distinct provider of the team, by key, the proxy's first."""
+        return {p.key: p for p in (self.provider_of(a) for a in self.members)}
+
+    def key_for(self, provider: Provider) -> str | None:
+        """The API key of a provider, from its environment variable (read when the team file was loaded)."""
+        if provider.api_key_env == ENV_API_KEY:
+            return self.api_key
+        return self.api_keys.get(provider.api_key_env)
 
     def delegates_of(self, agent: AgentConfig) -> list[AgentConfig]:
         if agent.name == self.proxy.name and not agent.delegates:
@@ -159,6 +211,11 @@ def parse_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None) -
     base_url = env.get(ENV_BASE_URL) or _opt_str(openai_table, "base_url", "openai")
     if base_url and not re.match(r"^https?://", base_url):
         raise ConfigError(f"openai.base_url / {ENV_BASE_URL}: must start with http:// or https://")
+    for where, agent in (("proxy", proxy), *((f"assistants[{i}]", s) for i, s in enumerate(subs))):
+        if (agent.backend or backend) == "chat" and agent.tools:
+            raise ConfigError(f"{where}.tools: the chat backend (Chat Completions) takes no provider tools; "
+                              "remove them or give this assistant another backend")
+    key_envs = {a.api_key_env for a in (proxy, *subs) if a.api_key_env}
     return TeamConfig(
         proxy=proxy,
         subs=subs,
@@ -169,6 +226,7 @@ def parse_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None) -
         api_key=env.get(ENV_API_KEY) or None,
         platforms=platforms,
         ops=ops,
+        api_keys={name: env[name] for name in sorted(key_envs) if env.get(name)},
     )
 
 
@@ -202,7 +260,7 @@ def _opt_str(table: Mapping[str, Any], key: str, where: str) -> str | None:
 def _agent(table: Any, where: str, sub: bool = False) -> AgentConfig:
     if not isinstance(table, Mapping):
         raise ConfigError(f"{where}: must be a table")
-    _only_keys(table, where, {"name", "description", "instructions", "model", "delegates", "tools"})
+    _only_keys(table, where, {"name", "description", "instructions", "model", "delegates", "tools", *PROVIDER_KEYS})
     name = table.get("name", None if sub else "proxy")
     if not isinstance(name, str) or not NAME_PATTERN.match(name):
         raise ConfigError(
@@ -238,7 +296,41 @@ def _agent(table: Any, where: str, sub: bool = False) -> AgentConfig:
         description=description,
         delegates=tuple(delegates),
         tools=tuple(dict(t) for t in tools),
+        **_provider_keys(table, where),
     )
+
+
+PROVIDER_KEYS = ("backend", "base_url", "api_key_env", "api_version", "max_context_tokens")
+
+
+def _provider_keys(table: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """An assistant's own provider settings (see `AgentConfig`), validated."""
+    found: dict[str, Any] = {}
+    backend = table.get("backend")
+    if backend is not None:
+        if backend not in BACKENDS:
+            raise ConfigError(f"{where}.backend: must be one of {', '.join(BACKENDS)}, not {backend!r}")
+        found["backend"] = backend
+    base_url = _opt_str(table, "base_url", where)
+    if base_url is not None:
+        if not re.match(r"^https?://", base_url):
+            raise ConfigError(f"{where}.base_url: must start with http:// or https://")
+        found["base_url"] = base_url
+    env_name = _opt_str(table, "api_key_env", where)
+    if env_name is not None:
+        if not ENV_NAME_PATTERN.match(env_name):
+            raise ConfigError(f"{where}.api_key_env: the name of an environment variable (e.g. AZURE_OPENAI_API_KEY), "
+                              "not the key itself")
+        found["api_key_env"] = env_name
+    api_version = _opt_str(table, "api_version", where)
+    if api_version is not None:
+        found["api_version"] = api_version
+    limit = table.get("max_context_tokens")
+    if limit is not None:
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < MIN_CONTEXT_TOKENS:
+            raise ConfigError(f"{where}.max_context_tokens: a whole number of tokens, at least {MIN_CONTEXT_TOKENS}")
+        found["max_context_tokens"] = limit
+    return found
 
 
 def _limits(table: Mapping[str, Any]) -> Limits:

@@ -20,11 +20,9 @@ import logging
 import time
 from collections.abc import AsyncIterator, Set
 
-import httpx2
-import openai
-
 from bot.admin_socket import AdminSocket, InstanceLock, socket_path
 from bot.backends.base import Backend
+from bot.backends.providers import make_backend
 from bot.commands import CommandHandler, ConversationControl
 from bot.config import TeamConfig
 from bot.delivery import Delivery
@@ -43,24 +41,6 @@ log = logging.getLogger("switchboard.engine")
 
 MAX_MESSAGE_CHARS = 32_000
 STOP_GRACE_SECONDS = 5.0
-PROVIDER_TIMEOUT = httpx2.Timeout(600.0, connect=10.0)
-
-
-def make_backend(team: TeamConfig) -> Backend:
-    client = openai.AsyncOpenAI(
-        api_key=team.api_key or "missing-key",
-        base_url=team.base_url,
-        max_retries=0,  # the supervisor retries, honouring Retry-After and never duplicating a background run
-        # The SDK's aiohttp transport: about half the CPU per request of the default one (benchmarks/).
-        http_client=openai.DefaultAioHttpClient(timeout=PROVIDER_TIMEOUT),
-    )
-    if team.backend == "assistants":
-        from bot.backends.assistants import AssistantsBackend
-
-        return AssistantsBackend(client, team)
-    from bot.backends.responses import ResponsesBackend
-
-    return ResponsesBackend(client)
 
 
 class Bot:

@@ -1,7 +1,8 @@
 """Switching a team between backends, and keeping Assistants-backend assistants in step with the team file.
 
-`switchboard migrate --to responses` (or `--to assistants`) moves every live conversation to the other backend
-without users losing context:
+`switchboard migrate --to responses` (or `--to assistants`, `--to chat`) moves every live conversation to another
+backend without users losing context (every assistant moves: a team that mixes backends is mixed again by editing
+the team file after the move; the threads of assistants whose backend changed are then rebuilt on their first run):
 
 1. Stop the bot (the command takes the database's instance lock and refuses while a bot runs).
 2. `switchboard migrate --to responses`: for each conversation, its main thread and every sub-assistant thread
@@ -31,9 +32,9 @@ from typing import Any, Literal
 
 from bot.config import BACKENDS, TeamConfig, load_config
 
-Target = Literal["responses", "assistants"]
+Target = Literal["responses", "assistants", "chat"]
 # How each backend's thread ids start (OpenAI conversations and threads; the emulator does the same).
-THREAD_ID_PREFIX = {"responses": "conv_", "assistants": "thread_"}
+THREAD_ID_PREFIX = {"responses": "conv_", "assistants": "thread_", "chat": "chat_"}
 MAIN_THREAD = "main"  # bot.orchestrator.MAIN_THREAD (not imported: keeps `switchboard --help` light)
 
 
@@ -73,6 +74,16 @@ def thread_paths(team: TeamConfig) -> list[str]:
     return paths
 
 
+def on_backend(team: TeamConfig, target: str) -> TeamConfig:
+    """The team with every assistant on `target` (their own `backend` keys dropped; endpoints and keys kept)."""
+    return dataclasses.replace(
+        team,
+        backend=target,  # type: ignore[arg-type]
+        proxy=dataclasses.replace(team.proxy, backend=None),
+        subs=tuple(dataclasses.replace(s, backend=None) for s in team.subs),
+    )
+
+
 async def migrate(team: TeamConfig, target: Target, store: Any = None, backend: Any = None) -> MigrationReport:
     """Move every conversation's threads to the `target` backend (see the module docstring). `store` and
     `backend` default to the team's database and a `target` backend; given ones must already be open."""
@@ -89,7 +100,7 @@ async def migrate(team: TeamConfig, target: Target, store: Any = None, backend: 
         await store.open()
     try:
         if own_backend:
-            backend = make_backend(dataclasses.replace(team, backend=target))
+            backend = make_backend(on_backend(team, target))
             bind = getattr(backend, "bind_store", None)
             if bind is not None:
                 bind(store)
@@ -128,21 +139,27 @@ async def migrate(team: TeamConfig, target: Target, store: Any = None, backend: 
 
 
 async def sync_assistants(team: TeamConfig) -> list[Any]:
-    """Create or update the team's assistants now; returns one `SyncChange` per team member."""
+    """Create or update the assistants of the team members on the `assistants` backend now (each on its own
+    provider); returns one `SyncChange` per such member."""
     from bot.backends.assistants import AssistantsBackend, quiet_deprecation
-    from bot.engine import make_backend
+    from bot.backends.providers import Clients
     from storage.sqlite import SQLiteStore
 
     store = SQLiteStore(team.db_path)
     await store.open()
-    backend = make_backend(dataclasses.replace(team, backend="assistants"))
-    assert isinstance(backend, AssistantsBackend)
-    backend.bind_store(store)
+    clients = Clients(team)
     quiet_deprecation()
+    changes: list[Any] = []
     try:
-        return await backend.sync()
+        for key, provider in team.providers().items():
+            if provider.backend != "assistants":
+                continue
+            members = {a.name for a in team.members if team.provider_of(a).key == key}
+            backend = AssistantsBackend(clients.for_provider(provider), team, store, members=members)
+            changes += await backend.sync()
+        return changes
     finally:
-        await backend.close()
+        await clients.close()
         await store.close()
 
 
@@ -164,7 +181,7 @@ def sync_command(args: argparse.Namespace) -> int:
     from bot.backends.base import BackendError
 
     team = load_config(getattr(args, "config", None))
-    if team.backend != "assistants":
+    if all(team.provider_of(a).backend != "assistants" for a in team.members):
         print(f"The team uses the {team.backend} backend, which keeps no assistants at the provider: nothing to "
               "sync. (Set backend = \"assistants\" to use them.)")
         return 0

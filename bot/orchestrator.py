@@ -59,6 +59,7 @@ class TurnContext:
     retries: int = 0
     fresh: bool = True  # started in this process: nothing of it can be recorded yet, so skip the lookups
     main_thread: str | None = None  # the conversation's main thread, when the caller already read it
+    bad_calls: dict[str, int] = field(default_factory=dict)  # per scope: calls naming no tool or with bad arguments
 
 
 @dataclass(slots=True)
@@ -179,6 +180,10 @@ class Orchestrator:
                 await self.store.update_turn(ctx.turn.id, TurnUpdate(state="awaiting_tools"))
             try:
                 results = await self._fan_out(ctx, scope_path, thread_path, agent, depth, state.tool_calls)
+                if ctx.bad_calls.get(scope_path, 0) > self.team.limits.retry_budget:
+                    # Each one was answered with what went wrong; a model that keeps at it will not stop alone.
+                    raise RunFailed(f"The {agent.name} assistant kept calling its tools wrongly, so I stopped it.",
+                                    "bad_tool_calls")
                 finished.update((r.call_id, r) for r in results)
                 if scope_path == PROXY_SCOPE:
                     await self.store.update_turn(ctx.turn.id, TurnUpdate(state="running"))
@@ -250,14 +255,17 @@ class Orchestrator:
         allowed = {s.tool_name: s for s in self.team.delegates_of(step.caller)}
         sub = allowed.get(call.name) if step.depth < self.team.limits.max_depth else None
         if sub is None:
+            self._bad_call(step)
             return f"ERROR: there is no tool named {call.name!r}. Answer without it.", False
         try:
             args = json.loads(call.arguments or "{}")
             task = str(args["task"]).strip()
             context = str(args.get("context") or "")
         except (ValueError, KeyError, TypeError):
+            self._bad_call(step)
             return f"ERROR: the arguments for {call.name} were not valid JSON with a `task` field.", False
         if not task:
+            self._bad_call(step)
             return f"ERROR: {call.name} needs a non-empty task.", False
 
         sub_thread = sub.name if step.thread_path == MAIN_THREAD else f"{step.thread_path}/{sub.name}"
@@ -291,6 +299,10 @@ class Orchestrator:
         await self._transcript(ctx, sub_thread, "assistant", text)
         await ctx.emit(SubFinished(sub=sub.name, call_id=call.call_id, ok=True))
         return text, True
+
+    @staticmethod
+    def _bad_call(step: Step) -> None:
+        step.ctx.bad_calls[step.scope_path] = step.ctx.bad_calls.get(step.scope_path, 0) + 1
 
     # ---- threads ----
 

@@ -126,6 +126,10 @@ class ControlAPI:
             {
                 "responses": [lifetime(record) for record in self.emu.responses.values()],
                 "runs": [lifetime(record) for record in self.emu.runs.values()],
+                "chat_completions": [
+                    {**lifetime(record), "thread": record.thread, "client_run": record.client_run}
+                    for record in self.emu.chat_completions.values()
+                ],
                 "conversations": [
                     {"id": conv.id, "items": len(conv.items), "deleted": conv.deleted}
                     for conv in self.emu.conversations.values()

@@ -43,7 +43,7 @@ from emulator.errors import (
 if TYPE_CHECKING:
     from emulator.server import Emulator
 
-Api = Literal["responses", "assistants"]
+Api = Literal["responses", "assistants", "chat"]
 LockKind = Literal["conversation", "run", "message"]
 
 # Faults on the HTTP exchange itself. PLATFORM_FACTS "openai 3.x Python SDK": the SDK retries connection errors,
@@ -601,7 +601,7 @@ class Faults:
                 result.add(expire)
                 self._record(Injection("expire", expire.id, False, agent, target, detail=expire.detail()))
         container_kind = "delete_conversation" if api == "responses" else "delete_thread"
-        container = self._take(container_kind, agent, api)
+        container = self._take(container_kind, agent, api) if api != "chat" else None  # chat keeps no container
         if container is not None:
             result.add(container)
             self._record(Injection(container_kind, container.id, False, agent, target))

@@ -65,7 +65,7 @@ class Turn:
     outputs_since_user: list[ToolResult] = field(default_factory=list)
     called_since_user: list[str] = field(default_factory=list)
     parallel_tool_calls: bool = True
-    api: Literal["responses", "assistants"] = "responses"
+    api: Literal["responses", "assistants", "chat"] = "responses"
 
     @property
     def kind(self) -> TurnKind:

@@ -25,6 +25,7 @@ from typing import Any
 from aiohttp import web
 
 from emulator.assistants import AssistantsAPI
+from emulator.chat import AGENT_HEADER, ChatCompletionsAPI, ChatRecord
 from emulator.clock import Clock, RealClock
 from emulator.control import ControlAPI
 from emulator.conversations import ConversationRecord, ConversationsAPI
@@ -95,6 +96,7 @@ class Emulator:
         self.faults = Faults(self, retry_after=retry_after)
         self.conversations_api = ConversationsAPI(self)
         self.responses_api = ResponsesAPI(self)
+        self.chat_api = ChatCompletionsAPI(self)
         self.assistants_api = AssistantsAPI(self)
         self.control_api = ControlAPI(self)
         self.models_api = ModelsAPI()
@@ -113,6 +115,10 @@ class Emulator:
     @property
     def responses(self) -> dict[str, ResponseRecord]:
         return self.responses_api.records
+
+    @property
+    def chat_completions(self) -> dict[str, ChatRecord]:
+        return self.chat_api.records
 
     @property
     def conversations(self) -> dict[str, ConversationRecord]:
@@ -234,6 +240,7 @@ class Emulator:
             task.cancel()
         self._close_streams()
         self.responses.clear()
+        self.chat_completions.clear()
         self.conversations.clear()
         self.assistants_api.clear()
         self.faults.reset()
@@ -254,6 +261,7 @@ class Emulator:
         app = web.Application(middlewares=[self._middleware], client_max_size=16 * 1024 * 1024)
         router = app.router
         self.responses_api.add_routes(router)
+        self.chat_api.add_routes(router)
         self.conversations_api.add_routes(router)
         self.assistants_api.add_routes(router)
         self.models_api.add_routes(router)
@@ -391,6 +399,11 @@ class Emulator:
                 if body.get("conversation"):
                     info.conversation_id = self._ref(body["conversation"])
                     info.lock = "conversation"
+        elif template == "/v1/chat/completions":
+            info.api = "chat"
+            info.agent = ChatCompletionsAPI.agent_of(request, body) if wants_body else request.headers.get(AGENT_HEADER)
+            info.runs_object = post
+            info.streams = bool(body.get("stream")) if wants_body else False
         elif template.startswith("/v1/conversations"):
             info.api = "responses"
             conversation = self.conversations.get(match.get("conversation_id", ""))

@@ -11,7 +11,10 @@ from fakes.slack_api import FakeSlack
 SUBS = ("researcher", "critic", "planner")
 
 
-def soak_limits(retry_budget: int = 6) -> Limits:
+CHAT_IDLE_TIMEOUT = 1.5  # a chat server's silent stream is only noticed by this clock: keep the soak short
+
+
+def soak_limits(retry_budget: int = 6, stream_idle_timeout: float = 5.0) -> Limits:
     """The shipped recovery logic with short clocks: the same decisions, taken in milliseconds."""
     return Limits(
         max_parallel=4,
@@ -24,7 +27,7 @@ def soak_limits(retry_budget: int = 6) -> Limits:
         backoff_base=0.01,
         backoff_max=0.05,
         poll_interval=0.02,
-        stream_idle_timeout=5.0,
+        stream_idle_timeout=stream_idle_timeout,
     )
 
 
@@ -37,7 +40,7 @@ def soak_team(base_url: str, db_path: str, backend: str = "responses", retry_bud
             for n in SUBS
         ),
         backend=backend,  # type: ignore[arg-type]
-        limits=soak_limits(retry_budget),
+        limits=soak_limits(retry_budget, CHAT_IDLE_TIMEOUT if backend == "chat" else 5.0),
         db_path=db_path,
         base_url=base_url,
         api_key="soak-key",

@@ -114,6 +114,24 @@ class TranscriptEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class ChatMessage:
+    """One message of a `chat` backend thread, in Chat Completions form (`role`, `content`, `tool_calls`...)."""
+
+    id: int
+    message: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ChatThread:
+    """A `chat` thread as a request sees it: the newest summary of its folded messages (if any) and every
+    message after what that summary covers, oldest first."""
+
+    summary: str | None
+    summary_upto: int
+    messages: list[ChatMessage]
+
+
+@dataclass(frozen=True, slots=True)
 class AuditEntry:
     at: float
     platform: str
@@ -259,6 +277,35 @@ class Store(Protocol):
 
     async def set_agent(self, backend: str, name: str, remote_id: str, content_hash: str) -> None:
         """Cache the agent's provider object, replacing any; the last one set wins."""
+
+    # ---- chat threads: the `chat` backend's threads live here, not at the provider ----
+
+    async def create_chat_thread(self, thread_id: str, messages: Sequence[Mapping[str, Any]]) -> None:
+        """Create the thread with `messages` (a seed), in one transaction. An existing id raises StoreError."""
+
+    async def chat_thread(self, thread_id: str) -> ChatThread | None:
+        """The thread (newest summary and the messages after it), or None when it does not exist."""
+
+    async def delete_chat_thread(self, thread_id: str) -> None:
+        """Forget the thread, its messages and summaries. Deleting an unknown thread does nothing."""
+
+    async def finish_chat_run(
+        self, run_id: str, thread_id: str, messages: Sequence[Mapping[str, Any]], state: Mapping[str, Any]
+    ) -> bool:
+        """In one transaction: record the run's final `state` and append `messages` (its input and answer) to the
+        thread. Idempotent on the run id: False, and nothing appended, when the run was already recorded."""
+
+    async def chat_run(self, run_id: str) -> dict[str, Any] | None:
+        """The final state recorded for the run, or None (never finished, or unknown)."""
+
+    async def add_chat_summary(self, thread_id: str, upto_id: int, text: str) -> None:
+        """Store a summary of the thread's messages up to and including id `upto_id` (the newest one wins)."""
+
+    async def thread_provider(self, thread_id: str) -> str | None:
+        """The provider a remote thread was created on (teams that mix providers), or None if not recorded."""
+
+    async def set_thread_provider(self, thread_id: str, provider: str) -> None:
+        """Record the provider a remote thread was created on (replacing any)."""
 
     # ---- admin and audit ----
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 MIGRATIONS: list[str] = [
     # 1: initial schema
@@ -114,6 +114,45 @@ MIGRATIONS: list[str] = [
         remote_id    TEXT NOT NULL,
         content_hash TEXT NOT NULL,
         PRIMARY KEY (backend, name)
+    );
+    """,
+    # 2: the `chat` backend keeps its threads here (no remote thread exists): each thread's messages in the
+    # provider's own format, tool calls and outputs included; each finished run, so a run is never applied twice;
+    # the summaries that fold a thread's oldest messages; and which provider holds each remote thread of a team
+    # that mixes providers.
+    """
+    CREATE TABLE chat_threads (
+        thread_id    TEXT PRIMARY KEY,
+        created_at   REAL NOT NULL
+    );
+
+    CREATE TABLE chat_messages (
+        id           INTEGER PRIMARY KEY AUTOINCREMENT,
+        thread_id    TEXT NOT NULL,
+        run_id       TEXT,
+        message      TEXT NOT NULL,
+        created_at   REAL NOT NULL
+    );
+    CREATE INDEX chat_messages_thread ON chat_messages(thread_id, id);
+
+    CREATE TABLE chat_runs (
+        run_id       TEXT PRIMARY KEY,
+        thread_id    TEXT NOT NULL,
+        state        TEXT NOT NULL,
+        created_at   REAL NOT NULL
+    );
+
+    CREATE TABLE chat_summaries (
+        thread_id    TEXT NOT NULL,
+        upto_id      INTEGER NOT NULL,
+        text         TEXT NOT NULL,
+        created_at   REAL NOT NULL,
+        PRIMARY KEY (thread_id, upto_id)
+    );
+
+    CREATE TABLE thread_providers (
+        thread_id    TEXT PRIMARY KEY,
+        provider     TEXT NOT NULL
     );
     """,
 ]

@@ -13,13 +13,15 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from storage.base import (
     UNFINISHED_TURN_STATES,
     AuditEntry,
+    ChatMessage,
+    ChatThread,
     ConversationRecord,
     InboxMessage,
     RunRecord,
@@ -350,6 +352,73 @@ class SQLiteStore:
         await self._write(
             "INSERT OR REPLACE INTO agents(backend, name, remote_id, content_hash) VALUES (?,?,?,?)",
             (backend, name, remote_id, content_hash),
+        )
+
+    # ---- chat threads ----
+
+    async def create_chat_thread(self, thread_id: str, messages: Sequence[Mapping[str, Any]]) -> None:
+        now = time.time()
+        statements: Statements = [("INSERT INTO chat_threads(thread_id, created_at) VALUES (?,?)", (thread_id, now))]
+        statements += [
+            ("INSERT INTO chat_messages(thread_id, message, created_at) VALUES (?,?,?)", (thread_id, _dumps(m), now))
+            for m in messages
+        ]
+        await self._transaction(statements)
+
+    async def chat_thread(self, thread_id: str) -> ChatThread | None:
+        if await self._row("SELECT 1 FROM chat_threads WHERE thread_id=?", (thread_id,)) is None:
+            return None
+        summary = await self._row(
+            "SELECT upto_id, text FROM chat_summaries WHERE thread_id=? ORDER BY upto_id DESC LIMIT 1", (thread_id,)
+        )
+        upto = int(summary["upto_id"]) if summary else 0
+        rows = await self._rows(
+            "SELECT id, message FROM chat_messages WHERE thread_id=? AND id>? ORDER BY id", (thread_id, upto)
+        )
+        messages = [ChatMessage(int(r["id"]), json.loads(r["message"])) for r in rows]
+        return ChatThread(str(summary["text"]) if summary else None, upto, messages)
+
+    async def delete_chat_thread(self, thread_id: str) -> None:
+        await self._transaction([
+            (f"DELETE FROM {table} WHERE thread_id=?", (thread_id,))
+            for table in ("chat_threads", "chat_messages", "chat_summaries")
+        ])
+
+    async def finish_chat_run(
+        self, run_id: str, thread_id: str, messages: Sequence[Mapping[str, Any]], state: Mapping[str, Any]
+    ) -> bool:
+        if await self._row("SELECT 1 FROM chat_runs WHERE run_id=?", (run_id,)) is not None:
+            return False  # a run id belongs to one stream, so nobody else writes it between this read and the write
+        now = time.time()
+        statements: Statements = [(
+            "INSERT INTO chat_runs(run_id, thread_id, state, created_at) VALUES (?,?,?,?)",
+            (run_id, thread_id, _dumps(state), now),
+        )]
+        statements += [
+            ("INSERT INTO chat_messages(thread_id, run_id, message, created_at) VALUES (?,?,?,?)",
+             (thread_id, run_id, _dumps(m), now))
+            for m in messages
+        ]
+        await self._transaction(statements)
+        return True
+
+    async def chat_run(self, run_id: str) -> dict[str, Any] | None:
+        row = await self._row("SELECT state FROM chat_runs WHERE run_id=?", (run_id,))
+        return dict(json.loads(row["state"])) if row else None
+
+    async def add_chat_summary(self, thread_id: str, upto_id: int, text: str) -> None:
+        await self._write(
+            "INSERT OR REPLACE INTO chat_summaries(thread_id, upto_id, text, created_at) VALUES (?,?,?,?)",
+            (thread_id, upto_id, text, time.time()),
+        )
+
+    async def thread_provider(self, thread_id: str) -> str | None:
+        row = await self._row("SELECT provider FROM thread_providers WHERE thread_id=?", (thread_id,))
+        return str(row["provider"]) if row else None
+
+    async def set_thread_provider(self, thread_id: str, provider: str) -> None:
+        await self._write(
+            "INSERT OR REPLACE INTO thread_providers(thread_id, provider) VALUES (?,?)", (thread_id, provider)
         )
 
     # ---- admin and audit ----

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bot.config import (
+    BACKENDS,
     DEFAULT_CONFIG_PATH,
     DEFAULT_DB_PATH,
     ENV_CONFIG,
@@ -67,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--jsonl", action="store_true", help="answers as JSON lines: one object per message")
     demo.add_argument("--db", default=DEMO_DB_PATH, help=f"the demo's database (default: {DEMO_DB_PATH}, apart from "
                       "the bot's)")
+    demo.add_argument("--backend", choices=BACKENDS, default="responses",
+                      help="the API the demo team runs on (chat: Chat Completions, as local model servers speak)")
     demo.set_defaults(handler=_demo)
 
     status = with_config(sub.add_parser("status", help="list conversations and in-flight turns"))
@@ -178,7 +181,7 @@ def _chat(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from switchboard.demo import run_demo
 
-    return asyncio.run(run_demo(args.token_delay, args.work_seconds, args.db, jsonl=args.jsonl))
+    return asyncio.run(run_demo(args.token_delay, args.work_seconds, args.db, jsonl=args.jsonl, backend=args.backend))
 
 
 def _status(args: argparse.Namespace) -> int:

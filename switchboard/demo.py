@@ -2,8 +2,9 @@
 
 The conversation is kept in its own database (`DEMO_DB_PATH` by default, never the bot's: a demo turn interrupted
 by Ctrl-C must not be resumed against the real provider by `switchboard run`), which `switchboard status` reads when
-there is no team file and no bot database yet. The emulator runs in-process on a free port and answers with its
-default scripted behaviour, each sub-assistant taking `work_seconds` to "work".
+there is no team file and no bot database yet. `--backend` picks the API the team runs on (responses, assistants,
+or chat: Chat Completions, as on a local model server). The emulator runs in-process on a free port and answers with
+its default scripted behaviour, each sub-assistant taking `work_seconds` to "work".
 """
 
 from __future__ import annotations
@@ -40,7 +41,9 @@ DEMO_CONVERSATION = "console:demo:default"
 DEMO_DB_PATH = "switchboard-demo.db"
 
 
-async def run_demo(token_delay: float, work_seconds: float, db_path: str, jsonl: bool = False) -> int:
+async def run_demo(
+    token_delay: float, work_seconds: float, db_path: str, jsonl: bool = False, backend: str = "responses"
+) -> int:
     """Run the demo chat until standard input ends; returns the exit code."""
     from bot.config import parse_config
     from emulator import run_emulator
@@ -51,7 +54,8 @@ async def run_demo(token_delay: float, work_seconds: float, db_path: str, jsonl:
     scripts = {"researcher": slow, "critic": slow, "planner": slow}
     async with run_emulator(token_delay=token_delay, scripts=scripts) as emu:
         team = parse_config(tomllib.loads(DEMO_TEAM), env={})
-        team = dataclasses.replace(team, base_url=emu.base_url, api_key="demo", db_path=db_path)
+        team = dataclasses.replace(team, base_url=emu.base_url, api_key="demo", db_path=db_path,
+                                   backend=backend)  # type: ignore[arg-type]
         if sys.stdin.isatty():
             print(DEMO_HINT, file=sys.stderr)
         return await run_console(team, DEMO_CONVERSATION, jsonl=jsonl)

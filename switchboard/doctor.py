@@ -9,7 +9,8 @@ from dataclasses import dataclass
 
 import openai
 
-from bot.config import ENV_API_KEY, ENV_CONFIG, ConfigError, TeamConfig, load_config
+from bot.backends.providers import make_client
+from bot.config import ENV_API_KEY, ENV_BASE_URL, ENV_CONFIG, ConfigError, Provider, TeamConfig, load_config
 from storage.base import StoreError
 from storage.sqlite import SQLiteStore
 
@@ -40,7 +41,8 @@ async def run_doctor(config_path: str | None, env: Mapping[str, str] | None = No
         return findings
     findings = [Finding("team file", True, f"{1 + len(team.subs)} assistants, backend {team.backend}")]
     findings.append(await _database(team))
-    findings.append(await _openai(team))
+    for provider in team.providers().values():  # every distinct provider of the team, once
+        findings.append(await _provider(team, provider))
     if team.platforms.get("slack") and team.platforms["slack"].enabled:
         findings += await _slack(env)
     if team.platforms.get("discord") and team.platforms["discord"].enabled:
@@ -63,10 +65,6 @@ async def _database(team: TeamConfig) -> Finding:
         await store.close()
 
 
-async def _openai(team: TeamConfig) -> Finding:
-    return await _check_openai(team.api_key, team.base_url)
-
-
 async def _check_openai(api_key: str | None, base_url: str | None) -> Finding:
     where = base_url or "api.openai.com"
     if not api_key:
@@ -79,9 +77,35 @@ async def _check_openai(api_key: str | None, base_url: str | None) -> Finding:
     except openai.AuthenticationError:
         return Finding(f"OpenAI at {where}", False, f"the key was refused: check {ENV_API_KEY}")
     except openai.APIConnectionError:
-        return Finding(f"OpenAI at {where}", False, f"cannot connect to {where}: check OPENAI_BASE_URL and the network")
+        return Finding(f"OpenAI at {where}", False, f"cannot connect to {where}: check {ENV_BASE_URL} and the network")
     except openai.APIError as exc:
         return Finding(f"OpenAI at {where}", False, f"unexpected answer: {type(exc).__name__}")
+    finally:
+        await client.close()
+
+
+async def _provider(team: TeamConfig, provider: Provider) -> Finding:
+    """Ask the provider for its models with the key meant for it: the key, the URL and the network in one call."""
+    users = [a.name for a in team.members if team.provider_of(a).key == provider.key]
+    what = f"OpenAI-compatible {provider.backend} at {provider.where} (for {', '.join(users)})"
+    key = team.key_for(provider)
+    env_name = provider.api_key_env
+    if not key:
+        return Finding(what, False, f"{env_name} is not set: export it (a key from the provider's dashboard"
+                                    "; a local server that needs none takes any value)")
+    client = make_client(provider, key)
+    try:
+        models = [m.id async for m in client.with_options(timeout=CHECK_TIMEOUT_SECONDS).models.list()]
+        return Finding(what, True, f"key accepted, {len(models)} models visible")
+    except openai.AuthenticationError:
+        return Finding(what, False, f"the key was refused: check {env_name}")
+    except openai.NotFoundError:  # e.g. an Azure deployment URL, which lists no models: reachable, key unproven
+        return Finding(what, True, "reachable (it lists no models here, so the key is checked on the first run)")
+    except openai.APIConnectionError:
+        setting = ENV_BASE_URL if provider.base_url == team.base_url else "base_url"
+        return Finding(what, False, f"cannot connect to {provider.where}: check {setting} and the network")
+    except openai.APIError as exc:
+        return Finding(what, False, f"unexpected answer: {type(exc).__name__}")
     finally:
         await client.close()
 

@@ -178,8 +178,11 @@ class AssistantsBackend:
     name = NAME
     supports_resume = False
 
-    def __init__(self, client: openai.AsyncOpenAI, team: TeamConfig, store: Store | None = None) -> None:
+    def __init__(
+        self, client: openai.AsyncOpenAI, team: TeamConfig, store: Store | None = None, members: set[str] | None = None
+    ) -> None:
         self._root = client
+        self._members = members  # the team members whose assistants live on this provider (None: all)
         self.client = client.with_options(default_headers=BETA_HEADERS)
         self.team = team
         self.store = store
@@ -207,7 +210,7 @@ class AssistantsBackend:
     async def sync(self) -> list[SyncChange]:
         """Create or update one assistant per team member; unchanged ones (same content hash) are not rewritten."""
         async with self._sync_lock:
-            members = [self.team.proxy, *self.team.subs]
+            members = [a for a in self.team.members if self._members is None or a.name in self._members]
             cached: dict[str, tuple[str, str] | None] = {}
             for agent in members:
                 cached[agent.name] = await self.store.get_agent(NAME, agent.name) if self.store else None

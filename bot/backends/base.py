@@ -79,6 +79,7 @@ class RunState:
     error_message: str | None = None
     incomplete_reason: str | None = None
     usage: Usage = field(default_factory=Usage)
+    usage_estimated: bool = False  # the provider reported no usage (some chat servers): `usage` is our estimate
     last_seq: int | None = None
     poll_after: float | None = None  # seconds the provider asks pollers to wait before the next retrieve
 

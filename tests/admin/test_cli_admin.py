@@ -106,12 +106,13 @@ async def test_doctor_checks_every_credential_against_its_service(tmp_path):
             with discord_fake.patched():
                 good = await run_doctor(str(config), env)
                 assert all(f.ok for f in good), [f.line() for f in good]
-                assert {f.what.split(" ")[0] for f in good} >= {"team", "database", "OpenAI", "Slack", "Discord"}
+                assert {f.what.split(" ")[0] for f in good} >= {"team", "database", "OpenAI-compatible", "Slack",
+                                                                 "Discord"}
                 bad_env = {**env, "OPENAI_API_KEY": "sk-wrong-key-0123456789abcdef",
                            "SLACK_BOT_TOKEN": "xoxb-wrong-0000", "DISCORD_TOKEN": "wrong-discord-token"}
                 bad = await run_doctor(str(config), bad_env)
             failed = {f.what.split(" ")[0]: f.detail for f in bad if not f.ok}
-            assert "OPENAI_API_KEY" in failed["OpenAI"]
+            assert "OPENAI_API_KEY" in failed["OpenAI-compatible"]
             assert "SLACK_BOT_TOKEN" in failed["Slack"]
             assert "DISCORD_TOKEN" in failed["Discord"]
             printed = "\n".join(f.line() for f in bad)
@@ -127,3 +128,23 @@ async def test_doctor_explains_a_broken_team_file_and_exits_non_zero(tmp_path):
     code, out, _ = await cli("doctor", "--config", str(tmp_path / "team.toml"))
     assert code == 1
     assert "proxy.instructions" in out and "1 problem(s) found." in out
+
+
+async def test_doctor_checks_each_distinct_provider_of_a_mixed_team(tmp_path):
+    async with run_emulator(api_key="key-a") as cloud, run_emulator(api_key="key-b") as local:
+        extra = (f'[[assistants]]\nname = "planner"\ndescription = "Plans."\ninstructions = "Plan."\n'
+                 f'backend = "chat"\nbase_url = "{local.base_url}"\napi_key_env = "LOCAL_KEY"\n'
+                 f'[[assistants]]\nname = "writer"\ndescription = "Writes."\ninstructions = "Write."\n'
+                 f'backend = "chat"\nbase_url = "{local.base_url}"\napi_key_env = "LOCAL_KEY"\n')
+        config = team_file(tmp_path, cloud.base_url, extra)
+        good = await run_doctor(str(config), {"OPENAI_API_KEY": "key-a", "LOCAL_KEY": "key-b"})
+        providers = [f for f in good if f.what.startswith("OpenAI-compatible")]
+        assert [(f.ok, f.what.split(" (for ")[1]) for f in providers] == [
+            (True, "proxy, critic)"), (True, "planner, writer)"),
+        ]
+        bad = await run_doctor(str(config), {"OPENAI_API_KEY": "key-a", "LOCAL_KEY": "key-wrong"})
+        [failed] = [f for f in bad if not f.ok]
+        assert "chat at " + local.base_url in failed.what and "LOCAL_KEY" in failed.detail
+        assert "key-wrong" not in "\n".join(f.line() for f in bad)
+        missing = await run_doctor(str(config), {"OPENAI_API_KEY": "key-a"})
+        assert [f.detail.split(" ")[0] for f in missing if not f.ok] == ["LOCAL_KEY"]

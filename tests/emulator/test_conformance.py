@@ -329,3 +329,37 @@ async def test_assistants_objects_and_events(rec: Recorder, emu: Emulator) -> No
     await rec.call("DELETE", thread_path)
     await rec.call("DELETE", f"/v1/assistants/{critic['id']}")
     await rec.call("GET", thread_path, expect=404)
+
+
+def chat_tools(*subs: str) -> list[dict[str, Any]]:
+    return [
+        {"type": "function", "function": {"name": f"ask_{sub}", "parameters": {"type": "object"}}} for sub in subs
+    ]
+
+
+async def test_chat_completion_objects_and_chunks(rec: Recorder, emu: Emulator) -> None:
+    body = {"model": "m", "messages": [{"role": "user", "content": "ask the team"}], "tools": chat_tools("a", "b")}
+    calls = await rec.call("POST", "/v1/chat/completions", body)
+    message = calls["choices"][0]["message"]
+    assert calls["choices"][0]["finish_reason"] == "tool_calls" and len(message["tool_calls"]) == 2
+    follow_up = [
+        *body["messages"],
+        message,
+        *({"role": "tool", "tool_call_id": call["id"], "content": "ok"} for call in message["tool_calls"]),
+    ]
+    streamed = {**body, "messages": follow_up, "stream": True, "stream_options": {"include_usage": True}}
+    chunks = await rec.events("POST", "/v1/chat/completions", streamed)
+    assert chunks[-1] == ("", "[DONE]")
+    for _, chunk in chunks[:-1]:
+        assert_schema(chunk, "CreateChatCompletionStreamResponse")
+    assert chunks[-2][1]["choices"] == [] and chunks[-2][1]["usage"]["total_tokens"] > 0
+    assert chunks[-3][1]["choices"][0]["finish_reason"] == "stop"
+    call_chunks = await rec.events("POST", "/v1/chat/completions", {**body, "stream": True})
+    for _, chunk in call_chunks[:-1]:
+        assert_schema(chunk, "CreateChatCompletionStreamResponse")
+    assert call_chunks[-2][1]["choices"][0]["finish_reason"] == "tool_calls"
+    unanswered = {**body, "messages": [*body["messages"], message]}
+    await rec.call("POST", "/v1/chat/completions", unanswered, expect=400)
+    await rec.call("POST", "/v1/chat/completions", {**body, "metadata": {"agent": "x"}}, expect=400)
+    emu.faults.http_error(429)
+    await rec.call("POST", "/v1/chat/completions", body, expect=429)

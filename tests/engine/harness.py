@@ -18,8 +18,14 @@ from bot.types import Inbound, Progress, Reply, TurnRef
 from emulator import Emulator
 
 WAIT_SECONDS = 20.0
-BACKENDS = ("responses", "assistants")
-RUN_CREATE_PATHS = {"responses": "/v1/responses", "assistants": "/v1/threads/*/runs"}
+BACKENDS = ("responses", "assistants", "chat", "mixed")
+# "mixed": one team on three providers (the proxy on Responses, the researcher on Assistants v2, the critic and the
+# planner on Chat Completions), all served by the one emulator.
+MIXED = {"proxy": "responses", "researcher": "assistants", "critic": "chat", "planner": "chat"}
+RUN_CREATE_PATHS = {
+    "responses": "/v1/responses", "assistants": "/v1/threads/*/runs", "chat": "/v1/chat/completions",
+    "mixed": "/v1/responses",  # the proxy's
+}
 
 FAST_LIMITS = Limits(
     max_parallel=4,
@@ -36,15 +42,23 @@ FAST_LIMITS = Limits(
 )
 
 
+def backend_of(backend: str, agent: str) -> str:
+    """The backend `agent` runs on in a test team built with `backend`."""
+    return MIXED[agent] if backend == "mixed" else backend
+
+
 def team(base_url: str, db_path: str | Path, backend: str = "responses", **limits: Any) -> TeamConfig:
+    def own(name: str) -> Any:
+        return MIXED[name] if backend == "mixed" else None
+
     subs = tuple(
-        AgentConfig(name=n, instructions=f"You are the {n}.", model="emu-1", description=f"The {n}.")
+        AgentConfig(name=n, instructions=f"You are the {n}.", model="emu-1", description=f"The {n}.", backend=own(n))
         for n in ("researcher", "critic", "planner")
     )
     return TeamConfig(
-        proxy=AgentConfig(name="proxy", instructions="You are the proxy.", model="emu-1"),
+        proxy=AgentConfig(name="proxy", instructions="You are the proxy.", model="emu-1", backend=own("proxy")),
         subs=subs,
-        backend=backend,  # type: ignore[arg-type]
+        backend=backend_of(backend, "proxy"),  # type: ignore[arg-type]
         limits=dataclasses.replace(FAST_LIMITS, **limits),
         db_path=str(db_path),
         base_url=base_url,
@@ -147,7 +161,11 @@ def remote_runs(emu: Emulator, agent: str | None = None) -> list[RemoteRun]:
     found = [
         RemoteRun(r.id, r.agent, r.status, r.conversation_id, r.created_tick, r.finished_tick, r)
         for r in emu.responses.values()
-    ] + [RemoteRun(r.id, r.agent, r.status, r.thread_id, r.created_tick, r.finished_tick, r) for r in emu.runs.values()]
+    ] + [RemoteRun(r.id, r.agent, r.status, r.thread_id, r.created_tick, r.finished_tick, r) for r in emu.runs.values()
+    ] + [
+        RemoteRun(r.id, r.agent, r.status, r.thread, r.created_tick, r.finished_tick, r)
+        for r in emu.chat_completions.values() if not r.agent.endswith("/summary")
+    ]
     return sorted((r for r in found if agent is None or r.agent == agent), key=lambda r: r.created_tick)
 
 
@@ -163,6 +181,10 @@ def thread_texts(emu: Emulator, thread_id: str) -> list[str]:
     """The message texts of a conversation or thread, in order."""
     if thread_id in emu.conversations:
         return [item_text(i) for i in emu.conversations[thread_id].items if i.get("type") == "message"]
+    if thread_id.startswith("chat_"):  # ours, not the server's: what its newest completion was sent, and answered
+        last = max((r for r in emu.chat_completions.values() if r.thread == thread_id), key=lambda r: r.created_tick)
+        texts = [item_text(m) for m in last.messages if m.get("role") in ("user", "assistant") and m.get("content")]
+        return texts + ([last.content] if last.status == "completed" and last.content else [])
     return [m.text for m in emu.threads[thread_id].messages]
 
 
@@ -170,6 +192,10 @@ def run_input_texts(emu: Emulator, run: RemoteRun) -> list[str]:
     """The user messages a run was given: a response's input items, or the messages posted with a run."""
     if run.id in emu.responses:
         return [item_text(i) for i in run.record.input_items if i.get("type") == "message"]
+    if run.id in emu.chat_completions:  # the user messages after the thread's last answer
+        messages = run.record.messages
+        answered = max((i for i, m in enumerate(messages) if m.get("role") == "assistant"), default=-1)
+        return [item_text(m) for m in messages[answered + 1 :] if m.get("role") == "user"]
     key = run.record.metadata.get("input")
     return [m.text for m in emu.threads[run.thread].messages if str(m.metadata.get(TAG_KEY, "")).startswith(f"{key}.")]
 

@@ -49,7 +49,11 @@ async def two_turns(cfg) -> list[str]:
     return [reply.text for _, reply in replies]
 
 
-@pytest.mark.parametrize(("source", "target"), [("assistants", "responses"), ("responses", "assistants")])
+@pytest.mark.parametrize(
+    ("source", "target"),
+    [("assistants", "responses"), ("responses", "assistants"), ("responses", "chat"), ("chat", "responses"),
+     ("assistants", "chat"), ("chat", "assistants")],
+)
 async def test_migration_mid_history_and_the_next_turn_sees_it(emu, tmp_path, source, target):
     db = tmp_path / "db"
     earlier = await two_turns(team(emu.base_url, db, backend=source))
@@ -70,7 +74,7 @@ async def test_migration_mid_history_and_the_next_turn_sees_it(emu, tmp_path, so
     assert "(I remember 1 earlier requests)" in reply.text
     new_runs = [r for r in remote_runs(emu) if r.id not in before]
     assert {r.thread for r in new_runs} == {conv.main_thread, critic_thread}
-    prefix = {"responses": "conv_", "assistants": "thread_"}[target]
+    prefix = {"responses": "conv_", "assistants": "thread_", "chat": "chat_"}[target]
     assert conv.main_thread.startswith(prefix) and critic_thread.startswith(prefix)
     # the proxy's new thread holds the earlier turns before this one...
     assert thread_texts(emu, conv.main_thread)[:4] == [

@@ -25,8 +25,10 @@ async def run_cli(*args: str, stdin: str = "", env: dict[str, str] | None = None
     return proc.returncode or 0, out.decode(), err.decode()
 
 
-async def test_demo_with_piped_input_answers_each_line_on_stdout(tmp_path):
+@pytest.mark.parametrize("backend", ["responses", "chat"])
+async def test_demo_with_piped_input_answers_each_line_on_stdout(tmp_path, backend):
     code, out, err = await run_cli("demo", "--token-delay", "0", "--work-seconds", "0", "--db", str(tmp_path / "d.db"),
+                                   "--backend", backend,
                                    stdin="ask the researcher and the critic\nhello\n")
     assert code == 0, err
     assert "- researcher: researcher: done with" in out

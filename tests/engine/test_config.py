@@ -70,3 +70,39 @@ def test_duplicate_names_are_refused():
                         '[[assistants]]\nname="a"\ninstructions="y"\ndescription="e"\n')
     with pytest.raises(ConfigError, match="used twice"):
         parse_config(raw, env={})
+
+
+def _sub(**keys: object) -> dict[str, object]:
+    return {**MINIMAL, "assistants": [{"name": "critic", "description": "d", "instructions": "x", **keys}]}
+
+
+@pytest.mark.parametrize(
+    ("raw", "key"),
+    [
+        (_sub(backend="ollama"), "assistants[0].backend"),
+        (_sub(base_url="localhost:11434"), "assistants[0].base_url"),
+        (_sub(api_key_env="sk-live-abc123"), "assistants[0].api_key_env"),
+        (_sub(max_context_tokens=100), "assistants[0].max_context_tokens"),
+        (_sub(max_context_tokens=True), "assistants[0].max_context_tokens"),
+        (_sub(backend="chat", tools=[{"type": "web_search"}]), "assistants[0].tools"),
+        ({"proxy": {"instructions": "x", "api_version": 3}}, "proxy.api_version"),
+    ],
+)
+def test_invalid_provider_keys_name_the_key_and_never_echo_a_key(raw, key):
+    with pytest.raises(ConfigError) as caught:
+        parse_config(raw, env={})
+    assert str(caught.value).startswith(key)
+    assert "sk-live-abc123" not in str(caught.value)
+
+
+def test_each_assistant_may_use_its_own_provider():
+    raw = _sub(backend="chat", base_url="http://127.0.0.1:11434/v1", api_key_env="LOCAL_KEY", model="llama3",
+               max_context_tokens=8192)
+    cfg = parse_config(raw, env={"OPENAI_API_KEY": "sk-a", "LOCAL_KEY": "sk-b", "OTHER": "sk-c"})
+    proxy, critic = cfg.provider_of(cfg.proxy), cfg.provider_of(cfg.sub("critic"))
+    assert (proxy.backend, proxy.base_url, proxy.api_key_env) == ("responses", None, "OPENAI_API_KEY")
+    assert (critic.backend, critic.base_url, critic.api_key_env) == ("chat", "http://127.0.0.1:11434/v1", "LOCAL_KEY")
+    assert cfg.key_for(proxy) == "sk-a" and cfg.key_for(critic) == "sk-b"
+    assert list(cfg.providers()) == [proxy.key, critic.key]
+    assert cfg.sub("critic").max_context_tokens == 8192
+    assert "sk-b" not in repr(cfg) and "sk-c" not in str(cfg.api_keys)  # only the variables the team names

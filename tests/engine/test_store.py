@@ -117,3 +117,42 @@ async def test_concurrent_writers_never_lose_each_others_rows(tmp_path):
     for i in (0, 150, 299):
         assert [m.event_id for m in await store.inbound_for_turn(f"t{i}")] == [f"e{i}"]
     await store.close()
+
+
+async def test_a_version_1_database_gains_the_chat_tables_and_keeps_its_data(tmp_path):
+    from storage.schema import MIGRATIONS
+
+    with sqlite3.connect(tmp_path / "s.db") as conn:
+        conn.executescript(MIGRATIONS[0])
+        conn.execute("INSERT INTO audit(at, platform, actor, action, target, outcome) VALUES (1,'p','a','x','t','o')")
+        conn.execute("PRAGMA user_version=1")
+    store = SQLiteStore(tmp_path / "s.db")
+    await store.open()
+    assert len(await store.recent_audit()) == 1
+    await store.create_chat_thread("chat_1", [{"role": "user", "content": "hi"}])
+    assert [m.message["content"] for m in (await store.chat_thread("chat_1")).messages] == ["hi"]
+    await store.close()
+
+
+async def test_chat_threads_runs_and_summaries(tmp_path):
+    store = SQLiteStore(tmp_path / "s.db")
+    await store.open()
+    assert await store.chat_thread("chat_x") is None
+    seed = [{"role": "user", "content": "one"}, {"role": "assistant", "content": "1"}]
+    await store.create_chat_thread("chat_x", seed)
+    with pytest.raises(StoreError):
+        await store.create_chat_thread("chat_x", [])
+    answer = [{"role": "user", "content": "two"}, {"role": "assistant", "content": "2"}]
+    assert await store.finish_chat_run("run_1", "chat_x", answer, {"status": "completed"})
+    assert not await store.finish_chat_run("run_1", "chat_x", answer, {"status": "other"})  # once only
+    assert await store.chat_run("run_1") == {"status": "completed"} and await store.chat_run("run_2") is None
+    thread = await store.chat_thread("chat_x")
+    assert [m.message["content"] for m in thread.messages] == ["one", "1", "two", "2"] and thread.summary is None
+    await store.add_chat_summary("chat_x", thread.messages[1].id, "they said one")
+    folded = await store.chat_thread("chat_x")
+    assert folded.summary == "they said one" and [m.message["content"] for m in folded.messages] == ["two", "2"]
+    await store.set_thread_provider("conv_1", "responses|x|K|")
+    assert await store.thread_provider("conv_1") == "responses|x|K|" and await store.thread_provider("c2") is None
+    await store.delete_chat_thread("chat_x")
+    assert await store.chat_thread("chat_x") is None
+    await store.close()

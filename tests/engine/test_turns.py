@@ -1,13 +1,14 @@
 """End-to-end turns through the emulator over HTTP: answers, delegation, parallelism, memory, the mailbox.
 
-Every test runs once per backend (the `backend` fixture): Responses + Conversations, and Assistants v2."""
+Every test runs once per backend (the `backend` fixture): Responses + Conversations, Assistants v2, Chat
+Completions, and a team mixing all three (`harness.MIXED`)."""
 
 from __future__ import annotations
 
 import itertools
 
 from emulator import ManualClock, Rule, Script, ToolCall, run_emulator
-from tests.engine.harness import inbound, remote_runs, run_input_texts, running_bot, team
+from tests.engine.harness import backend_of, inbound, remote_runs, run_input_texts, running_bot, team
 
 
 async def test_plain_answer_is_delivered_once_with_usage(emu, tmp_path, backend):
@@ -56,11 +57,15 @@ async def test_three_sub_assistants_run_in_parallel(emu, tmp_path, backend):
         # every sub-assistant run started before any of them finished: they overlapped in time
         assert max(r.created_tick for r in subs) < min(r.finished_tick for r in subs)
         # and all three outputs went back to the proxy in one request
-        if backend == "responses":
+        if backend_of(backend, "proxy") == "responses":
             proxy_followups = [r.record for r in remote_runs(emu, "proxy") if r.record.previous_response_id is None
                                and any(i.get("type") == "function_call_output" for i in r.record.input_items)]
             assert len(proxy_followups) == 1
             assert sum(i.get("type") == "function_call_output" for i in proxy_followups[0].input_items) == 3
+        elif backend_of(backend, "proxy") == "chat":
+            first, followup = remote_runs(emu, "proxy")
+            assert first.record.finish_reason == "tool_calls" and len(first.record.tool_calls) == 3
+            assert [m["role"] for m in followup.record.messages[-3:]] == ["tool", "tool", "tool"]
         else:
             submits = [e for e in emu.log if e.path.endswith("/submit_tool_outputs")]
             [proxy] = remote_runs(emu, "proxy")

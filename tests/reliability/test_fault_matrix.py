@@ -1,6 +1,6 @@
 """The provider fault matrix in CI: a subset of `python -m benchmarks.fault_matrix` (see its docstring).
 
-Every fault point of the `plain` and `delegation` reference turns, on both backends, times the kinds that matter
+Every fault point of the `plain` and `delegation` reference turns, on every backend, times the kinds that matter
 most (`CI_KINDS`), one test per cell: ``test_cell[<backend>/<turn>/<point>/<kind>]``. The points come from recording
 the reference turns when this module is collected (a fraction of a second). Each cell runs the turn on its own
 emulator and bot with exactly that fault and checks the outcome with the benchmark's checker (`judge`).
@@ -31,7 +31,7 @@ from benchmarks.fault_matrix import (
 )
 
 CI_TURNS = ("plain", "delegation")
-CI_BACKENDS = ("responses", "assistants")
+CI_BACKENDS = ("responses", "assistants", "chat")
 CI_KINDS = (
     "reset",
     "timeout",
