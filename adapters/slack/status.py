@@ -29,11 +29,13 @@ _MAX_THREADS = 10_000
 Clock = Callable[[], float]
 
 
-def loading_messages(subs: list[str], retrying: bool = False) -> list[str]:
-    """What the indicator shows: one line per sub-assistant at work (at most Slack's 10)."""
+def loading_messages(subs: list[str], retrying: bool = False, why: str = "") -> list[str]:
+    """What the indicator shows: one line per sub-assistant at work (at most Slack's 10); while retrying, first
+    what happened in words (`Retrying.words`, e.g. "cannot connect to the AI provider")."""
     lines = [f"Asking {name}..."[: c.LOADING_MESSAGE_MAX_CHARS] for name in dict.fromkeys(subs)]
     if retrying:
-        lines.insert(0, c.LOADING_RETRYING)
+        retry = f"{why[:1].upper()}{why[1:]}; {c.LOADING_RETRYING.lower()}" if why else c.LOADING_RETRYING
+        lines.insert(0, retry[: c.LOADING_MESSAGE_MAX_CHARS])
     if not lines:
         lines = [c.LOADING_THINKING]
     return lines[: c.STATUS_LOADING_MESSAGES_MAX]
@@ -47,6 +49,7 @@ class ThreadStatus:
     #: call_id -> sub-assistant name, for the sub-assistants at work
     subs: dict[str, str] = field(default_factory=dict)
     retrying: bool = False
+    retry_why: str = ""
     started_at: float = 0.0
     #: how many times this thread's indicator was cleared (lets a late `begin` see it came too late)
     clears: int = 0
@@ -55,7 +58,7 @@ class ThreadStatus:
     refresher: asyncio.Task[None] | None = None
 
     def messages(self) -> list[str]:
-        return loading_messages(list(self.subs.values()), self.retrying)
+        return loading_messages(list(self.subs.values()), self.retrying, self.retry_why)
 
 
 class StatusBoard:
@@ -128,9 +131,10 @@ class StatusBoard:
         if st.subs.pop(call_id, None) is not None:
             await self._changed(st)
 
-    async def retrying(self, channel: str, thread_ts: str) -> None:
+    async def retrying(self, channel: str, thread_ts: str, why: str = "") -> None:
         st = self.thread(channel, thread_ts)
         st.retrying = True
+        st.retry_why = why
         await self._changed(st)
 
     async def clear(self, channel: str, thread_ts: str) -> None:

@@ -148,7 +148,7 @@ class TurnView:
                 self.preview = ""
                 if self.streamed:
                     self.restart_stream = True
-            await self.s.status.retrying(channel, thread)
+            await self.s.status.retrying(channel, thread, event.words)
         elif isinstance(event, Failed):
             await self.s.status.clear(channel, thread)
             return

@@ -142,7 +142,7 @@ async def test_retry_restarts_the_preview(fake: FakeSlack, bot: FakeBot, http: H
     loading = [
         m for call in fake.calls_to("assistant.threads.setStatus") for m in call.args.get("loading_messages", [])
     ]
-    assert c.LOADING_RETRYING in loading
+    assert "The AI provider had an error; trying again..." in loading  # in words, not "server_error"
 
 
 async def test_reply_differing_from_the_preview_replaces_it(fake: FakeSlack, bot: FakeBot, http: HttpSender):

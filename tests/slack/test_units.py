@@ -93,6 +93,8 @@ def test_loading_messages_are_bounded():
     assert loading_messages([]) == [c.LOADING_THINKING]
     many = loading_messages([f"sub{i}" for i in range(30)], retrying=True)
     assert len(many) == c.STATUS_LOADING_MESSAGES_MAX and many[0] == c.LOADING_RETRYING
+    [line] = loading_messages([], retrying=True, why="cannot connect to the AI provider")
+    assert line == "Cannot connect to the AI provider; trying again..." and len(line) <= c.LOADING_MESSAGE_MAX_CHARS
 
 
 def test_placeholder_stays_below_the_update_limit():
