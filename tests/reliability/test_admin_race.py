@@ -89,7 +89,9 @@ async def test_a_message_during_an_admin_cancel_or_reset_does_not_resume_the_sto
             await bot.idle()
 
         assert result.text == done
-        # the cancelled turn was not resumed: the only other provider run answers the new message
+        # the cancelled turn was not resumed: the only other provider run answers the new message (a chat server
+        # sees its client close the connection a moment later)
+        await emu.wait_until(lambda: remote_runs(emu, "proxy")[0].status != "in_progress")
         runs = remote_runs(emu, "proxy")
         assert [(run_input_texts(emu, r), r.status) for r in runs] == [
             (["a slow question"], "cancelled"),
