@@ -50,6 +50,7 @@ CONTEXT_EXCEEDED = (
     "Please reduce the length of the messages."
 )
 FINISH_FOR_INCOMPLETE = {"content_filter": "content_filter"}  # any other incomplete reason: "length"
+CLIENT_CHECK_SECONDS = 0.02  # how often a streaming answer looks whether its client is still connected
 
 
 @dataclass
@@ -251,8 +252,25 @@ class ChatCompletionsAPI:
             drop = faults.drop_after_events
         if faults.end is not None and faults.end.kind in ("cancel", "gone", "expire"):
             drop = faults.end.after_events if drop is None else min(drop, faults.end.after_events or 0)
-        emu.spawn(self._generate(record, plan, faults, prompt_tokens, limit, include_usage, log))
-        return await stream_log(request, log, drop_after=drop)
+        task = emu.spawn(self._generate(record, plan, faults, prompt_tokens, limit, include_usage, log))
+        watcher = emu.spawn(self._watch_client(request, record, task))
+        try:
+            return await stream_log(request, log, drop_after=drop)
+        finally:
+            watcher.cancel()
+
+    async def _watch_client(self, request: web.Request, record: ChatRecord, task: asyncio.Task[None]) -> None:
+        """A client that closes its connection mid-answer stops the generation, as servers do (vLLM, llama.cpp
+        abort the request): the completion ends `cancelled` by the client."""
+        while not task.done():
+            transport = request.transport
+            if transport is None or transport.is_closing():
+                if record.status == "in_progress":
+                    record.cancelled_by = "client"
+                    self._finish(record, "cancelled")
+                    task.cancel()
+                return
+            await asyncio.sleep(CLIENT_CHECK_SECONDS)
 
     # --- outcome ---------------------------------------------------------------------------------------------------
 
