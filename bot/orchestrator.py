@@ -59,6 +59,12 @@ class TurnContext:
     retries: int = 0
     fresh: bool = True  # started in this process: nothing of it can be recorded yet, so skip the lookups
     main_thread: str | None = None  # the conversation's main thread, when the caller already read it
+    by_model: dict[str, Usage] = field(default_factory=dict)  # the provider's usage of every run, by model
+    delegations: dict[str, int] = field(default_factory=dict)  # `ask_*` calls dispatched, by calling assistant
+
+    def add_usage(self, model: str, usage: Usage) -> None:
+        self.usage += usage
+        self.by_model[model] = self.by_model.get(model, Usage()) + usage
 
 
 @dataclass(slots=True)
@@ -167,7 +173,7 @@ class Orchestrator:
             thread_id = await self._thread(ctx, thread_path)
             request = RunRequest(thread_id, agent, tools, first, metadata)
             state = await self.supervisor.settle(scope, request)
-        ctx.usage += state.usage
+        ctx.add_usage(agent.model, state.usage)
         while state.status == "requires_action":
             if scope_path == PROXY_SCOPE:
                 await self.store.update_turn(ctx.turn.id, TurnUpdate(state="awaiting_tools"))
@@ -182,7 +188,7 @@ class Orchestrator:
             except Exception:
                 await self._abandon(ctx, scope_path, state)
                 raise
-            ctx.usage += state.usage
+            ctx.add_usage(agent.model, state.usage)
         return state
 
     async def _abandon(self, ctx: TurnContext, scope_path: str, state: RunState) -> None:
@@ -253,6 +259,13 @@ class Orchestrator:
             return f"ERROR: the arguments for {call.name} were not valid JSON with a `task` field.", False
         if not task:
             return f"ERROR: {call.name} needs a non-empty task.", False
+        cap = step.caller.max_delegations
+        if cap is not None:  # counted before any await: sibling calls of one step cannot both take the last one
+            used = ctx.delegations.get(step.caller.name, 0)
+            if used >= cap:
+                return (f"ERROR: the {step.caller.name} assistant may ask sub-assistants at most {cap} times per "
+                        "turn, and has. Answer with what you have."), False
+            ctx.delegations[step.caller.name] = used + 1
 
         sub_thread = sub.name if step.thread_path == MAIN_THREAD else f"{step.thread_path}/{sub.name}"
         sub_scope = f"{step.scope_path}/{call.call_id}"
