@@ -9,8 +9,8 @@ from adapters.discord.constants import INTENT_MESSAGE_CONTENT
 from tests.discord.conftest import StartAdapter, World
 from tests.discord.fakes import FakeBot
 
-EXPECTED_COMMANDS = {"ask", "reset", "status", "assistants", "help", "admin"}
-ADMIN_SUBCOMMANDS = {"reset-channel", "reset-all", "cancel", "audit"}
+EXPECTED_COMMANDS = {"ask", "reset", "status", "assistants", "help", "admin", "usage"}
+ADMIN_SUBCOMMANDS = {"reset-channel", "reset-all", "cancel", "audit", "grant"}
 
 
 async def test_login_and_guild_sync(world: World, start_adapter: StartAdapter) -> None:

@@ -114,6 +114,7 @@ class MessageHandler:
             user=str(event["user"]),
             text=text,
             route=route.as_mapping(),
+            dm=dm,
         )
 
     async def handle(
