@@ -91,7 +91,7 @@ ACCESS_LISTS = ("allowed_channels", "blocked_channels", "allowed_users", "blocke
 
 @dataclass(frozen=True, slots=True)
 class Budgets:
-    """`[budgets]`: 0 means no limit. Message rates are per rolling clock minute (UTC), token and cost budgets per
+    """`[budgets]`: 0 means no limit. Message rates are per clock minute, token and cost budgets per
     UTC day; cost needs `[prices]` and is in the price table's currency."""
 
     user_messages_per_minute: int = 0

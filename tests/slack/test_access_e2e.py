@@ -17,6 +17,7 @@ from bot.engine import Bot
 from emulator import Emulator, Rule, Script, run_emulator
 from fakes.slack_api import FakeSlack, statuses
 from tests.engine.harness import team
+from tests.engine.test_forget import tables_containing
 from tests.slack.conftest import HttpSender, settings_for
 
 PINGS = ("<!channel>", "<!here>", "<!everyone>", "<!subteam^S0ENG|@eng>", "<!subteam^S0OPS>", "@here")
@@ -35,7 +36,7 @@ async def emu() -> AsyncIterator[Emulator]:
 async def engine(emu: Emulator, tmp_path: Path) -> AsyncIterator[Bot]:
     cfg = dataclasses.replace(
         team(emu.base_url, tmp_path / "switchboard.db"),
-        platforms={"slack": PlatformConfig(enabled=True, blocked_users=("U0MALLORY",))},
+        platforms={"slack": PlatformConfig(enabled=True, admins=("U0BOSS",), blocked_users=("U0MALLORY",))},
         budgets=Budgets(user_messages_per_minute=1),
     )
     bot = Bot.from_config(cfg)
@@ -76,6 +77,7 @@ async def test_a_blocked_user_gets_one_ephemeral_explanation_and_no_run(
     assert note.args["user"] == "U0MALLORY" and note.args["text"].startswith("Sorry, you don't have access")
     assert not fake.calls_to("chat.postMessage", "chat.startStream", "assistant.threads.setStatus")
     assert not emu.log
+    assert len(fake.calls_to("chat.postEphemeral")) == 1  # the retry got nothing more
     [entry] = await engine.store.recent_audit()
     assert (entry.actor, entry.outcome, entry.detail) == ("U0MALLORY", "refused", "blocked_user")
 
@@ -111,3 +113,29 @@ async def test_model_answers_cannot_ping_the_channel_everyone_or_a_user_group(
     for ping in PINGS:
         assert ping not in sent.replace(J, "")
     assert "<!" not in sent
+
+
+async def test_admins_see_usage_and_forget_a_user_with_the_slash_command(
+    fake: FakeSlack, emu: Emulator, engine: Bot, slack: SlackAdapter
+):
+    http = HttpSender(fake, slack)
+    await http.event(mention(fake, "U0ALICE", "remember kiwi-secret-5150"))
+    await fake.wait_for(lambda: fake.ok_calls_to("chat.stopStream"), within=20)
+    await engine.idle()
+
+    async def command(user: str, text: str) -> str:
+        fields = fake.command_body(user=user, channel="C0GENERAL", text=text)
+        status, _ = await http.form(fields)
+        assert status == 200
+        [post] = await fake.wait_for(lambda: fake.posts_to_response_url(fields["response_url"]))
+        assert post["response_type"] == "ephemeral"
+        return str(post["text"])
+
+    assert "only admins" in await command("U0ALICE", "usage")
+    usage = await command("U0BOSS", "usage")
+    assert usage.startswith("Usage on ") and "user:slack:U0ALICE:" in usage
+    forgot = await command("U0BOSS", "forget user U0ALICE")
+    assert forgot.startswith("Forgot user:slack:U0ALICE: 1 messages, 1 turns")
+    assert tables_containing(Path(engine.team.db_path), "kiwi-secret-5150") == {}
+    actions = [(e.actor, e.action, e.outcome) for e in await engine.store.recent_audit(3)]
+    assert actions == [("U0BOSS", "forget", "done"), ("U0BOSS", "usage", "done"), ("U0ALICE", "usage", "refused")]
