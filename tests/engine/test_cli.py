@@ -71,7 +71,8 @@ async def test_chat_tells_the_user_when_the_daily_token_budget_is_spent(tmp_path
     from emulator import run_emulator
 
     team = tmp_path / "team.toml"
-    team.write_text((REPO / "switchboard.example.toml").read_text() + "\n[budgets]\nuser_tokens_per_day = 1\n")
+    example = (REPO / "switchboard.example.toml").read_text()
+    team.write_text(example.replace("[budgets]\n", "[budgets]\nuser_tokens_per_day = 1\n"))
     env = {"SWITCHBOARD_CONFIG": str(team), "SWITCHBOARD_DB": str(tmp_path / "chat.db"), "OPENAI_API_KEY": "k"}
     async with run_emulator() as emu:
         env["OPENAI_BASE_URL"] = emu.base_url

@@ -139,3 +139,54 @@ async def test_admins_see_usage_and_forget_a_user_with_the_slash_command(
     assert tables_containing(Path(engine.team.db_path), "kiwi-secret-5150") == {}
     actions = [(e.actor, e.action, e.outcome) for e in await engine.store.recent_audit(3)]
     assert actions == [("U0BOSS", "forget", "done"), ("U0BOSS", "usage", "done"), ("U0ALICE", "usage", "refused")]
+
+
+@pytest.fixture
+async def grouped(fake: FakeSlack, emu: Emulator, tmp_path: Path) -> AsyncIterator[tuple[Bot, SlackAdapter]]:
+    """A bot whose Slack lists allow only the user group S0STAFF and block S0BANNED (even for its staff)."""
+    fake.add_usergroup("S0STAFF", "staff", ["U0ALICE", "U0BOB"])
+    fake.add_usergroup("S0BANNED", "banned", ["U0BOB"])
+    fake.add_usergroup("S0OLD", "old", ["U0CAROL"], disabled=True)
+    access = PlatformConfig(enabled=True, allowed_roles=("S0STAFF",), blocked_roles=("S0BANNED",))
+    bot = Bot.from_config(dataclasses.replace(team(emu.base_url, tmp_path / "db"), platforms={"slack": access}))
+    adapter = SlackAdapter(bot, settings_for(fake, "http"))
+    await bot.start()
+    await adapter.start()
+    yield bot, adapter
+    await adapter.stop()
+    await bot.stop()
+
+
+async def test_slack_user_groups_are_the_roles_of_the_access_lists(
+    fake: FakeSlack, emu: Emulator, grouped: tuple[Bot, SlackAdapter]
+):
+    bot, adapter = grouped
+    http = HttpSender(fake, adapter)
+    [read] = fake.ok_calls_to("usergroups.list")  # once, at start
+    assert read.args["include_users"] in ("1", "true", True)
+    for user in ("U0ALICE", "U0BOB", "U0CAROL", "U0DAVE"):
+        await http.event(mention(fake, user, f"hello from {user}"))
+    notes = "chat.postEphemeral"
+    await fake.wait_for(lambda: len(fake.ok_calls_to(notes)) == 3 and fake.ok_calls_to("chat.stopStream"), within=20)
+    await bot.idle()
+    refused = sorted(c.args["user"] for c in fake.ok_calls_to("chat.postEphemeral"))
+    assert refused == ["U0BOB", "U0CAROL", "U0DAVE"]  # banned; only in a disabled group; in no group
+    details = sorted((e.actor, e.detail) for e in await bot.store.recent_audit())
+    assert details == [("U0BOB", "blocked_role"), ("U0CAROL", "user_not_allowed"), ("U0DAVE", "user_not_allowed")]
+    assert [r.agent for r in emu.responses.values()] == ["proxy"]  # alice's turn only
+
+
+async def test_a_free_plan_workspace_has_no_groups_and_still_works(fake: FakeSlack, emu: Emulator, tmp_path: Path):
+    fake.usergroups = None
+    bot = Bot.from_config(team(emu.base_url, tmp_path / "db"))
+    adapter = SlackAdapter(bot, settings_for(fake, "http"))
+    await bot.start()
+    await adapter.start()
+    try:
+        assert not fake.ok_calls_to("usergroups.list") and fake.calls_to("usergroups.list")
+        await HttpSender(fake, adapter).event(mention(fake, "U0ALICE", "hello"))
+        await fake.wait_for(lambda: fake.ok_calls_to("chat.stopStream"), within=20)
+        assert len(fake.calls_to("usergroups.list")) == 1  # not asked again: it cannot change
+    finally:
+        await adapter.stop()
+        await bot.stop()

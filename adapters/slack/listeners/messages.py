@@ -114,6 +114,7 @@ class MessageHandler:
             user=str(event["user"]),
             text=text,
             route=route.as_mapping(),
+            roles=self.deps.usergroups.of(str(event["user"])) if self.deps.usergroups else (),
             dm=dm,
         )
 
