@@ -19,6 +19,7 @@ from bot.types import Actor, CommandContext, Inbound, Refused
 from storage.sqlite import SQLiteStore
 from tests.admin.test_cli_admin import cli, team_file
 from tests.engine.harness import RecordingSurface, inbound, running_bot, team
+from tests.engine.test_forget import tables_containing
 
 ADMIN = CommandContext(Actor("slack", "UADMIN"), channel="slack:T1:C1")
 
@@ -102,7 +103,8 @@ async def test_cli_usage_grant_forget_and_reload(emu, tmp_path):
     bot.add_surface(surface := RecordingSurface())
     async with bot.running():
         await bot.accept(inbound("secret-words-991", user="alice"))
-        await surface.wait_for(1)
+        await bot.accept(inbound("bob-words-992", user="bob", conversation="console:test:bob"))
+        await surface.wait_for(2)
         await bot.idle()
         code, out, err = await cli("usage", "--config", str(config))
         assert code == 0, err
@@ -118,14 +120,15 @@ async def test_cli_usage_grant_forget_and_reload(emu, tmp_path):
         audit = await bot.store.recent_audit()
         assert [e.action for e in audit[:4]] == ["forget", "reload", "grant", "usage"]
         assert all(e.actor.startswith(f"operator:{getpass.getuser()}(uid ") for e in audit[:4])
-    # offline: no bot runs; forget works on the database, reload says there is nothing to reload
+    # offline: no bot runs; forget works on the database and the provider, reload says there is nothing to reload
     code, _, err = await cli("reload", "--config", str(config))
     assert code == 1 and "no bot is running" in err
-    code, out, err = await cli("forget", "--config", str(config), "--user", "alice")
-    assert code == 0 and out.startswith("Forgot user:*:alice: 0 messages"), err
+    code, out, err = await cli("forget", "--config", str(config), "--user", "bob")
+    assert code == 0 and out.startswith("Forgot user:*:bob: 1 messages, 1 turns, 1 conversations, 1/1 provider"), err
+    assert tables_containing(Path(cfg.db_path), "bob-words-992") == {}
     store = SQLiteStore(Path(cfg.db_path))
     await store.open()
     try:
-        assert not await store.pending_inbound("console:test:c1")
+        assert [e.action for e in await store.recent_audit(1)] == ["forget"]
     finally:
         await store.close()
