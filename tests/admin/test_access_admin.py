@@ -132,3 +132,19 @@ async def test_cli_usage_grant_forget_and_reload(emu, tmp_path):
         assert [e.action for e in await store.recent_audit(1)] == ["forget"]
     finally:
         await store.close()
+
+
+async def test_sighup_reloads_like_the_command_and_is_audited(emu, tmp_path):
+    from switchboard.runner import reload_on_signal
+
+    path = team_file(tmp_path, emu.base_url, slack_lists('"U1"'))
+    bot = Bot.from_config(load_config(path, env={}))
+    async with bot.running():
+        path.write_text(path.read_text().replace('blocked_users = ["U1"]', 'blocked_users = ["U2"]'))
+        await reload_on_signal(bot)
+        assert bot.policy.team.platforms["slack"].blocked_users == ("U2",)
+        path.write_text("not toml [")
+        await reload_on_signal(bot)
+        assert bot.policy.team.platforms["slack"].blocked_users == ("U2",)
+        entries = [(e.actor, e.outcome) for e in await bot.store.recent_audit() if e.action == "reload"]
+        assert entries == [("operator:SIGHUP", "refused"), ("operator:SIGHUP", "done")]
