@@ -9,7 +9,7 @@ from pathlib import Path
 
 from bot.types import Actor, CommandContext
 from emulator import Emulator
-from tests.engine.harness import inbound, running_bot, team, thread_texts
+from tests.engine.harness import inbound, remote_runs, running_bot, team, thread_texts
 
 SECRET = "zebra-alice-7731"
 BOB_WORDS = "bob-keeps-this-4410"
@@ -88,3 +88,24 @@ async def test_forget_is_for_admins_and_leaves_others_alone(emu, tmp_path):
         result = await bot.command(ADMIN, "forget user console:carol")
         assert result.ok and "0 messages, 0 turns" in result.text
         assert tables_containing(db, BOB_WORDS)["inbox"] == 1
+
+
+async def test_forget_during_a_running_turn_stops_it_and_strands_nothing(emu, tmp_path, backend):
+    from emulator import Rule, Script
+
+    emu.scripts["critic"] = Script(rules=[Rule(delay=30.0)])
+    db = tmp_path / "db"
+    async with running_bot(team(emu.base_url, db, backend=backend)) as (bot, surface):
+        await bot.accept(inbound(f"ask the critic about {SECRET}", user="alice", conversation=SHARED))
+        await emu.wait_until(lambda: bool(remote_runs(emu, "critic")))
+        await bot.accept(inbound(f"meanwhile {BOB_WORDS}", user="bob", conversation=SHARED))  # waits behind it
+        result = await bot.command(ADMIN, "forget user console:alice")
+        assert result.ok, result.text
+        [(_, reply)] = await surface.wait_for(1)  # bob's message is answered; alice's turn is gone
+        await bot.idle()
+        assert reply.text == f"You said: meanwhile {BOB_WORDS}"
+        assert await bot.store.unfinished_turns() == []
+        assert await bot.store.pending_inbound(SHARED) == []
+        assert [r.status for r in remote_runs(emu, "critic")] == ["cancelled"]
+        assert tables_containing(db, SECRET) == {}
+        assert live_threads_with(emu, SECRET) == []
