@@ -163,6 +163,7 @@ class Orchestrator:
             rebuild_thread=rebuild,
             on_retry=on_retry,
             on_delta=on_delta if scope_path == PROXY_SCOPE else None,
+            on_spent=lambda usage: ctx.add_usage(agent.model, usage),
         )
         metadata = {"turn": ctx.turn.id, "scope": scope_path}
         record = None if ctx.fresh else await self.store.latest_run(ctx.turn.id, scope_path)

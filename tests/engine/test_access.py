@@ -239,3 +239,18 @@ async def test_a_policy_without_limits_reads_nothing(tmp_path):
         assert await store.usage_on(utc_day(NOON)) == []
     finally:
         await store.close()
+
+
+async def test_usage_includes_runs_that_failed_and_were_retried(emu, tmp_path, backend):
+    emu.scripts["proxy"] = Script(rules=[Rule(fail="server_error", times=1)])
+    async with running_bot(team(emu.base_url, tmp_path / "db", backend=backend)) as (bot, surface):
+        pin_clock(bot)
+        await bot.accept(inbound("hello after a failure"))
+        [(_, reply)] = await surface.wait_for(1)
+        await bot.idle()
+        assert reply.text == "You said: hello after a failure"
+        runs = remote_runs(emu, "proxy")
+        assert [r.status for r in runs] == ["failed", "completed"]
+        assert runs[0].record.usage  # the provider billed the failed attempt too
+        [row] = await bot.store.usage_on(utc_day(NOON), [BOT_BUCKET])
+        assert row.tokens == provider_tokens(emu)
