@@ -216,6 +216,19 @@ class CommandHandlers:
         ) -> None:
             await handlers.run(interaction, f"grant user {member.id} {tokens}")
 
+        @admin.command(name="forget", description="Delete everything a user wrote here and the answers to it")
+        @app_commands.describe(member="Whose messages to delete")
+        @app_commands.checks.has_permissions(manage_guild=True)
+        @app_commands.check(_require_guild)  # listed last: runs first
+        async def forget(interaction: discord.Interaction, member: discord.User) -> None:
+            await handlers.run(interaction, f"forget user {member.id}")
+
+        @admin.command(name="reload", description="Re-read the team file's access lists and budgets")
+        @app_commands.checks.has_permissions(manage_guild=True)
+        @app_commands.check(_require_guild)  # listed last: runs first
+        async def reload(interaction: discord.Interaction) -> None:
+            await handlers.run(interaction, "reload")
+
         @tree.command(name="usage", description="Today's token use and budgets (admins)")
         @app_commands.default_permissions(manage_guild=True)
         @app_commands.guild_only()
@@ -230,6 +243,8 @@ class CommandHandlers:
             (cancel, "cancel"),
             (audit, "audit"),
             (grant, "grant"),
+            (forget, "forget"),
+            (reload, "reload"),
             (usage, "usage"),
         ):
             command.extras[ENGINE_TEXT] = text

@@ -5,7 +5,7 @@ admins and always allowed; a refused message gets one short reply and starts no 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -81,3 +81,26 @@ async def test_members_allowed_and_moderators_anywhere_are_answered(world: World
 
     await fake.wait_until(lambda: len(answers()) == 2, within=20)
     assert answers() == ["You said: hi there", "You said: moderator here"]
+
+
+async def test_usage_is_for_moderators(world: World, emu: Emulator, engine: Bot):
+    fake = world.fake
+    sent = await fake.user_message(world.general, world.alice, f"<@{fake.bot_id}> count my tokens")
+    assert await outcomes(world, sent) == ["accepted"]
+    await fake.wait_until(lambda: any(m["content"].startswith("You said:") for m in fake.bot_messages(world.general)),
+                          within=20)
+    await engine.idle()
+    usage = await fake.slash("usage", user_id=world.mod, channel_id=world.general)
+    refused = await fake.slash("usage", user_id=world.alice, channel_id=world.general)
+
+    def shown(interaction_id: int) -> Callable[[], str | None]:
+        def check() -> str | None:
+            original = fake.interactions[interaction_id].original_id
+            message = fake.message(original) if original else None
+            return message["content"] if message and message["content"] else None
+
+        return check
+
+    text = await fake.wait_until(shown(usage.id), within=10)
+    assert text.startswith("Usage on ") and f"user:discord:{world.alice}:" in text
+    assert await fake.wait_until(shown(refused.id), within=10) == "⚠️ Sorry, only admins can do that."
