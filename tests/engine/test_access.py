@@ -254,3 +254,26 @@ async def test_usage_includes_runs_that_failed_and_were_retried(emu, tmp_path, b
         assert runs[0].record.usage  # the provider billed the failed attempt too
         [row] = await bot.store.usage_on(utc_day(NOON), [BOT_BUCKET])
         assert row.tokens == provider_tokens(emu)
+
+
+async def test_a_cost_budget_per_channel_and_a_grant_in_money(emu, tmp_path):
+    cfg = dataclasses.replace(team(emu.base_url, tmp_path / "db"), budgets=Budgets(channel_cost_per_day=0.000001),
+                              prices={"emu-1": Price(input=1.0, output=1.0)})
+    async with running_bot(cfg) as (bot, surface):
+        pin_clock(bot)
+        await bot.accept(inbound("spend a little", user="alice"))
+        await surface.wait_for(1)
+        await bot.idle()
+        with pytest.raises(Refused) as refused:
+            await bot.accept(inbound("and more", user="bob", conversation="console:test:bob"))
+        assert refused.value.reason == "budget:channel_cost_per_day"
+        assert str(refused.value).startswith("Sorry, this channel has used today's spending budget")
+        admin = CommandContext(Actor("console", "root", platform_admin=True), channel="console:test")
+        for bad in ("grant channel here $", "grant channel here -5", "grant user", "grant bot 1.5", "grant x y 5"):
+            assert not (await bot.command(admin, bad)).ok, bad
+        result = await bot.command(admin, "grant channel here $0.50")
+        assert result.text == "Granted 0.50 of cost to channel:console:test for today (UTC)."
+        await bot.accept(inbound("and more", user="bob", conversation="console:test:bob"))
+        await surface.wait_for(2)
+        [grant] = [e for e in await bot.store.recent_audit() if e.action == "grant"]
+        assert (grant.actor, grant.target, grant.detail) == ("root", "channel:console:test", "0.50 of cost")
