@@ -216,8 +216,8 @@ async def test_usage_equals_the_providers_reported_usage_and_budgets_refuse_unti
         await surface.wait_for(3)
 
 
-async def test_max_output_tokens_reaches_the_provider_and_delegations_are_capped(emu, tmp_path):
-    cfg = team(emu.base_url, tmp_path / "db")
+async def test_max_output_tokens_reaches_the_provider_and_delegations_are_capped(emu, tmp_path, backend):
+    cfg = team(emu.base_url, tmp_path / "db", backend=backend)
     cfg = dataclasses.replace(cfg, proxy=dataclasses.replace(cfg.proxy, max_output_tokens=64, max_delegations=2))
     ask = ToolCall("ask_critic", {"task": "{input}", "context": ""})
     emu.scripts["proxy"] = Script(rules=[Rule(on="message", calls=[ask, ask, ask]),
@@ -227,7 +227,8 @@ async def test_max_output_tokens_reaches_the_provider_and_delegations_are_capped
         [(_, reply)] = await surface.wait_for(1)
         assert len(remote_runs(emu, "critic")) == 2
         assert reply.text.count("at most 2 times per turn") == 1
-        assert {r.record.params.get("max_output_tokens") for r in remote_runs(emu, "proxy")} == {64}
+        if backend == "responses":  # (the emulator's Assistants runs do not keep their request's limits)
+            assert {r.record.params.get("max_output_tokens") for r in remote_runs(emu, "proxy")} == {64}
 
 
 async def test_a_policy_without_limits_reads_nothing(tmp_path):
