@@ -1,5 +1,6 @@
 """A local admin channel for operators: a Unix socket beside the database, readable and writable only by the
-bot's own OS user (mode 0600), so the operating system authorises whoever runs `switchboard reset ...`.
+bot's own OS user (mode 0600), so the operating system authorises whoever runs `switchboard reset ...`; the audit
+names the connecting process's OS user and pid as the kernel reports them (SO_PEERCRED), not what the client says.
 
 The CLI's admin commands go through it when the bot is running, because only the running process can stop its
 own turns; when no bot is running they work on the database directly (see `bot.admin_cli`).
@@ -12,6 +13,9 @@ import contextlib
 import fcntl
 import logging
 import os
+import pwd
+import socket
+import struct
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -109,14 +113,34 @@ class AdminSocket:
             os.unlink(self.path)
 
     async def _command(self, request: web.Request) -> web.Response:
+        operator = peer_operator(request.transport.get_extra_info("socket") if request.transport else None)
+        if operator is None:
+            return web.json_response({"ok": False, "text": "cannot tell who is connecting"}, status=403)
         try:
             body = await request.json()
-            ctx = operator_context(str(body["operator"]), body.get("channel") or "", body.get("conversation"))
+            ctx = operator_context(operator, body.get("channel") or "", body.get("conversation"))
             text = str(body["text"])
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, AttributeError):
             return web.json_response({"ok": False, "text": "malformed admin request"}, status=400)
         result = await self._run_command(ctx, text)
         return web.json_response({"ok": result.ok, "text": result.text})
+
+
+def peer_operator(sock: socket.socket | None) -> str | None:
+    """`<os user>(uid <uid>, pid <pid>)` of the process at the other end of a Unix socket, from the kernel's
+    SO_PEERCRED (`struct ucred`: pid, uid, gid as three ints; unix(7)). None when the kernel does not say."""
+    if sock is None or not hasattr(socket, "SO_PEERCRED"):
+        return None
+    try:
+        raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    except OSError:
+        return None
+    pid, uid, _gid = struct.unpack("3i", raw)
+    try:
+        name = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        name = str(uid)
+    return f"{name}(uid {uid}, pid {pid})"
 
 
 def operator_context(operator: str, channel: str, conversation: str | None) -> CommandContext:
@@ -126,7 +150,8 @@ def operator_context(operator: str, channel: str, conversation: str | None) -> C
 
 async def send(path: str, text: str, operator: str, channel: str = "", conversation: str | None = None
                ) -> CommandResult | None:
-    """Send a command to the running bot; None when no bot is listening on `path`."""
+    """Send a command to the running bot; None when no bot is listening on `path`. `operator` is informational only:
+    the bot records the OS user it sees connecting."""
     if not await asyncio.to_thread(os.path.exists, path):
         return None
     payload: dict[str, Any] = {"text": text, "operator": operator, "channel": channel, "conversation": conversation}

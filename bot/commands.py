@@ -9,17 +9,21 @@ refused, is written to the audit table, and every change to a conversation is ma
 from __future__ import annotations
 
 import logging
+import re
 import time
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from bot.backends.base import BackendError
-from bot.config import TeamConfig
+from bot.config import ConfigError, TeamConfig
 from bot.types import CommandContext, CommandResult
 from bot.worker import ANSWERING_STATES
-from storage.base import AuditEntry, Store, TurnRecord, TurnUpdate
+from storage.base import AuditEntry, ForgetReport, Store, TurnRecord, TurnUpdate
+
+if TYPE_CHECKING:
+    from bot.access import Policy
 
 log = logging.getLogger("switchboard.commands")
 
@@ -37,7 +41,11 @@ Admin only:
   reset channel      reset every conversation in this channel
   reset all          reset every conversation (asks for confirmation)
   cancel             cancel the running turn in this conversation
-  audit              the most recent admin actions"""
+  audit              the most recent admin actions
+  usage              today's token use and budgets
+  grant user ID N    N more tokens today for a user (also: grant channel here N, grant bot N; $N for cost)
+  forget user ID     delete everything a user wrote, and the answers to it
+  reload             re-read the team file's access lists and budgets"""
 
 
 class Doors(Protocol):
@@ -48,9 +56,12 @@ class Doors(Protocol):
 
 
 class RunCanceller(Protocol):
-    """Cancels a remote run at the provider (the backend); raises `BackendError` when the provider refuses."""
+    """Cancels a remote run and deletes a thread at the provider (the backend); raises `BackendError` when the
+    provider refuses."""
 
     async def cancel(self, run_id: str, thread_id: str) -> None: ...
+
+    async def delete_thread(self, thread_id: str) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +73,8 @@ class ConversationControl:
     doors: Doors
     runs: RunCanceller
     resume_later: Callable[[str], None]  # used inside a door: the conversation's next worker resumes its turns first
+    policy: Policy | None = None  # access lists, budgets and usage (`bot.access`); None: team-file admins only
+    reload: Callable[[], Awaitable[str]] | None = None  # re-reads the team file; raises ConfigError for a bad one
 
 
 class CommandHandler:
@@ -70,10 +83,19 @@ class CommandHandler:
         self._confirmations: dict[tuple[str, str], float] = {}
 
     def is_admin(self, ctx: CommandContext) -> bool:
+        if self.control.policy is not None:  # reloaded admins
+            return self.control.policy.is_admin(ctx.actor.platform, ctx.actor.user, ctx.actor.platform_admin)
         return ctx.actor.platform_admin or ctx.actor.user in self.control.team.admins(ctx.actor.platform)
 
     async def handle(self, ctx: CommandContext, text: str) -> CommandResult:
         words = " ".join(text.split()).lower()[:MAX_COMMAND_CHARS]
+        first = words.partition(" ")[0]
+        if first in ("grant", "forget"):  # their ids keep their case (Slack ids are upper case)
+            if not self.is_admin(ctx):
+                await self._record(ctx, first, ctx.channel, "refused", "not an admin")
+                return CommandResult(False, "Sorry, only admins can do that.")
+            args = " ".join(text.split())[:MAX_COMMAND_CHARS].split(" ")[1:]
+            return await (self._grant(ctx, args) if first == "grant" else self._forget(ctx, args))
         if words in ("", "help"):
             return CommandResult(True, HELP_TEXT)
         if words == "assistants":
@@ -88,6 +110,8 @@ class CommandHandler:
             "reset all confirm": self._reset_all_confirmed,
             "cancel": self._cancel,
             "audit": self._audit,
+            "usage": self._usage,
+            "reload": self._reload,
         }
         action = admin_actions.get(words)
         if action is None:
@@ -175,6 +199,104 @@ class CommandHandler:
             for e in entries
         ]
         return CommandResult(True, "\n".join(lines) or "The audit log is empty.")
+
+    async def _usage(self, ctx: CommandContext) -> CommandResult:
+        if self.control.policy is None:
+            return CommandResult(False, "Usage is not tracked by this bot.")
+        await self._record(ctx, "usage", ctx.channel, "done")
+        return CommandResult(True, await self.control.policy.report())
+
+    async def _grant(self, ctx: CommandContext, args: list[str]) -> CommandResult:
+        policy = self.control.policy
+        usage = ("Usage: `grant user <id> <tokens>`, `grant channel here <tokens>`, `grant channel <key> <tokens>` "
+                 "or `grant bot <tokens>`; write `$2.50` instead of tokens to raise a cost budget.")
+        if policy is None:
+            return CommandResult(False, "Budgets are not tracked by this bot.")
+        scope, target, amount = (args[0].lower() if args else ""), args[1:-1], (args[-1] if len(args) > 1 else "")
+        if scope == "bot" and not target:
+            bucket = "bot"
+        elif scope == "user" and len(target) == 1:
+            user = target[0].strip("<@>")
+            bucket = f"user:{user}" if ":" in user else f"user:{ctx.actor.platform}:{user}"
+        elif scope == "channel" and len(target) == 1:
+            bucket = f"channel:{ctx.channel if target[0].lower() == 'here' else target[0]}"
+        else:
+            return CommandResult(False, usage)
+        match = re.fullmatch(r"(\$)?(\d+(?:\.\d+)?)", amount.replace(",", "").replace("_", ""))
+        if match is None or (not match.group(1) and "." in match.group(2)) or float(match.group(2)) <= 0:
+            return CommandResult(False, usage)
+        if match.group(1):
+            await policy.grant(bucket, cost=float(match.group(2)))
+            granted = f"{float(match.group(2)):.2f} of cost"
+        else:
+            await policy.grant(bucket, tokens=int(match.group(2)))
+            granted = f"{int(match.group(2)):,} tokens"
+        await self._record(ctx, "grant", bucket, "done", granted)
+        return CommandResult(True, f"Granted {granted} to {bucket} for today (UTC).")
+
+    async def _reload(self, ctx: CommandContext) -> CommandResult:
+        if self.control.reload is None:
+            return CommandResult(False, "This bot cannot reload its team file.")
+        try:
+            text = await self.control.reload()
+        except ConfigError as exc:
+            await self._record(ctx, "reload", "team file", "refused", str(exc)[:300])
+            return CommandResult(False, f"The team file was not reloaded (the old one stays in force): {exc}")
+        await self._record(ctx, "reload", "team file", "done")
+        return CommandResult(True, text)
+
+    async def _forget(self, ctx: CommandContext, args: list[str]) -> CommandResult:
+        if len(args) != 2 or args[0].lower() != "user" or not args[1].strip("<@>"):
+            return CommandResult(False, "Usage: `forget user <id>` (from the CLI: `forget user <platform>:<id>` "
+                                        "or `forget user *:<id>` for every platform).")
+        raw = args[1].strip("<@>")
+        platform: str | None
+        if ":" in raw:
+            platform, _, user = raw.partition(":")
+            platform = None if platform == "*" else platform
+        else:
+            platform, user = ctx.actor.platform, raw
+        report, deleted = await self.forget_user(user, platform)
+        target = f"user:{platform or '*'}:{user}"
+        detail = (f"{report.messages} messages, {report.turns} turns, {len(report.conversations)} conversations, "
+                  f"{deleted}/{len(report.threads)} provider threads deleted")
+        await self._record(ctx, "forget", target, "done", detail)
+        return CommandResult(True, f"Forgot {target}: {detail}.")
+
+    async def forget_user(self, user: str, platform: str | None) -> tuple[ForgetReport, int]:
+        """Delete what the user wrote and the turns built on it (`Store.forget_user`) inside the door of every
+        conversation they wrote in, after cancelling the remote runs of those turns; then delete the provider
+        threads those conversations used (each is rebuilt from the transcript that remains on its next turn).
+        Returns the report and how many provider threads were deleted."""
+        store = self.control.store
+        entered: set[str] = set()
+        async with AsyncExitStack() as doors:
+            while True:  # they may write in another conversation while we wait at a door: take that one too
+                preview = await store.forget_user(user, platform, dry_run=True)
+                missing = sorted(set(preview.conversations) - entered)
+                if not missing:
+                    break
+                for conversation in missing:
+                    await doors.enter_async_context(self.control.doors.exclusive(conversation))
+                    entered.add(conversation)
+            for conversation in sorted(entered):
+                for turn in await store.unfinished_turns(conversation):
+                    for run in await store.active_runs(turn.id):
+                        try:
+                            await self.control.runs.cancel(run.remote_id, run.thread_id)
+                        except BackendError as exc:
+                            log.info("cancel of run %s: %s", run.remote_id, exc)
+            report = await store.forget_user(user, platform)
+            for conversation in report.conversations:
+                self.control.resume_later(conversation)  # others' messages of a deleted turn are answered anew
+        deleted = 0
+        for thread in report.threads:
+            try:
+                await self.control.runs.delete_thread(thread)
+                deleted += 1
+            except BackendError as exc:
+                log.info("delete of provider thread %s: %s", thread, exc)
+        return report, deleted
 
     # ---- the mechanics, also used by the CLI ----
     # Each change runs inside the conversation's mailbox door: its worker is stopped and stays stopped until the

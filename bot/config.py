@@ -6,6 +6,7 @@ Secrets and endpoints come from the environment with the ecosystem's usual names
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import re
@@ -53,6 +54,8 @@ class AgentConfig:
     api_key_env: str | None = None  # the environment variable holding its key (default OPENAI_API_KEY)
     api_version: str | None = None  # Azure OpenAI's `api-version` query parameter, for deployment URLs
     max_context_tokens: int | None = None  # `chat` backend: fold the oldest turns into a summary beyond this
+    max_output_tokens: int | None = None  # the provider's cap on each of this assistant's runs (None: its default)
+    max_delegations: int | None = None  # `ask_*` calls this assistant may make in one turn (None: no cap)
 
     @property
     def tool_name(self) -> str:
@@ -95,8 +98,45 @@ class Limits:
 
 @dataclass(frozen=True, slots=True)
 class PlatformConfig:
+    """One platform's table. Ids are the platform's own (Slack `U…`/`C…`/`S…` user group, Discord snowflakes);
+    an empty `allowed_*` list allows everyone, a `blocked_*` entry always refuses (admins excepted)."""
+
     enabled: bool = False
     admins: tuple[str, ...] = ()
+    allowed_channels: tuple[str, ...] = ()
+    blocked_channels: tuple[str, ...] = ()
+    allowed_users: tuple[str, ...] = ()
+    blocked_users: tuple[str, ...] = ()
+    allowed_roles: tuple[str, ...] = ()  # Discord role ids; Slack user group ids
+    blocked_roles: tuple[str, ...] = ()
+    dms: bool = True
+
+
+ACCESS_LISTS = ("allowed_channels", "blocked_channels", "allowed_users", "blocked_users", "allowed_roles",
+                "blocked_roles")
+
+
+@dataclass(frozen=True, slots=True)
+class Budgets:
+    """`[budgets]`: 0 means no limit. Message rates are per clock minute, token and cost budgets per
+    UTC day; cost needs `[prices]` and is in the price table's currency."""
+
+    user_messages_per_minute: int = 0
+    conversation_messages_per_minute: int = 0
+    user_tokens_per_day: int = 0
+    channel_tokens_per_day: int = 0
+    bot_tokens_per_day: int = 0
+    user_cost_per_day: float = 0.0
+    channel_cost_per_day: float = 0.0
+    bot_cost_per_day: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    """What a model costs per million input and output tokens (`[prices."model"] input = 0.25, output = 2.0`)."""
+
+    input: float
+    output: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +157,9 @@ class TeamConfig:
     platforms: Mapping[str, PlatformConfig] = field(default_factory=dict)
     ops: OpsConfig = OpsConfig()
     api_keys: Mapping[str, str] = field(default_factory=dict, repr=False)  # api_key_env name -> key, per agent
+    budgets: Budgets = Budgets()
+    prices: Mapping[str, Price] = field(default_factory=dict)
+    source: str | None = None  # the team file it was read from, for `reload`
 
     def sub(self, name: str) -> AgentConfig | None:
         return next((s for s in self.subs if s.name == name), None)
@@ -171,12 +214,13 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
         raise ConfigError(f"{path}: not UTF-8 text") from None
     except OSError as exc:  # a directory, no permission...
         raise ConfigError(f"{path}: cannot read the team file ({exc.strerror or exc})") from None
-    return parse_config(raw, env=env)
+    return dataclasses.replace(parse_config(raw, env=env), source=str(path))
 
 
 def parse_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None) -> TeamConfig:
     env = os.environ if env is None else env
-    _only_keys(raw, "", {"backend", "proxy", "assistants", "limits", "openai", "storage", "slack", "discord", "ops"})
+    _only_keys(raw, "", {"backend", "proxy", "assistants", "limits", "openai", "storage", "slack", "discord", "ops",
+                         "budgets", "prices"})
     backend = raw.get("backend", "responses")
     if backend not in BACKENDS:
         raise ConfigError(f"backend: must be one of {', '.join(BACKENDS)}, not {backend!r}")
@@ -207,6 +251,12 @@ def parse_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None) -
     _only_keys(storage_table, "storage", {"path"})
     platforms = {name: _platform(_table(raw, name), name) for name in ("slack", "discord")}
     ops = _ops(_table(raw, "ops"), env)
+    budgets = _budgets(_table(raw, "budgets"))
+    prices = _prices(_table(raw, "prices"))
+    if any(getattr(budgets, k) for k in ("user_cost_per_day", "channel_cost_per_day", "bot_cost_per_day")):
+        for agent in (proxy, *subs):
+            if agent.model not in prices:
+                raise ConfigError(f"prices: a cost budget is set but model {agent.model!r} has no price")
 
     base_url = env.get(ENV_BASE_URL) or _opt_str(openai_table, "base_url", "openai")
     if base_url and not re.match(r"^https?://", base_url):
@@ -227,6 +277,8 @@ def parse_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None) -
         platforms=platforms,
         ops=ops,
         api_keys={name: env[name] for name in sorted(key_envs) if env.get(name)},
+        budgets=budgets,
+        prices=prices,
     )
 
 
@@ -260,7 +312,8 @@ def _opt_str(table: Mapping[str, Any], key: str, where: str) -> str | None:
 def _agent(table: Any, where: str, sub: bool = False) -> AgentConfig:
     if not isinstance(table, Mapping):
         raise ConfigError(f"{where}: must be a table")
-    _only_keys(table, where, {"name", "description", "instructions", "model", "delegates", "tools", *PROVIDER_KEYS})
+    _only_keys(table, where, {"name", "description", "instructions", "model", "delegates", "tools",
+                              "max_output_tokens", "max_delegations", *PROVIDER_KEYS})
     name = table.get("name", None if sub else "proxy")
     if not isinstance(name, str) or not NAME_PATTERN.match(name):
         raise ConfigError(
@@ -296,6 +349,8 @@ def _agent(table: Any, where: str, sub: bool = False) -> AgentConfig:
         description=description,
         delegates=tuple(delegates),
         tools=tuple(dict(t) for t in tools),
+        max_output_tokens=_opt_count(table, "max_output_tokens", where, minimum=16),
+        max_delegations=_opt_count(table, "max_delegations", where, minimum=0),
         **_provider_keys(table, where),
     )
 
@@ -333,6 +388,15 @@ def _provider_keys(table: Mapping[str, Any], where: str) -> dict[str, Any]:
     return found
 
 
+def _opt_count(table: Mapping[str, Any], key: str, where: str, minimum: int) -> int | None:
+    value = table.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{where}.{key}: must be a whole number of at least {minimum}")
+    return value
+
+
 def _limits(table: Mapping[str, Any]) -> Limits:
     defaults = Limits()
     _only_keys(table, "limits", set(Limits.__dataclass_fields__))
@@ -356,14 +420,49 @@ def _limits(table: Mapping[str, Any]) -> Limits:
 
 
 def _platform(table: Mapping[str, Any], name: str) -> PlatformConfig:
-    _only_keys(table, name, {"enabled", "admins"})
-    enabled = table.get("enabled", False)
-    if not isinstance(enabled, bool):
-        raise ConfigError(f"{name}.enabled: must be true or false")
-    admins = table.get("admins", [])
-    if not isinstance(admins, list) or not all(isinstance(a, str) and a for a in admins):
-        raise ConfigError(f"{name}.admins: must be a list of user ids (strings)")
-    return PlatformConfig(enabled=enabled, admins=tuple(admins))
+    _only_keys(table, name, {"enabled", "admins", "dms", *ACCESS_LISTS})
+    flags: dict[str, Any] = {}
+    for key, default in (("enabled", False), ("dms", True)):
+        flags[key] = table.get(key, default)
+        if not isinstance(flags[key], bool):
+            raise ConfigError(f"{name}.{key}: must be true or false")
+    lists: dict[str, Any] = {}
+    for key in ("admins", *ACCESS_LISTS):
+        value = table.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(a, str) and a.strip() for a in value):
+            raise ConfigError(f"{name}.{key}: must be a list of ids (strings)")
+        lists[key] = tuple(v.strip() for v in value)
+    return PlatformConfig(**flags, **lists)
+
+
+def _budgets(table: Mapping[str, Any]) -> Budgets:
+    _only_keys(table, "budgets", set(Budgets.__dataclass_fields__))
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        whole = isinstance(getattr(Budgets(), key), int)
+        if isinstance(value, bool) or not isinstance(value, int | float) or (whole and not isinstance(value, int)):
+            raise ConfigError(f"budgets.{key}: must be a {'whole ' if whole else ''}number (0: no limit)")
+        if not math.isfinite(value) or value < 0:
+            raise ConfigError(f"budgets.{key}: must be 0 (no limit) or more")
+        values[key] = value
+    return Budgets(**values)
+
+
+def _prices(table: Mapping[str, Any]) -> dict[str, Price]:
+    prices = {}
+    for model, entry in table.items():
+        where = f"prices.{model}"
+        if not isinstance(entry, Mapping):
+            raise ConfigError(f"{where}: must be a table such as {{ input = 0.25, output = 2.0 }} (per 1M tokens)")
+        _only_keys(entry, where, {"input", "output"})
+        numbers = []
+        for key in ("input", "output"):
+            value = entry.get(key)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+                raise ConfigError(f"{where}.{key}: required, a price per million tokens (0 or more)")
+            numbers.append(float(value))
+        prices[model] = Price(*numbers)
+    return prices
 
 
 def _ops(table: Mapping[str, Any], env: Mapping[str, str]) -> OpsConfig:

@@ -16,15 +16,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Set
 
+import httpx2
+import openai
+
+from bot.access import Policy
 from bot.admin_socket import AdminSocket, InstanceLock, socket_path
 from bot.backends.base import Backend
 from bot.backends.providers import make_backend
 from bot.commands import CommandHandler, ConversationControl
-from bot.config import TeamConfig
+from bot.config import ConfigError, TeamConfig, load_config
 from bot.delivery import Delivery
 from bot.mailbox import Mailbox
 from bot.metrics import Metrics
@@ -54,14 +59,15 @@ class Bot:
         if bind_store is not None:
             bind_store(store)
         self.metrics = Metrics()
+        self.policy = Policy(team, store)
         self.supervisor = Supervisor(backend, store, team.limits, self.metrics)
         self.delivery = Delivery(store, self.metrics, team.limits)
         self.worker = ConversationWorker(store, Orchestrator(team, backend, self.supervisor), self.delivery,
-                                         self.metrics)
+                                         self.metrics, charge=self.policy.charge)
         self.mailbox = Mailbox(self.worker.process)
         self.commands = CommandHandler(
             ConversationControl(team=team, store=store, doors=self.mailbox, runs=backend,
-                                resume_later=self.resume_later)
+                                resume_later=self.resume_later, policy=self.policy, reload=self.reload)
         )
         self._lock: InstanceLock | None = None
         self._admin: AdminSocket | None = None
@@ -162,7 +168,8 @@ class Bot:
             )
         if not inbound.event_id or not inbound.conversation:
             raise InvalidInbound("The message had no event id or conversation; the adapter must set both.")
-        fresh = await self.store.add_inbound(
+        fresh = await self.policy.admit(  # raises Refused (audited, nothing stored) for the lists, rates, budgets
+            inbound,
             InboxMessage(
                 event_id=inbound.event_id,
                 conversation=inbound.conversation,
@@ -172,7 +179,7 @@ class Bot:
                 text=text,
                 route=dict(inbound.route),
                 received_at=time.time(),
-            )
+            ),
         )
         busy = self.mailbox.busy(inbound.conversation)
         if fresh:
@@ -184,6 +191,20 @@ class Bot:
 
     async def command(self, ctx: CommandContext, text: str) -> CommandResult:
         return await self.commands.handle(ctx, text)
+
+    async def reload(self) -> str:
+        """Re-read the team file (`switchboard reload`, SIGHUP) and apply its access lists, admins, budgets and
+        prices at once. An invalid file raises `ConfigError` and changes nothing; other changes need a restart."""
+        if not self.team.source:
+            raise ConfigError("this bot was not started from a team file, so there is nothing to reload")
+        new = await asyncio.to_thread(load_config, self.team.source)
+        team = dataclasses.replace(self.team, platforms=new.platforms, budgets=new.budgets, prices=new.prices)
+        self.team = self.policy.team = team
+        ignored = [name for name in ("proxy", "subs", "backend", "limits", "db_path", "base_url", "ops")
+                   if getattr(new, name) != getattr(team, name)]
+        log.info("reloaded %s", self.team.source)
+        note = f"; changes to {', '.join(ignored)} need a restart" if ignored else ""
+        return f"Reloaded {self.team.source}: access lists, admins, budgets and prices applied{note}."
 
     async def has_conversation(self, conversation: str) -> bool:
         return await self.store.get_conversation(conversation) is not None

@@ -60,6 +60,12 @@ class TurnContext:
     fresh: bool = True  # started in this process: nothing of it can be recorded yet, so skip the lookups
     main_thread: str | None = None  # the conversation's main thread, when the caller already read it
     bad_calls: dict[str, int] = field(default_factory=dict)  # per scope: calls naming no tool or with bad arguments
+    by_model: dict[str, Usage] = field(default_factory=dict)  # the provider's usage of every run, by model
+    delegations: dict[str, int] = field(default_factory=dict)  # `ask_*` calls dispatched, by calling assistant
+
+    def add_usage(self, model: str, usage: Usage) -> None:
+        self.usage += usage
+        self.by_model[model] = self.by_model.get(model, Usage()) + usage
 
 
 @dataclass(slots=True)
@@ -158,6 +164,7 @@ class Orchestrator:
             rebuild_thread=rebuild,
             on_retry=on_retry,
             on_delta=on_delta if scope_path == PROXY_SCOPE else None,
+            on_spent=lambda usage: ctx.add_usage(agent.model, usage),
         )
         metadata = {"turn": ctx.turn.id, "scope": scope_path}
         record = None if ctx.fresh else await self.store.latest_run(ctx.turn.id, scope_path)
@@ -173,7 +180,7 @@ class Orchestrator:
             scope.create_unknown = maybe_sent
             maybe_sent = False
             state = await self.supervisor.settle(scope, request)
-        ctx.usage += state.usage
+        ctx.add_usage(agent.model, state.usage)
         while state.status == "requires_action":
             scope.create_unknown, maybe_sent = maybe_sent, False
             if scope_path == PROXY_SCOPE:
@@ -193,7 +200,7 @@ class Orchestrator:
             except Exception:
                 await self._abandon(ctx, scope_path, state)
                 raise
-            ctx.usage += state.usage
+            ctx.add_usage(agent.model, state.usage)
         return state
 
     async def _abandon(self, ctx: TurnContext, scope_path: str, state: RunState) -> None:
@@ -267,6 +274,13 @@ class Orchestrator:
         if not task:
             self._bad_call(step)
             return f"ERROR: {call.name} needs a non-empty task.", False
+        cap = step.caller.max_delegations
+        if cap is not None:  # counted before any await: sibling calls of one step cannot both take the last one
+            used = ctx.delegations.get(step.caller.name, 0)
+            if used >= cap:
+                return (f"ERROR: the {step.caller.name} assistant may ask sub-assistants at most {cap} times per "
+                        "turn, and has. Answer with what you have."), False
+            ctx.delegations[step.caller.name] = used + 1
 
         sub_thread = sub.name if step.thread_path == MAIN_THREAD else f"{step.thread_path}/{sub.name}"
         sub_scope = f"{step.scope_path}/{call.call_id}"

@@ -42,6 +42,7 @@ from bot.backoff import backoff_delay
 from bot.config import Limits
 from bot.errors import SwitchboardError
 from bot.metrics import Metrics
+from bot.types import Usage
 from storage.base import RunRecord, Store
 
 log = logging.getLogger("switchboard.supervisor")
@@ -87,6 +88,8 @@ class Scope:
     rebuild_thread: Callable[[RunRequest], Awaitable[RunRequest]]
     on_retry: Callable[[str, int], Awaitable[None]]
     on_delta: Callable[[str], Awaitable[None]] | None = None
+    # The provider's usage of each run that settled without a result (recreated or failed): still billed.
+    on_spent: Callable[[Usage], None] | None = None
     attempts: int = 0
     recoveries: dict[str, int] = field(default_factory=dict)
     run_ids: set[str] = field(default_factory=set)  # every run this scope created (to recognise our own lock)
@@ -221,6 +224,8 @@ class Supervisor:
     async def _judge(self, scope: Scope, state: RunState) -> RunState:
         if state.status in ("completed", "requires_action", "incomplete"):
             return state
+        if scope.on_spent is not None:
+            scope.on_spent(state.usage)
         if state.status == "cancelled":
             raise _Recreate("cancelled_by_provider")
         if state.status == "expired":

@@ -34,10 +34,25 @@ class Inbound:
     user: str
     text: str
     route: Mapping[str, str | int | float | bool | None] = field(default_factory=dict)
+    #: for the access lists: the author's roles (Discord role ids, Slack user group ids), whether the message is a
+    #: direct message, and whether the platform itself calls the author an admin (Discord Manage Server)
+    roles: tuple[str, ...] = ()
+    dm: bool = False
+    platform_admin: bool = False
 
 
 class InvalidInbound(SwitchboardError, ValueError):
     """`Bot.accept` refused the message (empty, too long, malformed); the text is fit to show the user."""
+
+
+class Refused(InvalidInbound):
+    """`Bot.accept` refused the message by policy (access lists, a rate limit or a budget): nothing was stored, no
+    run starts, the refusal is audited, and the text (one short, polite sentence) is for its author only.
+    `reason` is machine-readable, e.g. ``blocked_user`` or ``limit:user_messages_per_minute``."""
+
+    def __init__(self, text: str, reason: str) -> None:
+        super().__init__(text)
+        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Set
+from collections.abc import Awaitable, Callable, Mapping, Set
 from dataclasses import dataclass
 
 from bot.backends.base import BackendError
@@ -21,7 +21,7 @@ from bot.delivery import Delivery
 from bot.metrics import Metrics
 from bot.orchestrator import MAIN_THREAD, Orchestrator, TurnContext
 from bot.supervisor import RunFailed
-from bot.types import Done, Failed, Progress, Started, TurnRef
+from bot.types import Done, Failed, Progress, Started, TurnRef, Usage
 from storage.base import InboxMessage, ReplyKind, Store, StoreError, TurnRecord, TurnState, TurnUpdate
 
 log = logging.getLogger("switchboard.engine.worker")
@@ -42,9 +42,15 @@ class TurnStats:
     retries: int = 0
 
 
+#: books a turn's usage: (platform, user, channel, conversation, usage by model) -> None (`bot.access.Policy.charge`)
+Charge = Callable[[str, str, str, str, Mapping[str, Usage]], Awaitable[None]]
+
+
 class ConversationWorker:
-    def __init__(self, store: Store, orchestrator: Orchestrator, delivery: Delivery, metrics: Metrics) -> None:
+    def __init__(self, store: Store, orchestrator: Orchestrator, delivery: Delivery, metrics: Metrics,
+                 charge: Charge | None = None) -> None:
         self.orchestrator = orchestrator
+        self._charge = charge
         self.stats = TurnStats()
         self._store = store
         self._delivery = delivery
@@ -103,7 +109,8 @@ class ConversationWorker:
     ) -> None:
         ref = turn_ref(turn, messages)
         if turn.state in ANSWERING_STATES:
-            turn = await self._answer(turn, ref, [m.text for m in messages], resumed, main_thread)
+            author = messages[-1].user if messages else ""
+            turn = await self._answer(turn, ref, [m.text for m in messages], resumed, main_thread, author)
         if turn.state not in DELIVERY_STATES:
             return
         if not self._delivery.has_surface(ref.platform):
@@ -119,7 +126,8 @@ class ConversationWorker:
                     turn.id, platform)
 
     async def _answer(
-        self, turn: TurnRecord, ref: TurnRef, texts: list[str], resumed: bool, main_thread: str | None
+        self, turn: TurnRecord, ref: TurnRef, texts: list[str], resumed: bool, main_thread: str | None,
+        author: str = "",
     ) -> TurnRecord:
         started = time.monotonic()
 
@@ -180,6 +188,11 @@ class ConversationWorker:
             # unfinished in the database, so it resumes once writes work again and finds this reply on the
             # platform (find_delivery) instead of posting a second one.
             log.error("turn %s: its reply could not be recorded (%s); delivering it anyway", turn.id, exc)
+        if self._charge is not None:
+            try:  # after the reply is recorded: a crash in between loses this turn's booking, never doubles it
+                await self._charge(ref.platform, author, ref.channel, turn.conversation, ctx.by_model)
+            except StoreError as exc:
+                log.error("turn %s: its usage could not be booked (%s)", turn.id, exc)
         return dataclasses.replace(turn, state=state, reply_kind=update.reply_kind, reply_text=text)
 
     def _count_turn(self, outcome: str, elapsed: float, ctx: TurnContext) -> None:

@@ -247,6 +247,8 @@ class FakeSlack:
         self.statuses: dict[tuple[str, str], str] = {}
         self.faults: list[Fault] = []
         self.users: dict[str, dict[str, Any]] = {}
+        #: user groups by id (`add_usergroup`); None: a free-plan workspace, which has none (usergroups.list fails)
+        self.usergroups: dict[str, dict[str, Any]] | None = {}
         self.calls: list[Call] = []
         self.messages: dict[str, list[Message]] = {}
         self.response_url_posts: dict[str, list[dict[str, Any]]] = {}
@@ -300,6 +302,17 @@ class FakeSlack:
         await self.stop()
 
     # ---- test helpers --------------------------------------------------------------------------------------------
+
+    def add_usergroup(self, group_id: str, handle: str, users: Iterable[str], *, disabled: bool = False) -> None:
+        assert self.usergroups is not None, "a free-plan workspace has no user groups"
+        self.usergroups[group_id] = {
+            "id": group_id,
+            "team_id": self.team_id,
+            "handle": handle,
+            "name": handle,
+            "date_delete": 1_700_000_000 if disabled else 0,
+            "users": list(users),
+        }
 
     def add_user(self, user_id: str, *, is_admin: bool = False, is_owner: bool = False, name: str = "") -> None:
         self.users[user_id] = {
@@ -834,6 +847,22 @@ class FakeSlack:
             raise SlackApiError("user_not_found")
         return {"user": user}
 
+    def _usergroups_list(self, args: dict[str, Any]) -> dict[str, Any]:
+        # https://docs.slack.dev/reference/methods/usergroups.list: disabled groups only with include_disabled,
+        # members only with include_users; errors: plan_upgrade_required (no user groups on the free plan)
+        if self.usergroups is None:
+            raise SlackApiError("plan_upgrade_required")
+        truthy = ("1", "true", "True", True)
+        groups = []
+        for group in self.usergroups.values():
+            if group["date_delete"] and args.get("include_disabled") not in truthy:
+                continue
+            shown = dict(group)
+            if args.get("include_users") not in truthy:
+                del shown["users"]
+            groups.append(shown)
+        return {"usergroups": groups}
+
     def _post_ephemeral(self, args: dict[str, Any]) -> dict[str, Any]:
         # https://docs.slack.dev/reference/methods/chat.postEphemeral#errors: user_not_in_channel; not_in_channel
         # when the app's bot is not in the channel (slash commands, unlike bot posts, work in any channel)
@@ -860,6 +889,7 @@ _HANDLERS: dict[str, Callable[[FakeSlack, dict[str, Any]], dict[str, Any]]] = {
     "conversations.replies": FakeSlack._replies,
     "conversations.history": FakeSlack._history,
     "users.info": FakeSlack._users_info,
+    "usergroups.list": FakeSlack._usergroups_list,
 }
 
 

@@ -142,6 +142,36 @@ class AuditEntry:
     detail: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class UsageRow:
+    """One bucket's usage on one UTC day (`YYYY-MM-DD`). Buckets are named by the engine: ``bot``,
+    ``user:<platform>:<id>``, ``channel:<key>``, ``conversation:<key>``. `granted_*` is what admins added on top of
+    the day's budget."""
+
+    day: str
+    bucket: str
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost: float = 0.0
+    granted_tokens: int = 0
+    granted_cost: float = 0.0
+
+    @property
+    def tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class ForgetReport:
+    """What `forget_user` deleted (counts only: never the content), the conversations it touched, and the provider
+    threads whose local pointers it cleared (the caller deletes them at the provider)."""
+
+    messages: int
+    turns: int
+    conversations: tuple[str, ...]
+    threads: tuple[str, ...]
+
+
 @dataclass(slots=True)
 class TurnUpdate:
     state: TurnState | None = None
@@ -317,3 +347,28 @@ class Store(Protocol):
 
     async def recent_audit(self, limit: int = 20) -> list[AuditEntry]:
         """The last `limit` audit entries, newest first."""
+
+    # ---- rate limits, usage and deletion (issue 16) ----
+
+    async def admit_inbound(self, message: InboxMessage, quotas: Mapping[str, int], minute: int) -> str:
+        """`add_inbound` under message-rate quotas (bucket name -> most messages per minute), in one transaction
+        that concurrent calls cannot interleave: "duplicate" for an event id seen before (nothing changes); else the
+        name of the first bucket, in `quotas` order, already at its limit in `minute` (nothing stored, no count
+        changes); else "" after storing the message as `add_inbound` does and adding one to each bucket's count in
+        `minute`. Counts of minutes before `minute - 1` may be dropped."""
+
+    async def add_usage(self, day: str, buckets: Sequence[str], *, input_tokens: int = 0, output_tokens: int = 0,
+                        cost: float = 0.0, granted_tokens: int = 0, granted_cost: float = 0.0) -> None:
+        """Add the amounts to each bucket's row for `day` (created at zero on first use), in one transaction."""
+
+    async def usage_on(self, day: str, buckets: Sequence[str] | None = None) -> list[UsageRow]:
+        """The day's rows (all, or those of `buckets`; a bucket without a row is left out), by bucket name."""
+
+    async def forget_user(self, user: str, platform: str | None = None, dry_run: bool = False) -> ForgetReport:
+        """In one transaction, delete every trace of what the user wrote: their inbox messages, every turn that
+        answered one (its reply, runs, tool calls and transcript entries on every thread), and clear the
+        provider-thread pointers (main and sub-assistant) of each conversation they wrote in, so the next turn
+        rebuilds them from the transcript that remains. Other people's messages claimed by a deleted turn that was
+        not delivered go back to `pending` (to be answered anew). Conversations they started keep no user id.
+        Deleted content is overwritten on disk, not left in free pages. `platform` None: that user id on every
+        platform. `dry_run`: change nothing, report what would go."""

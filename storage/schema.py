@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 MIGRATIONS: list[str] = [
     # 1: initial schema
@@ -154,5 +154,27 @@ MIGRATIONS: list[str] = [
         thread_id    TEXT PRIMARY KEY,
         provider     TEXT NOT NULL
     );
+    """,
+    # 3: message-rate counters and daily usage (issue 16: rate limits and budgets); inbox by user (forget)
+    """
+    CREATE TABLE rate_counters (
+        bucket       TEXT NOT NULL,
+        minute       INTEGER NOT NULL,
+        count        INTEGER NOT NULL,
+        PRIMARY KEY (bucket, minute)
+    );
+
+    CREATE TABLE usage (
+        day            TEXT NOT NULL,
+        bucket         TEXT NOT NULL,
+        input_tokens   INTEGER NOT NULL DEFAULT 0,
+        output_tokens  INTEGER NOT NULL DEFAULT 0,
+        cost           REAL NOT NULL DEFAULT 0,
+        granted_tokens INTEGER NOT NULL DEFAULT 0,
+        granted_cost   REAL NOT NULL DEFAULT 0,
+        PRIMARY KEY (day, bucket)
+    );
+
+    CREATE INDEX inbox_user ON inbox(user_id);
     """,
 ]

@@ -23,6 +23,7 @@ from storage.base import (
     ChatMessage,
     ChatThread,
     ConversationRecord,
+    ForgetReport,
     InboxMessage,
     RunRecord,
     StoreError,
@@ -30,6 +31,7 @@ from storage.base import (
     TranscriptEntry,
     TurnRecord,
     TurnUpdate,
+    UsageRow,
 )
 from storage.schema import SCHEMA_VERSION
 from storage.sqlite_thread import ConnectionThread, Statements
@@ -450,6 +452,113 @@ class SQLiteStore:
             )
             for r in rows
         ]
+
+
+    # ---- rate limits, usage and deletion ----
+
+    async def admit_inbound(self, message: InboxMessage, quotas: Mapping[str, int], minute: int) -> str:
+        try:
+            return await self._opened.run(_admit, message, dict(quotas), minute)
+        except sqlite3.Error as exc:
+            raise StoreError(f"database write failed ({exc}); check that {self.path} is writable and not full") from exc
+
+    async def add_usage(self, day: str, buckets: Sequence[str], *, input_tokens: int = 0, output_tokens: int = 0,
+                        cost: float = 0.0, granted_tokens: int = 0, granted_cost: float = 0.0) -> None:
+        amounts = (input_tokens, output_tokens, cost, granted_tokens, granted_cost)
+        await self._transaction([
+            (
+                "INSERT INTO usage(day, bucket, input_tokens, output_tokens, cost, granted_tokens, granted_cost)"
+                " VALUES (?,?,?,?,?,?,?) ON CONFLICT(day, bucket) DO UPDATE SET"
+                " input_tokens=input_tokens+excluded.input_tokens, output_tokens=output_tokens+excluded.output_tokens,"
+                " cost=cost+excluded.cost, granted_tokens=granted_tokens+excluded.granted_tokens,"
+                " granted_cost=granted_cost+excluded.granted_cost",
+                (day, bucket, *amounts),
+            )
+            for bucket in dict.fromkeys(buckets)
+        ])
+
+    async def usage_on(self, day: str, buckets: Sequence[str] | None = None) -> list[UsageRow]:
+        sql, params = "SELECT * FROM usage WHERE day=?", [day]
+        if buckets is not None:
+            sql += f" AND bucket IN ({','.join('?' * len(buckets))})"
+            params += list(buckets)
+        rows = await self._rows(sql + " ORDER BY bucket", params)
+        return [
+            UsageRow(r["day"], r["bucket"], int(r["input_tokens"]), int(r["output_tokens"]), float(r["cost"]),
+                     int(r["granted_tokens"]), float(r["granted_cost"]))
+            for r in rows
+        ]
+
+    async def forget_user(self, user: str, platform: str | None = None, dry_run: bool = False) -> ForgetReport:
+        try:
+            report = await self._opened.run(_forget, user, platform, dry_run)
+            if not dry_run:  # the WAL still holds the old pages until a checkpoint copies the overwritten ones back
+                await self._opened.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as exc:
+            raise StoreError(f"database write failed ({exc}); check that {self.path} is writable and not full") from exc
+        return report
+
+
+def _admit(conn: sqlite3.Connection, message: InboxMessage, quotas: dict[str, int], minute: int) -> str:
+    if conn.execute("SELECT 1 FROM inbox WHERE event_id=?", (message.event_id,)).fetchone():
+        return "duplicate"
+    for bucket, limit in quotas.items():
+        row = conn.execute("SELECT count FROM rate_counters WHERE bucket=? AND minute=?", (bucket, minute)).fetchone()
+        if row is not None and row[0] >= limit:
+            return bucket
+    conn.execute("DELETE FROM rate_counters WHERE minute < ?", (minute - 1,))
+    for bucket in quotas:
+        conn.execute(
+            "INSERT INTO rate_counters(bucket, minute, count) VALUES (?,?,1)"
+            " ON CONFLICT(bucket, minute) DO UPDATE SET count=count+1",
+            (bucket, minute),
+        )
+    conn.execute(
+        "INSERT OR IGNORE INTO conversations(key, platform, channel, started_by, created_at) VALUES (?,?,?,?,?)",
+        (message.conversation, message.platform, message.channel, message.user, message.received_at),
+    )
+    conn.execute(
+        "INSERT INTO inbox(event_id, conversation, platform, channel, user_id, text, route, state, received_at, seq)"
+        " VALUES (?,?,?,?,?,?,?,?,?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM inbox))",
+        (message.event_id, message.conversation, message.platform, message.channel, message.user, message.text,
+         _dumps(dict(message.route)), message.state, message.received_at),
+    )
+    return ""
+
+
+def _forget(conn: sqlite3.Connection, user: str, platform: str | None, dry_run: bool) -> ForgetReport:
+    conn.execute("SAVEPOINT forget")
+    who, who_params = ("user_id=?", [user]) if platform is None else ("user_id=? AND platform=?", [user, platform])
+    mine = conn.execute(f"SELECT conversation, turn_id, text FROM inbox WHERE {who}", who_params).fetchall()
+    turns = sorted({r["turn_id"] for r in mine if r["turn_id"]})
+    started = "started_by=?" + ("" if platform is None else " AND platform=?")
+    convs = sorted({r["conversation"] for r in mine} | {
+        r["key"] for r in conn.execute(f"SELECT key FROM conversations WHERE {started}", who_params)
+    })
+    threads: set[str] = set()
+    for key in convs:
+        threads.update(r[0] for r in conn.execute(
+            "SELECT main_thread FROM conversations WHERE key=? AND main_thread IS NOT NULL", (key,)))
+        threads.update(r[0] for r in conn.execute("SELECT thread_id FROM sub_threads WHERE conversation=?", (key,)))
+        conn.execute("UPDATE conversations SET main_thread=NULL WHERE key=?", (key,))
+        conn.execute("DELETE FROM sub_threads WHERE conversation=?", (key,))
+        for r in mine:  # entries the user wrote that no turn claims (a migration's copies, a crash before claiming)
+            if r["conversation"] == key:
+                conn.execute("DELETE FROM transcript WHERE conversation=? AND role='user' AND text=?", (key, r["text"]))
+    for turn in turns:
+        threads.update(r[0] for r in conn.execute("SELECT DISTINCT thread_id FROM runs WHERE turn_id=?", (turn,)))
+        for table, column in (("transcript", "turn_id"), ("runs", "turn_id"), ("tool_calls", "turn_id"),
+                              ("turns", "id")):
+            conn.execute(f"DELETE FROM {table} WHERE {column}=?", (turn,))
+        conn.execute(  # others' messages in that turn: answered anew unless the answer was delivered
+            "UPDATE inbox SET turn_id=NULL, state=CASE WHEN state='in_turn' THEN 'pending' ELSE state END"
+            " WHERE turn_id=?",
+            (turn,),
+        )
+    deleted = conn.execute(f"DELETE FROM inbox WHERE {who}", who_params).rowcount
+    conn.execute(f"UPDATE conversations SET started_by='' WHERE {started}", who_params)
+    conn.execute("ROLLBACK TO forget" if dry_run else "RELEASE forget")
+    return ForgetReport(messages=deleted, turns=len(turns), conversations=tuple(convs), threads=tuple(sorted(threads)))
 
 
 def _missing_folder(path: str) -> str | None:

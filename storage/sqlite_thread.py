@@ -69,6 +69,11 @@ class ConnectionThread:
         """Several statements that land together or not at all; the row count of the last one."""
         return await self._submit(_apply_transaction, self._connection(), statements)
 
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """`fn(connection, *args)` inside one write transaction (BEGIN IMMEDIATE ... COMMIT, ROLLBACK if it raises):
+        for an operation whose later statements depend on what its earlier ones read."""
+        return await self._submit(_run_in_transaction, self._connection(), fn, args)
+
     async def probe_write(self) -> None:
         """Take the write lock (waiting up to the busy timeout) and give it back at once; raises if it cannot."""
         await self._submit(_probe_write, self._connection())
@@ -128,6 +133,7 @@ def _open(path: str) -> sqlite3.Connection:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA secure_delete=ON")  # deleted rows (`forget_user`) are overwritten, not left in free pages
         _migrate(conn, path)
     except BaseException:
         conn.close()
@@ -163,6 +169,18 @@ def _apply_transaction(conn: sqlite3.Connection, statements: Statements) -> int:
             conn.execute("ROLLBACK")
         raise
     return cursor.rowcount if cursor is not None else 0
+
+
+def _run_in_transaction(conn: sqlite3.Connection, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result = fn(conn, *args)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return result
 
 
 def _probe_write(conn: sqlite3.Connection) -> None:

@@ -97,6 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_commands(sub, with_config)
 
+    from bot.access_cli import add_commands as add_access_commands  # usage, grant, forget, reload
+
+    add_access_commands(sub, with_config)
+
     emu = sub.add_parser("emulator", help="run the local OpenAI-compatible emulator")
     emu.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     emu.add_argument("--port", type=int, default=8765, help="port to listen on (0 picks a free one)")

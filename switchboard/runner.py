@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol
 from urllib.parse import urlsplit
 
+from bot.admin_socket import operator_context
 from bot.config import ConfigError, TeamConfig
 from bot.engine import Bot
 from bot.ops import OpsServer
@@ -52,6 +53,22 @@ ADAPTER_FACTORIES: dict[str, Callable[[Bot], Awaitable[PlatformAdapter]]] = {
 }
 
 
+def reload_on_signal(bot: Bot) -> asyncio.Task[None]:
+    """SIGHUP: re-read the team file as `switchboard reload` does (audited; a bad file is logged and ignored)."""
+
+    async def reload() -> None:
+        result = await bot.command(operator_context("SIGHUP", "", None), "reload")
+        (log.info if result.ok else log.error)("%s", result.text)
+
+    task = asyncio.create_task(reload(), name="reload")
+    _reloads.add(task)  # the loop keeps only a weak reference to a task
+    task.add_done_callback(_reloads.discard)
+    return task
+
+
+_reloads: set[asyncio.Task[None]] = set()
+
+
 async def run_platforms(team: TeamConfig) -> int:
     enabled = [name for name, cfg in team.platforms.items() if cfg.enabled]
     if not enabled:
@@ -77,6 +94,7 @@ async def run_platforms(team: TeamConfig) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: reload_on_signal(bot))
     tasks = [asyncio.create_task(a.run(), name=f"platform:{name}") for name, a in zip(enabled, adapters, strict=True)]
     log.info("running %s", ", ".join(enabled))
     stopper = asyncio.create_task(stop.wait())

@@ -43,6 +43,7 @@ from adapters.discord.constants import (
     THREAD_NAME_LIMIT,
     UNKNOWN_INTERACTION,
 )
+from adapters.discord.listeners import access_facts
 from adapters.discord.rendering import nonce_for
 from adapters.discord.retry import CALL_ERRORS, is_transient, reason, retry_after, with_retries
 from adapters.discord.routing import Route, channel_key, conversation_key, keys_for
@@ -206,11 +207,45 @@ class CommandHandlers:
         async def audit(interaction: discord.Interaction) -> None:
             await handlers.run(interaction, "audit")
 
+        @admin.command(name="grant", description="Give a member more tokens for today (UTC)")
+        @app_commands.describe(member="Who gets them", tokens="How many tokens on top of today's budget")
+        @app_commands.checks.has_permissions(manage_guild=True)
+        @app_commands.check(_require_guild)  # listed last: runs first
+        async def grant(
+            interaction: discord.Interaction, member: discord.User, tokens: app_commands.Range[int, 1, 10**12]
+        ) -> None:
+            await handlers.run(interaction, f"grant user {member.id} {tokens}")
+
+        @admin.command(name="forget", description="Delete everything a user wrote here and the answers to it")
+        @app_commands.describe(member="Whose messages to delete")
+        @app_commands.checks.has_permissions(manage_guild=True)
+        @app_commands.check(_require_guild)  # listed last: runs first
+        async def forget(interaction: discord.Interaction, member: discord.User) -> None:
+            await handlers.run(interaction, f"forget user {member.id}")
+
+        @admin.command(name="reload", description="Re-read the team file's access lists and budgets")
+        @app_commands.checks.has_permissions(manage_guild=True)
+        @app_commands.check(_require_guild)  # listed last: runs first
+        async def reload(interaction: discord.Interaction) -> None:
+            await handlers.run(interaction, "reload")
+
+        @tree.command(name="usage", description="Today's token use and budgets (admins)")
+        @app_commands.default_permissions(manage_guild=True)
+        @app_commands.guild_only()
+        @app_commands.checks.has_permissions(manage_guild=True)
+        @app_commands.check(_require_guild)  # listed last: runs first
+        async def usage(interaction: discord.Interaction) -> None:
+            await handlers.run(interaction, "usage")
+
         for command, text in (
             (reset_channel, "reset channel"),
             (reset_all, "reset all"),
             (cancel, "cancel"),
             (audit, "audit"),
+            (grant, "grant"),
+            (forget, "forget"),
+            (reload, "reload"),
+            (usage, "usage"),
         ):
             command.extras[ENGINE_TEXT] = text
         tree.add_command(admin)
@@ -270,6 +305,7 @@ class CommandHandlers:
                 user=str(interaction.user.id),
                 text=prompt,
                 route=Route("interaction", channel_id, original_id, guild_id, interaction.id).to_mapping(),
+                **access_facts(interaction.user, guild_id is None),
             )
         try:
             await self._bot.accept(inbound)
@@ -338,6 +374,7 @@ class CommandHandlers:
             user=str(user.id),
             text=prompt,
             route=Route("message", thread.id, anchor.id, guild_id).to_mapping(),
+            **access_facts(user, False),
         )
 
     async def _fail(self, interaction: discord.Interaction, inbound: Inbound, text: str) -> None:

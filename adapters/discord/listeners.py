@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable
+from typing import Any
 
 import aiohttp
 import discord
@@ -27,6 +28,14 @@ EMPTY_MENTION_HINT = "Hi! Mention me with a question, or use `/ask`."
 HIDDEN_REPLY_HINT = "I can only read replies that mention me: keep the @ ping on when you reply, or use `/ask`."
 ACCEPT_FAILED_TEXT = "Sorry, I could not take that message just now. Please try again in a moment."
 _USER_MESSAGE_TYPES = (discord.MessageType.default, discord.MessageType.reply)
+
+
+def access_facts(author: object, in_dm: bool) -> dict[str, Any]:
+    """What the engine's access lists need to know of a message's author: role ids, DM or not, and whether the
+    member has Manage Server (the platform's admins, always allowed). A DM author is a `User`, with neither."""
+    roles = tuple(str(r.id) for r in getattr(author, "roles", ()) if not getattr(r, "is_default", lambda: False)())
+    perms = getattr(author, "guild_permissions", None)
+    return {"roles": roles, "dm": in_dm, "platform_admin": bool(perms is not None and perms.manage_guild)}
 
 
 class MessageListener:
@@ -83,6 +92,7 @@ class MessageListener:
             user=str(message.author.id),
             text=text,
             route=Route("message", message.channel.id, message.id, guild_id).to_mapping(),
+            **access_facts(message.author, in_dm),
         )
         try:
             accepted = await self._bot.accept(inbound)

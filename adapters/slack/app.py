@@ -44,6 +44,7 @@ from adapters.slack.retry import RetryPolicy
 from adapters.slack.settings import SettingsError, SlackSettings
 from adapters.slack.status import StatusBoard
 from adapters.slack.surface import SlackSurface
+from adapters.slack.usergroups import UserGroups
 from bot.types import BotLike
 
 log = logging.getLogger(__name__)
@@ -150,6 +151,7 @@ class SlackAdapter:
             retry=retry,
         )
         self.admins = AdminCache(self.client, settings.admin_cache_seconds)
+        self.usergroups = UserGroups(self.client)
         self.deps = Deps(
             bot=bot,
             settings=settings,
@@ -157,6 +159,7 @@ class SlackAdapter:
             status=self.status,
             threads=self.threads,
             admins=self.admins,
+            usergroups=self.usergroups,
         )
         self.messages = register_all(self.app, self.deps)
         bot.add_surface(self.surface)
@@ -168,6 +171,7 @@ class SlackAdapter:
 
     async def start(self) -> None:
         await self._identify()
+        await self.usergroups.refresh()
         if self.settings.mode == "socket":
             app_token = self.settings.app_token
             assert app_token is not None  # SlackSettings.__post_init__ requires it in socket mode
@@ -204,6 +208,7 @@ class SlackAdapter:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        await self.usergroups.close()
         await self.surface.close()
 
     async def run(self) -> None:

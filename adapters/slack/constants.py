@@ -37,6 +37,7 @@ BOT_SCOPES: Final[dict[str, str]] = {
     "im:history": "message.im: direct messages and assistant threads",
     "mpim:history": "message.mpim: group direct messages",
     "users:read": "users.info is_admin / is_owner for admin commands",
+    "usergroups:read": "usergroups.list: user groups for the access lists' allowed_roles / blocked_roles",
 }
 
 # ---- conversation keys ---------------------------------------------------------------------------------------
@@ -78,6 +79,7 @@ ACK_DEADLINE_SECONDS: Final = 3.0
 SIGNATURE_MAX_AGE_SECONDS: Final = 5 * 60
 #: how long users.info admin flags are cached
 ADMIN_CACHE_SECONDS: Final = 60.0
+USERGROUPS_REFRESH_SECONDS: Final = 300.0  # usergroups.list is Tier 2 (20+ per minute): a read every 5 min is cheap
 #: conversations.replies pages read by find_delivery (crash recovery only; the method is heavily rate limited)
 FIND_DELIVERY_MAX_PAGES: Final = 5
 FIND_DELIVERY_PAGE_SIZE: Final = 200

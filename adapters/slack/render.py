@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,6 +11,15 @@ from bot.types import Reply
 
 PLACEHOLDER_WORKING = "Working on it..."
 FAILURE_PREFIX = ":warning: "
+WORD_JOINER = "\u2060"  # invisible: "@⁠here" reads as @here but is no mention
+#: Slack's broadcast and user-group mentions in API text (Slack "Formatting text for app surfaces": special
+#: mentions `<!here>`, `<!channel>`, `<!everyone>`, user groups `<!subteam^ID>` / `<!subteam^ID|@label>`), and the
+#: plain words, which Slack links when a message is sent with `link_names` or `parse=full`
+_SPECIAL_MENTION = re.compile(r"<!(here|channel|everyone)(?:\|[^>]*)?>", re.IGNORECASE)
+_GROUP_MENTION = re.compile(r"<!subteam\^[^>|]*(?:\|@?([^>]*))?>", re.IGNORECASE)
+_PLAIN_MENTION = re.compile(r"(?<![\w@])@(here|channel|everyone)\b", re.IGNORECASE)
+#: the end of a text that could still become a mention with the next streamed words
+_UNFINISHED_TAIL = re.compile(r"(?:<(?:![^>]{0,120})?|@\w{0,10})?\Z")
 _ICONS = {c.TASK_IN_PROGRESS: ":hourglass_flowing_sand:", c.TASK_COMPLETE: ":white_check_mark:", c.TASK_ERROR: ":x:"}
 
 
@@ -28,11 +38,26 @@ def shorten(text: str, limit: int) -> str:
     return text[: c.MESSAGE_TEXT.fitting_prefix(text, limit - 3)] + "..."
 
 
+def defuse_mentions(text: str) -> str:
+    """Model text made safe to post: broadcast and user-group mentions become plain, unlinked words."""
+    text = _SPECIAL_MENTION.sub(lambda m: f"@{WORD_JOINER}{m.group(1)}", text)
+    text = _GROUP_MENTION.sub(lambda m: f"@{WORD_JOINER}{m.group(1) or 'group'}", text)
+    return _PLAIN_MENTION.sub(lambda m: f"@{WORD_JOINER}{m.group(1)}", text)
+
+
+def defused_preview(raw: str) -> str:
+    """The streamed text so far, defused, without a tail that the next words could turn into a mention (so what
+    is shown stays a prefix of the defused reply)."""
+    text = defuse_mentions(raw)
+    tail = _UNFINISHED_TAIL.search(text)  # matches, at worst the empty end
+    return text[: tail.start()] if tail else text
+
+
 def task_chunk(task: Task) -> dict[str, Any]:
     """A chat-streaming task_update chunk for one sub-assistant call."""
     chunk: dict[str, Any] = {"type": "task_update", "id": task.call_id, "title": task.sub, "status": task.status}
     if task.task:
-        chunk["details"] = shorten(task.task, c.TASK_DETAILS_MAX_CHARS)
+        chunk["details"] = shorten(defuse_mentions(task.task), c.TASK_DETAILS_MAX_CHARS)
     return chunk
 
 
@@ -42,7 +67,7 @@ def markdown_chunk(text: str) -> dict[str, Any]:
 
 def reply_body(reply: Reply) -> str:
     """The text posted for a reply: answers and notices verbatim, failures marked as such."""
-    text = reply.text if reply.text.strip() else "(no answer)"
+    text = defuse_mentions(reply.text) if reply.text.strip() else "(no answer)"
     if reply.kind == "failure":
         return FAILURE_PREFIX + text
     return text
@@ -66,7 +91,7 @@ def placeholder_text(tasks: list[Task], preview: str, limit: int = c.MESSAGE_PAR
     """The fallback placeholder: one line per sub-assistant, then the tail of the live preview; <= limit."""
     lines = []
     for t in tasks:
-        detail = f": {shorten(t.task, c.TASK_DETAILS_MAX_CHARS)}" if t.task else ""
+        detail = f": {shorten(defuse_mentions(t.task), c.TASK_DETAILS_MAX_CHARS)}" if t.task else ""
         lines.append(f"{_ICONS.get(t.status, '')} **{t.sub}**{detail}".strip())
     head = "\n".join(lines)
     if c.MESSAGE_TEXT.length(head) > limit // 2:

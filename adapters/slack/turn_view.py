@@ -34,6 +34,7 @@ from adapters.slack import constants as c
 from adapters.slack.keys import Route
 from adapters.slack.render import (
     Task,
+    defused_preview,
     markdown_chunk,
     placeholder_text,
     preview_metadata,
@@ -104,7 +105,8 @@ class TurnView:
         self.route = Route.from_mapping(turn.route)
         self.recipient_user = self.route.user or (turn.users[-1] if turn.users else "")
         self.tasks: dict[str, Task] = {}
-        self.preview = ""
+        self.preview = ""  # what may be shown of `raw_preview`: defused (no mentions), its unfinished tail held back
+        self.raw_preview = ""
         self.mode: Mode = "none"
         self.stream_ts: str | None = None
         self.streamed = ""  # answer text already in the stream message
@@ -141,11 +143,12 @@ class TurnView:
             task.status = c.TASK_COMPLETE if event.ok else c.TASK_ERROR
             await self.s.status.sub_finished(channel, thread, event.call_id)
         elif isinstance(event, TextDelta):
-            self.preview += event.text
+            self.raw_preview += event.text
+            self.preview = defused_preview(self.raw_preview)
         elif isinstance(event, Retrying):
             # only the proxy streams text: a sub-assistant's retry leaves the preview as it is
             if event.who not in {t.sub for t in self.tasks.values()}:
-                self.preview = ""
+                self.preview = self.raw_preview = ""
                 if self.streamed:
                     self.restart_stream = True
             await self.s.status.retrying(channel, thread, event.words)

@@ -325,6 +325,8 @@ class AssistantsBackend:
         }
         if messages:
             body["additional_messages"] = messages
+        if request.agent.max_output_tokens:
+            body["max_completion_tokens"] = request.agent.max_output_tokens
         tools = [assistants_tool(t) for t in request.tools]
         if tools != synced.tools:
             body["tools"] = tools

@@ -144,6 +144,8 @@ class ResponsesBackend:
             "stream": True,
             "metadata": {"agent": request.agent.name, **request.metadata},
         }
+        if request.agent.max_output_tokens:
+            kwargs["max_output_tokens"] = request.agent.max_output_tokens
         if request.tools:
             kwargs["tools"] = request.tools
             kwargs["parallel_tool_calls"] = True

@@ -9,8 +9,8 @@ from adapters.discord.constants import INTENT_MESSAGE_CONTENT
 from tests.discord.conftest import StartAdapter, World
 from tests.discord.fakes import FakeBot
 
-EXPECTED_COMMANDS = {"ask", "reset", "status", "assistants", "help", "admin"}
-ADMIN_SUBCOMMANDS = {"reset-channel", "reset-all", "cancel", "audit"}
+EXPECTED_COMMANDS = {"ask", "reset", "status", "assistants", "help", "admin", "usage"}
+ADMIN_SUBCOMMANDS = {"reset-channel", "reset-all", "cancel", "audit", "grant", "forget", "reload"}
 
 
 async def test_login_and_guild_sync(world: World, start_adapter: StartAdapter) -> None:
@@ -26,6 +26,7 @@ async def test_login_and_guild_sync(world: World, start_adapter: StartAdapter) -
     admin = commands["admin"]
     assert {o["name"] for o in admin["options"]} == ADMIN_SUBCOMMANDS
     assert int(admin["default_member_permissions"]) == 1 << 5  # Manage Server by default
+    assert int(commands["usage"]["default_member_permissions"]) == 1 << 5
     ask_prompt = commands["ask"]["options"][0]
     assert ask_prompt["name"] == "prompt" and ask_prompt["required"] and ask_prompt["max_length"] == 6000
     # identified without the privileged intent; the surface is registered with the engine

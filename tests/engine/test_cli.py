@@ -67,3 +67,21 @@ def test_every_command_has_help(command, capsys):
         build_parser().parse_args([command, "--help"])
     assert exit_.value.code == 0
     assert "usage: switchboard" in capsys.readouterr().out
+
+
+async def test_chat_tells_the_user_when_the_daily_token_budget_is_spent(tmp_path):
+    from emulator import run_emulator
+
+    team = tmp_path / "team.toml"
+    example = (REPO / "switchboard.example.toml").read_text()
+    team.write_text(example.replace("[budgets]\n", "[budgets]\nuser_tokens_per_day = 1\n"))
+    env = {"SWITCHBOARD_CONFIG": str(team), "SWITCHBOARD_DB": str(tmp_path / "chat.db"), "OPENAI_API_KEY": "k"}
+    async with run_emulator() as emu:
+        env["OPENAI_BASE_URL"] = emu.base_url
+        code, out, err = await run_cli("chat", stdin="first\nsecond\n", env=env)
+        assert code == 0, err
+        assert out.splitlines() == ["You said: first"]  # the first turn spends the budget; the second starts no run
+        assert "[not sent] Sorry, you have used today's token budget; it resets at 00:00 UTC" in err
+        assert len([r for r in emu.responses.values() if r.agent == "proxy"]) == 1
+        code, out, _ = await run_cli("usage", env=env)
+    assert code == 0 and "user:console:" in out and "budget 1 tokens" in out

@@ -8,7 +8,7 @@ message of that thread, which the bot then did not know). An event must be ackno
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
 import aiohttp
@@ -28,10 +28,10 @@ class OrderedStore(SQLiteStore):
         super().__init__(path)
         self.order = order
 
-    async def add_inbound(self, message: InboxMessage) -> bool:
-        fresh = await super().add_inbound(message)
+    async def admit_inbound(self, message: InboxMessage, quotas: Mapping[str, int], minute: int) -> str:
+        outcome = await super().admit_inbound(message, quotas, minute)  # what `Bot.accept` stores a message with
         self.order.append(f"stored {message.event_id}")
-        return fresh
+        return outcome
 
 
 @pytest.fixture

@@ -37,6 +37,7 @@ METHOD_SCOPES: dict[str, set[str]] = {
     "conversations_replies": {"channels:history", "groups:history", "im:history", "mpim:history"},
     "conversations_history": {"channels:history", "groups:history", "im:history", "mpim:history"},
     "users_info": {"users:read"},
+    "usergroups_list": {"usergroups:read"},
 }
 #: the scope each bot event needs
 EVENT_SCOPES: dict[str, set[str]] = {
@@ -68,7 +69,7 @@ def web_api_methods_called() -> set[str]:
         for m in found
         if m in METHOD_SCOPES
         or re.fullmatch(
-            r"(chat|assistant_threads|conversations|users|"
+            r"(chat|assistant_threads|conversations|users|usergroups|"
             r"auth|apps|reactions|files)_[A-Za-z]+",
             m,
         )

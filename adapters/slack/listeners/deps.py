@@ -9,6 +9,7 @@ from adapters.slack.keys import ThreadRegistry
 from adapters.slack.settings import SlackSettings
 from adapters.slack.status import StatusBoard
 from adapters.slack.surface import SlackSurface
+from adapters.slack.usergroups import UserGroups
 from bot.types import BotLike
 
 
@@ -20,3 +21,4 @@ class Deps:
     status: StatusBoard
     threads: ThreadRegistry
     admins: AdminCache
+    usergroups: UserGroups | None = None  # for the access lists' roles; None: nobody has roles

@@ -114,6 +114,8 @@ class MessageHandler:
             user=str(event["user"]),
             text=text,
             route=route.as_mapping(),
+            roles=self.deps.usergroups.of(str(event["user"])) if self.deps.usergroups else (),
+            dm=dm,
         )
 
     async def handle(
