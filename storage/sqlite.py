@@ -383,7 +383,7 @@ class SQLiteStore:
     async def delete_chat_thread(self, thread_id: str) -> None:
         await self._transaction([
             (f"DELETE FROM {table} WHERE thread_id=?", (thread_id,))
-            for table in ("chat_threads", "chat_messages", "chat_summaries")
+            for table in ("chat_threads", "chat_messages", "chat_summaries", "chat_runs")
         ])
 
     async def finish_chat_run(
