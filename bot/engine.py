@@ -21,9 +21,6 @@ import logging
 import time
 from collections.abc import AsyncIterator, Set
 
-import httpx2
-import openai
-
 from bot.access import Policy
 from bot.admin_socket import AdminSocket, InstanceLock, socket_path
 from bot.backends.base import Backend
