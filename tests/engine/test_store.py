@@ -1,4 +1,5 @@
-"""The SQLite store: schema versioning, idempotent inbox, durability across reopen, clear errors."""
+"""The stores: the `Store` contract runs against SQLite and a real PostgreSQL server alike (`store_url`), then each
+store's own schema versioning and errors."""
 
 from __future__ import annotations
 
@@ -10,11 +11,17 @@ import pytest
 
 from storage.base import InboxMessage, StoreError, TurnRecord, TurnUpdate
 from storage.schema import SCHEMA_VERSION
+from storage.select import store_for
 from storage.sqlite import SQLiteStore
 
 
 def message(event_id: str, text: str = "hi") -> InboxMessage:
     return InboxMessage(event_id, "c1", "console", "ch", "u1", text, {"k": "v"}, time.time())
+
+
+def stored_text(store_kind: str, text: str) -> str:
+    """PostgreSQL text cannot hold NUL: its store keeps U+FFFD in its place (storage/postgres.py)."""
+    return text.replace("\u0000", "\ufffd") if store_kind == "postgres" else text
 
 
 async def test_schema_is_versioned_and_wal(tmp_path):
@@ -36,26 +43,27 @@ async def test_newer_schema_is_refused(tmp_path):
         await SQLiteStore(tmp_path / "s.db").open()
 
 
-async def test_inbox_is_idempotent_and_keeps_order_and_sql_metacharacters(tmp_path):
-    store = SQLiteStore(tmp_path / "s.db")
+async def test_inbox_is_idempotent_and_keeps_order_and_sql_metacharacters(store_url, store_kind):
+    store = store_for(store_url)
     await store.open()
     assert await store.add_inbound(message("e1", "first'; DROP TABLE inbox; --"))
     assert not await store.add_inbound(message("e1", "retry"))
     assert await store.add_inbound(message("e2", "second \u0000 \u202e"))
     pending = await store.pending_inbound("c1")
-    assert [m.text for m in pending] == ["first'; DROP TABLE inbox; --", "second \u0000 \u202e"]
+    second = stored_text(store_kind, "second \u0000 \u202e")
+    assert [m.text for m in pending] == ["first'; DROP TABLE inbox; --", second]
     assert pending[0].route == {"k": "v"}
     await store.close()
 
 
-async def test_turn_updates_survive_reopen(tmp_path):
-    store = SQLiteStore(tmp_path / "s.db")
+async def test_turn_updates_survive_reopen(store_url):
+    store = store_for(store_url)
     await store.open()
     now = time.time()
     await store.create_turn(TurnRecord("t1", "c1", 0, "received", now, now))
     await store.update_turn("t1", TurnUpdate(state="replied", reply_kind="answer", reply_text="ok", add_retries=2))
     await store.close()
-    reopened = SQLiteStore(tmp_path / "s.db")
+    reopened = store_for(store_url)
     await reopened.open()
     turn = await reopened.get_turn("t1")
     assert (turn.state, turn.reply_text, turn.retries) == ("replied", "ok", 2)
@@ -63,8 +71,8 @@ async def test_turn_updates_survive_reopen(tmp_path):
     await reopened.close()
 
 
-async def test_a_notice_turn_claims_its_messages_in_the_same_transaction(tmp_path):
-    store = SQLiteStore(tmp_path / "s.db")
+async def test_a_notice_turn_claims_its_messages_in_the_same_transaction(store_url):
+    store = store_for(store_url)
     await store.open()
     for event in ("e1", "e2"):
         await store.add_inbound(message(event, "waiting"))
@@ -97,11 +105,11 @@ async def test_missing_folder_and_read_only_database_give_clear_errors(tmp_path)
     await ro.close()
 
 
-async def test_concurrent_writers_never_lose_each_others_rows(tmp_path):
+async def test_concurrent_writers_never_lose_each_others_rows(store_url):
     """Regression: a transaction of one coroutine must not swallow or roll back another coroutine's write."""
     import asyncio
 
-    store = SQLiteStore(tmp_path / "s.db")
+    store = store_for(store_url)
     await store.open()
 
     async def one(i: int) -> None:
