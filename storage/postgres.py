@@ -19,7 +19,6 @@ import json
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeAlias, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
@@ -29,6 +28,9 @@ from storage.base import (
     AuditEntry,
     ConversationRecord,
     InboxMessage,
+    LeaseLost,
+    PruneCounts,
+    RetentionPolicy,
     RunRecord,
     StoreError,
     ToolCallRecord,
@@ -37,6 +39,8 @@ from storage.base import (
     TurnUpdate,
 )
 from storage.pg_schema import PG_MIGRATIONS, PG_SCHEMA_VERSION
+from storage.retention import BATCH, postgres_sql, prune_steps
+from storage.select import redacted
 
 T = TypeVar("T")
 Connection: TypeAlias = "PoolConnectionProxy[asyncpg.Record]"
@@ -45,24 +49,6 @@ CONNECT_TIMEOUT_SECONDS = 10.0
 MIGRATION_LOCK = 0x5377_6264  # advisory lock id: instances starting together migrate one at a time
 INBOX_CHANNEL = "switchboard_inbox"  # NOTIFY channel: a message was stored for this conversation
 DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError)
-
-
-class LeaseLost(StoreError):
-    """This instance no longer owns the conversation (its lease expired and another instance took it over)."""
-
-
-def is_postgres_url(url: str) -> bool:
-    return url.startswith(("postgresql://", "postgres://"))
-
-
-def redacted(url: str) -> str:
-    """The URL without its password, for logs and errors."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _text(value: str) -> str:
@@ -470,6 +456,19 @@ class PostgresStore:
         rows = await self._fetch("SELECT * FROM audit ORDER BY id DESC LIMIT $1", limit)
         return [AuditEntry(at=r["at"], platform=r["platform"], actor=r["actor"], action=r["action"],
                            target=r["target"], outcome=r["outcome"], detail=r["detail"]) for r in rows]
+
+    # ---- retention ----
+
+    async def prune(self, policy: RetentionPolicy, now: float | None = None) -> PruneCounts:
+        counts: dict[str, int] = {}
+        for step in prune_steps(policy, now):
+            sql = postgres_sql(step.sql)
+            while True:
+                deleted = int((await self._execute(sql, *step.params)).split()[-1])
+                counts[step.field] = counts.get(step.field, 0) + deleted
+                if deleted < BATCH:
+                    break
+        return PruneCounts(**counts)
 
 
 async def _migrate(conn: Connection, where: str) -> None:

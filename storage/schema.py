@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 MIGRATIONS: list[str] = [
     # 1: initial schema
@@ -115,5 +115,15 @@ MIGRATIONS: list[str] = [
         content_hash TEXT NOT NULL,
         PRIMARY KEY (backend, name)
     );
+    """,
+    # 2: indexes so that accepting a message and the worker's queries stay fast as history grows: the inbox's
+    # next seq is MAX(seq) (an index lookup now, a scan before), a turn's messages, conversations with pending ones,
+    # and the runs still active (the partial index matches the literal list in `SQLiteStore.active_runs`)
+    """
+    CREATE INDEX inbox_seq ON inbox(seq);
+    CREATE INDEX inbox_turn ON inbox(turn_id);
+    CREATE INDEX inbox_pending_conversations ON inbox(conversation) WHERE state = 'pending';
+    CREATE INDEX runs_active ON runs(turn_id)
+        WHERE status NOT IN ('completed', 'failed', 'cancelled', 'expired', 'incomplete', 'superseded');
     """,
 ]

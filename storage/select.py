@@ -4,6 +4,8 @@ a SQLite file path (the embedded default). Building a store opens nothing; `awai
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit, urlunsplit
+
 from storage.base import Store
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
@@ -11,6 +13,15 @@ POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 def is_postgres(location: str) -> bool:
     return location.startswith(POSTGRES_SCHEMES)
+
+
+def redacted(location: str) -> str:
+    """The location without a password, for logs, errors and status output."""
+    parts = urlsplit(location)
+    if not is_postgres(location) or parts.password is None:
+        return location
+    netloc = f"{parts.username}:***@{parts.hostname or ''}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def store_for(location: str, *, owner: str | None = None, pool_size: int | None = None) -> Store:

@@ -168,3 +168,46 @@ async def test_a_cancelled_caller_leaves_its_write_whole_and_later_reads_see_it(
     claimed = [m.event_id for m in await store.inbound_for_turn("t1")]
     assert claimed in ([], ["e1", "e2"])  # whole or not at all
     assert len(await store.transcript("c1", 0, "main")) == len(claimed)
+
+
+async def test_prune_deletes_only_old_finished_records_and_keeps_what_a_rebuild_needs(store: Store) -> None:
+    day = 86_400.0
+    old = time.time() - 40 * day
+    # an old conversation, answered and delivered, then reset: everything finished and old
+    await store.add_inbound(InboxMessage("e-old", "c1", "slack", "ch", "u1", "q", {}, old))
+    await store.start_turn(TurnRecord("t-old", "c1", 0, "running", old, old), [msg("e-old")], "main")
+    await store.record_run(RunRecord("r-old", "t-old", "proxy", "proxy", "th", "completed", 1, [], created_at=old))
+    await store.record_tool_call(ToolCallRecord("t-old", "proxy", "call", "ask_critic", "{}"))
+    await store.record_reply(turn("t-old"), TurnUpdate(state="delivering", reply_kind="answer", reply_text="a"),
+                             "main")
+    await store.finish_delivery("t-old", "ref", ["e-old"])
+    await store.mark_transcript_reset("c1", 0)
+    await store.bump_generation("c1")
+    await store.append_transcript("c1", 1, "main", TranscriptEntry("user", "live generation"))
+    # an unfinished turn of the same age: kept whole
+    await store.add_inbound(InboxMessage("e-open", "c2", "slack", "ch", "u1", "q", {}, old))
+    await store.start_turn(TurnRecord("t-open", "c2", 0, "running", old, old), [msg("e-open", "c2")], "main")
+    await store.record_run(RunRecord("r-open", "t-open", "proxy", "proxy", "th", "in_progress", 1, [],
+                                     created_at=old))
+    await store.add_audit(AuditEntry(old, "slack", "u1", "reset", "c1", "done"))
+    await store.add_audit(AuditEntry(time.time(), "slack", "u1", "cancel", "c1", "done"))
+
+    from storage.base import RetentionPolicy
+
+    keep_all = RetentionPolicy(inbox_days=0, runs_days=0, transcript_days=0, audit_days=0)
+    assert (await store.prune(keep_all)).total == 0
+    # "now" is 31 days ahead: records of today are 31 days old, the `old` ones 71
+    later = time.time() + 31 * day
+    counts = await store.prune(RetentionPolicy(inbox_days=30, runs_days=30, transcript_days=30, audit_days=60),
+                               now=later)
+    assert (counts.inbox, counts.turns, counts.runs, counts.tool_calls, counts.transcript, counts.audit) == (
+        1, 1, 1, 1, 2, 1)
+    assert await store.get_turn("t-old") is None and await store.latest_run("t-old", "proxy") is None
+    assert await store.get_tool_call("t-old", "proxy", "call") is None
+    assert [t.id for t in await store.unfinished_turns()] == ["t-open"]
+    assert [m.event_id for m in await store.inbound_for_turn("t-open")] == ["e-open"]
+    assert [r.remote_id for r in await store.active_runs()] == ["r-open"]
+    assert [e.text for e in await store.transcript("c1", 1, "main")] == ["live generation"]
+    assert [e.text for e in await store.transcript("c2", 0, "main")] == ["hi"]
+    assert [a.action for a in await store.recent_audit()] == ["cancel"]
+    assert (await store.prune(RetentionPolicy(), now=later)).total == 0  # idempotent

@@ -1,0 +1,105 @@
+"""Conversation leases on PostgreSQL: at most one live instance owns a conversation, and every write of its turns is
+fenced by the token it was granted (`PostgresStore._fence_*`). Expiry is judged by the database's clock only.
+
+Why leases and not advisory locks: an advisory lock lives as long as one server session, so it ties ownership to a
+connection (not to a pooled store), is only freed when the server notices the TCP session is gone (minutes after a
+network loss), and fences nothing: a cut-off instance that reconnects could write again. A lease row expires at
+a time every instance agrees on, and its token makes a stale owner's late writes fail (`LeaseLost`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from storage.postgres import INBOX_CHANNEL, Connection, PostgresStore
+
+NOW = "extract(epoch from clock_timestamp())"
+
+
+@dataclass(frozen=True, slots=True)
+class Renewal:
+    """What a heartbeat found: the conversations still held, and those lost to another instance."""
+
+    held: frozenset[str]
+    lost: frozenset[str]
+
+
+class Leases:
+    """The lease operations of one instance (`store.owner`) on its store; tokens are kept in `store.tokens`."""
+
+    def __init__(self, store: PostgresStore, lease_seconds: float) -> None:
+        if store.owner is None:
+            raise ValueError("leases need a store opened with an owner (this instance's id)")
+        self.store = store
+        self.owner: str = store.owner
+        self.lease_seconds = lease_seconds
+        self._listener: Connection | None = None
+
+    async def acquire(self, conversation: str, *, steal: bool = False) -> bool:
+        """Own the conversation if nobody live does (or always, with `steal`: an admin action taking it over; the
+        old owner's writes then fail on the new token). Keeps the token when this instance owns it already."""
+        takeover = "TRUE" if steal else f"leases.owner = $2 OR leases.expires_at < {NOW}"
+        row = await self.store._fetchrow(
+            f"INSERT INTO leases(conversation, owner, token, expires_at) VALUES ($1, $2, 1, {NOW} + $3)"
+            " ON CONFLICT (conversation) DO UPDATE SET owner = $2, expires_at = EXCLUDED.expires_at,"
+            "  token = CASE WHEN leases.owner = $2 THEN leases.token ELSE leases.token + 1 END"
+            f" WHERE {takeover} RETURNING token",
+            conversation, self.owner, self.lease_seconds)
+        if row is None:
+            self.store.tokens.pop(conversation, None)
+            return False
+        self.store.tokens[conversation] = int(row["token"])
+        return True
+
+    async def renew(self) -> Renewal:
+        """Heartbeat: extend every lease this instance holds, and learn which it has lost."""
+        rows = await self.store._fetch(
+            f"UPDATE leases SET expires_at = {NOW} + $2 WHERE owner = $1 RETURNING conversation, token",
+            self.owner, self.lease_seconds)
+        current = {str(r["conversation"]): int(r["token"]) for r in rows}
+        lost = frozenset(c for c, t in self.store.tokens.items() if current.get(c) != t)
+        for conversation in lost:
+            self.store.tokens.pop(conversation, None)
+        return Renewal(held=frozenset(self.store.tokens), lost=lost)
+
+    async def release(self, conversation: str) -> None:
+        token = self.store.tokens.pop(conversation, None)
+        if token is not None:
+            await self.store._execute(
+                "DELETE FROM leases WHERE conversation = $1 AND owner = $2 AND token = $3",
+                conversation, self.owner, token)
+
+    async def release_all(self) -> None:
+        """A clean stop: every conversation is free for another instance at once, not after the lease runs out."""
+        self.store.tokens.clear()
+        await self.store._execute("DELETE FROM leases WHERE owner = $1", self.owner)
+
+    async def claimable_work(self) -> list[str]:
+        """Conversations with a pending message or an unfinished turn that no other instance owns live: a dead
+        instance's, brand new ones, and this instance's own (a notification it missed)."""
+        rows = await self.store._fetch(
+            "SELECT w.conversation FROM ("
+            " SELECT DISTINCT conversation FROM inbox WHERE state = 'pending'"
+            " UNION SELECT conversation FROM turns WHERE state <> 'delivered') w"
+            " WHERE NOT EXISTS (SELECT 1 FROM leases l WHERE l.conversation = w.conversation"
+            f"  AND l.expires_at >= {NOW} AND l.owner <> $1)", self.owner)
+        return [str(r["conversation"]) for r in rows]
+
+    async def owner_of(self, conversation: str) -> str | None:
+        """The live owner of the conversation, if any."""
+        row = await self.store._fetchrow(
+            f"SELECT owner FROM leases WHERE conversation = $1 AND expires_at >= {NOW}", conversation)
+        return str(row["owner"]) if row else None
+
+    async def listen(self, on_message: Callable[[str], None]) -> None:
+        """Call `on_message(conversation)` whenever any instance stores a message (PostgreSQL NOTIFY). A missed
+        notification (the listening connection dropped) is caught up by the next `claimable_work`."""
+        conn = await self.store.pool.acquire()
+        await conn.add_listener(INBOX_CHANNEL, lambda _conn, _pid, _channel, payload: on_message(payload))
+        self._listener = conn
+
+    async def unlisten(self) -> None:
+        conn, self._listener = self._listener, None
+        if conn is not None:
+            await self.store.pool.release(conn)  # the pool resets it on release, which UNLISTENs
