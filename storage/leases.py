@@ -34,7 +34,7 @@ class Leases:
         self.store = store
         self.owner: str = store.owner
         self.lease_seconds = lease_seconds
-        self._listener: Connection | None = None
+        self._listener: tuple[Connection, Callable[..., None]] | None = None
 
     async def acquire(self, conversation: str, *, steal: bool = False) -> bool:
         """Own the conversation if nobody live does (or always, with `steal`: an admin action taking it over; the
@@ -95,11 +95,19 @@ class Leases:
     async def listen(self, on_message: Callable[[str], None]) -> None:
         """Call `on_message(conversation)` whenever any instance stores a message (PostgreSQL NOTIFY). A missed
         notification (the listening connection dropped) is caught up by the next `claimable_work`."""
+
+        def notified(_conn: object, _pid: int, _channel: str, payload: object) -> None:
+            on_message(str(payload))
+
         conn = await self.store.pool.acquire()
-        await conn.add_listener(INBOX_CHANNEL, lambda _conn, _pid, _channel, payload: on_message(payload))
-        self._listener = conn
+        await conn.add_listener(INBOX_CHANNEL, notified)
+        self._listener = (conn, notified)
 
     async def unlisten(self) -> None:
-        conn, self._listener = self._listener, None
-        if conn is not None:
-            await self.store.pool.release(conn)  # the pool resets it on release, which UNLISTENs
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            conn, callback = listener
+            try:
+                await conn.remove_listener(INBOX_CHANNEL, callback)
+            finally:
+                await self.store.pool.release(conn)
