@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     from bot.migrate import add_commands  # sync (assistants backend) and migrate (between backends)
 
     add_commands(sub, with_config)
+    from switchboard.storage_cli import add_commands as add_storage_commands  # prune, migrate-store
+
+    add_storage_commands(sub, with_config)
 
     emu = sub.add_parser("emulator", help="run the local OpenAI-compatible emulator")
     emu.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")

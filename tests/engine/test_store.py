@@ -125,3 +125,49 @@ async def test_concurrent_writers_never_lose_each_others_rows(store_url):
     for i in (0, 150, 299):
         assert [m.event_id for m in await store.inbound_for_turn(f"t{i}")] == [f"e{i}"]
     await store.close()
+
+
+async def test_postgres_schema_is_versioned_and_a_newer_one_is_refused(pg_cluster, pg_url):
+    from storage.pg_schema import PG_SCHEMA_VERSION
+    from storage.postgres import PostgresStore
+
+    for _ in range(2):  # reopening applies nothing twice
+        store = PostgresStore(pg_url)
+        await store.open()
+        await store.close()
+    database = pg_url.rsplit("/", 1)[1]
+    assert pg_cluster.psql("SELECT array_agg(version ORDER BY version) FROM switchboard_schema", database).strip() == (
+        "{" + ",".join(str(v) for v in range(1, PG_SCHEMA_VERSION + 1)) + "}")
+    pg_cluster.psql(f"INSERT INTO switchboard_schema VALUES ({PG_SCHEMA_VERSION + 1})", database)
+    with pytest.raises(StoreError, match="newer than this Switchboard"):
+        await PostgresStore(pg_url).open()
+
+
+async def test_postgres_errors_name_the_server_but_never_the_password():
+    from storage.postgres import PostgresStore
+    from storage.select import redacted
+
+    url = "postgresql://bot:s3cret-pw@127.0.0.1:9/switchboard"  # nothing listens on port 9
+    assert redacted(url) == "postgresql://bot:***@127.0.0.1:9/switchboard"
+    with pytest.raises(StoreError, match="cannot open database") as caught:
+        await PostgresStore(url).open()
+    assert "s3cret-pw" not in str(caught.value) and "127.0.0.1:9" in str(caught.value)
+
+
+async def test_an_old_sqlite_database_is_migrated_to_the_new_indexes(tmp_path):
+    from storage.schema import MIGRATIONS
+
+    with sqlite3.connect(tmp_path / "s.db") as conn:
+        conn.executescript(MIGRATIONS[0] + "; PRAGMA user_version=1;")
+        conn.execute("INSERT INTO inbox(event_id, conversation, platform, channel, user_id, text, route, received_at,"
+                     " seq) VALUES ('e1', 'c1', 'console', 'ch', 'u', 'hi', '{}', 1.0, 1)")
+    store = SQLiteStore(tmp_path / "s.db")
+    await store.open()
+    assert await store.conversations_with_pending() == ["c1"]
+    assert await store.add_inbound(message("e2"))
+    assert [m.event_id for m in await store.pending_inbound("c1")] == ["e1", "e2"]
+    await store.close()
+    with sqlite3.connect(tmp_path / "s.db") as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        plan = conn.execute("EXPLAIN QUERY PLAN SELECT MAX(seq) FROM inbox").fetchall()
+    assert "inbox_seq" in str(plan)
