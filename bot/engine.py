@@ -38,7 +38,7 @@ from bot.ownership import LeasedDoors, LeasedOwnership, Ownership
 from bot.supervisor import Supervisor
 from bot.types import Accepted, CommandContext, CommandResult, Inbound, InvalidInbound, Surface
 from bot.worker import INTERNAL_ERROR_TEXT, ConversationWorker, TurnStats
-from storage.base import InboxMessage, LeaseLost, Store
+from storage.base import InboxMessage, LeaseLost, Store, StoreError
 from storage.select import is_postgres, store_for
 
 __all__ = ["INTERNAL_ERROR_TEXT", "MAX_MESSAGE_CHARS", "Bot", "make_backend"]
@@ -90,6 +90,7 @@ class Bot:
         )
         self._lock: InstanceLock | None = None
         self._admin: AdminSocket | None = None
+        self._pruner: asyncio.Task[None] | None = None
 
     @classmethod
     def from_config(cls, team: TeamConfig) -> Bot:
@@ -140,6 +141,7 @@ class Bot:
             await self.store.open()
             await self.backend.open()
             await self.ownership.start(self._wake, self._lost)
+            self._start_pruner()
             return
         if self.team.db_path != ":memory:":
             self._lock = InstanceLock(self.team.db_path)
@@ -157,6 +159,7 @@ class Bot:
             self.resume_later(conversation)
         for conversation in await self.store.conversations_with_pending():
             self.mailbox.kick(conversation)
+        self._start_pruner()
 
     async def stop(self, grace: float = STOP_GRACE_SECONDS) -> None:
         """Let in-flight work finish for up to `grace` seconds, then cancel it (it resumes on the next start)."""
@@ -166,6 +169,10 @@ class Bot:
         except TimeoutError:
             log.info("stopping with turns in flight; they resume on the next start")
         await self.mailbox.close()
+        if self._pruner is not None:
+            self._pruner.cancel()
+            await asyncio.gather(self._pruner, return_exceptions=True)
+            self._pruner = None
         await self.ownership.stop()  # leases given back: other instances take over at once
         if self._admin is not None:
             await self._admin.stop()
@@ -228,6 +235,20 @@ class Bot:
 
     async def has_conversation(self, conversation: str) -> bool:
         return await self.store.get_conversation(conversation) is not None
+
+    def _start_pruner(self) -> None:
+        if self.team.storage.prune_every_hours > 0:
+            self._pruner = asyncio.create_task(self._prune_forever(), name="switchboard-prune")
+
+    async def _prune_forever(self) -> None:
+        """Retention (`[retention]`), every `prune_every_hours`; `switchboard prune` runs the same now."""
+        while True:
+            await asyncio.sleep(self.team.storage.prune_every_hours * 3600)
+            try:
+                counts = await self.store.prune(self.team.retention)
+                log.info("pruned %d old row(s): %s", counts.total, counts)
+            except StoreError as exc:
+                log.warning("prune failed (%s); trying again in %g h", exc, self.team.storage.prune_every_hours)
 
     async def _process(self, conversation: str) -> bool:
         """The mailbox's unit of work, only for a conversation this instance owns."""
