@@ -75,7 +75,8 @@ class Memory:
 
 @asynccontextmanager
 async def engine(url: str, subs: int = 1) -> AsyncIterator[tuple[Bot, LoadSurface]]:
-    team = make_team(url, temp_db(), subs=subs)
+    # benchmarks.store_overhead points this at a PostgreSQL database; the default is a fresh SQLite file
+    team = make_team(url, os.environ.get("SWITCHBOARD_BENCH_DB") or temp_db(), subs=subs)
     bot = Bot.from_config(team)
     surface = LoadSurface()
     bot.add_surface(surface)

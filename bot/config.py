@@ -86,7 +86,7 @@ class StorageConfig:
     """Options of the PostgreSQL store (ignored by SQLite): pool size, and the lease of each conversation when
     several instances share the database."""
 
-    pool_size: int = 10
+    pool_size: int = 30
     lease_seconds: float = 15.0  # a dead instance's conversations are taken over within this (plus a heartbeat)
     instance: str = ""  # this instance's id in leases; empty: host name, process id and a random suffix
     prune_every_hours: float = 24.0  # the running bot prunes by `[retention]` this often; 0: only `switchboard prune`

@@ -88,7 +88,7 @@ class LeasedOwnership(Ownership):
             await self._lost(conversation)
         for conversation in await self.leases.claimable_work():
             held = conversation in self.leases.store.tokens
-            if await self.leases.acquire(conversation):
+            if held or await self.leases.acquire(conversation):
                 if not held:
                     self.takeovers += 1
                 self._wake(conversation, not held)

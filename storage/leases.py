@@ -54,11 +54,14 @@ class Leases:
 
     async def renew(self) -> Renewal:
         """Heartbeat: extend every lease this instance holds, and learn which it has lost."""
+        # Only leases granted before the renewal started can be judged: one acquired meanwhile may be missing from
+        # the rows although it is ours.
+        before = dict(self.store.tokens)
         rows = await self.store._fetch(
             f"UPDATE leases SET expires_at = {NOW} + $2 WHERE owner = $1 RETURNING conversation, token",
             self.owner, self.lease_seconds)
         current = {str(r["conversation"]): int(r["token"]) for r in rows}
-        lost = frozenset(c for c, t in self.store.tokens.items() if current.get(c) != t)
+        lost = frozenset(c for c, t in before.items() if current.get(c) != t and self.store.tokens.get(c) == t)
         for conversation in lost:
             self.store.tokens.pop(conversation, None)
         return Renewal(held=frozenset(self.store.tokens), lost=lost)
@@ -76,14 +79,17 @@ class Leases:
         await self.store._execute("DELETE FROM leases WHERE owner = $1", self.owner)
 
     async def claimable_work(self) -> list[str]:
-        """Conversations with a pending message or an unfinished turn that no other instance owns live: a dead
-        instance's, brand new ones, and this instance's own (a notification it missed)."""
+        """Conversations with a pending message or an unfinished turn and no live owner (a dead instance's, or new
+        ones whose instance died before taking them), and this instance's own with a pending message (in case a
+        notification was missed)."""
         rows = await self.store._fetch(
             "SELECT w.conversation FROM ("
             " SELECT DISTINCT conversation FROM inbox WHERE state = 'pending'"
             " UNION SELECT conversation FROM turns WHERE state <> 'delivered') w"
             " WHERE NOT EXISTS (SELECT 1 FROM leases l WHERE l.conversation = w.conversation"
-            f"  AND l.expires_at >= {NOW} AND l.owner <> $1)", self.owner)
+            f"  AND l.expires_at >= {NOW})"
+            " UNION SELECT DISTINCT i.conversation FROM inbox i JOIN leases l ON l.conversation = i.conversation"
+            f"  AND l.owner = $1 WHERE i.state = 'pending'", self.owner)
         return [str(r["conversation"]) for r in rows]
 
     async def owner_of(self, conversation: str) -> str | None:
