@@ -46,7 +46,7 @@ def main() -> None:
     params = {"count": args.count, "provider": args.provider, "rounds": args.rounds}
     cluster = PgCluster.start(fsync=args.fsync)
     try:
-        results = {store: asyncio.run(phase(params, None if store == "sqlite" else cluster.create_database(f"bench_{store}")))
+        results = {store: asyncio.run(phase(params, None if store == "sqlite" else cluster.create_database("bench")))
                    for store in args.stores}
     finally:
         cluster.stop()

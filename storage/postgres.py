@@ -77,6 +77,7 @@ class PostgresStore:
         self.tokens: dict[str, int] = {}  # conversation -> fencing token of the lease this instance holds
         self._pool: asyncpg.Pool | None = None
         self._orphans: set[asyncio.Task[Any]] = set()
+        self._turn_conversations: dict[str, str] = {}  # unfinished turns' conversations, to fence their writes
 
     # ---- lifecycle ----
 
@@ -173,28 +174,51 @@ class PostgresStore:
 
         return await self._op(run)
 
-    # ---- fencing ----
+    # ---- fencing: every write of a turn is one statement whose CTE `fence` holds the lease row (FOR SHARE, so a
+    # takeover waits for it), and whose writes happen only if the row says this instance, under its token ----
 
-    async def _fence_conversation(self, conn: Connection, conversation: str) -> None:
-        if self.owner is None:
-            return
-        token = await conn.fetchval(
-            "SELECT token FROM leases WHERE conversation=$1 AND owner=$2 FOR SHARE", conversation, self.owner)
-        if token is None or token != self.tokens.get(conversation):
+    def _fence(self, conversation: str | None) -> tuple[str, tuple[Any, ...]]:
+        """The `fence` CTE and its parameters $1-$3 (conversation, owner, token). Unfenced (one instance, or a
+        turn this store has no record of): a fence that always holds."""
+        if self.owner is None or conversation is None:
+            return "fence AS (SELECT $1::text AS c, $2::text AS o, $3::bigint AS t)", (conversation, "", 0)
+        return ("fence AS (SELECT conversation FROM leases WHERE conversation=$1 AND owner=$2 AND token=$3"
+                " FOR SHARE)", (conversation, self.owner, self.tokens.get(conversation, -1)))
+
+    async def _fenced(self, conversation: str | None, cte: str, args: Sequence[Any]) -> int:
+        """Run `WITH fence, <cte> SELECT ...` (the CTE's own parameters from $4; its last part is named `w` and
+        RETURNs one row per row written); the rows written. LeaseLost, with nothing written, if the fence fails."""
+        fence, fence_args = self._fence(conversation)
+        sql = f"WITH {fence}, {cte} SELECT (SELECT count(*) FROM fence) AS fenced, (SELECT count(*) FROM w) AS n"
+
+        async def run(conn: Connection) -> asyncpg.Record:
+            row = await conn.fetchrow(sql, *fence_args, *args)
+            assert row is not None
+            return row
+
+        row = await self._op(run)
+        if not row["fenced"]:
             raise LeaseLost(f"this instance no longer owns conversation {conversation}")
+        return int(row["n"])
 
-    async def _fence_turn(self, conn: Connection, turn_id: str) -> bool:
-        """False if the turn does not exist; raises LeaseLost if it exists and this instance does not own it."""
+    async def _conversation_of(self, turn_id: str) -> str | None:
+        """The turn's conversation (to fence its writes), or None for a turn not recorded."""
         if self.owner is None:
-            return True
-        row = await conn.fetchrow(
-            "SELECT t.conversation, l.token FROM turns t JOIN leases l ON l.conversation=t.conversation"
-            " AND l.owner=$2 WHERE t.id=$1 FOR SHARE OF l", turn_id, self.owner)
-        if row is None or row["token"] != self.tokens.get(row["conversation"]):
-            if row is None and await conn.fetchval("SELECT 1 FROM turns WHERE id=$1", turn_id) is None:
-                return False
-            raise LeaseLost(f"this instance no longer owns the conversation of turn {turn_id}")
-        return True
+            return None
+        known = self._turn_conversations.get(turn_id)
+        if known is None:
+            row = await self._fetchrow("SELECT conversation FROM turns WHERE id=$1", turn_id)
+            if row is None:
+                return None
+            known = self._turn_conversations[turn_id] = str(row["conversation"])
+        return known
+
+    def _remember(self, turns: Sequence[TurnRecord]) -> list[TurnRecord]:
+        if self.owner is not None:
+            for turn in turns:
+                if turn.state != "delivered":
+                    self._turn_conversations[turn.id] = turn.conversation
+        return list(turns)
 
     # ---- inbox ----
 
@@ -231,78 +255,73 @@ class PostgresStore:
     # ---- turns and runs ----
 
     async def start_turn(self, turn: TurnRecord, messages: list[InboxMessage], thread_path: str) -> None:
-        async def body(conn: Connection) -> None:
-            await self._fence_conversation(conn, turn.conversation)
-            await conn.execute(
-                "INSERT INTO turns(id, conversation, generation, state, created_at, updated_at)"
-                " VALUES ($1,$2,$3,$4,$5,$6)",
-                turn.id, turn.conversation, turn.generation, turn.state, turn.created_at, turn.updated_at)
-            await conn.execute(
-                "UPDATE inbox SET state='in_turn', turn_id=$1 WHERE event_id = ANY($2::text[]) AND state='pending'",
-                turn.id, [m.event_id for m in messages])
-            await conn.executemany(
-                "INSERT INTO transcript(conversation, generation, thread_path, role, text, turn_id, created_at)"
-                " VALUES ($1,$2,$3,'user',$4,$5,$6)",
-                [(turn.conversation, turn.generation, thread_path, _text(m.text), turn.id, turn.created_at)
-                 for m in messages])
-
-        await self._guarded_insert(body, turn.id)
+        self._remember([turn])
+        await self._insert_turn(
+            "t AS (INSERT INTO turns(id, conversation, generation, state, created_at, updated_at)"
+            " SELECT $4, $1, $5, $6, $7, $8 WHERE EXISTS (SELECT 1 FROM fence) RETURNING id),"
+            " c AS (UPDATE inbox SET state='in_turn', turn_id=$4 WHERE event_id = ANY($9::text[]) AND state='pending'"
+            "  AND EXISTS (SELECT 1 FROM t)),"
+            " w AS (INSERT INTO transcript(conversation, generation, thread_path, role, text, turn_id, created_at)"
+            "  SELECT $1, $5, $10, 'user', u.text, $4, $7 FROM unnest($11::text[]) WITH ORDINALITY AS u(text, n)"
+            "  WHERE EXISTS (SELECT 1 FROM t) ORDER BY u.n RETURNING 1)",
+            turn, (turn.id, turn.generation, turn.state, turn.created_at, turn.updated_at,
+                   [m.event_id for m in messages], thread_path, [_text(m.text) for m in messages]))
 
     async def create_turn(self, turn: TurnRecord, claim: Sequence[str] = ()) -> None:
-        async def body(conn: Connection) -> None:
-            await self._fence_conversation(conn, turn.conversation)
-            await conn.execute(
-                "INSERT INTO turns(id, conversation, generation, state, reply_kind, reply_text, created_at,"
-                " updated_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8)",
-                turn.id, turn.conversation, turn.generation, turn.state, turn.reply_kind,
-                _opt_text(turn.reply_text), turn.created_at, turn.updated_at)
-            await conn.execute(
-                "UPDATE inbox SET state='in_turn', turn_id=$1 WHERE event_id = ANY($2::text[]) AND state='pending'",
-                turn.id, list(claim))
+        self._remember([turn])
+        await self._insert_turn(
+            "w AS (INSERT INTO turns(id, conversation, generation, state, reply_kind, reply_text, created_at,"
+            " updated_at) SELECT $4, $1, $5, $6, $7, $8, $9, $10 WHERE EXISTS (SELECT 1 FROM fence) RETURNING id),"
+            " c AS (UPDATE inbox SET state='in_turn', turn_id=$4 WHERE event_id = ANY($11::text[]) AND state='pending'"
+            "  AND EXISTS (SELECT 1 FROM w))",
+            turn, (turn.id, turn.generation, turn.state, turn.reply_kind, _opt_text(turn.reply_text),
+                   turn.created_at, turn.updated_at, list(claim)))
 
-        await self._guarded_insert(body, turn.id)
-
-    async def _guarded_insert(self, body: Callable[[Connection], Awaitable[None]], turn_id: str) -> None:
+    async def _insert_turn(self, cte: str, turn: TurnRecord, args: Sequence[Any]) -> None:
         try:
-            await self._transaction(body)
+            await self._fenced(turn.conversation, cte, args)
+        except LeaseLost:
+            raise
         except StoreError as exc:
             if isinstance(exc.__cause__, asyncpg.UniqueViolationError):
-                raise StoreError(f"turn {turn_id} already exists") from exc.__cause__
+                raise StoreError(f"turn {turn.id} already exists") from exc.__cause__
             raise
 
     async def record_reply(self, turn: TurnRecord, update: TurnUpdate, thread_path: str) -> None:
-        async def body(conn: Connection) -> None:
-            if await self._fence_turn(conn, turn.id):
-                await conn.execute(*_turn_update_sql(turn.id, update))
-            if update.reply_kind == "answer" and update.reply_text is not None:
-                await conn.execute(
-                    "INSERT INTO transcript(conversation, generation, thread_path, role, text, turn_id, created_at)"
-                    " VALUES ($1,$2,$3,'assistant',$4,$5,$6)",
-                    turn.conversation, turn.generation, thread_path, _text(update.reply_text), turn.id, time.time())
-
-        await self._transaction(body)
+        sets, params = _turn_update_sql(update, first=11)
+        answer = update.reply_kind == "answer" and update.reply_text is not None
+        conversation = await self._conversation_of(turn.id)
+        await self._fenced(
+            conversation if conversation is not None else (turn.conversation if self.owner else None),
+            f"u AS (UPDATE turns SET {sets} WHERE id=$4 AND EXISTS (SELECT 1 FROM fence)),"
+            " w AS (INSERT INTO transcript(conversation, generation, thread_path, role, text, turn_id, created_at)"
+            "  SELECT $5, $6, $7, 'assistant', $8, $4, $9 WHERE $10::boolean AND EXISTS (SELECT 1 FROM fence)"
+            "  RETURNING 1)",
+            (turn.id, turn.conversation, turn.generation, thread_path, _text(update.reply_text or ""), time.time(),
+             answer, *params))
 
     async def finish_delivery(self, turn_id: str, delivered_ref: str, event_ids: list[str]) -> None:
-        async def body(conn: Connection) -> None:
-            if await self._fence_turn(conn, turn_id):
-                await conn.execute(*_turn_update_sql(turn_id, TurnUpdate(state="delivered",
-                                                                         delivered_ref=delivered_ref)))
-            await conn.execute("UPDATE inbox SET state='answered' WHERE event_id = ANY($1::text[])", list(event_ids))
-
-        await self._transaction(body)
+        sets, params = _turn_update_sql(TurnUpdate(state="delivered", delivered_ref=delivered_ref), first=6)
+        await self._fenced(
+            await self._conversation_of(turn_id),
+            f"u AS (UPDATE turns SET {sets} WHERE id=$4 AND EXISTS (SELECT 1 FROM fence)),"
+            " w AS (UPDATE inbox SET state='answered' WHERE event_id = ANY($5::text[])"
+            "  AND EXISTS (SELECT 1 FROM fence) RETURNING 1)",
+            (turn_id, list(event_ids), *params))
+        self._turn_conversations.pop(turn_id, None)
 
     async def update_turn(self, turn_id: str, update: TurnUpdate) -> None:
-        async def body(conn: Connection) -> str:
-            if not await self._fence_turn(conn, turn_id):
-                return "UPDATE 0"
-            return str(await conn.execute(*_turn_update_sql(turn_id, update)))
-
-        if await self._transaction(body) != "UPDATE 1":
+        sets, params = _turn_update_sql(update, first=5)
+        written = await self._fenced(
+            await self._conversation_of(turn_id),
+            f"w AS (UPDATE turns SET {sets} WHERE id=$4 AND EXISTS (SELECT 1 FROM fence) RETURNING 1)",
+            (turn_id, *params))
+        if written != 1:
             raise StoreError(f"turn {turn_id} does not exist")
 
     async def get_turn(self, turn_id: str) -> TurnRecord | None:
         row = await self._fetchrow("SELECT * FROM turns WHERE id=$1", turn_id)
-        return _turn(row) if row else None
+        return self._remember([_turn(row)])[0] if row else None
 
     async def unfinished_turns(self, conversation: str | None = None) -> list[TurnRecord]:
         states = list(UNFINISHED_TURN_STATES)
@@ -314,24 +333,21 @@ class PostgresStore:
             rows = await self._fetch(
                 "SELECT * FROM turns WHERE state = ANY($1::text[]) AND state <> 'delivered' AND conversation=$2"
                 " ORDER BY created_at", states, conversation)
-        return [_turn(r) for r in rows]
+        return self._remember([_turn(r) for r in rows])
 
     async def record_run(self, run: RunRecord) -> None:
         now = time.time()
-
-        async def body(conn: Connection) -> None:
-            await self._fence_turn(conn, run.turn_id)
-            await conn.execute(
-                "INSERT INTO runs(remote_id, turn_id, scope, agent, thread_id, status, attempt, last_seq, input,"
-                " created_at, updated_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)"
-                " ON CONFLICT (remote_id) DO UPDATE SET turn_id=EXCLUDED.turn_id, scope=EXCLUDED.scope,"
-                " agent=EXCLUDED.agent, thread_id=EXCLUDED.thread_id, status=EXCLUDED.status,"
-                " attempt=EXCLUDED.attempt, last_seq=EXCLUDED.last_seq, input=EXCLUDED.input,"
-                " created_at=EXCLUDED.created_at, updated_at=EXCLUDED.updated_at, recorded=nextval('runs_order')",
-                run.remote_id, run.turn_id, run.scope, run.agent, run.thread_id, run.status, run.attempt,
-                run.last_seq, _dumps(run.input), run.created_at or now, now)
-
-        await self._transaction(body)
+        await self._fenced(
+            await self._conversation_of(run.turn_id),
+            "w AS (INSERT INTO runs(remote_id, turn_id, scope, agent, thread_id, status, attempt, last_seq, input,"
+            " created_at, updated_at) SELECT $4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14 WHERE EXISTS (SELECT 1 FROM fence)"
+            " ON CONFLICT (remote_id) DO UPDATE SET turn_id=EXCLUDED.turn_id, scope=EXCLUDED.scope,"
+            " agent=EXCLUDED.agent, thread_id=EXCLUDED.thread_id, status=EXCLUDED.status,"
+            " attempt=EXCLUDED.attempt, last_seq=EXCLUDED.last_seq, input=EXCLUDED.input,"
+            " created_at=EXCLUDED.created_at, updated_at=EXCLUDED.updated_at, recorded=nextval('runs_order')"
+            " RETURNING 1)",
+            (run.remote_id, run.turn_id, run.scope, run.agent, run.thread_id, run.status, run.attempt,
+             run.last_seq, _dumps(run.input), run.created_at or now, now))
 
     async def update_run(self, remote_id: str, *, status: str, last_seq: int | None = None) -> None:
         await self._execute(
@@ -352,23 +368,18 @@ class PostgresStore:
         return [_run(r) for r in rows]
 
     async def record_tool_call(self, call: ToolCallRecord) -> None:
-        async def body(conn: Connection) -> None:
-            await self._fence_turn(conn, call.turn_id)
-            await conn.execute(
-                "INSERT INTO tool_calls(turn_id, scope, call_id, name, arguments) VALUES ($1,$2,$3,$4,$5)"
-                " ON CONFLICT DO NOTHING",
-                call.turn_id, call.scope, call.call_id, call.name, _text(call.arguments))
-
-        await self._transaction(body)
+        await self._fenced(
+            await self._conversation_of(call.turn_id),
+            "w AS (INSERT INTO tool_calls(turn_id, scope, call_id, name, arguments) SELECT $4,$5,$6,$7,$8"
+            " WHERE EXISTS (SELECT 1 FROM fence) ON CONFLICT DO NOTHING RETURNING 1)",
+            (call.turn_id, call.scope, call.call_id, call.name, _text(call.arguments)))
 
     async def finish_tool_call(self, turn_id: str, scope: str, call_id: str, output: str, ok: bool) -> None:
-        async def body(conn: Connection) -> None:
-            await self._fence_turn(conn, turn_id)
-            await conn.execute(
-                "UPDATE tool_calls SET output=$1, ok=$2 WHERE turn_id=$3 AND scope=$4 AND call_id=$5",
-                _text(output), ok, turn_id, scope, call_id)
-
-        await self._transaction(body)
+        await self._fenced(
+            await self._conversation_of(turn_id),
+            "w AS (UPDATE tool_calls SET output=$4, ok=$5 WHERE turn_id=$6 AND scope=$7 AND call_id=$8"
+            " AND EXISTS (SELECT 1 FROM fence) RETURNING 1)",
+            (_text(output), ok, turn_id, scope, call_id))
 
     async def get_tool_call(self, turn_id: str, scope: str, call_id: str) -> ToolCallRecord | None:
         row = await self._fetchrow(
@@ -407,14 +418,11 @@ class PostgresStore:
         return int(row["generation"]) if row else 0
 
     async def append_transcript(self, key: str, generation: int, thread_path: str, entry: TranscriptEntry) -> None:
-        async def body(conn: Connection) -> None:
-            await self._fence_conversation(conn, key)
-            await conn.execute(
-                "INSERT INTO transcript(conversation, generation, thread_path, role, text, turn_id, created_at)"
-                " VALUES ($1,$2,$3,$4,$5,$6,$7)",
-                key, generation, thread_path, entry.role, _text(entry.text), entry.turn_id, time.time())
-
-        await self._transaction(body)
+        await self._fenced(
+            key,
+            "w AS (INSERT INTO transcript(conversation, generation, thread_path, role, text, turn_id, created_at)"
+            " SELECT $1,$4,$5,$6,$7,$8,$9 WHERE EXISTS (SELECT 1 FROM fence) RETURNING 1)",
+            (generation, thread_path, entry.role, _text(entry.text), entry.turn_id, time.time()))
 
     async def transcript(self, key: str, generation: int, thread_path: str) -> list[TranscriptEntry]:
         rows = await self._fetch(
@@ -489,21 +497,21 @@ def _reason(exc: BaseException) -> str:
     return text.splitlines()[0]
 
 
-def _turn_update_sql(turn_id: str, update: TurnUpdate) -> tuple[str, ...]:
+def _turn_update_sql(update: TurnUpdate, first: int) -> tuple[str, list[Any]]:
+    """The SET clause of `update` (`updated_at` always), its parameters numbered from `first`."""
     params: list[Any] = [time.time()]
-    sets = ["updated_at=$1"]
+    sets = [f"updated_at=${first}"]
     for column in ("state", "reply_kind", "reply_text", "delivered_ref"):
         value = getattr(update, column)
         if value is not None:
             params.append(_text(value))
-            sets.append(f"{column}=${len(params)}")
+            sets.append(f"{column}=${first + len(params) - 1}")
     for column, amount in (("retries", update.add_retries), ("input_tokens", update.add_input_tokens),
                            ("output_tokens", update.add_output_tokens)):
         if amount:
             params.append(amount)
-            sets.append(f"{column}={column}+${len(params)}")
-    params.append(turn_id)
-    return (f"UPDATE turns SET {', '.join(sets)} WHERE id=${len(params)}", *params)
+            sets.append(f"{column}={column}+${first + len(params) - 1}")
+    return ", ".join(sets), params
 
 
 def _conversation(row: asyncpg.Record) -> ConversationRecord:
