@@ -140,7 +140,7 @@ class Bot:
         if self.shared_database:
             await self.store.open()
             await self.backend.open()
-            await self.ownership.start(self._wake, self._lost)
+            await self.ownership.start(self._wake, self._lost, self.mailbox.busy)
             self._start_pruner()
             return
         if self.team.db_path != ":memory:":
@@ -258,6 +258,9 @@ class Bot:
             return await self.worker.process(conversation)
         except LeaseLost as exc:
             log.warning("stopped work on %s: %s", conversation, exc)
+            self.ownership.forget(conversation)
+            if await self.ownership.owns(conversation):  # the lease was only given back as idle: take it again
+                self.resume_later(conversation)
             return False
 
     def _wake(self, conversation: str, newly_owned: bool) -> None:

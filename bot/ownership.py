@@ -21,13 +21,18 @@ log = logging.getLogger("switchboard.ownership")
 
 Wake = Callable[[str, bool], None]  # (conversation, newly owned: resume its unfinished turn first)
 Lost = Callable[[str], Awaitable[None]]  # stop the local worker of a conversation now owned elsewhere
+Busy = Callable[[str], bool]  # a local worker or admin action is on the conversation now
 HEARTBEATS_PER_LEASE = 3
 
 
 class Ownership:
     """This instance owns every conversation: one process per database."""
 
-    async def start(self, wake: Wake, lost: Lost) -> None:
+    async def start(self, wake: Wake, lost: Lost, busy: Busy) -> None:
+        return None
+
+    def forget(self, conversation: str) -> None:
+        """A write found that this instance no longer holds the conversation."""
         return None
 
     async def owns(self, conversation: str) -> bool:
@@ -46,6 +51,7 @@ class LeasedOwnership(Ownership):
         self.leases = leases
         self._wake: Wake | None = None
         self._lost: Lost | None = None
+        self._busy: Busy = lambda _conversation: True
         self._heartbeat: asyncio.Task[None] | None = None
         self.takeovers = 0  # conversations taken over from an instance that stopped renewing (metrics, benchmarks)
 
@@ -53,8 +59,8 @@ class LeasedOwnership(Ownership):
     def interval(self) -> float:
         return self.leases.lease_seconds / HEARTBEATS_PER_LEASE
 
-    async def start(self, wake: Wake, lost: Lost) -> None:
-        self._wake, self._lost = wake, lost
+    async def start(self, wake: Wake, lost: Lost, busy: Busy) -> None:
+        self._wake, self._lost, self._busy = wake, lost, busy
         await self.leases.listen(self._notified)
         await self.beat()  # take over what is waiting before the first message arrives
         self._heartbeat = asyncio.create_task(self._beat_forever(), name="switchboard-lease-heartbeat")
@@ -66,6 +72,9 @@ class LeasedOwnership(Ownership):
 
     async def take(self, conversation: str) -> None:
         await self.leases.acquire(conversation, steal=True)
+
+    def forget(self, conversation: str) -> None:
+        self.leases.forget(conversation)
 
     async def stop(self) -> None:
         heartbeat, self._heartbeat = self._heartbeat, None
@@ -80,8 +89,9 @@ class LeasedOwnership(Ownership):
                         self.leases.lease_seconds)
 
     async def beat(self) -> None:
-        """Renew, stop what was lost, take what nobody live owns."""
+        """Give back idle leases, renew the rest, stop what was lost, take what nobody live owns."""
         assert self._wake is not None and self._lost is not None
+        await self.leases.release_idle([c for c in self.leases.store.tokens if not self._busy(c)])
         renewal = await self.leases.renew()
         for conversation in renewal.lost:
             log.warning("conversation %s is now owned by another instance; stopping its work here", conversation)

@@ -73,6 +73,25 @@ class Leases:
                 "DELETE FROM leases WHERE conversation = $1 AND owner = $2 AND token = $3",
                 conversation, self.owner, token)
 
+    async def release_idle(self, candidates: list[str]) -> list[str]:
+        """Give back those of `candidates` (held here, no worker running) that have no pending message and no
+        unfinished turn, so heartbeats renew only conversations with work; the ones released."""
+        if not candidates:
+            return []
+        rows = await self.store._fetch(
+            "DELETE FROM leases l WHERE l.owner = $1 AND l.conversation = ANY($2::text[])"
+            " AND NOT EXISTS (SELECT 1 FROM inbox i WHERE i.conversation = l.conversation AND i.state = 'pending')"
+            " AND NOT EXISTS (SELECT 1 FROM turns t WHERE t.conversation = l.conversation AND t.state <> 'delivered')"
+            " RETURNING conversation", self.owner, candidates)
+        released = [str(r["conversation"]) for r in rows]
+        for conversation in released:
+            self.store.tokens.pop(conversation, None)
+        return released
+
+    def forget(self, conversation: str) -> None:
+        """A write found the lease gone or taken: the token is no use any more."""
+        self.store.tokens.pop(conversation, None)
+
     async def release_all(self) -> None:
         """A clean stop: every conversation is free for another instance at once, not after the lease runs out."""
         self.store.tokens.clear()

@@ -65,6 +65,15 @@ async def test_a_message_accepted_anywhere_is_answered_once_by_the_owner(emu, pg
         assert [r.text for r in a_surface.replies()] == ["You said: one", "You said: two"]
         assert [r.text for r in b_surface.replies()] == ["You said: elsewhere"]
         assert await a.store.pending_inbound(CONV) == [] and await a.store.unfinished_turns() == []
+        # an idle conversation's lease is given back at the next heartbeat; whoever stores the next message takes it
+        assert isinstance(a.ownership, LeasedOwnership) and isinstance(a.store, PostgresStore)
+        await a.ownership.beat()
+        assert CONV not in a.store.tokens
+        await b.accept(inbound("three", conversation=CONV))
+        await b_surface.wait_for(2)
+        await b.idle()
+        assert [r.text for r in b_surface.replies()] == ["You said: elsewhere", "You said: three"]
+        assert len(a_surface.deliveries) == 2
 
 
 async def test_a_dead_instances_turn_is_taken_over_and_answered_once(emu, pg_url):
