@@ -6,16 +6,19 @@ and caches every statement per connection, and is the fastest asyncio driver mea
 would need its separate pool package and libpq. A caller cancelled mid-operation only stops waiting: the operation
 runs on as its own task, and the next operation waits for such orphans first, so, as with SQLite, an operation lands
 whole or not at all and a read sees every write called before it. With `owner` set (several instances), every write
-of a turn first checks, in its transaction, that this instance still holds the conversation's lease under the token
-it was granted (`storage.leases`), and raises `LeaseLost` otherwise: a fencing token, so an instance that lost its
-lease (paused, cut off) can never write over the new owner's work. PostgreSQL text cannot hold NUL, so NUL characters
-in stored text become U+FFFD.
+of a turn is one statement whose first part holds the conversation's lease row and checks that this instance still
+has it under the token it was granted (`storage.leases`); otherwise nothing is written and `LeaseLost` is raised: a
+fencing token, so an instance that lost its lease (paused, cut off) can never write over the new owner's work. One
+statement, not a transaction: each round trip costs a turn of a busy event loop (docs/PERFORMANCE.md). PostgreSQL
+text cannot hold NUL, so NUL characters in stored text become U+FFFD. Over 450 lines because it is the whole
+contract in one dialect, method for method beside `storage.sqlite`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeAlias, TypeVar
@@ -43,6 +46,7 @@ from storage.retention import BATCH, postgres_sql, prune_steps
 from storage.select import redacted
 
 T = TypeVar("T")
+log = logging.getLogger("switchboard.storage")
 Connection: TypeAlias = "PoolConnectionProxy[asyncpg.Record]"
 DEFAULT_POOL_SIZE = 10
 CONNECT_TIMEOUT_SECONDS = 10.0
@@ -146,9 +150,7 @@ class PostgresStore:
     def _orphan_done(self, task: asyncio.Task[Any]) -> None:
         self._orphans.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            import logging
-
-            logging.getLogger("switchboard.storage").warning(
+            log.warning(
                 "a database operation whose caller was cancelled failed: %s", task.exception())
 
     async def _execute(self, sql: str, *args: Any) -> str:
@@ -166,13 +168,6 @@ class PostgresStore:
     async def _fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
         rows = await self._fetch(sql, *args)
         return rows[0] if rows else None
-
-    async def _transaction(self, body: Callable[[Connection], Awaitable[T]]) -> T:
-        async def run(conn: Connection) -> T:
-            async with conn.transaction():
-                return await body(conn)
-
-        return await self._op(run)
 
     # ---- fencing: every write of a turn is one statement whose CTE `fence` holds the lease row (FOR SHARE, so a
     # takeover waits for it), and whose writes happen only if the row says this instance, under its token ----
