@@ -135,7 +135,22 @@ async def kill_and_track(victim: Worker, pool: asyncpg.Pool, tally: Tally, withi
                 waiting.discard(row["conversation"])
 
 
-async def parent(args: argparse.Namespace) -> int:
+@dataclass(frozen=True)
+class SoakResult:
+    kills: int
+    acknowledged: int
+    lost: int
+    duplicated: int
+    never_acknowledged: int
+    takeovers: list[float]
+
+    @property
+    def ok(self) -> bool:
+        return self.lost == 0 and self.duplicated == 0 and self.never_acknowledged == 0
+
+
+async def run_soak(args: argparse.Namespace) -> SoakResult:
+    """The soak with `main`'s options (tests build the namespace with `options(...)`)."""
     rng = random.Random(args.seed)
     tally = Tally()
     cluster = PgCluster.start()
@@ -223,7 +238,7 @@ def answered(tally: Tally) -> set[str]:
     return {event for turn, events in tally.turns.items() if tally.posts[turn] for event in events}
 
 
-def report(tally: Tally, injected: int, args: argparse.Namespace) -> int:
+def report(tally: Tally, injected: int, args: argparse.Namespace) -> SoakResult:
     posted_for: Counter[str] = Counter(e for turn, events in tally.turns.items() if tally.posts[turn] for e in events)
     lost = tally.acked - set(posted_for)
     duplicated = sum(1 for n in tally.posts.values() if n > 1) + sum(1 for n in posted_for.values() if n > 1)
@@ -235,7 +250,7 @@ def report(tally: Tally, injected: int, args: argparse.Namespace) -> int:
     if takeover:
         print(f"takeover after a kill (lease {args.lease_seconds:g} s): p50 {percentile(takeover, 50):.2f} s, "
               f"p99 {percentile(takeover, 99):.2f} s, max {takeover[-1]:.2f} s over {len(takeover)} conversations")
-    return 0 if not lost and not duplicated else 1
+    return SoakResult(tally.kills, len(tally.acked), len(lost), duplicated, len(tally.sent), takeover)
 
 
 async def worker_main(args: argparse.Namespace) -> None:
@@ -266,7 +281,7 @@ async def worker_main(args: argparse.Namespace) -> None:
     await session.close()
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--kills", type=int, default=50)
     parser.add_argument("--interval", type=float, default=30.0, help="seconds between kills")
@@ -281,11 +296,19 @@ def main() -> None:
     parser.add_argument("--db", help=argparse.SUPPRESS)
     parser.add_argument("--base-url", help=argparse.SUPPRESS)
     parser.add_argument("--console-url", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    return parser
+
+
+def options(*argv: str) -> argparse.Namespace:
+    return parser().parse_args(list(argv))
+
+
+def main() -> None:
+    args = parser().parse_args()
     if args.worker:
         asyncio.run(worker_main(args))
         return
-    sys.exit(asyncio.run(parent(args)))
+    sys.exit(0 if asyncio.run(run_soak(args)).ok else 1)
 
 
 if __name__ == "__main__":
