@@ -379,6 +379,7 @@ class Supervisor:
         first = not scope.run_ids
         scope.run_ids.add(state.id)
         scope.create_unknown = False
+        scope.lost_create_since = None  # a later lost create gets its own wait
         previous = None if first else await self.store.latest_run(scope.turn_id, scope.path)
         if previous is not None and previous.remote_id != state.id and previous.status not in ("completed",):
             await self.store.update_run(previous.remote_id, status="superseded")
