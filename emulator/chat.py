@@ -23,7 +23,16 @@ from emulator.events import EventLog
 from emulator.faults import ObjectFaults
 from emulator.httputil import AGENT, OBJECT_ID, bound_faults, json_response, read_json, stream_log
 from emulator.responses import ARGUMENT_CHUNK, _chunks, split_deltas
-from emulator.scripts import Messenger, Plan, ToolResult, Turn, messenger_target, messengers_of, script_for
+from emulator.scripts import (
+    Messenger,
+    Plan,
+    ToolResult,
+    Turn,
+    messenger_target,
+    messengers_of,
+    script_for,
+    text_params_of,
+)
 from emulator.wire import JSON, sse_frame, tokens
 
 if TYPE_CHECKING:
@@ -142,7 +151,7 @@ def chat_tool_names(tools: Any) -> list[str]:
 
 
 def build_chat_turn(agent: str, messages: list[JSON], tools: list[str], parallel: bool,
-                    messengers: dict[str, Messenger] | None = None) -> Turn:
+                    messengers: dict[str, Messenger] | None = None, text_params: dict[str, str] | None = None) -> Turn:
     users = [i for i, m in enumerate(messages) if m.get("role") == "user"]
     last_user = users[-1] if users else -1
     assistants = [i for i, m in enumerate(messages) if m.get("role") == "assistant"]
@@ -176,6 +185,7 @@ def build_chat_turn(agent: str, messages: list[JSON], tools: list[str], parallel
         ],
         parallel_tool_calls=parallel,
         messengers=messengers or {},
+        text_params=text_params or {},
         api="chat",
     )
 
@@ -229,7 +239,8 @@ class ChatCompletionsAPI:
         tools = chat_tool_names(body.get("tools"))
         parallel = body.get("parallel_tool_calls") is not False
         plan = script_for(emu.scripts, agent).plan(
-            build_chat_turn(agent, messages, tools, parallel, messengers_of(body.get("tools"))))
+            build_chat_turn(agent, messages, tools, parallel, messengers_of(body.get("tools")),
+                            text_params_of(body.get("tools"))))
         record = ChatRecord(
             id=completion_id,
             agent=agent,

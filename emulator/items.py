@@ -134,7 +134,7 @@ def check_tool_calls(context: Sequence[JSON], new: Sequence[JSON]) -> None:
 
 def build_turn(
     *, agent: str, context: Sequence[JSON], new: Sequence[JSON], tools: list[str], parallel_tool_calls: bool,
-    messengers: dict[str, Messenger] | None = None,
+    messengers: dict[str, Messenger] | None = None, text_params: dict[str, str] | None = None,
 ) -> Turn:
     """What the script sees. Tool outputs count as "just came back" only when they are new in this request and
     nothing newer than them (a user or assistant message) follows, so a client that resends the whole history
@@ -178,6 +178,7 @@ def build_turn(
         ],
         parallel_tool_calls=parallel_tool_calls,
         messengers=messengers,
+        text_params=text_params or {},
         api="responses",
     )
 

@@ -70,9 +70,9 @@ class Messenger:
         return json.dumps(filled)
 
 
-def messengers_of(tools: Any) -> dict[str, Messenger]:
-    """Agent name -> the messenger tool that reaches it, from a request's `tools` (Responses or Chat shape)."""
-    found: dict[str, Messenger] = {}
+def _function_specs(tools: Any) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """(name, parameters, properties) of each function tool in a request's `tools` (Responses or Chat shape)."""
+    specs = []
     for tool in tools if isinstance(tools, list) else []:
         if not isinstance(tool, dict) or tool.get("type") != "function":
             continue
@@ -80,18 +80,36 @@ def messengers_of(tools: Any) -> dict[str, Messenger]:
         spec: dict[str, Any] = function if isinstance(function, dict) else tool
         name, parameters = spec.get("name"), spec.get("parameters")
         properties = parameters.get("properties") if isinstance(parameters, dict) else None
-        if not name or not isinstance(properties, dict):
-            continue
+        if name and isinstance(parameters, dict) and isinstance(properties, dict):
+            specs.append((str(name), parameters, properties))
+    return specs
+
+
+def text_params_of(tools: Any) -> dict[str, str]:
+    """Tool name -> the one parameter that carries the text, for ``ask_`` tools without a `task` parameter (an
+    agent offered as a tool by another framework, e.g. ``{"input": string}``)."""
+    found = {}
+    for name, _, properties in _function_specs(tools):
+        if name.startswith(ASK_PREFIX) and "task" not in properties:
+            param = next((key for key in MESSAGE_PARAMS if key in properties), next(iter(properties), None))
+            if param is not None:
+                found[name] = param
+    return found
+
+
+def messengers_of(tools: Any) -> dict[str, Messenger]:
+    """Agent name -> the messenger tool that reaches it, from a request's `tools` (Responses or Chat shape)."""
+    found: dict[str, Messenger] = {}
+    for name, parameters, properties in _function_specs(tools):
         recipient = next((key for key, value in properties.items()
                           if RECIPIENT_WORD in key.lower() and isinstance(value, dict) and value.get("enum")), None)
         message = next((key for key in MESSAGE_PARAMS if key in properties), None)
         if recipient is None or message is None:
             continue
-        assert isinstance(parameters, dict)
         required = parameters.get("required") or []
         others = tuple(key for key in required if key not in (recipient, message)
                        and (properties.get(key) or {}).get("type") == "string")
-        messenger = Messenger(str(name), recipient, message, others)
+        messenger = Messenger(name, recipient, message, others)
         for agent in properties[recipient]["enum"]:
             found.setdefault(str(agent), messenger)
     return found
@@ -123,6 +141,7 @@ class Turn:
     called_since_user: list[str] = field(default_factory=list)
     parallel_tool_calls: bool = True
     messengers: dict[str, Messenger] = field(default_factory=dict)
+    text_params: dict[str, str] = field(default_factory=dict)
     api: Literal["responses", "assistants", "chat"] = "responses"
 
     @property
@@ -283,7 +302,8 @@ def default_plan(turn: Turn) -> Plan:
 
     Proxy (offered ``ask_<sub>`` tools): after tool outputs, reply "Here is what the team found:" with one
     "- <sub>: <output>" line per output in call order; on a user message, call ``ask_<sub>`` for every sub named
-    in the text as a word (all of them for "team" / "everyone") with ``{"task", "context"}``, all in one response
+    in the text as a word (all of them for "team" / "everyone") with ``{"task", "context"}`` (or, for a tool
+    without a `task` parameter, the text in its one text parameter, see `text_params_of`), all in one response
     unless parallel_tool_calls is false (then one per response); nobody named: "You said: <text>". A generic
     messenger tool (`Messenger`: a recipient enum and a message field) counts as ``ask_<recipient>`` for each
     recipient not offered its own ``ask_`` tool, and is called with the newest user text as the message.
@@ -313,8 +333,11 @@ def default_plan(turn: Turn) -> Plan:
 
 def _call_to(sub: str, turn: Turn, arguments: str) -> PlannedCall:
     """``ask_<sub>`` when offered, else the messenger tool that reaches `sub` with the newest user text."""
-    if ASK_PREFIX + sub in turn.tools or sub not in turn.messengers:
-        return PlannedCall(ASK_PREFIX + sub, arguments)
+    tool = ASK_PREFIX + sub
+    if tool in turn.text_params:
+        return PlannedCall(tool, json.dumps({turn.text_params[tool]: turn.text}))
+    if tool in turn.tools or sub not in turn.messengers:
+        return PlannedCall(tool, arguments)
     return PlannedCall(turn.messengers[sub].tool, turn.messengers[sub].arguments(sub, turn.text))
 
 

@@ -110,3 +110,13 @@ async def test_chat_messenger_tool(client: openai.AsyncOpenAI, emu: Emulator) ->
     calls = answer.choices[0].message.tool_calls or []
     assert [call.function.name for call in calls] == ["send_message"]  # type: ignore[union-attr]
     assert '"recipient_agent": "critic"' in calls[0].function.arguments  # type: ignore[union-attr]
+
+
+async def test_an_agent_offered_as_a_tool_gets_the_text_in_its_one_parameter(client: openai.AsyncOpenAI) -> None:
+    tool = {"type": "function", "name": "ask_critic", "strict": True, "parameters": {
+        "type": "object", "properties": {"input": {"type": "string"}}, "required": ["input"],
+        "additionalProperties": False}}
+    response = await client.responses.create(
+        model="m", input="critic, look", tools=[tool], metadata=PROXY  # type: ignore[list-item]
+    )
+    assert [json.loads(call.arguments) for call in _calls(response)] == [{"input": "critic, look"}]
