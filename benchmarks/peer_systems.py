@@ -2,9 +2,9 @@
 
 Every system gets the same team (proxy, sub-assistants s1..s4, `metadata.agent` naming each so the emulator's
 scripted latencies apply) and answers one conversation's turn by conversation key; state lives in `state_dir`
-so a restarted process finds it again. Switchboard runs its engine; the naive bot is `benchmarks.naive_bot` on a
-thread pool; the OpenAI Agents SDK (extra `[bench]`) uses `Agent.as_tool` per sub-assistant, parallel tool calls,
-one `SQLiteSession` per conversation and tracing off.
+so a restarted process finds it again. Switchboard runs its engine (on the default `responses` backend, and on
+`chat`); the naive bot is `benchmarks.naive_bot` on a thread pool; the OpenAI Agents SDK (extra `[bench]`) uses
+`Agent.as_tool` per sub-assistant, parallel tool calls, one `SQLiteSession` per conversation and tracing off.
 """
 
 from __future__ import annotations
@@ -34,15 +34,18 @@ class System(Protocol):
     async def stop(self) -> None: ...
 
 
-def team(url: str, state_dir: Path) -> TeamConfig:
-    return make_team(url, str(state_dir / "switchboard.db"), subs=SUBS)
+def team(url: str, state_dir: Path, backend: str = "responses") -> TeamConfig:
+    return make_team(url, str(state_dir / "switchboard.db"), subs=SUBS, backend=backend)
 
 
 class Switchboard:
+    """Switchboard on its default backend (Responses + Conversations: remote threads)."""
+
     name = "switchboard"
+    backend = "responses"
 
     def __init__(self, url: str, state_dir: Path) -> None:
-        self.bot = Bot.from_config(team(url, state_dir))
+        self.bot = Bot.from_config(team(url, state_dir, self.backend))
         self.surface = LoadSurface()
 
     async def start(self) -> None:
@@ -81,6 +84,13 @@ class Switchboard:
 
     async def stop(self) -> None:
         await self.bot.stop()
+
+
+class SwitchboardChat(Switchboard):
+    """Switchboard on the `chat` backend: threads kept in our SQLite and sent whole with every request."""
+
+    name = "switchboard_chat"
+    backend = "chat"
 
 
 class Naive:
@@ -171,7 +181,7 @@ class AgentsSDK:
 
 
 SYSTEMS: dict[str, type[Switchboard] | type[Naive] | type[AgentsSDK]] = {
-    "switchboard": Switchboard, "naive": Naive, "agents": AgentsSDK,
+    "switchboard": Switchboard, "switchboard_chat": SwitchboardChat, "naive": Naive, "agents": AgentsSDK,
 }
 
 
@@ -180,7 +190,7 @@ def available() -> list[str]:
     try:
         import agents  # noqa: F401
     except ImportError:
-        return ["switchboard", "naive"]
+        return ["switchboard", "switchboard_chat", "naive"]
     return list(SYSTEMS)
 
 

@@ -44,7 +44,8 @@ TEXT = "ask the team to check the plan"
 CRASH_TEXT = "slow: ask the team to check the plan"
 SETTLE = 0.2  # seconds: the emulator logs a request when its response has ended
 WORKER_TIMEOUT = 600
-NAMES = {"switchboard": "Switchboard", "agents": "OpenAI Agents SDK", "naive": "naive bot"}
+NAMES = {"switchboard": "Switchboard", "switchboard_chat": "Switchboard (chat backend)", "agents": "OpenAI Agents SDK",
+         "naive": "naive bot"}
 
 
 # ---- the worker: one system, one measurement, in its own process ----
@@ -302,14 +303,15 @@ def rows(r: dict[str, Any]) -> list[list[str]]:
         ratios = []
         if has_ratio and "switchboard" in f:
             key = keys[index]
-            ratios = [ratio(f["switchboard"][key], f[name][key]) for name in names if name != "switchboard"]
+            ratios = [ratio(f["switchboard"][key], f[name][key]) for name in names
+                      if not name.startswith("switchboard")]
         out.append([label, *cells, *ratios])
     return out
 
 
 def table(r: dict[str, Any]) -> str:
     names = r["systems"]
-    others = [name for name in names if name != "switchboard"]
+    others = [name for name in names if not name.startswith("switchboard")]
     header = ["figure", *(NAMES[name] for name in names)]
     if "switchboard" in names:
         header += [f"Switchboard / {NAMES[name]}" for name in others]
@@ -354,6 +356,10 @@ def readme_line(r: dict[str, Any]) -> str:
     if theirs is None:
         return ""
     n = r["conversations"]
+    chat = ""
+    if "switchboard_chat" in f:
+        c = f["switchboard_chat"]
+        chat = f"; ours on the `chat` backend {c['requests_first']:.0f} / {c['requests_follow']:.0f}"
     return (
         f"Against the OpenAI Agents SDK (agents as tools, parallel tool calls, `SQLiteSession`) on the same emulator "
         f"in the same run (`python -m benchmarks.peers`, {r['machine']['date']}): turn time p50 "
@@ -362,7 +368,7 @@ def readme_line(r: dict[str, Any]) -> str:
         f"{ours['cpu_ms_many'] / theirs['cpu_ms_many']:.2f}x the client CPU per turn, "
         f"{ours['rss_peak_mib'] / theirs['rss_peak_mib']:.2f}x the peak memory, "
         f"{ours['requests_first']:.0f} / {ours['requests_follow']:.0f} provider requests per first / follow-up turn "
-        f"(theirs {theirs['requests_first']:.0f} / {theirs['requests_follow']:.0f}); after a SIGKILL mid-turn "
+        f"(theirs {theirs['requests_first']:.0f} / {theirs['requests_follow']:.0f}{chat}); after a SIGKILL mid-turn "
         f"Switchboard's turn was {'answered' if ours['crash']['answered'] else 'NOT answered'}, theirs "
         f"{'answered' if theirs['crash']['answered'] else 'never'}."
     )
@@ -385,7 +391,7 @@ def chart(r: dict[str, Any], path: Path) -> None:
         ("provider requests, first turn", lambda x: x["requests_first"]),
     ]
     fig, axes = plt.subplots(2, 3, figsize=(12, 6.5))
-    colours = {"switchboard": "#2a7ab9", "agents": "#e69f00", "naive": "#999999"}
+    colours = {"switchboard": "#2a7ab9", "switchboard_chat": "#56b4e9", "agents": "#e69f00", "naive": "#999999"}
     for ax, (title, value) in zip(axes.flat, panels, strict=True):
         values = [value(f[name]) for name in names]
         bars = ax.bar([NAMES[name] for name in names], values, color=[colours[name] for name in names])
@@ -418,7 +424,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--quick", action="store_true", help="one round, fewer turns")
-    parser.add_argument("--systems", help="comma-separated subset of: switchboard, agents, naive")
+    parser.add_argument("--systems", help="comma-separated subset of: switchboard, switchboard_chat, agents, naive")
     parser.add_argument("--conversations", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=2, help="rounds of every measurement (quick: 1)")
     parser.add_argument("--proxy-seconds", type=float, default=0.5)
@@ -434,7 +440,7 @@ def main() -> None:
     if args.report_only:
         results = json.loads(RESULTS.read_text())
     else:
-        wanted = args.systems.split(",") if args.systems else ["switchboard", "agents", "naive"]
+        wanted = args.systems.split(",") if args.systems else ["switchboard", "switchboard_chat", "agents", "naive"]
         missing = [name for name in wanted if name not in available()]
         if missing:
             parser.error(f"not installed: {', '.join(missing)} (pip install -e '.[bench]')")
