@@ -163,13 +163,15 @@ class UsageRow:
 
 @dataclass(frozen=True, slots=True)
 class ForgetReport:
-    """What `forget_user` deleted (counts only: never the content), the conversations it touched, and the provider
-    threads whose local pointers it cleared (the caller deletes them at the provider)."""
+    """What `forget_user` deleted (counts only: never the content), the conversations it touched, the provider
+    threads whose local pointers it cleared and the remote runs of the deleted turns, as (run id, thread id): the
+    caller deletes both at the provider."""
 
     messages: int
     turns: int
     conversations: tuple[str, ...]
     threads: tuple[str, ...]
+    runs: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(slots=True)

@@ -547,8 +547,11 @@ def _forget(conn: sqlite3.Connection, user: str, platform: str | None, dry_run: 
         for r in mine:  # entries the user wrote that no turn claims (a migration's copies, a crash before claiming)
             if r["conversation"] == key:
                 conn.execute("DELETE FROM transcript WHERE conversation=? AND role='user' AND text=?", (key, r["text"]))
+    runs: set[tuple[str, str]] = set()
     for turn in turns:
-        threads.update(r[0] for r in conn.execute("SELECT DISTINCT thread_id FROM runs WHERE turn_id=?", (turn,)))
+        runs.update((r[0], r[1]) for r in conn.execute("SELECT remote_id, thread_id FROM runs WHERE turn_id=?",
+                                                          (turn,)))
+        threads.update(thread for _, thread in runs)
         for table, column in (("transcript", "turn_id"), ("runs", "turn_id"), ("tool_calls", "turn_id"),
                               ("turns", "id")):
             conn.execute(f"DELETE FROM {table} WHERE {column}=?", (turn,))
@@ -563,7 +566,8 @@ def _forget(conn: sqlite3.Connection, user: str, platform: str | None, dry_run: 
     deleted = conn.execute(f"DELETE FROM inbox WHERE {who}", who_params).rowcount
     conn.execute(f"UPDATE conversations SET started_by='' WHERE {started}", who_params)
     conn.execute("ROLLBACK TO forget" if dry_run else "RELEASE forget")
-    return ForgetReport(messages=deleted, turns=len(turns), conversations=tuple(convs), threads=tuple(sorted(threads)))
+    return ForgetReport(messages=deleted, turns=len(turns), conversations=tuple(convs), threads=tuple(sorted(threads)),
+                        runs=tuple(sorted(runs)))
 
 
 def _missing_folder(path: str) -> str | None:

@@ -35,9 +35,11 @@ def file_bytes(db: Path) -> bytes:
 
 
 def live_threads_with(emu: Emulator, db: Path, needle: str) -> list[str]:
-    """The threads that still hold `needle`: at the provider, and the chat backend's, which live in our database."""
+    """The threads that still hold `needle`: at the provider (and the responses it stores), and the chat backend's,
+    which live in our database."""
     live = [c for c in emu.conversations.values() if not c.deleted]
     found = [c.id for c in live if any(needle in str(item) for item in c.items)]
+    found += [r.id for r in emu.responses.values() if r.store and needle in str([r.input_items, r.output])]
     found += [t.id for t in emu.threads.values() if not t.deleted and any(needle in m.text for m in t.messages)]
     with sqlite3.connect(db) as conn:
         rows = conn.execute("SELECT DISTINCT thread_id FROM chat_messages WHERE message LIKE ?", (f"%{needle}%",))
