@@ -40,6 +40,8 @@ from storage.schema import SCHEMA_VERSION
 from storage.sqlite_thread import ConnectionThread, Statements
 
 TERMINAL_RUN_STATUSES = ("completed", "failed", "cancelled", "expired", "incomplete", "superseded")
+#: The tables that hold a chat-backend thread (its provider choice, `thread_providers`, holds no text and stays).
+CHAT_THREAD_TABLES = ("chat_threads", "chat_messages", "chat_summaries", "chat_runs")
 
 
 def _dumps(value: Any) -> str:
@@ -385,7 +387,7 @@ class SQLiteStore:
     async def delete_chat_thread(self, thread_id: str) -> None:
         await self._transaction([
             (f"DELETE FROM {table} WHERE thread_id=?", (thread_id,))
-            for table in ("chat_threads", "chat_messages", "chat_summaries", "chat_runs")
+            for table in CHAT_THREAD_TABLES
         ])
 
     async def finish_chat_run(
@@ -569,6 +571,9 @@ def _forget(conn: sqlite3.Connection, user: str, platform: str | None, dry_run: 
             " WHERE turn_id=?",
             (turn,),
         )
+    for thread in threads:  # threads the chat backend keeps here: in this transaction, so before the checkpoint
+        for table in CHAT_THREAD_TABLES:
+            conn.execute(f"DELETE FROM {table} WHERE thread_id=?", (thread,))
     deleted = conn.execute(f"DELETE FROM inbox WHERE {who}", who_params).rowcount
     conn.execute(f"UPDATE conversations SET started_by='' WHERE {started}", who_params)
     conn.execute("ROLLBACK TO forget" if dry_run else "RELEASE forget")
