@@ -47,6 +47,14 @@ TABLES: tuple[Table, ...] = (
     Table("audit", ("id", "at", "platform", "actor", "action", "target", "outcome", "detail"), ("id",),
           sequence_column="id"),
     Table("agents", ("backend", "name", "remote_id", "content_hash"), ("backend", "name")),
+    Table("chat_threads", ("thread_id", "created_at"), ("thread_id",)),
+    Table("chat_messages", ("id", "thread_id", "run_id", "message", "created_at"), ("id",), sequence_column="id"),
+    Table("chat_runs", ("run_id", "thread_id", "state", "created_at"), ("run_id",)),
+    Table("chat_summaries", ("thread_id", "upto_id", "text", "created_at"), ("thread_id", "upto_id")),
+    Table("thread_providers", ("thread_id", "provider"), ("thread_id",)),
+    Table("rate_counters", ("bucket", "minute", "count"), ("bucket", "minute")),
+    Table("usage", ("day", "bucket", "input_tokens", "output_tokens", "cost", "granted_tokens", "granted_cost"),
+          ("day", "bucket")),
 )
 
 

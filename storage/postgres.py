@@ -20,7 +20,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeAlias, TypeVar
 
 import asyncpg
@@ -29,7 +29,10 @@ from asyncpg.pool import PoolConnectionProxy
 from storage.base import (
     UNFINISHED_TURN_STATES,
     AuditEntry,
+    ChatMessage,
+    ChatThread,
     ConversationRecord,
+    ForgetReport,
     InboxMessage,
     LeaseLost,
     PruneCounts,
@@ -40,6 +43,7 @@ from storage.base import (
     TranscriptEntry,
     TurnRecord,
     TurnUpdate,
+    UsageRow,
 )
 from storage.pg_schema import PG_MIGRATIONS, PG_SCHEMA_VERSION
 from storage.retention import BATCH, postgres_sql, prune_steps
@@ -53,6 +57,11 @@ CONNECT_TIMEOUT_SECONDS = 10.0
 MIGRATION_LOCK = 0x5377_6264  # advisory lock id: instances starting together migrate one at a time
 INBOX_CHANNEL = "switchboard_inbox"  # NOTIFY channel: a message was stored for this conversation
 DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError)
+#: The tables that hold a chat-backend thread (its provider choice, `thread_providers`, holds no text and stays).
+CHAT_THREAD_TABLES = ("chat_threads", "chat_messages", "chat_summaries", "chat_runs")
+#: What `forget_user` deletes from: VACUUMed after it, so the deleted rows' space is reused, not kept as dead rows.
+FORGET_TABLES = ("inbox", "turns", "runs", "tool_calls", "transcript", "sub_threads", "conversations",
+                 *CHAT_THREAD_TABLES)
 
 
 def _text(value: str) -> str:
@@ -82,6 +91,7 @@ class PostgresStore:
         self._pool: asyncpg.Pool | None = None
         self._orphans: set[asyncio.Task[Any]] = set()
         self._turn_conversations: dict[str, str] = {}  # unfinished turns' conversations, to fence their writes
+        self._thread_conversations: dict[str, str] = {}  # chat threads' conversations, likewise
 
     # ---- lifecycle ----
 
@@ -440,6 +450,98 @@ class PostgresStore:
             " ON CONFLICT (backend, name) DO UPDATE SET remote_id=EXCLUDED.remote_id,"
             " content_hash=EXCLUDED.content_hash", backend, name, remote_id, content_hash)
 
+    # ---- chat threads: a turn's writes to them (a finished run, a summary) are fenced by the conversation that
+    # uses the thread; creating one is not (no conversation refers to it yet), nor is deleting one (admin, migrate) ----
+
+    async def create_chat_thread(self, thread_id: str, messages: Sequence[Mapping[str, Any]]) -> None:
+        try:
+            await self._execute(
+                "WITH t AS (INSERT INTO chat_threads(thread_id, created_at) VALUES ($1, $2) RETURNING thread_id)"
+                " INSERT INTO chat_messages(thread_id, message, created_at)"
+                " SELECT $1, u.m, $2 FROM t, unnest($3::text[]) WITH ORDINALITY AS u(m, n) ORDER BY u.n",
+                thread_id, time.time(), [_text(_dumps(m)) for m in messages])
+        except StoreError as exc:
+            if isinstance(exc.__cause__, asyncpg.UniqueViolationError):
+                raise StoreError(f"chat thread {thread_id} already exists") from exc.__cause__
+            raise
+
+    async def chat_thread(self, thread_id: str) -> ChatThread | None:
+        async def run(conn: Connection) -> ChatThread | None:
+            async with conn.transaction(isolation="repeatable_read", readonly=True):
+                if await conn.fetchval("SELECT 1 FROM chat_threads WHERE thread_id=$1", thread_id) is None:
+                    return None
+                summary = await conn.fetchrow(
+                    "SELECT upto_id, text FROM chat_summaries WHERE thread_id=$1 ORDER BY upto_id DESC LIMIT 1",
+                    thread_id)
+                upto = int(summary["upto_id"]) if summary else 0
+                rows = await conn.fetch(
+                    "SELECT id, message FROM chat_messages WHERE thread_id=$1 AND id>$2 ORDER BY id", thread_id, upto)
+            messages = [ChatMessage(int(r["id"]), json.loads(r["message"])) for r in rows]
+            return ChatThread(str(summary["text"]) if summary else None, upto, messages)
+
+        return await self._op(run, "read")
+
+    async def delete_chat_thread(self, thread_id: str) -> None:
+        async def run(conn: Connection) -> None:
+            async with conn.transaction():
+                for table in CHAT_THREAD_TABLES:
+                    await conn.execute(f"DELETE FROM {table} WHERE thread_id=$1", thread_id)
+
+        await self._op(run)
+        self._thread_conversations.pop(thread_id, None)
+
+    async def finish_chat_run(
+        self, run_id: str, thread_id: str, messages: Sequence[Mapping[str, Any]], state: Mapping[str, Any]
+    ) -> bool:
+        inserted = await self._fenced(
+            await self._conversation_of_thread(thread_id, run_id),
+            "w AS (INSERT INTO chat_runs(run_id, thread_id, state, created_at) SELECT $4, $5, $6, $7"
+            " WHERE EXISTS (SELECT 1 FROM fence) ON CONFLICT (run_id) DO NOTHING RETURNING run_id),"
+            " m AS (INSERT INTO chat_messages(thread_id, run_id, message, created_at)"
+            "  SELECT $5, $4, u.m, $7 FROM w, unnest($8::text[]) WITH ORDINALITY AS u(m, n) ORDER BY u.n)",
+            (run_id, thread_id, _dumps(state), time.time(), [_text(_dumps(m)) for m in messages]))
+        return inserted == 1
+
+    async def chat_run(self, run_id: str) -> dict[str, Any] | None:
+        row = await self._fetchrow("SELECT state FROM chat_runs WHERE run_id=$1", run_id)
+        return dict(json.loads(row["state"])) if row else None
+
+    async def add_chat_summary(self, thread_id: str, upto_id: int, text: str) -> None:
+        await self._fenced(
+            await self._conversation_of_thread(thread_id),
+            "w AS (INSERT INTO chat_summaries(thread_id, upto_id, text, created_at) SELECT $4, $5, $6, $7"
+            " WHERE EXISTS (SELECT 1 FROM fence) ON CONFLICT (thread_id, upto_id) DO UPDATE"
+            " SET text=EXCLUDED.text, created_at=EXCLUDED.created_at RETURNING 1)",
+            (thread_id, upto_id, _text(text), time.time()))
+
+    async def thread_provider(self, thread_id: str) -> str | None:
+        row = await self._fetchrow("SELECT provider FROM thread_providers WHERE thread_id=$1", thread_id)
+        return str(row["provider"]) if row else None
+
+    async def set_thread_provider(self, thread_id: str, provider: str) -> None:
+        await self._execute(
+            "INSERT INTO thread_providers(thread_id, provider) VALUES ($1, $2)"
+            " ON CONFLICT (thread_id) DO UPDATE SET provider=EXCLUDED.provider", thread_id, provider)
+
+    async def _conversation_of_thread(self, thread_id: str, run_id: str | None = None) -> str | None:
+        """The conversation whose turn writes to this chat thread (to fence the write): by the run's turn, else
+        by the conversation or sub-assistant thread that points at it; None when unfenced or unknown."""
+        if self.owner is None:
+            return None
+        if run_id is not None:
+            row = await self._fetchrow("SELECT turn_id FROM runs WHERE remote_id=$1", run_id)
+            if row is not None:
+                return await self._conversation_of(str(row["turn_id"]))
+        known = self._thread_conversations.get(thread_id)
+        if known is None:
+            row = await self._fetchrow(
+                "SELECT COALESCE((SELECT key FROM conversations WHERE main_thread=$1 LIMIT 1),"
+                " (SELECT conversation FROM sub_threads WHERE thread_id=$1 LIMIT 1)) AS c", thread_id)
+            if row is None or row["c"] is None:
+                return None
+            known = self._thread_conversations[thread_id] = str(row["c"])
+        return known
+
     # ---- admin and audit ----
 
     async def conversations(self, channel: str | None = None) -> list[ConversationRecord]:
@@ -474,6 +576,77 @@ class PostgresStore:
         return PruneCounts(**counts)
 
 
+    # ---- rate limits, usage and deletion ----
+
+    async def admit_inbound(self, message: InboxMessage, quotas: Mapping[str, int], minute: int) -> str:
+        """One transaction holding the quota buckets' counter rows (FOR UPDATE, in bucket order so that two
+        admissions never wait on each other crosswise): concurrent senders on any instance count exactly."""
+        buckets = sorted(quotas)
+
+        async def run(conn: Connection) -> str:
+            if await conn.fetchval("SELECT 1 FROM inbox WHERE event_id=$1", message.event_id) is not None:
+                return "duplicate"
+            async with conn.transaction():
+                await conn.execute(
+                    "INSERT INTO rate_counters(bucket, minute, count) SELECT b, $2, 0 FROM unnest($1::text[]) AS b"
+                    " ORDER BY b ON CONFLICT (bucket, minute) DO NOTHING", buckets, minute)
+                rows = await conn.fetch(
+                    "SELECT bucket, count FROM rate_counters WHERE bucket = ANY($1::text[]) AND minute=$2"
+                    " ORDER BY bucket FOR UPDATE", buckets, minute)
+                counts = {str(r["bucket"]): int(r["count"]) for r in rows}
+                for bucket, limit in quotas.items():
+                    if counts.get(bucket, 0) >= limit:
+                        return bucket  # leaving the block commits only the zero rows, which count nothing
+                stored = await conn.fetch(
+                    "WITH c AS (INSERT INTO conversations(key, platform, channel, started_by, created_at)"
+                    " VALUES ($2,$3,$4,$5,$9) ON CONFLICT DO NOTHING),"
+                    " i AS (INSERT INTO inbox(event_id, conversation, platform, channel, user_id, text, route, state,"
+                    " received_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9) ON CONFLICT DO NOTHING RETURNING conversation)"
+                    f" SELECT pg_notify('{INBOX_CHANNEL}', conversation) FROM i",
+                    message.event_id, message.conversation, message.platform, message.channel,
+                    _text(message.user), _text(message.text), _dumps(dict(message.route)), message.state,
+                    message.received_at)
+                if not stored:  # the same event stored by a concurrent call since the first look
+                    return "duplicate"
+                await conn.execute(
+                    "UPDATE rate_counters SET count=count+1 WHERE bucket = ANY($1::text[]) AND minute=$2",
+                    buckets, minute)
+                await conn.execute("DELETE FROM rate_counters WHERE minute < $1", minute - 1)
+            return ""
+
+        return await self._op(run)
+
+    async def add_usage(self, day: str, buckets: Sequence[str], *, input_tokens: int = 0, output_tokens: int = 0,
+                        cost: float = 0.0, granted_tokens: int = 0, granted_cost: float = 0.0) -> None:
+        await self._execute(
+            "INSERT INTO usage(day, bucket, input_tokens, output_tokens, cost, granted_tokens, granted_cost)"
+            " SELECT $1, b, $3, $4, $5, $6, $7 FROM unnest($2::text[]) AS b ORDER BY b"
+            " ON CONFLICT (day, bucket) DO UPDATE SET input_tokens=usage.input_tokens+EXCLUDED.input_tokens,"
+            " output_tokens=usage.output_tokens+EXCLUDED.output_tokens, cost=usage.cost+EXCLUDED.cost,"
+            " granted_tokens=usage.granted_tokens+EXCLUDED.granted_tokens,"
+            " granted_cost=usage.granted_cost+EXCLUDED.granted_cost",
+            day, list(dict.fromkeys(buckets)), input_tokens, output_tokens, cost, granted_tokens, granted_cost)
+
+    async def usage_on(self, day: str, buckets: Sequence[str] | None = None) -> list[UsageRow]:
+        if buckets is None:
+            rows = await self._fetch("SELECT * FROM usage WHERE day=$1 ORDER BY bucket", day)
+        else:
+            rows = await self._fetch(
+                "SELECT * FROM usage WHERE day=$1 AND bucket = ANY($2::text[]) ORDER BY bucket", day, list(buckets))
+        return [UsageRow(r["day"], r["bucket"], int(r["input_tokens"]), int(r["output_tokens"]), float(r["cost"]),
+                         int(r["granted_tokens"]), float(r["granted_cost"])) for r in rows]
+
+    async def forget_user(self, user: str, platform: str | None = None, dry_run: bool = False) -> ForgetReport:
+        """As on SQLite, in one transaction (rolled back for `dry_run`); then VACUUM of the tables it deleted from,
+        so the deleted rows do not stay as dead tuples. PostgreSQL's WAL and any backups keep their copies until
+        they are recycled (README, "Access and budgets")."""
+        report = await self._op(lambda conn: _forget(conn, user, platform, dry_run))
+        if not dry_run:
+            self._thread_conversations.clear()
+            await self._execute(f"VACUUM {', '.join(FORGET_TABLES)}")
+        return report
+
+
 async def _migrate(conn: Connection, where: str) -> None:
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
@@ -485,6 +658,54 @@ async def _migrate(conn: Connection, where: str) -> None:
         for version in range(current + 1, PG_SCHEMA_VERSION + 1):
             await conn.execute(PG_MIGRATIONS[version - 1])
             await conn.execute("INSERT INTO switchboard_schema(version) VALUES ($1)", version)
+
+
+async def _forget(conn: Connection, user: str, platform: str | None, dry_run: bool) -> ForgetReport:
+    """`forget_user` on one connection: the same steps as `storage.sqlite._forget`, in one transaction."""
+    tr = conn.transaction()
+    await tr.start()
+    try:
+        report = await _forget_in(conn, user, platform)
+    except BaseException:
+        await tr.rollback()
+        raise
+    await (tr.rollback() if dry_run else tr.commit())
+    return report
+
+
+async def _forget_in(conn: Connection, user: str, platform: str | None) -> ForgetReport:
+    who, who_args = ("user_id=$1", [user]) if platform is None else ("user_id=$1 AND platform=$2", [user, platform])
+    started = "started_by=$1" + ("" if platform is None else " AND platform=$2")
+    mine = await conn.fetch(f"SELECT conversation, turn_id, text FROM inbox WHERE {who} FOR UPDATE", *who_args)
+    turns = sorted({r["turn_id"] for r in mine if r["turn_id"]})
+    convs = sorted({r["conversation"] for r in mine} | {
+        r["key"] for r in await conn.fetch(f"SELECT key FROM conversations WHERE {started}", *who_args)})
+    threads: set[str] = set()
+    threads.update(r[0] for r in await conn.fetch(
+        "SELECT main_thread FROM conversations WHERE key = ANY($1::text[]) AND main_thread IS NOT NULL", convs))
+    threads.update(r[0] for r in await conn.fetch(
+        "SELECT thread_id FROM sub_threads WHERE conversation = ANY($1::text[])", convs))
+    await conn.execute("UPDATE conversations SET main_thread=NULL WHERE key = ANY($1::text[])", convs)
+    await conn.execute("DELETE FROM sub_threads WHERE conversation = ANY($1::text[])", convs)
+    # entries the user wrote that no turn claims (a migration's copies, a crash before claiming)
+    await conn.execute(
+        "DELETE FROM transcript t USING unnest($1::text[], $2::text[]) AS u(c, text)"
+        " WHERE t.conversation=u.c AND t.role='user' AND t.text=u.text",
+        [r["conversation"] for r in mine], [r["text"] for r in mine])
+    threads.update(r[0] for r in await conn.fetch(
+        "SELECT DISTINCT thread_id FROM runs WHERE turn_id = ANY($1::text[])", turns))
+    for table, column in (("transcript", "turn_id"), ("runs", "turn_id"), ("tool_calls", "turn_id"), ("turns", "id")):
+        await conn.execute(f"DELETE FROM {table} WHERE {column} = ANY($1::text[])", turns)
+    await conn.execute(  # others' messages in those turns: answered anew unless the answer was delivered
+        "UPDATE inbox SET turn_id=NULL, state=CASE WHEN state='in_turn' THEN 'pending' ELSE state END"
+        " WHERE turn_id = ANY($1::text[])", turns)
+    for table in CHAT_THREAD_TABLES:  # threads the chat backend keeps here: in this same transaction
+        await conn.execute(f"DELETE FROM {table} WHERE thread_id = ANY($1::text[])", sorted(threads))
+    deleted = int((await conn.execute(f"DELETE FROM inbox WHERE {who}", *who_args)).split()[-1])
+    await conn.execute(f"UPDATE conversations SET started_by='' WHERE {started}", *who_args)
+    if turns:  # wake the owners: others' messages of a deleted turn are pending again
+        await conn.execute(f"SELECT pg_notify('{INBOX_CHANNEL}', c) FROM unnest($1::text[]) AS c", convs)
+    return ForgetReport(messages=deleted, turns=len(turns), conversations=tuple(convs), threads=tuple(sorted(threads)))
 
 
 def _reason(exc: BaseException) -> str:

@@ -17,7 +17,8 @@ from tests.admin.test_cli_admin import CONV, cli, team_file
 from tests.engine.harness import inbound, running_bot, team
 from tests.engine.test_store_contract import msg
 
-TABLES = ("conversations", "sub_threads", "inbox", "turns", "runs", "tool_calls", "transcript", "audit", "agents")
+TABLES = ("conversations", "sub_threads", "inbox", "turns", "runs", "tool_calls", "transcript", "audit", "agents",
+          "chat_threads", "chat_messages", "chat_runs", "chat_summaries", "thread_providers", "rate_counters", "usage")
 
 
 async def fill(store: SQLiteStore) -> None:
@@ -35,6 +36,12 @@ async def fill(store: SQLiteStore) -> None:
     await store.set_agent("responses", "proxy", "p1", "h")
     await store.add_audit(AuditEntry(now, "console", "op", "reset", "c1", "done"))
     await store.append_transcript("c1", 0, "critic", TranscriptEntry("user", "task"))
+    await store.create_chat_thread("chat_1", [{"role": "user", "content": "seed"}])
+    await store.finish_chat_run("crun_1", "chat_1", [{"role": "assistant", "content": "reply"}], {"status": "done"})
+    await store.add_chat_summary("chat_1", 1, "they said seed")
+    await store.set_thread_provider("chat_1", "chat|m|K|")
+    assert await store.admit_inbound(msg("e9", conversation="c9"), {"user:slack:u1": 5}, 42) == ""
+    await store.add_usage("2026-12-01", ["bot", "user:slack:u1"], input_tokens=3, output_tokens=4, cost=0.5)
 
 
 def counts(path: str) -> dict[str, int]:
@@ -52,7 +59,7 @@ async def test_migrate_store_copies_everything_and_is_idempotent(tmp_path, pg_cl
     for _ in range(2):  # the second run changes nothing
         code, out, err = await cli("migrate-store", "--config", str(config), "--to", pg_url)
         assert code == 0, err
-        assert "conversations 1" in out and "inbox 2" in out and "transcript 3" in out
+        assert "conversations 2" in out and "inbox 3" in out and "transcript 3" in out and "chat_messages 2" in out
     for table, n in counts(db).items():
         assert int(pg_cluster.psql(f"SELECT COUNT(*) FROM {table}", pg_url.rsplit("/", 1)[1])) == n, table
 
@@ -66,6 +73,19 @@ async def test_migrate_store_copies_everything_and_is_idempotent(tmp_path, pg_cl
         call = await target.get_tool_call("t1", "proxy", "call")
         assert call is not None and call.ok is True
         assert await target.get_agent("responses", "proxy") == ("p1", "h")
+        thread = await target.chat_thread("chat_1")
+        assert thread is not None and thread.summary == "they said seed"
+        assert [m.message["content"] for m in thread.messages] == ["reply"]
+        assert await target.chat_run("crun_1") == {"status": "done"}
+        assert await target.thread_provider("chat_1") == "chat|m|K|"
+        [bot, user] = await target.usage_on("2026-12-01")
+        assert (bot.tokens, user.cost) == (7, 0.5)
+        # the copied rate count holds: 4 more in that minute, then the bucket is full
+        for i in range(4):
+            assert await target.admit_inbound(msg(f"f{i}", conversation="c9"), {"user:slack:u1": 5}, 42) == ""
+        assert await target.admit_inbound(msg("f9", conversation="c9"), {"user:slack:u1": 5}, 42) == "user:slack:u1"
+        await target.finish_chat_run("crun_2", "chat_1", [{"role": "assistant", "content": "next"}], {})
+        assert [m.message["content"] for m in (await target.chat_thread("chat_1")).messages] == ["reply", "next"]
         # new rows continue after the copied ones
         await target.add_inbound(msg("e3"))
         assert [m.event_id for m in await target.pending_inbound("c1")] == ["e2", "e3"]

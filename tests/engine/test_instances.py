@@ -17,7 +17,7 @@ from bot.engine import Bot
 from bot.ownership import LeasedOwnership
 from bot.types import Actor, CommandContext
 from emulator import Rule, Script
-from storage.base import LeaseLost, TurnRecord, TurnUpdate
+from storage.base import InboxMessage, LeaseLost, TurnRecord, TurnUpdate
 from storage.leases import Leases
 from storage.postgres import PostgresStore
 from tests.engine.harness import RecordingSurface, inbound, team
@@ -26,8 +26,8 @@ CONV = "console:test:c1"
 LEASE_SECONDS = 1.0
 
 
-def shared_team(base_url: str, url: str) -> TeamConfig:
-    return dataclasses.replace(team(base_url, url), storage=StorageConfig(lease_seconds=LEASE_SECONDS))
+def shared_team(base_url: str, url: str, backend: str = "responses") -> TeamConfig:
+    return dataclasses.replace(team(base_url, url, backend=backend), storage=StorageConfig(lease_seconds=LEASE_SECONDS))
 
 
 @asynccontextmanager
@@ -97,6 +97,29 @@ async def test_a_dead_instances_turn_is_taken_over_and_answered_once(emu, pg_url
         assert [r.status for r in emu.responses.values() if r.agent == "proxy"] == ["completed"]
 
 
+async def test_a_dead_instances_chat_turn_is_taken_over_and_its_thread_holds_it_once(emu, pg_url):
+    emu.scripts["proxy"] = Script(rules=[Rule(delay=1.0, times=1)])  # a's completion is streaming when it dies
+    cfg = shared_team(emu.base_url, pg_url, backend="chat")
+    async with instance(cfg, "b") as (b, b_surface):
+        a = Bot.from_config(dataclasses.replace(cfg, storage=dataclasses.replace(cfg.storage, instance="a")))
+        a_surface = RecordingSurface()
+        a.add_surface(a_surface)
+        await a.start()
+        await a.accept(inbound("hello", conversation=CONV))
+        assert isinstance(a.store, PostgresStore)
+        await emu.wait_until(lambda: any(c.agent == "proxy" for c in emu.chat_completions.values()), within=10)
+        await die(a)
+        [(_, reply)] = await b_surface.wait_for(1)
+        await b.idle()
+        assert reply.text == "You said: hello" and a_surface.deliveries == []
+        conversation = await b.store.get_conversation(CONV)
+        assert conversation is not None and conversation.main_thread is not None
+        thread = await b.store.chat_thread(conversation.main_thread)
+        assert thread is not None
+        contents = [m.message.get("content") for m in thread.messages]
+        assert contents.count("hello") == 1 and contents.count("You said: hello") == 1
+
+
 async def test_a_reset_on_another_instance_stops_the_owners_turn_and_answers_once(emu, pg_url):
     emu.scripts["critic"] = Script(rules=[Rule(delay=30.0, times=1)])
     cfg = shared_team(emu.base_url, pg_url)
@@ -142,6 +165,18 @@ async def test_the_old_owners_writes_fail_whole_once_its_lease_is_taken(pg_url):
         assert await b.get_turn("t2") is None
         renewal = await a_leases.renew()
         assert renewal.lost == {CONV} and CONV not in a.tokens
+        # a turn's chat-thread writes are fenced too, by the conversation that uses the thread
+        await b.add_inbound(InboxMessage("e1", CONV, "console", "ch", "u", "hi", {}, now))
+        await b.set_main_thread(CONV, 0, "chat_1")
+        await b.create_chat_thread("chat_1", [{"role": "user", "content": "seed"}])
+        with pytest.raises(LeaseLost):
+            await a.finish_chat_run("run_late", "chat_1", [{"role": "assistant", "content": "late"}], {"s": 1})
+        with pytest.raises(LeaseLost):
+            await a.add_chat_summary("chat_1", 1, "late summary")
+        assert await b.chat_run("run_late") is None
+        thread = await b.chat_thread("chat_1")
+        assert thread is not None and thread.summary is None and len(thread.messages) == 1
+        assert await b.finish_chat_run("run_1", "chat_1", [{"role": "assistant", "content": "ok"}], {"s": 1})
         await b.update_turn("t1", TurnUpdate(state="replied"))  # the new owner writes
         await b_leases.release_all()
         assert await a_leases.claimable_work() == [CONV]  # unfinished and free again

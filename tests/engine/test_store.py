@@ -142,30 +142,6 @@ async def test_a_version_1_database_gains_the_chat_tables_and_keeps_its_data(tmp
     await store.close()
 
 
-async def test_chat_threads_runs_and_summaries(tmp_path):
-    store = SQLiteStore(tmp_path / "s.db")
-    await store.open()
-    assert await store.chat_thread("chat_x") is None
-    seed = [{"role": "user", "content": "one"}, {"role": "assistant", "content": "1"}]
-    await store.create_chat_thread("chat_x", seed)
-    with pytest.raises(StoreError):
-        await store.create_chat_thread("chat_x", [])
-    answer = [{"role": "user", "content": "two"}, {"role": "assistant", "content": "2"}]
-    assert await store.finish_chat_run("run_1", "chat_x", answer, {"status": "completed"})
-    assert not await store.finish_chat_run("run_1", "chat_x", answer, {"status": "other"})  # once only
-    assert await store.chat_run("run_1") == {"status": "completed"} and await store.chat_run("run_2") is None
-    thread = await store.chat_thread("chat_x")
-    assert [m.message["content"] for m in thread.messages] == ["one", "1", "two", "2"] and thread.summary is None
-    await store.add_chat_summary("chat_x", thread.messages[1].id, "they said one")
-    folded = await store.chat_thread("chat_x")
-    assert folded.summary == "they said one" and [m.message["content"] for m in folded.messages] == ["two", "2"]
-    await store.set_thread_provider("conv_1", "responses|x|K|")
-    assert await store.thread_provider("conv_1") == "responses|x|K|" and await store.thread_provider("c2") is None
-    await store.delete_chat_thread("chat_x")
-    assert await store.chat_thread("chat_x") is None
-    await store.close()
-
-
 async def test_postgres_schema_is_versioned_and_a_newer_one_is_refused(pg_cluster, pg_url):
     from storage.pg_schema import PG_SCHEMA_VERSION
     from storage.postgres import PostgresStore

@@ -211,3 +211,27 @@ async def test_prune_deletes_only_old_finished_records_and_keeps_what_a_rebuild_
     assert [e.text for e in await store.transcript("c2", 0, "main")] == ["hi"]
     assert [a.action for a in await store.recent_audit()] == ["cancel"]
     assert (await store.prune(RetentionPolicy(), now=later)).total == 0  # idempotent
+
+
+async def test_chat_threads_runs_and_summaries(store: Store) -> None:
+    assert await store.chat_thread("chat_x") is None
+    seed = [{"role": "user", "content": "one"}, {"role": "assistant", "content": "1"}]
+    await store.create_chat_thread("chat_x", seed)
+    with pytest.raises(StoreError):
+        await store.create_chat_thread("chat_x", [])
+    answer = [{"role": "user", "content": "two"}, {"role": "assistant", "content": "2"}]
+    assert await store.finish_chat_run("run_1", "chat_x", answer, {"status": "completed"})
+    assert not await store.finish_chat_run("run_1", "chat_x", answer, {"status": "other"})  # once only
+    assert await store.chat_run("run_1") == {"status": "completed"} and await store.chat_run("run_2") is None
+    thread = await store.chat_thread("chat_x")
+    assert [m.message["content"] for m in thread.messages] == ["one", "1", "two", "2"] and thread.summary is None
+    await store.add_chat_summary("chat_x", thread.messages[1].id, "they said one")
+    folded = await store.chat_thread("chat_x")
+    assert folded.summary == "they said one" and [m.message["content"] for m in folded.messages] == ["two", "2"]
+    await store.set_thread_provider("conv_1", "responses|x|K|")
+    assert await store.thread_provider("conv_1") == "responses|x|K|" and await store.thread_provider("c2") is None
+    await store.delete_chat_thread("chat_x")
+    assert await store.chat_thread("chat_x") is None and await store.chat_run("run_1") is None
+    await store.create_chat_thread("chat_nul", [{"role": "user", "content": "a\u0000b"}])  # JSON escapes NUL
+    [kept] = (await store.chat_thread("chat_nul")).messages
+    assert kept.message["content"] == "a\u0000b"
