@@ -63,7 +63,7 @@ def tables_containing(db: Path | str, needle: str) -> dict[str, int]:
 def file_bytes(db: Path | str) -> bytes:
     if is_pg(db):
         return b""  # see the module's docstring
-    return b"".join(p.read_bytes() for p in (db, Path(f"{db}-wal")) if p.exists())
+    return b"".join(p.read_bytes() for p in (Path(db), Path(f"{db}-wal")) if p.exists())
 
 
 def live_threads_with(emu: Emulator, db: Path | str, needle: str) -> list[str]:
