@@ -154,7 +154,7 @@ async def run_store(kind: str, sizes: list[int], accepts: int, old_schema: bool)
                     await load_postgres(store, loaded, size)
                 loaded = size
                 load_s = time.perf_counter() - started
-                if old_schema and isinstance(store, SQLiteStore):  # measured without schema version 2's index
+                if old_schema and isinstance(store, SQLiteStore):  # measured without schema version 4's index
                     await store._write("DROP INDEX inbox_seq")
                 results[size] = await measure(store, size, accepts)
                 figures = results[size]
@@ -174,7 +174,7 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="+", type=int, default=list(SIZES))
     parser.add_argument("--accepts", type=int, default=2000, help="messages accepted per measurement")
     parser.add_argument("--old-sqlite-schema", action="store_true",
-                        help="measure SQLite without the inbox_seq index (schema version 1: MAX(seq) scans)")
+                        help="measure SQLite without the inbox_seq index (before schema version 4: MAX(seq) scans)")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
     report: dict[str, Any] = {}

@@ -10,7 +10,7 @@ from __future__ import annotations
 PG_SCHEMA_VERSION = 3
 
 PG_MIGRATIONS: list[str] = [
-    # 1: the tables of SQLite's version 2, with sequences instead of MAX()+1
+    # 1: the tables of SQLite's version 1 (and version 4's indexes), with sequences instead of MAX()+1
     """
     CREATE TABLE conversations (
         key          TEXT PRIMARY KEY,

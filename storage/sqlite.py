@@ -269,7 +269,7 @@ class SQLiteStore:
         return _run(row) if row else None
 
     async def active_runs(self, turn_id: str | None = None) -> list[RunRecord]:
-        # the statuses spelled out, not bound: so the partial index runs_active (schema version 2) applies
+        # the statuses spelled out, not bound: so the partial index runs_active (schema version 4) applies
         sql = f"SELECT * FROM runs WHERE status NOT IN ({', '.join(repr(s) for s in TERMINAL_RUN_STATUSES)})"
         if turn_id is None:
             return [_run(r) for r in await self._rows(sql)]

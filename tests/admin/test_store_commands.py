@@ -137,3 +137,32 @@ async def test_cli_cancel_on_postgres_goes_through_the_database_to_the_owning_in
         assert isinstance(bot.store, PostgresStore)
         recorded = await bot.store._fetch("SELECT remote_id FROM runs WHERE agent = 'critic'")
         assert [r["remote_id"] for r in recorded] == [critics[0].id]
+
+
+async def test_cli_usage_grant_and_forget_on_postgres_go_through_the_database(emu, tmp_path, pg_url):
+    from tests.engine.test_forget import tables_containing
+
+    config = team_file(tmp_path, emu.base_url, "[budgets]\nuser_tokens_per_day = 1000000\n")
+    env = {"SWITCHBOARD_DB": pg_url}
+    cfg = dataclasses.replace(team(emu.base_url, pg_url), storage=StorageConfig(lease_seconds=1.0))
+    async with running_bot(cfg) as (bot, surface):
+        await bot.accept(inbound("pg-secret-5521", user="alice"))
+        await bot.accept(inbound("bob-pg-words", user="bob", conversation="console:test:bob"))
+        await surface.wait_for(2)
+        await bot.idle()
+        code, out, err = await cli("usage", "--config", str(config), env=env)
+        assert code == 0 and "user:console:alice:" in out, err
+        code, out, err = await cli("grant", "--config", str(config), "user", "console:alice", "500", env=env)
+        assert code == 0 and out.strip() == "Granted 500 tokens to user:console:alice for today (UTC).", err
+        [row] = await bot.store.usage_on(time.strftime("%Y-%m-%d", time.gmtime()), ["user:console:alice"])
+        assert row.granted_tokens == 500  # the running instance sees the grant: one database
+        code, _, err = await cli("reload", "--config", str(config), env=env)
+        assert code == 1 and "SIGHUP" in err
+        code, out, err = await cli("forget", "--config", str(config), "--user", "alice", env=env)
+        assert code == 0 and out.startswith("Forgot user:*:alice: 1 messages, 1 turns"), err
+        assert tables_containing(pg_url, "pg-secret-5521") == {}
+        assert tables_containing(pg_url, "bob-pg-words")["inbox"] == 1
+        # the conversation goes on: the instance owns it again after the CLI gave the lease back
+        await bot.accept(inbound("again", user="bob", conversation="console:test:bob"))
+        await surface.wait_for(3)
+        assert [e.action for e in (await bot.store.recent_audit(3))] == ["forget", "grant", "usage"]
