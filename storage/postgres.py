@@ -579,7 +579,7 @@ class PostgresStore:
     # ---- rate limits, usage and deletion ----
 
     async def admit_inbound(self, message: InboxMessage, quotas: Mapping[str, int], minute: int) -> str:
-        """One transaction holding the quota buckets' counter rows (FOR UPDATE, in bucket order so that two
+        """One transaction holding the quota buckets' counter rows (locked by an upsert, in bucket order so that two
         admissions never wait on each other crosswise): concurrent senders on any instance count exactly."""
         if not quotas:  # no rate limits: one statement, as add_inbound
             return "" if await self.add_inbound(message) else "duplicate"
@@ -589,12 +589,11 @@ class PostgresStore:
             if await conn.fetchval("SELECT 1 FROM inbox WHERE event_id=$1", message.event_id) is not None:
                 return "duplicate"
             async with conn.transaction():
-                await conn.execute(
-                    "INSERT INTO rate_counters(bucket, minute, count) SELECT b, $2, 0 FROM unnest($1::text[]) AS b"
-                    " ORDER BY b ON CONFLICT (bucket, minute) DO NOTHING", buckets, minute)
+                # creates the minute's rows at zero or, for those that exist, locks them (DO UPDATE) in bucket order
                 rows = await conn.fetch(
-                    "SELECT bucket, count FROM rate_counters WHERE bucket = ANY($1::text[]) AND minute=$2"
-                    " ORDER BY bucket FOR UPDATE", buckets, minute)
+                    "INSERT INTO rate_counters(bucket, minute, count) SELECT b, $2, 0 FROM unnest($1::text[]) AS b"
+                    " ORDER BY b ON CONFLICT (bucket, minute) DO UPDATE SET count=rate_counters.count"
+                    " RETURNING bucket, count", buckets, minute)
                 counts = {str(r["bucket"]): int(r["count"]) for r in rows}
                 for bucket, limit in quotas.items():
                     if counts.get(bucket, 0) >= limit:
@@ -603,17 +602,16 @@ class PostgresStore:
                     "WITH c AS (INSERT INTO conversations(key, platform, channel, started_by, created_at)"
                     " VALUES ($2,$3,$4,$5,$9) ON CONFLICT DO NOTHING),"
                     " i AS (INSERT INTO inbox(event_id, conversation, platform, channel, user_id, text, route, state,"
-                    " received_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9) ON CONFLICT DO NOTHING RETURNING conversation)"
+                    " received_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9) ON CONFLICT DO NOTHING RETURNING conversation),"
+                    " u AS (UPDATE rate_counters SET count=count+1 WHERE bucket = ANY($10::text[]) AND minute=$11"
+                    "  AND EXISTS (SELECT 1 FROM i)),"
+                    " d AS (DELETE FROM rate_counters WHERE minute < $11 - 1 AND EXISTS (SELECT 1 FROM i))"
                     f" SELECT pg_notify('{INBOX_CHANNEL}', conversation) FROM i",
                     message.event_id, message.conversation, message.platform, message.channel,
                     _text(message.user), _text(message.text), _dumps(dict(message.route)), message.state,
-                    message.received_at)
-                if not stored:  # the same event stored by a concurrent call since the first look
+                    message.received_at, buckets, minute)
+                if not stored:  # the same event stored by a concurrent call since the first look: nothing counted
                     return "duplicate"
-                await conn.execute(
-                    "UPDATE rate_counters SET count=count+1 WHERE bucket = ANY($1::text[]) AND minute=$2",
-                    buckets, minute)
-                await conn.execute("DELETE FROM rate_counters WHERE minute < $1", minute - 1)
             return ""
 
         return await self._op(run)
