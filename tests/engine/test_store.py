@@ -158,6 +158,26 @@ async def test_postgres_schema_is_versioned_and_a_newer_one_is_refused(pg_cluste
         await PostgresStore(pg_url).open()
 
 
+async def test_a_version_2_postgres_database_gains_the_chat_and_access_tables_and_keeps_its_data(pg_cluster, pg_url):
+    from storage.pg_schema import PG_MIGRATIONS
+    from storage.postgres import PostgresStore
+
+    database = pg_url.rsplit("/", 1)[1]
+    pg_cluster.psql("CREATE TABLE switchboard_schema (version INTEGER NOT NULL);" + PG_MIGRATIONS[0] + PG_MIGRATIONS[1]
+                    + "INSERT INTO switchboard_schema VALUES (1), (2);"
+                    " INSERT INTO inbox(event_id, conversation, platform, channel, user_id, text, route, received_at)"
+                    " VALUES ('e1', 'c1', 'console', 'ch', 'u', 'hi', '{}', 1.0)", database)
+    store = PostgresStore(pg_url)
+    await store.open()
+    try:
+        assert [m.event_id for m in await store.pending_inbound("c1")] == ["e1"]
+        await store.create_chat_thread("chat_1", [{"role": "user", "content": "hi"}])
+        assert await store.admit_inbound(message("e2"), {"u": 1}, 5) == ""
+        assert await store.admit_inbound(message("e3"), {"u": 1}, 5) == "u"
+    finally:
+        await store.close()
+
+
 async def test_postgres_errors_name_the_server_but_never_the_password():
     from storage.postgres import PostgresStore
     from storage.select import redacted
