@@ -16,7 +16,7 @@ from bot import admin_socket
 from bot.admin_socket import InstanceLock, operator_context
 from bot.config import TeamConfig
 from bot.types import CommandResult
-from storage.select import is_postgres
+from storage.select import is_postgres, redacted
 
 MAX_LISTED = 5
 
@@ -61,7 +61,7 @@ async def resolve_conversation(db_path: str, name: str) -> str | CommandResult:
     if len(matches) == 1:
         return matches[0]
     if not matches:
-        return CommandResult(False, f"no conversation {name!r} in {db_path}: `switchboard status` lists them")
+        return CommandResult(False, f"no conversation {name!r} in {redacted(db_path)}: `switchboard status` lists them")
     listed = ", ".join(sorted(matches)[:MAX_LISTED])
     return CommandResult(False, f"{name!r} could be {len(matches)} conversations ({listed}); give more of the key")
 
