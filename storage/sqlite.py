@@ -25,6 +25,8 @@ from storage.base import (
     ConversationRecord,
     ForgetReport,
     InboxMessage,
+    PruneCounts,
+    RetentionPolicy,
     RunRecord,
     StoreError,
     ToolCallRecord,
@@ -33,6 +35,7 @@ from storage.base import (
     TurnUpdate,
     UsageRow,
 )
+from storage.retention import BATCH, prune_steps
 from storage.schema import SCHEMA_VERSION
 from storage.sqlite_thread import ConnectionThread, Statements
 
@@ -142,7 +145,8 @@ class SQLiteStore:
         return [_inbox(r) for r in rows]
 
     async def conversations_with_pending(self) -> list[str]:
-        rows = await self._rows("SELECT DISTINCT conversation FROM inbox WHERE state='pending'")
+        rows = await self._rows("SELECT DISTINCT conversation FROM inbox INDEXED BY inbox_pending_conversations"
+                                " WHERE state='pending'")
         return [str(r["conversation"]) for r in rows]
 
     async def claim_inbound(self, event_ids: list[str], turn_id: str) -> None:
@@ -265,13 +269,11 @@ class SQLiteStore:
         return _run(row) if row else None
 
     async def active_runs(self, turn_id: str | None = None) -> list[RunRecord]:
-        marks = ",".join("?" * len(TERMINAL_RUN_STATUSES))
-        sql = f"SELECT * FROM runs WHERE status NOT IN ({marks})"
-        params: list[Any] = list(TERMINAL_RUN_STATUSES)
-        if turn_id is not None:
-            sql += " AND turn_id=?"
-            params.append(turn_id)
-        return [_run(r) for r in await self._rows(sql, params)]
+        # the statuses spelled out, not bound: so the partial index runs_active (schema version 4) applies
+        sql = f"SELECT * FROM runs WHERE status NOT IN ({', '.join(repr(s) for s in TERMINAL_RUN_STATUSES)})"
+        if turn_id is None:
+            return [_run(r) for r in await self._rows(sql)]
+        return [_run(r) for r in await self._rows(sql + " AND turn_id=?", (turn_id,))]
 
     async def record_tool_call(self, call: ToolCallRecord) -> None:
         await self._write(
@@ -454,6 +456,18 @@ class SQLiteStore:
             )
             for r in rows
         ]
+
+    # ---- retention ----
+
+    async def prune(self, policy: RetentionPolicy, now: float | None = None) -> PruneCounts:
+        counts: dict[str, int] = {}
+        for step in prune_steps(policy, now):
+            while True:
+                deleted = await self._write(step.sql, step.params)
+                counts[step.field] = counts.get(step.field, 0) + deleted
+                if deleted < BATCH:
+                    break
+        return PruneCounts(**counts)
 
 
     # ---- rate limits, usage and deletion ----

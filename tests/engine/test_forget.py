@@ -1,10 +1,13 @@
 """`forget user`: what a person wrote, and every turn built on it, leaves the database (every table, and the bytes of
 the file), and the provider threads that saw it are deleted; other people's conversation goes on, rebuilt from what
-remains. Runs once per backend."""
+remains. Runs once per backend, and on both stores: on PostgreSQL every table is scanned (the bytes of its files are
+not: its WAL keeps old row versions until recycled, README "Access and budgets")."""
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
+import subprocess
 from pathlib import Path
 
 from bot.types import Actor, CommandContext
@@ -16,8 +19,35 @@ BOB_WORDS = "bob-keeps-this-4410"
 SHARED = "console:test:shared"
 ADMIN = CommandContext(Actor("console", "operator:root", platform_admin=True), channel="console:test")
 
-def tables_containing(db: Path, needle: str) -> dict[str, int]:
+def is_pg(db: Path | str) -> bool:
+    return str(db).startswith("postgresql://")
+
+
+def psql(url: str, sql: str) -> list[str]:
+    """Rows of `sql`, read by `psql` (another client than the store's)."""
+    from fakes.pg_cluster import pg_bin
+
+    binary = shutil.which("psql") or str(pg_bin() / "psql")
+    done = subprocess.run([binary, "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql, url],
+                          check=True, capture_output=True, text=True)
+    return [line for line in done.stdout.splitlines() if line]
+
+
+def pg_tables_containing(url: str, needle: str) -> dict[str, int]:
+    tables = psql(url, "SELECT table_name FROM information_schema.tables WHERE table_schema='public'")
+    assert {"inbox", "turns", "runs", "tool_calls", "transcript", "audit", "usage", "chat_messages"} <= set(tables)
+    found: dict[str, int] = {}
+    for table in tables:  # a whole row as text: every column at once
+        [hits] = psql(url, f"SELECT count(*) FROM {table} AS r WHERE strpos(r::text, '{needle}') > 0")
+        if int(hits):
+            found[table] = int(hits)
+    return found
+
+
+def tables_containing(db: Path | str, needle: str) -> dict[str, int]:
     """Every table of the database, every column: how many rows mention `needle`."""
+    if is_pg(db):
+        return pg_tables_containing(str(db), needle)
     found: dict[str, int] = {}
     with sqlite3.connect(db) as conn:
         tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
@@ -30,25 +60,30 @@ def tables_containing(db: Path, needle: str) -> dict[str, int]:
     return found
 
 
-def file_bytes(db: Path) -> bytes:
-    return b"".join(p.read_bytes() for p in (db, Path(f"{db}-wal")) if p.exists())
+def file_bytes(db: Path | str) -> bytes:
+    if is_pg(db):
+        return b""  # see the module's docstring
+    return b"".join(p.read_bytes() for p in (Path(db), Path(f"{db}-wal")) if p.exists())
 
 
-def live_threads_with(emu: Emulator, db: Path, needle: str) -> list[str]:
+def live_threads_with(emu: Emulator, db: Path | str, needle: str) -> list[str]:
     """The threads that still hold `needle`: at the provider (and the responses it stores), and the chat backend's,
     which live in our database."""
     live = [c for c in emu.conversations.values() if not c.deleted]
     found = [c.id for c in live if any(needle in str(item) for item in c.items)]
     found += [r.id for r in emu.responses.values() if r.store and needle in str([r.input_items, r.output])]
     found += [t.id for t in emu.threads.values() if not t.deleted and any(needle in m.text for m in t.messages)]
+    if is_pg(db):
+        sql = f"SELECT DISTINCT thread_id FROM chat_messages WHERE strpos(message, '{needle}') > 0"
+        return found + psql(str(db), sql)
     with sqlite3.connect(db) as conn:
         rows = conn.execute("SELECT DISTINCT thread_id FROM chat_messages WHERE message LIKE ?", (f"%{needle}%",))
         found += [r[0] for r in rows]
     return found
 
 
-async def test_forget_leaves_no_trace_of_the_users_text(emu, tmp_path, backend):
-    db = tmp_path / "db"
+async def test_forget_leaves_no_trace_of_the_users_text(emu, store_url, backend):
+    db = store_url
     async with running_bot(team(emu.base_url, db, backend=backend)) as (bot, surface):
         await bot.accept(inbound(f"ask the critic about {SECRET}", user="alice", conversation="console:test:a1"))
         await bot.accept(inbound(f"hello {BOB_WORDS}", user="bob", conversation=SHARED))
@@ -95,11 +130,11 @@ async def test_forget_is_for_admins_and_leaves_others_alone(emu, tmp_path):
         assert tables_containing(db, BOB_WORDS)["inbox"] == 1
 
 
-async def test_forget_during_a_running_turn_stops_it_and_strands_nothing(emu, tmp_path, backend):
+async def test_forget_during_a_running_turn_stops_it_and_strands_nothing(emu, store_url, backend):
     from emulator import Rule, Script
 
     emu.scripts["critic"] = Script(rules=[Rule(delay=30.0)])
-    db = tmp_path / "db"
+    db = store_url
     async with running_bot(team(emu.base_url, db, backend=backend)) as (bot, surface):
         await bot.accept(inbound(f"ask the critic about {SECRET}", user="alice", conversation=SHARED))
         await emu.wait_until(lambda: bool(remote_runs(emu, "critic")))
