@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 MIGRATIONS: list[str] = [
     # 1: initial schema
@@ -176,5 +176,15 @@ MIGRATIONS: list[str] = [
     );
 
     CREATE INDEX inbox_user ON inbox(user_id);
+    """,
+    # 4: indexes so that accepting a message and the worker's queries stay fast as history grows: the inbox's
+    # next seq is MAX(seq) (an index lookup now, a scan before), a turn's messages, conversations with pending ones,
+    # and the runs still active (the partial index matches the literal list in `SQLiteStore.active_runs`)
+    """
+    CREATE INDEX inbox_seq ON inbox(seq);
+    CREATE INDEX inbox_turn ON inbox(turn_id);
+    CREATE INDEX inbox_pending_conversations ON inbox(conversation) WHERE state = 'pending';
+    CREATE INDEX runs_active ON runs(turn_id)
+        WHERE status NOT IN ('completed', 'failed', 'cancelled', 'expired', 'incomplete', 'superseded');
     """,
 ]
