@@ -299,37 +299,46 @@ class Supervisor:
         last_status: str | None = None
         queued_since: float | None = None
         try:
-            while True:
-                timeout = self.limits.stream_idle_timeout
-                if queued_since is not None:
-                    timeout = min(timeout, max(0.0, queued_since + self.limits.queued_timeout - loop.time()))
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel (admin reset) that arrives as the
+            # event does, leaving the turn running after it was stopped. One for the whole stream, moved lazily by
+            # `IdleWatch`: a timeout per event cost ~5% of the engine's CPU per turn (benchmarks/profile_turn.py).
+            async with asyncio.timeout(None) as deadline:
+                watch = IdleWatch(deadline)
                 try:
-                    # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel (admin reset) that
-                    # arrives as the event does, leaving the turn running after it was stopped.
-                    async with asyncio.timeout(timeout):
-                        event = await anext(iterator)
-                except StopAsyncIteration:
-                    raise StreamDropped("stream ended", stream.run_id) from None
-                except TimeoutError:
-                    if queued_since is not None and stream.run_id:
-                        await self.cancel_quietly(stream.run_id, request.thread_id)
-                        raise _Recreate("queued_too_long") from None
-                    raise StreamDropped("no event within the idle timeout", stream.run_id) from None
-                if isinstance(event, Delta):
-                    if scope.on_delta is not None:
-                        await scope.on_delta(event.text)
-                    continue
-                assert isinstance(event, Snapshot)
-                state = event.state
-                if not recorded:
-                    await self._record(scope, request, state)
-                    recorded = True
-                if state.status != last_status:
-                    last_status = state.status
-                    queued_since = loop.time() if state.status == "queued" else None
-                if state.settled:
-                    await self._settled(state)
-                    return state
+                    while True:
+                        timeout = self.limits.stream_idle_timeout
+                        if queued_since is not None:
+                            timeout = min(timeout, max(0.0, queued_since + self.limits.queued_timeout - loop.time()))
+                        watch.reading(timeout)
+                        try:
+                            event = await anext(iterator)
+                        except StopAsyncIteration:
+                            raise StreamDropped("stream ended", stream.run_id) from None
+                        watch.done_reading()
+                        if isinstance(event, Delta):
+                            if scope.on_delta is not None:
+                                await scope.on_delta(event.text)
+                            continue
+                        assert isinstance(event, Snapshot)
+                        state = event.state
+                        if not recorded:
+                            await self._record(scope, request, state)
+                            recorded = True
+                        if state.status != last_status:
+                            last_status = state.status
+                            queued_since = loop.time() if state.status == "queued" else None
+                        if state.settled:
+                            await self._settled(state)
+                            return state
+                finally:
+                    watch.close()
+        except TimeoutError:
+            if not deadline.expired():
+                raise  # not ours: raised by something the loop awaited
+            if queued_since is not None and stream.run_id:
+                await self.cancel_quietly(stream.run_id, request.thread_id)
+                raise _Recreate("queued_too_long") from None
+            raise StreamDropped("no event within the idle timeout", stream.run_id) from None
         finally:
             await stream.aclose()
 
@@ -509,6 +518,48 @@ class Supervisor:
     async def _settled(self, state: RunState) -> None:
         await self.store.update_run(state.id, status=state.status, last_seq=state.last_seq)
         self.metrics.runs.labels(state.status).inc()
+
+
+class IdleWatch:
+    """Expires an `asyncio.timeout` once the stream has been waited on for longer than allowed, with one timer per
+    stream instead of one per event: marking a read costs a clock read, and the timer, when it fires early (events
+    came meanwhile), re-arms itself for the current deadline. Time spent between reads (handling an event) never
+    counts, as with a timeout around each read."""
+
+    def __init__(self, timeout: asyncio.Timeout) -> None:
+        self._timeout = timeout
+        self._loop = asyncio.get_running_loop()
+        self._deadline: float | None = None  # None: not reading now
+        self._timer: asyncio.TimerHandle | None = None
+
+    def reading(self, seconds: float) -> None:
+        """A read starts that may wait at most `seconds`."""
+        self._deadline = deadline = self._loop.time() + seconds
+        timer = self._timer
+        if timer is not None and timer.when() > deadline:  # a shorter wait than the armed one (queued)
+            timer.cancel()
+            timer = None
+        if timer is None:
+            self._timer = self._loop.call_at(deadline, self._check)
+
+    def done_reading(self) -> None:
+        self._deadline = None
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _check(self) -> None:
+        self._timer = None
+        deadline = self._deadline
+        if deadline is None:
+            return  # between reads: the next read arms the timer again
+        now = self._loop.time()
+        if now >= deadline:
+            self._timeout.reschedule(now)  # expires the timeout: the read in progress ends with TimeoutError
+        else:
+            self._timer = self._loop.call_at(deadline, self._check)
 
 
 class _Opened:
