@@ -20,6 +20,7 @@ from benchmarks.load import LoadSurface
 from bot.config import TeamConfig
 from bot.engine import Bot
 from bot.types import Progress, Reply, TurnRef
+from switchboard.tuning import tuned_process
 
 SUBS = 4
 THREADS = 64  # the naive bot's worker threads (one synchronous turn each)
@@ -47,9 +48,11 @@ class Switchboard:
     def __init__(self, url: str, state_dir: Path) -> None:
         self.bot = Bot.from_config(team(url, state_dir, self.backend))
         self.surface = LoadSurface()
+        self.tuning = tuned_process()  # what `switchboard run` runs the engine in
 
     async def start(self) -> None:
         self.bot.add_surface(self.surface)
+        await self.tuning.__aenter__()
         await self.bot.start()
 
     async def turn(self, conversation: str, text: str) -> str:
@@ -75,6 +78,7 @@ class Switchboard:
                 return None
 
         self.bot.add_surface(Watch())  # instead of `start`: nothing of this process is timed
+        await self.tuning.__aenter__()
         await self.bot.start()
         try:
             await asyncio.wait_for(done.wait(), wait)
@@ -84,6 +88,7 @@ class Switchboard:
 
     async def stop(self) -> None:
         await self.bot.stop()
+        await self.tuning.__aexit__(None, None, None)
 
 
 class SwitchboardChat(Switchboard):

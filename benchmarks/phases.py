@@ -28,6 +28,7 @@ from benchmarks.load import LoadSurface, TurnTiming, burst, closed_loop, convers
 from bot.engine import Bot, make_backend
 from bot.types import Inbound, Progress, Reply, Started, TurnRef
 from storage.sqlite import SQLiteStore
+from switchboard.tuning import tuned_process
 
 TERMINAL_RUN_STATUSES = ("completed", "failed", "cancelled", "expired", "incomplete", "superseded")
 
@@ -80,11 +81,12 @@ async def engine(url: str, subs: int = 1, backend: str = "responses") -> AsyncIt
     bot = Bot.from_config(team)
     surface = LoadSurface()
     bot.add_surface(surface)
-    await bot.start()
-    try:
-        yield bot, surface
-    finally:
-        await bot.stop()
+    async with tuned_process():  # what `switchboard run` runs the engine in
+        await bot.start()
+        try:
+            yield bot, surface
+        finally:
+            await bot.stop()
 
 
 async def overhead_of(bot: Bot, url: str, timings: list[TurnTiming], first_turns: bool = False) -> dict[str, Any]:

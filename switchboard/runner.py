@@ -18,6 +18,7 @@ from bot.admin_socket import operator_context
 from bot.config import ConfigError, TeamConfig
 from bot.engine import Bot
 from bot.ops import OpsServer
+from switchboard.tuning import tuned_process
 
 log = logging.getLogger("switchboard.run")
 CONNECT_PROBE_SECONDS = 3.0
@@ -70,6 +71,11 @@ _reloads: set[asyncio.Task[None]] = set()
 
 
 async def run_platforms(team: TeamConfig) -> int:
+    async with tuned_process():
+        return await _run_platforms(team)
+
+
+async def _run_platforms(team: TeamConfig) -> int:
     enabled = [name for name, cfg in team.platforms.items() if cfg.enabled]
     if not enabled:
         raise ConfigError(
@@ -116,6 +122,11 @@ async def run_platforms(team: TeamConfig) -> int:
 async def run_console(team: TeamConfig, conversation: str, jsonl: bool = False) -> int:
     """Chat with the team in this terminal (or through a pipe) on `conversation` until standard input ends.
     Ctrl-C (cancellation) leaves the screen clean and an unfinished turn recorded, to resume at the next start."""
+    async with tuned_process():
+        return await _run_console(team, conversation, jsonl)
+
+
+async def _run_console(team: TeamConfig, conversation: str, jsonl: bool) -> int:
     from adapters.console import ConsoleSurface, chat
 
     unreachable = await provider_unreachable(team.base_url)

@@ -24,13 +24,11 @@ from bot.backends.base import (
     ThreadGone,
     TranscriptItem,
 )
+from bot.backends.sse import MAX_CONNECTIONS
 from bot.config import AgentConfig, Provider, TeamConfig
 from storage.base import Store
 
 PROVIDER_TIMEOUT = httpx2.Timeout(600.0, connect=10.0)
-# A streamed background run holds its connection until it settles, so the pool bounds the runs in flight: the SDK's
-# default (1,000) made turns beyond it wait for a free connection (benchmarks/bigroom.py, 10,000 conversations).
-MAX_CONNECTIONS = 16_000  # below a typical 20,000 open-files limit, leaving room for the database and sockets
 MAX_IDLE_CONNECTIONS = 1_000  # kept open between runs, so a busy bot does not reconnect for each request
 CONNECTION_LIMITS = httpx2.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_IDLE_CONNECTIONS)
 MISSING_KEY = "missing-key"  # sent when no key is set: the provider answers 401, which names the fix

@@ -20,7 +20,6 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any, cast
 
 import openai
-from openai import AsyncStream
 
 from bot.backends.base import (
     Delta,
@@ -38,6 +37,7 @@ from bot.backends.base import (
     results_as_text,
 )
 from bot.backends.openai_errors import close_sdk_stream, get_json, post_json, provider_errors, stream_error, translate
+from bot.backends.sse import MAX_CONNECTIONS, LeanStreams
 from bot.types import Usage
 
 MAX_ITEMS_PER_CALL = 20  # conversations.create and items.create take at most 20 items
@@ -53,11 +53,13 @@ class ResponsesBackend:
 
     def __init__(self, client: openai.AsyncOpenAI) -> None:
         self.client = client
+        self.streams = LeanStreams(client, MAX_CONNECTIONS)  # creates and resumes: the hot path
 
     async def open(self) -> None:
         return None
 
     async def close(self) -> None:
+        await self.streams.close()
         await self.client.close()
 
     # ---- threads ----
@@ -159,9 +161,7 @@ class ResponsesBackend:
             kwargs["tools"] = request.tools
             kwargs["parallel_tool_calls"] = True
         async with provider_errors():
-            stream = await self.client.post(
-                "/responses", body=kwargs, cast_to=object, stream=True, stream_cls=AsyncStream[object]
-            )
+            stream = await self.streams.post("/responses", kwargs)
         return ResponseStream(stream, request.thread_id)
 
     async def resume(self, run_id: str, thread_id: str, after_seq: int) -> ResponseStream:
@@ -169,10 +169,7 @@ class ResponsesBackend:
             raise Permanent("an adopted response has no stream", "no_stream")
         params = {"stream": "true", "starting_after": after_seq}
         async with provider_errors(not_found="run"):
-            stream = await self.client.get(
-                f"/responses/{run_id}", cast_to=object, stream=True, stream_cls=AsyncStream[object],
-                options={"params": params},
-            )
+            stream = await self.streams.get(f"/responses/{run_id}", params)
         return ResponseStream(stream, thread_id, run_id=run_id, last_seq=after_seq)
 
     async def retrieve(self, run_id: str, thread_id: str) -> RunState:
