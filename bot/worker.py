@@ -51,6 +51,18 @@ class TurnStats:
     retries: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class Booking:
+    """A turn's usage, to book once its reply is recorded (`Charge`)."""
+
+    turn_id: str
+    platform: str
+    user: str
+    channel: str
+    conversation: str
+    by_model: Mapping[str, Usage]
+
+
 #: books a turn's usage: (platform, user, channel, conversation, usage by model) -> None (`bot.access.Policy.charge`)
 Charge = Callable[[str, str, str, str, Mapping[str, Usage]], Awaitable[None]]
 
@@ -117,15 +129,20 @@ class ConversationWorker:
         self, turn: TurnRecord, messages: list[InboxMessage], resumed: bool, main_thread: str | None = None
     ) -> None:
         ref = turn_ref(turn, messages)
+        booking: Booking | None = None
         if turn.state in ANSWERING_STATES:
             author = messages[-1].user if messages else ""
-            turn = await self._answer(turn, ref, [m.text for m in messages], resumed, main_thread, author)
-        if turn.state not in DELIVERY_STATES:
-            return
-        if not self._delivery.has_surface(ref.platform):
-            self._wait_for_surface(turn, ref.platform)
-            return
-        await self._delivery.deliver(turn, ref, [m.event_id for m in messages], check_first=resumed)
+            turn, booking = await self._answer(turn, ref, [m.text for m in messages], resumed, main_thread, author)
+        try:
+            if turn.state not in DELIVERY_STATES:
+                return
+            if not self._delivery.has_surface(ref.platform):
+                self._wait_for_surface(turn, ref.platform)
+                return
+            await self._delivery.deliver(turn, ref, [m.event_id for m in messages], check_first=resumed)
+        finally:
+            if booking is not None:
+                await self._book(booking)
 
     def _wait_for_surface(self, turn: TurnRecord, platform: str) -> None:
         # Not resumed again until the surface is added: asking the database over and over would change nothing.
@@ -137,7 +154,7 @@ class ConversationWorker:
     async def _answer(
         self, turn: TurnRecord, ref: TurnRef, texts: list[str], resumed: bool, main_thread: str | None,
         author: str = "",
-    ) -> TurnRecord:
+    ) -> tuple[TurnRecord, Booking | None]:
         started = time.monotonic()
 
         async def emit(event: Progress) -> None:
@@ -199,12 +216,19 @@ class ConversationWorker:
             # unfinished in the database, so it resumes once writes work again and finds this reply on the
             # platform (find_delivery) instead of posting a second one.
             log.error("turn %s: its reply could not be recorded (%s); delivering it anyway", turn.id, exc)
-        if self._charge is not None:
-            try:  # after the reply is recorded: a crash in between loses this turn's booking, never doubles it
-                await self._charge(ref.platform, author, ref.channel, turn.conversation, ctx.by_model)
-            except StoreError as exc:
-                log.error("turn %s: its usage could not be booked (%s)", turn.id, exc)
-        return dataclasses.replace(turn, state=state, reply_kind=update.reply_kind, reply_text=text)
+        # Booked after the reply is recorded (a crash in between loses this turn's booking, never doubles it), and
+        # after it is delivered: the booking is not on the user's wait.
+        booking = Booking(turn.id, ref.platform, author, ref.channel, turn.conversation, ctx.by_model)
+        return dataclasses.replace(turn, state=state, reply_kind=update.reply_kind, reply_text=text), booking
+
+    async def _book(self, booking: Booking) -> None:
+        if self._charge is None:
+            return
+        try:
+            await self._charge(booking.platform, booking.user, booking.channel, booking.conversation,
+                               booking.by_model)
+        except StoreError as exc:
+            log.error("turn %s: its usage could not be booked (%s)", booking.turn_id, exc)
 
     def _count_turn(self, outcome: str, elapsed: float, ctx: TurnContext) -> None:
         self.stats.turns += 1

@@ -4,8 +4,8 @@ read with a small server-sent-events parser, with the `openai` client's URL, hea
 Failures raise exactly what the SDK would (its status error classes, built by the client itself, and
 `APIConnectionError` / `APITimeoutError` with the aiohttp error as cause), so `openai_errors.translate` maps them
 unchanged; a client whose authentication is not a plain key (a provider runtime, workload identity) keeps the SDK
-path. Measured (benchmarks/sse_reader.py): about half the engine CPU per streamed response of the SDK's request and
-event-stream layers, which were two thirds of the CPU of a delegated turn.
+path. Measured with `python -m benchmarks.profile_turn --compare-sdk`: the engine's CPU per delegated turn fell by
+about 40% (docs/PERFORMANCE.md, "CPU of a delegated turn").
 """
 
 from __future__ import annotations
@@ -36,15 +36,15 @@ class LeanStreams:
         self._session: aiohttp.ClientSession | None = None
         self._headers: dict[str, str] | None = None
         self._query: dict[str, str] = {}
-        self._lean = True
+        self.enabled = True  # False: every request through the SDK (benchmarks compare the two)
 
     def _prepare(self) -> bool:
         """Whether this client can be served here (plain key auth); headers and query are built once."""
-        if self._headers is not None or not self._lean:
-            return self._lean
+        if self._headers is not None or not self.enabled:
+            return self.enabled
         auth = self.client.auth_headers
         if not auth:  # keys from a provider runtime or workload identity: the SDK knows how to get them
-            self._lean = False
+            self.enabled = False
             return False
         headers = {k: v for k, v in self.client.default_headers.items() if isinstance(v, str)}
         headers |= auth
