@@ -57,3 +57,24 @@ class EventLog:
             if self._changed is None:
                 self._changed = asyncio.Event()
             await self._changed.wait()
+
+    async def follow_batches(self, start: int = 0, *, stop_at_boundary: bool = False) -> AsyncIterator[list[Frame]]:
+        """As `follow`, but every frame already in the log at once: a stream writes what was produced in the same
+        instant together, as a server's buffered socket would, instead of one write per event."""
+        index = start
+        while True:
+            if index < len(self.frames):
+                end = len(self.frames)
+                if stop_at_boundary:
+                    end = next((i + 1 for i in range(index, end) if self.frames[i].boundary), end)
+                batch = self.frames[index:end]
+                index = end
+                yield batch
+                if stop_at_boundary and batch[-1].boundary:
+                    return
+                continue
+            if self.closed:
+                return
+            if self._changed is None:
+                self._changed = asyncio.Event()
+            await self._changed.wait()

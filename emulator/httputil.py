@@ -105,9 +105,11 @@ async def stream_log(
     try:
         if drop_after == 0:
             return _drop(request, response)
-        async for frame in log.follow(start, stop_at_boundary=stop_at_boundary):
-            await response.write(frame.data)
-            sent += 1
+        async for batch in log.follow_batches(start, stop_at_boundary=stop_at_boundary):
+            if drop_after is not None:
+                batch = batch[: drop_after - sent]
+            await response.write(b"".join(frame.data for frame in batch))
+            sent += len(batch)
             request[EVENTS] = sent
             if drop_after is not None and sent >= drop_after:
                 return _drop(request, response)
