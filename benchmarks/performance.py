@@ -33,7 +33,7 @@ DOC = REPO / "docs" / "PERFORMANCE.md"
 CHART = REPO / "docs" / "performance.png"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 PHASES = ("single", "steady200", "burst200", "steady1000", "burst1000", "throughput", "fan_out", "compare",
-          "restart", "single_chat", "throughput_chat", "fan_out_chat")
+          "restart", "delegated_cpu", "bigroom", "single_chat", "throughput_chat", "fan_out_chat")
 # The `chat` backend (Chat Completions; threads in our SQLite, the whole thread sent per run) beside `responses`.
 CHAT_PHASES = {"single_chat": "single", "throughput_chat": "throughput", "fan_out_chat": "fan_out"}
 PHASE_TIMEOUT = 480  # seconds: no single phase may run longer
@@ -57,6 +57,10 @@ def plan(args: argparse.Namespace) -> dict[str, tuple[str, dict[str, Any]]]:
                                 "sub_seconds": args.sub_seconds or (2.0 if quick else 5.0),
                                 "turns": 1 if quick else 3, "naive_count": 1 if quick else 2}),
         "restart": ("restart", {"turns": 100, "sub_seconds": 10.0 if quick else 20.0}),
+        "delegated_cpu": ("delegated_cpu", {"turns": 15 if quick else 30}),
+        # big rooms (benchmarks.bigroom): every conversation with a turn in flight, first messages over one latency
+        "bigroom": ("steady", {"count": 2000 if quick else 10_000, "provider": 20.0 if quick else 60.0,
+                               "rounds": 1.0}),
     }
     for key, function in CHAT_PHASES.items():  # the same measurement, on the chat backend
         phases[key] = (function, {**phases[function][1], "backend": "chat"})
@@ -188,6 +192,17 @@ def rows(r: dict[str, Any]) -> list[tuple[str, str, str, str, str, str]]:
         peak = r["steady1000"]["rss_peak_mib"]
         out.append(("Peak RSS, 1,000 conversations in flight", f"{fmt(peak, 0)} MiB", "<= 200 MB",
                     verdict(peak * 1.048576 <= 200), "", ""))
+    if "bigroom" in r:
+        x = r["bigroom"]
+        n = f"{x['conversations']:,}"
+        out.append((f"Peak RSS, {n} conversations in flight", f"{fmt(x['rss_peak_mib'], 0)} MiB", "<= 1 GiB",
+                    verdict(x["rss_peak_mib"] <= 1024), "", ""))
+        out.append((f"Accepted -> thinking indicator requested p99, {n} conversations (steady)",
+                    f"{fmt(x['indicator']['p99'], 2)} ms", "<= 100 ms", verdict(x["indicator"]["p99"] <= 100), "", ""))
+    if "delegated_cpu" in r:
+        x = r["delegated_cpu"]
+        out.append((f"Engine CPU per delegated turn ({x['subs']} sub-assistants, streamed, zero latency)",
+                    f"{fmt(x['cpu_ms_per_turn'], 1)} ms", "<= 20 ms", verdict(x["cpu_ms_per_turn"] <= 20), "", ""))
     if "steady200" in r:
         p99 = r["steady200"]["indicator"]["p99"]
         out.append(("Accepted -> thinking indicator requested p99, 200 concurrent (steady)", f"{fmt(p99, 2)} ms",
@@ -237,7 +252,7 @@ def settings(r: dict[str, Any]) -> str:
     if "single" in r:
         lines.append(f"- 1 conversation: provider latency {r['single']['provider_seconds']:g} s per response, "
                      f"{r['single']['follow']['n']} follow-up turns, {r['single']['first']['n']} first turns.")
-    for key in ("steady200", "steady1000"):
+    for key in ("steady200", "steady1000", "bigroom"):
         if key in r:
             x = r[key]
             lines.append(f"- {x['conversations']} concurrent, steady state: provider latency "

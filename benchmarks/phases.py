@@ -406,9 +406,23 @@ async def restart(turns: int = 100, sub_seconds: float = 20.0) -> dict[str, Any]
         }
 
 
+async def delegated_cpu(turns: int = 30, subs: int = 4) -> dict[str, Any]:
+    """Engine CPU of a delegated turn: follow-up turns one at a time in one conversation, the proxy asking `subs`
+    sub-assistants at once, every run streamed, zero provider latency (`benchmarks.profile_turn` profiles it)."""
+    text = "ask the team to check the plan"
+    async with emulator_process() as url, engine(url, subs=subs) as (bot, surface):
+        [conv] = conversations(1)
+        for _ in range(3):  # first turn and warm-up
+            await surface.send(bot, conv, text)
+        cpu = time.process_time()
+        for _ in range(turns):
+            await surface.send(bot, conv, text)
+        return {"turns": turns, "subs": subs, "cpu_ms_per_turn": (time.process_time() - cpu) / turns * 1000}
+
+
 PHASES = {
     "single": single, "steady": steady, "burst": burst_phase, "throughput": throughput, "fan_out": fan_out,
-    "compare": compare, "restart": restart, "engine": engine_process,
+    "compare": compare, "restart": restart, "engine": engine_process, "delegated_cpu": delegated_cpu,
 }
 
 
