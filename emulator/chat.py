@@ -23,7 +23,16 @@ from emulator.events import EventLog
 from emulator.faults import ObjectFaults
 from emulator.httputil import AGENT, OBJECT_ID, bound_faults, json_response, read_json, stream_log
 from emulator.responses import ARGUMENT_CHUNK, _chunks, split_deltas
-from emulator.scripts import Plan, ToolResult, Turn, script_for
+from emulator.scripts import (
+    Messenger,
+    Plan,
+    ToolResult,
+    Turn,
+    messenger_target,
+    messengers_of,
+    script_for,
+    text_params_of,
+)
 from emulator.wire import JSON, sse_frame, tokens
 
 if TYPE_CHECKING:
@@ -141,7 +150,8 @@ def chat_tool_names(tools: Any) -> list[str]:
     return names
 
 
-def build_chat_turn(agent: str, messages: list[JSON], tools: list[str], parallel: bool) -> Turn:
+def build_chat_turn(agent: str, messages: list[JSON], tools: list[str], parallel: bool,
+                    messengers: dict[str, Messenger] | None = None, text_params: dict[str, str] | None = None) -> Turn:
     users = [i for i, m in enumerate(messages) if m.get("role") == "user"]
     last_user = users[-1] if users else -1
     assistants = [i for i, m in enumerate(messages) if m.get("role") == "assistant"]
@@ -149,7 +159,9 @@ def build_chat_turn(agent: str, messages: list[JSON], tools: list[str], parallel
     names: dict[str, tuple[int, str]] = {}
     for index, message in enumerate(messages):
         for call in message.get("tool_calls") or []:
-            names[call["id"]] = (index * 1000 + len(names), str(call["function"].get("name", "")))
+            name = str(call["function"].get("name", ""))
+            name = messenger_target(name, str(call["function"].get("arguments") or ""), messengers or {})
+            names[call["id"]] = (index * 1000 + len(names), name)
 
     def results(start: int) -> list[ToolResult]:
         found = [
@@ -169,11 +181,11 @@ def build_chat_turn(agent: str, messages: list[JSON], tools: list[str], parallel
         tool_outputs=fresh_outputs,
         outputs_since_user=results(last_user),
         called_since_user=[
-            str(call["function"].get("name", ""))
-            for m in messages[last_user + 1 :]
-            for call in m.get("tool_calls") or []
+            names[call["id"]][1] for m in messages[last_user + 1 :] for call in m.get("tool_calls") or []
         ],
         parallel_tool_calls=parallel,
+        messengers=messengers or {},
+        text_params=text_params or {},
         api="chat",
     )
 
@@ -226,7 +238,9 @@ class ChatCompletionsAPI:
         faults = emu.faults.for_new_object(agent=agent, api="chat", target=completion_id, stream=stream, bound=bound)
         tools = chat_tool_names(body.get("tools"))
         parallel = body.get("parallel_tool_calls") is not False
-        plan = script_for(emu.scripts, agent).plan(build_chat_turn(agent, messages, tools, parallel))
+        plan = script_for(emu.scripts, agent).plan(
+            build_chat_turn(agent, messages, tools, parallel, messengers_of(body.get("tools")),
+                            text_params_of(body.get("tools"))))
         record = ChatRecord(
             id=completion_id,
             agent=agent,

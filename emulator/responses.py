@@ -51,7 +51,7 @@ from emulator.items import (
     message_text,
     normalise_input,
 )
-from emulator.scripts import Plan, script_for
+from emulator.scripts import Plan, messengers_of, script_for, text_params_of
 from emulator.wire import JSON, list_page, page_params, sse_frame, tokens
 
 if TYPE_CHECKING:
@@ -309,6 +309,8 @@ class ResponsesAPI:
             new=new_items,
             tools=function_tool_names(body.get("tools")),
             parallel_tool_calls=body.get("parallel_tool_calls") is not False,
+            messengers=messengers_of(body.get("tools")),
+            text_params=text_params_of(body.get("tools")),
         )
         plan = script_for(emu.scripts, agent).plan(turn)
         record = ResponseRecord(

@@ -28,6 +28,11 @@ from bot.config import AgentConfig, Provider, TeamConfig
 from storage.base import Store
 
 PROVIDER_TIMEOUT = httpx2.Timeout(600.0, connect=10.0)
+# A streamed background run holds its connection until it settles, so the pool bounds the runs in flight: the SDK's
+# default (1,000) made turns beyond it wait for a free connection (benchmarks/bigroom.py, 10,000 conversations).
+MAX_CONNECTIONS = 16_000  # below a typical 20,000 open-files limit, leaving room for the database and sockets
+MAX_IDLE_CONNECTIONS = 1_000  # kept open between runs, so a busy bot does not reconnect for each request
+CONNECTION_LIMITS = httpx2.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_IDLE_CONNECTIONS)
 MISSING_KEY = "missing-key"  # sent when no key is set: the provider answers 401, which names the fix
 CHAT_THREAD_PREFIX = "chat_"
 MAIN_THREAD = "main"  # bot.orchestrator.MAIN_THREAD (the orchestrator imports the backends, not the reverse)
@@ -43,7 +48,7 @@ def make_client(provider: Provider, api_key: str | None) -> openai.AsyncOpenAI:
         default_query=query,
         default_headers=headers,
         # The SDK's aiohttp transport: about half the CPU per request of the default one (benchmarks/).
-        http_client=openai.DefaultAioHttpClient(timeout=PROVIDER_TIMEOUT),
+        http_client=openai.DefaultAioHttpClient(timeout=PROVIDER_TIMEOUT, limits=CONNECTION_LIMITS),
     )
 
 
