@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 MIGRATIONS: list[str] = [
     # 1: initial schema
@@ -176,5 +176,14 @@ MIGRATIONS: list[str] = [
     );
 
     CREATE INDEX inbox_user ON inbox(user_id);
+    """,
+    # 4 (issue 14 part B, token accounting): the provider's usage of each run, cached input included, so figures
+    # per assistant, turn and conversation are sums of runs; and cached input in the daily usage of issue 16.
+    """
+    ALTER TABLE runs ADD COLUMN input_tokens INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE runs ADD COLUMN cached_input_tokens INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE runs ADD COLUMN output_tokens INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE usage ADD COLUMN cached_input_tokens INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX runs_turn ON runs(turn_id);
     """,
 ]
