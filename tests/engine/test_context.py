@@ -169,3 +169,24 @@ def test_the_proxy_has_no_context_mode(tmp_path):
     path.write_text(TEAM.format(proxy_extra='context = "fork"', sub_extra=""))
     with pytest.raises(ConfigError, match=r"^proxy\.context: only a sub-assistant has one"):
         load_config(path, env={})
+
+
+async def test_the_fork_example_team_file_works(emu, tmp_path):
+    import tomllib
+    from pathlib import Path
+
+    from bot.config import parse_config
+
+    raw = tomllib.loads((Path(__file__).resolve().parents[2] / "examples" / "fork.toml").read_text())
+    raw["openai"] = {"base_url": emu.base_url}
+    raw["storage"] = {"path": str(tmp_path / "db")}
+    cfg = dataclasses.replace(parse_config(raw, env={"OPENAI_API_KEY": "k"}),
+                              limits=team("x", "y").limits)
+    assert [str(s.context) for s in cfg.subs] == ["fork", "recent:2", "brief"]
+    async with running_bot(cfg) as (bot, surface):
+        await converse(bot, surface, [FACTS[0], "ask the researcher, the critic and the planner"])
+    assert all(f"{name}: done with" in surface.replies()[-1].text for name in ("researcher", "critic", "planner"))
+    seen = {name: "\n".join(seen_texts(emu, run)) for name in ("researcher", "critic", "planner")
+            for run in remote_runs(emu, name)}
+    assert FACTS[0] in seen["researcher"] and FACTS[0] in seen["critic"]
+    assert "written by the proxy assistant" not in seen["planner"]
