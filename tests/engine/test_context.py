@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import sqlite3
+import tomllib
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +16,7 @@ from bot.orchestrator import delegation_tool
 from emulator import Emulator, Rule, Script, ToolCall
 from tests.engine.harness import backend_of, inbound, item_text, remote_runs, running_bot, team
 
+FORK_EXAMPLE = (Path(__file__).resolve().parents[2] / "examples" / "fork.toml").read_text(encoding="utf-8")
 FACTS = ("The launch code is ALPHA-7.", "The budget is 300 euros.")
 ASK = "researcher: draft the launch plan"
 # A proxy that hands over the bare task and no context: what the sub-assistant learns of the conversation comes
@@ -172,12 +175,9 @@ def test_the_proxy_has_no_context_mode(tmp_path):
 
 
 async def test_the_fork_example_team_file_works(emu, tmp_path):
-    import tomllib
-    from pathlib import Path
-
     from bot.config import parse_config
 
-    raw = tomllib.loads((Path(__file__).resolve().parents[2] / "examples" / "fork.toml").read_text())
+    raw = tomllib.loads(FORK_EXAMPLE)
     raw["openai"] = {"base_url": emu.base_url}
     raw["storage"] = {"path": str(tmp_path / "db")}
     cfg = dataclasses.replace(parse_config(raw, env={"OPENAI_API_KEY": "k"}),
