@@ -69,7 +69,6 @@ class TurnContext:
     bad_calls: dict[str, int] = field(default_factory=dict)  # per scope: calls naming no tool or with bad arguments
     by_model: dict[str, Usage] = field(default_factory=dict)  # the provider's usage of every run, by model
     delegations: dict[str, int] = field(default_factory=dict)  # `ask_*` calls dispatched, by calling assistant
-
     by_agent: dict[str, Usage] = field(default_factory=dict)  # the same, by assistant
 
     def add_usage(self, model: str, usage: Usage, agent: str = "") -> None:
@@ -349,7 +348,8 @@ class Orchestrator:
 
     async def _new_thread(self, ctx: TurnContext, thread_path: str) -> str:
         """Create the remote thread, seeded with the local transcript of earlier turns (a rebuild after the
-        provider lost it; empty for a new conversation). The current turn's input travels with the run."""
+        provider lost it; empty for a new conversation), or for a forked thread with its caller's conversation so
+        far (`_fork_seed`). The current turn's input travels with the run."""
         conv, generation = ctx.turn.conversation, ctx.turn.generation
         metadata = {"conversation": conv[:500], "thread": thread_path[:500]}
         who = self.team.proxy.name if thread_path == MAIN_THREAD else agent_of_path(thread_path)
@@ -382,7 +382,7 @@ class Orchestrator:
             try:
                 items = await self.supervisor.call(
                     lambda: self.backend.read_thread(source_id, MAX_FORK_MESSAGES), on_retry)
-            except BackendError as exc:
+            except (BackendError, RunFailed) as exc:
                 log.info("turn %s: could not read thread %s to fork it (%s); using the transcript", ctx.turn.id,
                          source, exc)
         if items is None:

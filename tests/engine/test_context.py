@@ -190,3 +190,17 @@ async def test_the_fork_example_team_file_works(emu, tmp_path):
             for run in remote_runs(emu, name)}
     assert FACTS[0] in seen["researcher"] and FACTS[0] in seen["critic"]
     assert "written by the proxy assistant" not in seen["planner"]
+
+
+async def test_a_fork_falls_back_to_the_local_transcript_when_the_provider_cannot_be_read(emu, tmp_path):
+    emu.scripts["proxy"] = TERSE_PROXY
+    cfg = with_context(team(emu.base_url, tmp_path / "db", retry_budget=1), "researcher", ContextMode("fork"))
+    async with running_bot(cfg) as (bot, surface):
+        await converse(bot, surface, [FACTS[0]])
+        emu.faults.http_error(500, method="GET", path="/v1/conversations/*/items", count=None)
+        await converse(bot, surface, [FACTS[0], ASK][1:])
+        assert surface.replies()[-1].text.startswith("Team: researcher: done with")
+    assert [e.status for e in emu.log if e.method == "GET" and e.path.endswith("/items")] == [500, 500]
+    [run] = remote_runs(emu, "researcher")
+    seen = "\n".join(seen_texts(emu, run))
+    assert FACTS[0] in seen and "You said: " + FACTS[0] in seen and ASK in seen
