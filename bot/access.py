@@ -220,7 +220,8 @@ class Policy:
         rows.sort(key=lambda r: (r.bucket != BOT_BUCKET, -r.tokens, r.bucket))
         lines = [f"Usage on {utc_day(now)} (UTC; resets at 00:00 UTC):"]
         for row in rows[:limit]:
-            line = f"  {row.bucket}: {row.tokens:,} tokens ({row.input_tokens:,} in, {row.output_tokens:,} out)"
+            line = (f"  {row.bucket}: {row.tokens:,} tokens ({row.input_tokens:,} in, of which "
+                    f"{row.cached_input_tokens:,} cached, {row.output_tokens:,} out)")
             if self.team.prices:
                 line += f", cost {row.cost:.4f}"
             caps = self._caps(row)

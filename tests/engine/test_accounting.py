@@ -71,6 +71,7 @@ async def test_recorded_tokens_equal_what_the_provider_billed(emu, tmp_path, bac
         [bot_row] = [r for r in await bot.store.usage_on(utc_day(time.time())) if r.bucket == "bot"]
         assert (bot_row.input_tokens, bot_row.cached_input_tokens, bot_row.output_tokens) == (
             found.total.input_tokens, found.total.cached_input_tokens, found.total.output_tokens)
+        assert f"of which {found.total.cached_input_tokens:,} cached" in await bot.policy.report()
 
         # Prometheus: per assistant and kind, and the totals by kind
         metrics = {(s.name, tuple(sorted(s.labels.items()))): s.value
