@@ -13,6 +13,7 @@ from storage.base import (
     AuditEntry,
     InboxMessage,
     RunRecord,
+    RunTokens,
     Store,
     StoreError,
     ToolCallRecord,
@@ -109,6 +110,24 @@ async def test_runs_latest_and_active(store: Store) -> None:
     await store.update_run("r1", status="cancelled")
     assert await store.active_runs() == []
     assert await store.latest_run("t1", "other") is None
+
+
+async def test_run_tokens_replace_earlier_figures_and_sum_per_turn_and_assistant(store: Store) -> None:
+    await store.start_turn(turn("t1"), [], "main")
+    await store.start_turn(turn("t2", conversation="c2"), [], "main")
+    for remote_id, turn_id, agent in (("r1", "t1", "proxy"), ("r2", "t1", "critic"), ("r3", "t1", "proxy"),
+                                      ("r4", "t2", "proxy")):
+        await store.record_run(RunRecord(remote_id, turn_id, agent, agent, "th", "in_progress", 0, []))
+    await store.update_run("r1", status="in_progress", tokens=RunTokens(5, 0, 1))
+    await store.update_run("r1", status="completed", tokens=RunTokens(50, 20, 10))  # cumulative: replaces
+    await store.update_run("r1", status="completed")  # no figures: the recorded ones stay
+    await store.update_run("r2", status="completed", tokens=RunTokens(7, 0, 3))
+    await store.update_run("r3", status="completed", tokens=RunTokens(60, 40, 2))
+    await store.update_run("r4", status="completed", tokens=RunTokens(1, 1, 1))
+    rows = {(r.conversation, r.turn_id, r.agent): (r.runs, r.tokens) for r in await store.token_rows()}
+    assert rows == {("c1", "t1", "proxy"): (2, RunTokens(110, 60, 12)), ("c1", "t1", "critic"): (1, RunTokens(7, 0, 3)),
+                    ("c2", "t2", "proxy"): (1, RunTokens(1, 1, 1))}
+    assert [(r.agent, r.tokens) for r in await store.token_rows("c2")] == [("proxy", RunTokens(1, 1, 1))]
 
 
 async def test_tool_calls_keep_the_first_record_and_take_outputs(store: Store) -> None:
