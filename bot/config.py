@@ -339,9 +339,10 @@ def _storage(table: Mapping[str, Any], env: Mapping[str, str]) -> StorageConfig:
 def _retention(table: Mapping[str, Any]) -> RetentionPolicy:
     """`[retention]`: days each kind of finished record is kept; 0 keeps it forever."""
     defaults = RetentionPolicy()
-    _only_keys(table, "retention", {"inbox_days", "runs_days", "transcript_days", "audit_days"})
+    keys = ("inbox_days", "runs_days", "transcript_days", "audit_days", "usage_days")
+    _only_keys(table, "retention", set(keys))
     return RetentionPolicy(**{key: _positive(table, key, "retention", getattr(defaults, key), "days", zero=True)
-                              for key in ("inbox_days", "runs_days", "transcript_days", "audit_days")})
+                              for key in keys})
 
 
 def _table(raw: Mapping[str, Any], key: str, required: bool = False) -> Mapping[str, Any]:

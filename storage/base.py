@@ -209,6 +209,7 @@ class RetentionPolicy:
     runs_days: float = 30.0  # runs and tool calls of delivered turns
     transcript_days: float = 90.0  # transcript entries of reset or earlier generations
     audit_days: float = 365.0  # admin audit entries
+    usage_days: float = 400.0  # daily usage rows per user, channel and bot (budgets look at today only)
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,10 +222,11 @@ class PruneCounts:
     tool_calls: int = 0
     transcript: int = 0
     audit: int = 0
+    usage: int = 0
 
     @property
     def total(self) -> int:
-        return self.inbox + self.turns + self.runs + self.tool_calls + self.transcript + self.audit
+        return self.inbox + self.turns + self.runs + self.tool_calls + self.transcript + self.audit + self.usage
 
 
 @dataclass(slots=True)

@@ -213,14 +213,18 @@ async def test_prune_deletes_only_old_finished_records_and_keeps_what_a_rebuild_
 
     from storage.base import RetentionPolicy
 
-    keep_all = RetentionPolicy(inbox_days=0, runs_days=0, transcript_days=0, audit_days=0)
+    await store.add_usage(time.strftime("%Y-%m-%d", time.gmtime(old)), ["bot", "user:slack:u1"], input_tokens=5)
+    await store.add_usage(time.strftime("%Y-%m-%d", time.gmtime(time.time())), ["bot"], input_tokens=7)
+    keep_all = RetentionPolicy(inbox_days=0, runs_days=0, transcript_days=0, audit_days=0, usage_days=0)
     assert (await store.prune(keep_all)).total == 0
     # "now" is 31 days ahead: records of today are 31 days old, the `old` ones 71
     later = time.time() + 31 * day
-    counts = await store.prune(RetentionPolicy(inbox_days=30, runs_days=30, transcript_days=30, audit_days=60),
-                               now=later)
-    assert (counts.inbox, counts.turns, counts.runs, counts.tool_calls, counts.transcript, counts.audit) == (
-        1, 1, 1, 1, 2, 1)
+    counts = await store.prune(RetentionPolicy(inbox_days=30, runs_days=30, transcript_days=30, audit_days=60,
+                                               usage_days=60), now=later)
+    assert (counts.inbox, counts.turns, counts.runs, counts.tool_calls, counts.transcript, counts.audit,
+            counts.usage) == (1, 1, 1, 1, 2, 1, 2)
+    today = time.strftime("%Y-%m-%d", time.gmtime(time.time()))
+    assert [(r.day, r.bucket) for r in await store.usage_on(today)] == [(today, "bot")]
     assert await store.get_turn("t-old") is None and await store.latest_run("t-old", "proxy") is None
     assert await store.get_tool_call("t-old", "proxy", "call") is None
     assert [t.id for t in await store.unfinished_turns()] == ["t-open"]
