@@ -10,7 +10,7 @@ from collections import defaultdict
 
 from bot import accounting
 from bot.access import utc_day
-from bot.types import Usage
+from bot.types import Actor, CommandContext, Usage
 from emulator import Emulator
 from tests.engine.harness import inbound, running_bot, team
 
@@ -93,6 +93,13 @@ async def test_recorded_tokens_equal_what_the_provider_billed(emu, tmp_path, bac
         status = "\n".join(await accounting.status_lines(bot.store))
         assert accounting.tokens_text(found.total) in status
         assert f"critic: {accounting.tokens_text(expected['critic'])}" in status
+
+        # the chat `status` command: each conversation of the channel with its tokens so far
+        asked = CommandContext(Actor("console", "u1"), "console:test", "console:test:c1")
+        channel_status = (await bot.command(asked, "status")).text.splitlines()
+        assert sorted(channel_status) == sorted(
+            f"{conversation}: idle; tokens so far {accounting.tokens_text(used)}"
+            for conversation, used in found.conversations.items())
 
 
 async def test_a_version_3_database_keeps_its_runs_and_records_tokens_from_now_on(tmp_path):
