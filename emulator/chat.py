@@ -81,6 +81,7 @@ class ChatRecord:
     tool_calls: list[JSON] = field(default_factory=list)
     finish_reason: str | None = None
     usage: JSON | None = None
+    cached_tokens: int = 0  # of the prompt, served from the prompt cache (emulator/caching.py)
     error: JSON | None = None
     cancelled_by: str | None = None  # "provider" when a fault cut it off
     finished_at: float | None = None
@@ -252,6 +253,8 @@ class ChatCompletionsAPI:
             tools=tools,
             thread=request.headers.get(THREAD_HEADER),
             client_run=request.headers.get(RUN_HEADER),
+            cached_tokens=emu.prompt_cache.cached(
+                [_message_text(m) + json.dumps(m.get("tool_calls") or "") for m in messages]),
         )
         self.records[completion_id] = record
         emu.counters.responses["chat_created"] += 1
@@ -320,7 +323,8 @@ class ChatCompletionsAPI:
     def _settle(self, record: ChatRecord, text: str | None, calls: list[JSON], finish: str, prompt: int) -> None:
         record.content, record.tool_calls, record.finish_reason = text, calls, finish
         output = tokens(text or "") + sum(tokens(c["function"]["name"] + c["function"]["arguments"]) for c in calls)
-        record.usage = {"prompt_tokens": prompt, "completion_tokens": output, "total_tokens": prompt + output}
+        record.usage = {"prompt_tokens": prompt, "completion_tokens": output, "total_tokens": prompt + output,
+                        "prompt_tokens_details": {"cached_tokens": record.cached_tokens}}
         self._finish(record, "completed")
 
     def _finish(self, record: ChatRecord, status: str) -> None:

@@ -39,7 +39,7 @@ TABLES: tuple[Table, ...] = (
     Table("turns", ("id", "conversation", "generation", "state", "reply_kind", "reply_text", "delivered_ref",
                     "retries", "input_tokens", "output_tokens", "created_at", "updated_at"), ("id",)),
     Table("runs", ("remote_id", "turn_id", "scope", "agent", "thread_id", "status", "attempt", "last_seq", "input",
-                   "created_at", "updated_at"), ("remote_id",)),
+                   "created_at", "updated_at", "input_tokens", "cached_input_tokens", "output_tokens"), ("remote_id",)),
     Table("tool_calls", ("turn_id", "scope", "call_id", "name", "arguments", "output", "ok"),
           ("turn_id", "scope", "call_id"), booleans=("ok",)),
     Table("transcript", ("id", "conversation", "generation", "thread_path", "role", "text", "turn_id", "reset",
@@ -53,8 +53,8 @@ TABLES: tuple[Table, ...] = (
     Table("chat_summaries", ("thread_id", "upto_id", "text", "created_at"), ("thread_id", "upto_id")),
     Table("thread_providers", ("thread_id", "provider"), ("thread_id",)),
     Table("rate_counters", ("bucket", "minute", "count"), ("bucket", "minute")),
-    Table("usage", ("day", "bucket", "input_tokens", "output_tokens", "cost", "granted_tokens", "granted_cost"),
-          ("day", "bucket")),
+    Table("usage", ("day", "bucket", "input_tokens", "output_tokens", "cost", "granted_tokens", "granted_cost",
+                    "cached_input_tokens"), ("day", "bucket")),
 )
 
 

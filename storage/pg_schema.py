@@ -7,7 +7,7 @@ engine runs per message or per turn has an index (docs/PERFORMANCE.md, "Growth")
 
 from __future__ import annotations
 
-PG_SCHEMA_VERSION = 3
+PG_SCHEMA_VERSION = 4
 
 PG_MIGRATIONS: list[str] = [
     # 1: the tables of SQLite's version 1 (and version 4's indexes), with sequences instead of MAX()+1
@@ -203,5 +203,13 @@ PG_MIGRATIONS: list[str] = [
     CREATE INDEX conversations_main_thread ON conversations(main_thread);
     CREATE INDEX sub_threads_thread ON sub_threads(thread_id);
     CREATE INDEX runs_thread ON runs(thread_id);
+    """,
+    # 4: SQLite's version 5 (token accounting): the provider's usage of each run, cached input included, and cached
+    # input in the daily usage
+    """
+    ALTER TABLE runs ADD COLUMN input_tokens BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE runs ADD COLUMN cached_input_tokens BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE runs ADD COLUMN output_tokens BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE usage ADD COLUMN cached_input_tokens BIGINT NOT NULL DEFAULT 0;
     """,
 ]

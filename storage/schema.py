@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 MIGRATIONS: list[str] = [
     # 1: initial schema
@@ -186,5 +186,13 @@ MIGRATIONS: list[str] = [
     CREATE INDEX inbox_pending_conversations ON inbox(conversation) WHERE state = 'pending';
     CREATE INDEX runs_active ON runs(turn_id)
         WHERE status NOT IN ('completed', 'failed', 'cancelled', 'expired', 'incomplete', 'superseded');
+    """,
+    # 5 (issue 14 part B, token accounting): the provider's usage of each run, cached input included, so figures
+    # per assistant, turn and conversation are sums of runs; and cached input in the daily usage of issue 16.
+    """
+    ALTER TABLE runs ADD COLUMN input_tokens INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE runs ADD COLUMN cached_input_tokens INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE runs ADD COLUMN output_tokens INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE usage ADD COLUMN cached_input_tokens INTEGER NOT NULL DEFAULT 0;
     """,
 ]

@@ -26,6 +26,7 @@ from bot.backends.base import (
 )
 from bot.backends.sse import MAX_CONNECTIONS
 from bot.config import AgentConfig, Provider, TeamConfig
+from bot.context import agent_of_path
 from storage.base import Store
 
 PROVIDER_TIMEOUT = httpx2.Timeout(600.0, connect=10.0)
@@ -145,7 +146,7 @@ class ProviderRouter:
     # ---- routing ----
 
     def _agent_for_path(self, path: str) -> AgentConfig:
-        name = path.rsplit("/", 1)[-1]
+        name = agent_of_path(path)
         return self.team.proxy if name == MAIN_THREAD else (self.team.sub(name) or self.team.proxy)
 
     async def _owner(self, thread_id: str) -> str:
@@ -206,6 +207,9 @@ class ProviderRouter:
 
     async def active_runs(self, thread_id: str) -> list[str]:
         return await (await self._for_thread(thread_id)).active_runs(thread_id)
+
+    async def read_thread(self, thread_id: str, limit: int) -> list[TranscriptItem] | None:
+        return await (await self._for_thread(thread_id)).read_thread(thread_id, limit)
 
     async def lost_create(self, request: RunRequest) -> RunState | None:
         return await (await self._for_thread(request.thread_id)).lost_create(request)

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import logging
 import sys
 
 import aiohttp
 
+from bot.context import is_fork_path, parse_context
 from bot.engine import Bot, make_backend
 from bot.types import Inbound, Progress, Reply, TurnRef
 from storage.base import RunRecord
@@ -53,6 +55,14 @@ class AnnouncingStore(SQLiteStore):
         await super().record_run(run)
         print(f"recorded {run.agent} {run.remote_id}", flush=True)
 
+    hold_after_fork = False  # stall for good once a forked thread is recorded: the test kills right there
+
+    async def set_sub_thread(self, key: str, generation: int, path: str, thread_id: str) -> None:
+        await super().set_sub_thread(key, generation, path, thread_id)
+        print(f"thread {path} {thread_id}", flush=True)
+        if self.hold_after_fork and is_fork_path(path):
+            await asyncio.Event().wait()
+
 
 async def main() -> None:
     parser = argparse.ArgumentParser()
@@ -60,14 +70,21 @@ async def main() -> None:
     parser.add_argument("--base-url", required=True)
     parser.add_argument("--platform-url", required=True)
     parser.add_argument("--backend", default="responses")
+    parser.add_argument("--critic-context", default="brief")  # the critic's context mode (bot.context)
+    parser.add_argument("--hold-after-fork", action="store_true")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="worker %(levelname)s %(name)s: %(message)s")
     for noisy in ("httpx", "httpx2", "httpcore2", "openai"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     cfg = team(args.base_url, args.db, backend=args.backend)
+    mode = parse_context(args.critic_context)
+    cfg = dataclasses.replace(cfg, subs=tuple(dataclasses.replace(s, context=mode) if s.name == "critic" else s
+                                              for s in cfg.subs))
     surface = WebhookSurface(args.platform_url)
     surface.session = aiohttp.ClientSession()
-    bot = Bot(cfg, AnnouncingStore(cfg.db_path), make_backend(cfg))
+    store = AnnouncingStore(cfg.db_path)
+    store.hold_after_fork = args.hold_after_fork
+    bot = Bot(cfg, store, make_backend(cfg))
     bot.add_surface(surface)
     await bot.start()
     print("ready", flush=True)
