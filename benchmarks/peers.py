@@ -42,6 +42,7 @@ START, END = "<!-- peers:start -->", "<!-- peers:end -->"
 LINE_START, LINE_END = "<!-- peers-line:start -->", "<!-- peers-line:end -->"
 TEXT = "ask the team to check the plan"
 CRASH_TEXT = "slow: ask the team to check the plan"
+RUN_CREATES = ("/v1/responses", "/v1/chat/completions")  # a run's request on the responses / chat backends
 SETTLE = 0.2  # seconds: the emulator logs a request when its response has ended
 WORKER_TIMEOUT = 600
 NAMES = {"switchboard": "Switchboard", "switchboard_chat": "Switchboard (chat backend)", "agents": "OpenAI Agents SDK",
@@ -157,13 +158,18 @@ def say(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
+def running(objects: dict[str, Any]) -> list[dict[str, Any]]:
+    """The emulator's responses and chat completions (the `chat` backend's runs), with their agent and status."""
+    return [*objects["responses"], *objects.get("chat_completions", [])]
+
+
 async def crash_test(system: str, url: str, log: Log, wait: float) -> dict[str, Any]:
     """SIGKILL the system while its sub-assistants work on a turn, start it again on the same state, and see
     whether the turn is answered and whether sub-assistant work is done twice."""
     state_dir = tempfile.mkdtemp(prefix=f"peers-crash-{system}-")
     [conv] = conversations(1, "crash")
     params = {"system": system, "url": url, "state_dir": state_dir, "conversation": conv}
-    before = {r["id"] for r in (await log.objects())["responses"]}
+    before = {r["id"] for r in running(await log.objects())}
     proc = await spawn(params | {"mode": "crash"})
     deadline = time.perf_counter() + 60
     working: list[str] = []
@@ -171,8 +177,8 @@ async def crash_test(system: str, url: str, log: Log, wait: float) -> dict[str, 
         if time.perf_counter() > deadline:
             raise RuntimeError(f"{system}: the sub-assistants never started")
         await asyncio.sleep(0.05)
-        working = [r["id"] for r in (await log.objects())["responses"] if r["id"] not in before
-                   and r["agent"].startswith("s") and r["status"] in ("queued", "in_progress")]
+        working = [r["id"] for r in running(await log.objects()) if r["id"] not in before
+                   and str(r["agent"] or "").startswith("s") and r["status"] in ("queued", "in_progress")]
     proc.send_signal(signal.SIGKILL)
     await proc.wait()
     cursor = len(await log.entries())
@@ -180,7 +186,7 @@ async def crash_test(system: str, url: str, log: Log, wait: float) -> dict[str, 
     recovered = await run_worker(params | {"mode": "recover", "wait": wait})
     await asyncio.sleep(SETTLE)
     after = [e for e in await log.entries(cursor) if e["t_start"] >= restarted]
-    sub_creates = [e for e in after if e["method"] == "POST" and e["template"] == "/v1/responses"
+    sub_creates = [e for e in after if e["method"] == "POST" and e["template"] in RUN_CREATES
                    and str(e.get("agent") or "").startswith("s")]
     return {"sub_runs_in_flight": len(working), "answered": bool(recovered["answers"]),
             "sub_runs_repeated": len(sub_creates), "requests_after_restart": provider_requests(after),
@@ -237,7 +243,12 @@ async def measure(args: argparse.Namespace, systems: list[str]) -> dict[str, Any
             order = order[1:] + order[:1]  # rotate: no system always runs first or last
         for name in systems:
             say(f"crash test: {name}")
-            crash[name] = await crash_test(name, url, log, wait=args.crash_seconds + floor + 10)
+            try:
+                crash[name] = await crash_test(name, url, log, wait=args.crash_seconds + floor + 10)
+            except (RuntimeError, TimeoutError) as exc:  # reported in the table; the measurements are kept
+                say(f"crash test of {name} could not run: {exc}")
+                crash[name] = {"error": str(exc), "answered": False, "sub_runs_in_flight": 0,
+                               "sub_runs_repeated": 0, "requests_after_restart": 0, "pending_in_session": None}
     elapsed = time.perf_counter() - started
     foreign = max(0.0, ((busy_seconds() - busy) - (own_seconds() - own)) / elapsed)
     return {
@@ -274,6 +285,8 @@ def rows(r: dict[str, Any]) -> list[list[str]]:
 
     def crash(name: str) -> str:
         c = f[name]["crash"]
+        if "error" in c:
+            return f"not run ({c['error']})"
         answered = "answered" if c["answered"] else "never answered"
         repeated = f", {c['sub_runs_repeated']} sub-assistant runs repeated" if c["answered"] else ""
         return answered + repeated
