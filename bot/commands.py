@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from bot.backends.base import BackendError
 from bot.config import ConfigError, TeamConfig
+from bot.handoffs import handoff_status, set_active
 from bot.types import CommandContext, CommandResult
 from bot.worker import ANSWERING_STATES
 from storage.base import AuditEntry, ForgetReport, Store, TurnRecord, TurnUpdate
@@ -45,7 +46,8 @@ Admin only:
   usage              today's token use and budgets
   grant user ID N    N more tokens today for a user (also: grant channel here N, grant bot N; $N for cost)
   forget user ID     delete everything a user wrote, and the answers to it
-  reload             re-read the team file's access lists and budgets"""
+  reload             re-read the team file's access lists and budgets
+  handoff NAME       give this conversation to the assistant NAME (teams with handoffs)"""
 
 
 class Doors(Protocol):
@@ -101,7 +103,11 @@ class CommandHandler:
         if words == "assistants":
             return CommandResult(True, self._assistants())
         if words == "status":
-            return CommandResult(True, await self._status(ctx.channel))
+            status = await self._status(ctx.channel)
+            held = await handoff_status(self.control.team, self.control.store, ctx.conversation)
+            return CommandResult(True, f"{status}\n{held}" if held else status)
+        if first == "handoff":
+            return await self._handoff(ctx, words.split(" ")[1:])
         if words == "reset":
             return await self._reset_here(ctx)
         admin_actions = {
@@ -139,6 +145,20 @@ class CommandHandler:
                 state = turns[0].state if turns else "waiting"
                 lines.append(f"{conv.key}: {state}, {waiting} message(s) waiting")
         return "\n".join(lines) if lines else "Nothing is running in this channel."
+
+    async def _handoff(self, ctx: CommandContext, args: list[str]) -> CommandResult:
+        target = ctx.conversation or ctx.channel
+        if not self.is_admin(ctx):
+            await self._record(ctx, "handoff", target, "refused", "not an admin")
+            return CommandResult(False, "Sorry, only admins can do that.")
+        if ctx.conversation is None or len(args) != 1:
+            return CommandResult(False, "Usage: `handoff NAME`, in the conversation to hand over.")
+        try:
+            text = await set_active(self.control.team, self.control.store, ctx.conversation, args[0], ctx.actor.user)
+        except ValueError as exc:
+            return CommandResult(False, str(exc))
+        await self._record(ctx, "handoff", ctx.conversation, "done", f"to {args[0]}")
+        return CommandResult(True, text)
 
     async def _reset_here(self, ctx: CommandContext) -> CommandResult:
         if ctx.conversation is None:

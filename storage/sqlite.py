@@ -33,6 +33,7 @@ from storage.base import (
     TurnUpdate,
     UsageRow,
 )
+from storage.handoffs import SQLiteHandoffs
 from storage.schema import SCHEMA_VERSION
 from storage.sqlite_thread import ConnectionThread, Statements
 
@@ -43,7 +44,7 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
-class SQLiteStore:
+class SQLiteStore(SQLiteHandoffs):
     """`Store` on a SQLite file. `path=":memory:"` works for tests that need no restart."""
 
     schema_version = SCHEMA_VERSION
