@@ -115,7 +115,26 @@ async def emulator_seconds(bot: Bot, base_url: str, turn_ids: list[str], first_t
     for completion in chat:  # the engine records a chat run under its own id, which it sent in a header
         if completion["client_run"] and completion["id"] in by_object:
             by_object[completion["client_run"]] = by_object[completion["id"]]
+    from storage.postgres import PostgresStore
+
+    if isinstance(bot.store, PostgresStore):
+        return await _provider_seconds_postgres(bot.store, by_object, turn_ids, first_turns)
     return await asyncio.to_thread(_provider_seconds, bot.team.db_path, by_object, turn_ids, first_turns)
+
+
+async def _provider_seconds_postgres(store: Any, by_object: dict[str, float], turn_ids: list[str],
+                                     first_turns: bool) -> dict[str, float]:
+    """`_provider_seconds` for a bot on PostgreSQL (benchmarks/store_overhead.py)."""
+    result = {}
+    for turn_id in turn_ids:
+        rows = await store._fetch("SELECT remote_id FROM runs WHERE turn_id=$1", turn_id)
+        result[turn_id] = sum(by_object.get(row["remote_id"], 0.0) for row in rows)
+        if first_turns:
+            conv = await store._fetchrow(
+                "SELECT main_thread FROM conversations JOIN turns ON turns.conversation = conversations.key"
+                " WHERE turns.id=$1", turn_id)
+            result[turn_id] += by_object.get(conv["main_thread"], 0.0)
+    return result
 
 
 def _provider_seconds(db_path: str, by_object: dict[str, float], turn_ids: list[str],

@@ -75,7 +75,8 @@ class Memory:
 
 @asynccontextmanager
 async def engine(url: str, subs: int = 1, backend: str = "responses") -> AsyncIterator[tuple[Bot, LoadSurface]]:
-    team = make_team(url, temp_db(), subs=subs, backend=backend)
+    # benchmarks.store_overhead points this at a PostgreSQL database; the default is a fresh SQLite file
+    team = make_team(url, os.environ.get("SWITCHBOARD_BENCH_DB") or temp_db(), subs=subs, backend=backend)
     bot = Bot.from_config(team)
     surface = LoadSurface()
     bot.add_surface(surface)

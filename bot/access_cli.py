@@ -53,6 +53,12 @@ def _admin(args: argparse.Namespace, text: str) -> int:
 
 def _reload(args: argparse.Namespace) -> int:
     team = load_config(args.config)  # a broken file is reported here, before the bot is asked
+    from storage.select import is_postgres
+
+    if is_postgres(team.db_path):
+        print("switchboard: instances on PostgreSQL have no admin socket: send SIGHUP to each instance to reload",
+              file=sys.stderr)
+        return 1
     result = asyncio.run(_send_reload(team))
     if result is None:
         print("switchboard: no bot is running on this database; it reads the team file when it starts",

@@ -2,7 +2,9 @@
 
 They go to the running bot through its admin socket (only the running process can stop its own turns). With no
 bot running they act on the database and the provider directly; notices for interrupted messages are then
-delivered when the bot next starts.
+delivered when the bot next starts. On PostgreSQL (several instances) they always act through the database: the
+command takes the conversation's lease, which stops the owning instance's writes, and gives it back after, so a
+running instance delivers the notices within a heartbeat.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from bot import admin_socket
 from bot.admin_socket import InstanceLock, operator_context
 from bot.config import TeamConfig
 from bot.types import CommandResult
+from storage.select import is_postgres, redacted
 
 MAX_LISTED = 5
 
@@ -28,6 +31,8 @@ async def run_admin(team: TeamConfig, texts: list[str], channel: str = "", conve
         if isinstance(resolved, CommandResult):
             return resolved
         conversation = resolved
+    if is_postgres(team.db_path):
+        return await _offline(team, texts, channel, conversation, operator, shared=True)
     path = admin_socket.socket_path(team.db_path)
     result: CommandResult | None = None
     for text in texts:
@@ -42,9 +47,9 @@ async def run_admin(team: TeamConfig, texts: list[str], channel: str = "", conve
 
 async def resolve_conversation(db_path: str, name: str) -> str | CommandResult:
     """The full key `name` stands for, or a refusal naming the candidates."""
-    from storage.sqlite import SQLiteStore
+    from storage.select import store_for
 
-    store = SQLiteStore(db_path)
+    store = store_for(db_path)
     await store.open()
     try:
         keys = [c.key for c in await store.conversations()]
@@ -56,17 +61,18 @@ async def resolve_conversation(db_path: str, name: str) -> str | CommandResult:
     if len(matches) == 1:
         return matches[0]
     if not matches:
-        return CommandResult(False, f"no conversation {name!r} in {db_path}: `switchboard status` lists them")
+        return CommandResult(False, f"no conversation {name!r} in {redacted(db_path)}: `switchboard status` lists them")
     listed = ", ".join(sorted(matches)[:MAX_LISTED])
     return CommandResult(False, f"{name!r} could be {len(matches)} conversations ({listed}); give more of the key")
 
 
 async def _offline(team: TeamConfig, texts: list[str], channel: str, conversation: str | None,
-                   operator: str) -> CommandResult:
+                   operator: str, shared: bool = False) -> CommandResult:
     from bot.engine import Bot
 
-    lock = InstanceLock(team.db_path)
-    lock.acquire()  # AlreadyRunning: a bot holds the database but offers no admin socket
+    lock = None if shared else InstanceLock(team.db_path)
+    if lock is not None:
+        lock.acquire()  # AlreadyRunning: a bot holds the database but offers no admin socket
     bot = Bot.from_config(team)
     try:
         await bot.store.open()
@@ -80,9 +86,13 @@ async def _offline(team: TeamConfig, texts: list[str], channel: str, conversatio
                 break
         return result
     finally:
-        await bot.backend.close()
-        await bot.store.close()
-        lock.release()
+        try:
+            await bot.ownership.stop()  # the leases it took, given back for a running instance to pick up
+        finally:
+            await bot.backend.close()
+            await bot.store.close()
+            if lock is not None:
+                lock.release()
 
 
 def confirm_reset_all(assume_yes: bool) -> bool:

@@ -58,12 +58,14 @@ class Doors(Protocol):
 
 
 class RunCanceller(Protocol):
-    """Cancels a remote run and deletes a thread at the provider (the backend); raises `BackendError` when the
-    provider refuses."""
+    """Cancels a remote run and deletes a thread or a stored run at the provider (the backend); raises
+    `BackendError` when the provider refuses."""
 
     async def cancel(self, run_id: str, thread_id: str) -> None: ...
 
     async def delete_thread(self, thread_id: str) -> None: ...
+
+    async def delete_run(self, run_id: str, thread_id: str) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,15 +281,16 @@ class CommandHandler:
         report, deleted = await self.forget_user(user, platform)
         target = f"user:{platform or '*'}:{user}"
         detail = (f"{report.messages} messages, {report.turns} turns, {len(report.conversations)} conversations, "
-                  f"{deleted}/{len(report.threads)} provider threads deleted")
+                  f"{deleted}/{len(report.threads) + len(report.runs)} provider threads and runs deleted")
         await self._record(ctx, "forget", target, "done", detail)
         return CommandResult(True, f"Forgot {target}: {detail}.")
 
     async def forget_user(self, user: str, platform: str | None) -> tuple[ForgetReport, int]:
         """Delete what the user wrote and the turns built on it (`Store.forget_user`) inside the door of every
         conversation they wrote in, after cancelling the remote runs of those turns; then delete the provider
-        threads those conversations used (each is rebuilt from the transcript that remains on its next turn).
-        Returns the report and how many provider threads were deleted."""
+        threads those conversations used (each is rebuilt from the transcript that remains on its next turn) and
+        what the provider keeps of the deleted turns' runs. Returns the report and how many of those threads and
+        runs were deleted."""
         store = self.control.store
         entered: set[str] = set()
         async with AsyncExitStack() as doors:
@@ -316,6 +319,12 @@ class CommandHandler:
                 deleted += 1
             except BackendError as exc:
                 log.info("delete of provider thread %s: %s", thread, exc)
+        for run_id, thread in report.runs:
+            try:
+                await self.control.runs.delete_run(run_id, thread)
+                deleted += 1
+            except BackendError as exc:
+                log.info("delete of provider run %s: %s", run_id, exc)
         return report, deleted
 
     # ---- the mechanics, also used by the CLI ----

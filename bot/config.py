@@ -17,12 +17,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 from bot.errors import SwitchboardError
+from storage.base import RetentionPolicy
 
 ENV_API_KEY = "OPENAI_API_KEY"
 ENV_BASE_URL = "OPENAI_BASE_URL"
 ENV_DB = "SWITCHBOARD_DB"
 ENV_CONFIG = "SWITCHBOARD_CONFIG"
 ENV_OPS_PORT = "SWITCHBOARD_OPS_PORT"
+ENV_INSTANCE = "SWITCHBOARD_INSTANCE"
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 DEFAULT_CONFIG_PATH = "switchboard.toml"
 DEFAULT_DB_PATH = "switchboard.db"
 DEFAULT_MODEL = "gpt-5-mini"
@@ -148,6 +151,17 @@ class OpsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class StorageConfig:
+    """Options of the PostgreSQL store (ignored by SQLite): pool size, and the lease of each conversation when
+    several instances share the database."""
+
+    pool_size: int = 30
+    lease_seconds: float = 15.0  # a dead instance's conversations are taken over within this (plus a heartbeat)
+    instance: str = ""  # this instance's id in leases; empty: host name, process id and a random suffix
+    prune_every_hours: float = 24.0  # the running bot prunes by `[retention]` this often; 0: only `switchboard prune`
+
+
+@dataclass(frozen=True, slots=True)
 class TeamConfig:
     proxy: AgentConfig
     subs: tuple[AgentConfig, ...]
@@ -162,6 +176,8 @@ class TeamConfig:
     budgets: Budgets = Budgets()
     prices: Mapping[str, Price] = field(default_factory=dict)
     source: str | None = None  # the team file it was read from, for `reload`
+    storage: StorageConfig = StorageConfig()
+    retention: RetentionPolicy = field(default_factory=RetentionPolicy)
     entry: str = ""  # the assistant a conversation starts with (handoffs); "" means the proxy
 
     @property
@@ -236,7 +252,7 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
 def parse_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None) -> TeamConfig:
     env = os.environ if env is None else env
     _only_keys(raw, "", {"backend", "proxy", "assistants", "limits", "openai", "storage", "slack", "discord", "ops",
-                         "budgets", "prices", "entry"})
+                         "budgets", "prices", "entry", "retention"})
     backend = raw.get("backend", "responses")
     if backend not in BACKENDS:
         raise ConfigError(f"backend: must be one of {', '.join(BACKENDS)}, not {backend!r}")
@@ -264,7 +280,7 @@ def parse_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None) -
     openai_table = _table(raw, "openai")
     _only_keys(openai_table, "openai", {"base_url"})
     storage_table = _table(raw, "storage")
-    _only_keys(storage_table, "storage", {"path"})
+    _only_keys(storage_table, "storage", {"path", "url", "pool_size", "lease_seconds", "prune_every_hours"})
     platforms = {name: _platform(_table(raw, name), name) for name in ("slack", "discord")}
     ops = _ops(_table(raw, "ops"), env)
     budgets = _budgets(_table(raw, "budgets"))
@@ -287,7 +303,7 @@ def parse_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None) -
         subs=subs,
         backend=backend,
         limits=limits,
-        db_path=env.get(ENV_DB) or _opt_str(storage_table, "path", "storage") or DEFAULT_DB_PATH,
+        db_path=_db_location(storage_table, env),
         base_url=base_url,
         api_key=env.get(ENV_API_KEY) or None,
         platforms=platforms,
@@ -295,6 +311,8 @@ def parse_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None) -
         api_keys={name: env[name] for name in sorted(key_envs) if env.get(name)},
         budgets=budgets,
         prices=prices,
+        storage=_storage(storage_table, env),
+        retention=_retention(_table(raw, "retention")),
     )
     return _with_handoffs(team, raw.get("entry"))
 
@@ -319,6 +337,48 @@ def _with_handoffs(team: TeamConfig, entry: Any) -> TeamConfig:
                     raise ConfigError(f"{where_of[agent.name]}.handoffs: {member.name!r} uses another provider than "
                                       f"{team.entry_agent.name!r}; assistants sharing the main thread need one")
     return team
+
+
+def _db_location(table: Mapping[str, Any], env: Mapping[str, str]) -> str:
+    """SWITCHBOARD_DB, else `[storage] url` (PostgreSQL), else `[storage] path` (SQLite), else the default file."""
+    path, url = _opt_str(table, "path", "storage"), _opt_str(table, "url", "storage")
+    if path and url:
+        raise ConfigError("storage: set either path (SQLite) or url (PostgreSQL), not both")
+    if url and not url.startswith(POSTGRES_SCHEMES):
+        raise ConfigError("storage.url: must be a postgresql:// URL (use storage.path for a SQLite file)")
+    return env.get(ENV_DB) or url or path or DEFAULT_DB_PATH
+
+
+def _positive(table: Mapping[str, Any], key: str, where: str, default: float, unit: str, *,
+              zero: bool = False) -> float:
+    value = table.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0 or (
+            value == 0 and not zero):
+        kind = "zero or a positive" if zero else "a positive"
+        raise ConfigError(f"{where}.{key}: must be {kind} number of {unit}, not {value!r}")
+    return float(value)
+
+
+def _storage(table: Mapping[str, Any], env: Mapping[str, str]) -> StorageConfig:
+    defaults = StorageConfig()
+    pool_size = table.get("pool_size", defaults.pool_size)
+    if isinstance(pool_size, bool) or not isinstance(pool_size, int) or not 1 <= pool_size <= 1000:
+        raise ConfigError("storage.pool_size: must be a whole number from 1 to 1000")
+    return StorageConfig(
+        pool_size=pool_size,
+        lease_seconds=_positive(table, "lease_seconds", "storage", defaults.lease_seconds, "seconds"),
+        instance=env.get(ENV_INSTANCE, ""),
+        prune_every_hours=_positive(table, "prune_every_hours", "storage", defaults.prune_every_hours,
+                                    "hours", zero=True),
+    )
+
+
+def _retention(table: Mapping[str, Any]) -> RetentionPolicy:
+    """`[retention]`: days each kind of finished record is kept; 0 keeps it forever."""
+    defaults = RetentionPolicy()
+    _only_keys(table, "retention", {"inbox_days", "runs_days", "transcript_days", "audit_days"})
+    return RetentionPolicy(**{key: _positive(table, key, "retention", getattr(defaults, key), "days", zero=True)
+                              for key in ("inbox_days", "runs_days", "transcript_days", "audit_days")})
 
 
 def _table(raw: Mapping[str, Any], key: str, required: bool = False) -> Mapping[str, Any]:

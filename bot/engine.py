@@ -18,7 +18,10 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
+import socket
 import time
+import uuid
 from collections.abc import AsyncIterator, Set
 
 from bot.access import Policy
@@ -31,11 +34,12 @@ from bot.delivery import Delivery
 from bot.mailbox import Mailbox
 from bot.metrics import Metrics
 from bot.orchestrator import Orchestrator
+from bot.ownership import LeasedDoors, LeasedOwnership, Ownership
 from bot.supervisor import Supervisor
 from bot.types import Accepted, CommandContext, CommandResult, Inbound, InvalidInbound, Surface
 from bot.worker import INTERNAL_ERROR_TEXT, ConversationWorker, TurnStats
-from storage.base import InboxMessage, Store
-from storage.sqlite import SQLiteStore
+from storage.base import InboxMessage, LeaseLost, Store, StoreError
+from storage.select import is_postgres, store_for
 
 __all__ = ["INTERNAL_ERROR_TEXT", "MAX_MESSAGE_CHARS", "Bot", "make_backend"]
 
@@ -61,17 +65,29 @@ class Bot:
         self.delivery = Delivery(store, self.metrics, team.limits)
         self.worker = ConversationWorker(store, Orchestrator(team, backend, self.supervisor), self.delivery,
                                          self.metrics, charge=self.policy.charge)
-        self.mailbox = Mailbox(self.worker.process)
+        self.mailbox = Mailbox(self._process)
+        self.ownership = _ownership(team, store)
         self.commands = CommandHandler(
-            ConversationControl(team=team, store=store, doors=self.mailbox, runs=backend,
-                                resume_later=self.resume_later, policy=self.policy, reload=self.reload)
+            ConversationControl(team=team, store=store, doors=LeasedDoors(self.ownership, self.mailbox.exclusive),
+                                runs=backend, resume_later=self.resume_later, policy=self.policy,
+                                reload=self.reload)
         )
         self._lock: InstanceLock | None = None
         self._admin: AdminSocket | None = None
+        self._pruner: asyncio.Task[None] | None = None
 
     @classmethod
     def from_config(cls, team: TeamConfig) -> Bot:
-        return cls(team, SQLiteStore(team.db_path), make_backend(team))
+        owner = None
+        if is_postgres(team.db_path):  # several instances may share it: this one's id in conversation leases
+            owner = team.storage.instance or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        store = store_for(team.db_path, owner=owner, pool_size=team.storage.pool_size)
+        return cls(team, store, make_backend(team))
+
+    @property
+    def shared_database(self) -> bool:
+        """Several instances may share this bot's database (PostgreSQL): no instance lock, no admin socket."""
+        return isinstance(self.ownership, LeasedOwnership)
 
     # ---- views of the parts, for the wiring, tests and benchmarks ----
 
@@ -103,7 +119,14 @@ class Bot:
             self.mailbox.kick(conversation)
 
     async def start(self) -> None:
-        """Open the store (one process per database file), resume interrupted work, open the admin socket."""
+        """Open the store (one process per database file), resume interrupted work, open the admin socket. On a
+        shared database: take over the conversations nobody live owns, and keep the leases of those it owns."""
+        if self.shared_database:
+            await self.store.open()
+            await self.backend.open()
+            await self.ownership.start(self._wake, self._lost, self.mailbox.busy)
+            self._start_pruner()
+            return
         if self.team.db_path != ":memory:":
             self._lock = InstanceLock(self.team.db_path)
             self._lock.acquire()
@@ -120,6 +143,7 @@ class Bot:
             self.resume_later(conversation)
         for conversation in await self.store.conversations_with_pending():
             self.mailbox.kick(conversation)
+        self._start_pruner()
 
     async def stop(self, grace: float = STOP_GRACE_SECONDS) -> None:
         """Let in-flight work finish for up to `grace` seconds, then cancel it (it resumes on the next start)."""
@@ -129,6 +153,11 @@ class Bot:
         except TimeoutError:
             log.info("stopping with turns in flight; they resume on the next start")
         await self.mailbox.close()
+        if self._pruner is not None:
+            self._pruner.cancel()
+            await asyncio.gather(self._pruner, return_exceptions=True)
+            self._pruner = None
+        await self.ownership.stop()  # leases given back: other instances take over at once
         if self._admin is not None:
             await self._admin.stop()
             self._admin = None
@@ -206,8 +235,56 @@ class Bot:
     async def has_conversation(self, conversation: str) -> bool:
         return await self.store.get_conversation(conversation) is not None
 
+    def _start_pruner(self) -> None:
+        if self.team.storage.prune_every_hours > 0:
+            self._pruner = asyncio.create_task(self._prune_forever(), name="switchboard-prune")
+
+    async def _prune_forever(self) -> None:
+        """Retention (`[retention]`), every `prune_every_hours`; `switchboard prune` runs the same now."""
+        while True:
+            await asyncio.sleep(self.team.storage.prune_every_hours * 3600)
+            try:
+                counts = await self.store.prune(self.team.retention)
+                log.info("pruned %d old row(s): %s", counts.total, counts)
+            except StoreError as exc:
+                log.warning("prune failed (%s); trying again in %g h", exc, self.team.storage.prune_every_hours)
+
+    async def _process(self, conversation: str) -> bool:
+        """The mailbox's unit of work, only for a conversation this instance owns."""
+        if not await self.ownership.owns(conversation):
+            return False
+        try:
+            return await self.worker.process(conversation)
+        except LeaseLost as exc:
+            log.warning("stopped work on %s: %s", conversation, exc)
+            self.ownership.forget(conversation)
+            if await self.ownership.owns(conversation):  # the lease was only given back as idle: take it again
+                self.resume_later(conversation)
+            return False
+
+    def _wake(self, conversation: str, newly_owned: bool) -> None:
+        if newly_owned:
+            self.resume_later(conversation)
+        else:
+            self.mailbox.kick(conversation)
+
+    async def _lost(self, conversation: str) -> None:
+        async with self.mailbox.exclusive(conversation):  # cancels its worker; the next owner resumes the turn
+            pass
+
     def resume_later(self, conversation: str) -> None:
         """Its records changed while its worker was stopped (an admin action inside `mailbox.exclusive`, a restart):
         the conversation's next worker looks for an unfinished turn before new messages."""
         self.worker.resume_first(conversation)
         self.mailbox.kick(conversation)
+
+
+def _ownership(team: TeamConfig, store: Store) -> Ownership:
+    owner = getattr(store, "owner", None)
+    if owner is None:
+        return Ownership()
+    from storage.leases import Leases
+    from storage.postgres import PostgresStore
+
+    assert isinstance(store, PostgresStore)
+    return LeasedOwnership(Leases(store, team.storage.lease_seconds))

@@ -89,14 +89,14 @@ async def migrate(team: TeamConfig, target: Target, store: Any = None, backend: 
     `backend` default to the team's database and a `target` backend; given ones must already be open."""
     from bot.backends.base import TranscriptItem
     from bot.engine import make_backend
-    from storage.sqlite import SQLiteStore
+    from storage.select import store_for
 
     if target not in BACKENDS:
         raise ValueError(f"unknown backend {target!r} (choose from {', '.join(BACKENDS)})")
     own_store = store is None
     own_backend = backend is None
     if own_store:
-        store = SQLiteStore(team.db_path)
+        store = store_for(team.db_path)
         await store.open()
     try:
         if own_backend:
@@ -143,9 +143,9 @@ async def sync_assistants(team: TeamConfig) -> list[Any]:
     provider); returns one `SyncChange` per such member."""
     from bot.backends.assistants import AssistantsBackend, quiet_deprecation
     from bot.backends.providers import Clients
-    from storage.sqlite import SQLiteStore
+    from storage.select import store_for
 
-    store = SQLiteStore(team.db_path)
+    store = store_for(team.db_path)
     await store.open()
     clients = Clients(team)
     quiet_deprecation()
@@ -203,7 +203,10 @@ def migrate_command(args: argparse.Namespace) -> int:
     from bot.backends.base import BackendError
 
     team = load_config(getattr(args, "config", None))
-    lock = InstanceLock(team.db_path) if team.db_path != ":memory:" else None
+    from storage.select import is_postgres
+
+    # PostgreSQL: several instances may run; the operator stops them all first (README, "Scaling out")
+    lock = InstanceLock(team.db_path) if team.db_path != ":memory:" and not is_postgres(team.db_path) else None
     try:
         if lock is not None:
             lock.acquire()

@@ -31,7 +31,7 @@ from bot.config import AgentConfig, TeamConfig
 from bot.handoffs import Handoffs, is_transfer, signed
 from bot.supervisor import RunFailed, Scope, Supervisor
 from bot.types import Delegated, HandedOff, Progress, Retrying, SubFinished, TextDelta, Usage
-from storage.base import ToolCallRecord, TranscriptEntry, TurnRecord, TurnUpdate
+from storage.base import LeaseLost, ToolCallRecord, TranscriptEntry, TurnRecord, TurnUpdate
 from storage.handoffs import HandoffStore
 
 log = logging.getLogger("switchboard.orchestrator")
@@ -369,6 +369,8 @@ class Orchestrator:
             log.warning("sub-assistant %s failed in turn %s: %s", sub.name, ctx.turn.id, exc)
             await ctx.emit(SubFinished(sub=sub.name, call_id=call.call_id, ok=False))
             return f"ERROR: the {sub.name} assistant could not finish this task ({exc.user_text}).", False
+        except LeaseLost:
+            raise  # this instance lost the conversation: the whole turn stops here
         except Exception:
             # Anything else (a provider answer we do not understand, a bug) fails this call only: its siblings go
             # on, and the caller is told plainly, as for any failed sub-assistant.

@@ -43,7 +43,7 @@ from bot.config import Limits
 from bot.errors import SwitchboardError
 from bot.metrics import Metrics
 from bot.types import Usage
-from storage.base import RunRecord, Store
+from storage.base import LeaseLost, RunRecord, Store
 
 log = logging.getLogger("switchboard.supervisor")
 T = TypeVar("T")
@@ -383,20 +383,24 @@ class Supervisor:
         previous = None if first else await self.store.latest_run(scope.turn_id, scope.path)
         if previous is not None and previous.remote_id != state.id and previous.status not in ("completed",):
             await self.store.update_run(previous.remote_id, status="superseded")
-        await self.store.record_run(
-            RunRecord(
-                remote_id=state.id,
-                turn_id=scope.turn_id,
-                scope=scope.path,
-                agent=scope.agent,
-                thread_id=request.thread_id,
-                status=state.status,
-                attempt=scope.attempts,
-                input=request.input.to_json(),
-                last_seq=state.last_seq,
-                created_at=time.time(),
-            )
+        record = RunRecord(
+            remote_id=state.id,
+            turn_id=scope.turn_id,
+            scope=scope.path,
+            agent=scope.agent,
+            thread_id=request.thread_id,
+            status=state.status,
+            attempt=scope.attempts,
+            input=request.input.to_json(),
+            last_seq=state.last_seq,
+            created_at=time.time(),
         )
+        try:
+            await self.store.record_run(record)
+        except LeaseLost:
+            # another instance owns the conversation now: the run just made is nobody's, so it must not go on
+            await self.cancel_quietly(state.id, request.thread_id)
+            raise
 
     # ---- recovery helpers ----
 

@@ -22,7 +22,16 @@ from bot.metrics import Metrics
 from bot.orchestrator import MAIN_THREAD, Orchestrator, TurnContext
 from bot.supervisor import RunFailed
 from bot.types import Done, Failed, Progress, Started, TurnRef, Usage
-from storage.base import InboxMessage, ReplyKind, Store, StoreError, TurnRecord, TurnState, TurnUpdate
+from storage.base import (
+    InboxMessage,
+    LeaseLost,
+    ReplyKind,
+    Store,
+    StoreError,
+    TurnRecord,
+    TurnState,
+    TurnUpdate,
+)
 
 log = logging.getLogger("switchboard.engine.worker")
 
@@ -148,6 +157,8 @@ class ConversationWorker:
             kind, text = "failure", exc.user_text
             log.warning("turn %s failed: %s", turn.id, exc.reason)
             await emit(Failed(text))
+        except LeaseLost:
+            raise  # another instance owns the conversation now and finishes this turn: no reply from here
         except (BackendError, StoreError) as exc:
             kind, text = "failure", INTERNAL_ERROR_TEXT
             log.error("turn %s failed: %s", turn.id, type(exc).__name__)
@@ -182,7 +193,7 @@ class ConversationWorker:
         try:
             await self._store.record_reply(turn, update, MAIN_THREAD)
         except StoreError as exc:
-            if state != "delivering":
+            if state != "delivering" or isinstance(exc, LeaseLost):
                 raise
             # The database refuses writes (full, read-only): the user still gets this reply now. The turn stays
             # unfinished in the database, so it resumes once writes work again and finds this reply on the

@@ -227,8 +227,14 @@ class _Session:
     ws: web.WebSocketResponse
     intents: int = 0
     seq: int = 0
+    shard: tuple[int, int] = (0, 1)  # (shard id, shard count) from IDENTIFY
     session_id: str = field(default_factory=lambda: secrets.token_hex(8))
     identified: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+def shard_of(guild_id: int, shard_count: int) -> int:
+    """The shard that receives a guild's events (discord.com/developers/docs/topics/gateway#sharding)."""
+    return (guild_id >> 22) % shard_count
 
 
 def _times(times: int | None) -> int:
@@ -728,20 +734,27 @@ class FakeDiscord:
         if intents & INTENT_MESSAGE_CONTENT and not self.message_content_allowed:
             await session.ws.close(code=4014, message=b"Disallowed intent(s).")
             return
+        # topics/gateway#sharding: IDENTIFY's `shard` is [shard_id, num_shards]; an invalid one closes with 4010
+        shard_id, shard_count = data.get("shard") or (0, 1)
+        if not (isinstance(shard_count, int) and isinstance(shard_id, int) and 0 <= shard_id < shard_count):
+            await session.ws.close(code=4010, message=b"Invalid shard.")
+            return
         session.intents = intents
+        session.shard = (shard_id, shard_count)
+        guilds = [gid for gid in self.guilds if shard_of(gid, shard_count) == shard_id]
         ready = {
             "v": 10,
             "user": {**self.bot_user, "verified": True, "mfa_enabled": False, "flags": 0},
-            "guilds": [{"id": str(gid), "unavailable": True} for gid in self.guilds],
+            "guilds": [{"id": str(gid), "unavailable": True} for gid in guilds],
             "session_id": session.session_id,
             "resume_gateway_url": self.gateway_url,
             "application": {"id": str(self.application_id), "flags": 0},
             "private_channels": [],
             "relationships": [],
-            "shard": [0, 1],
+            "shard": [shard_id, shard_count],
         }
         await self._send_event(session, "READY", ready)
-        for gid in self.guilds:
+        for gid in guilds:
             await self._send_event(session, "GUILD_CREATE", self._guild_payload(gid))
         self.sessions.append(session)
         session.identified.set()
@@ -756,7 +769,12 @@ class FakeDiscord:
             await session.ws.send_str(json.dumps({"op": 0, "t": event, "s": session.seq, "d": data}))
 
     async def dispatch(self, event: str, data: dict[str, Any]) -> None:
+        guild = data.get("guild_id")
         for session in list(self.sessions):
+            shard_id, shard_count = session.shard
+            # topics/gateway#sharding: a guild's events go to shard (guild_id >> 22) % num_shards only; DMs to shard 0
+            if (shard_of(int(guild), shard_count) if guild else 0) != shard_id:
+                continue
             payload = data
             if event in ("MESSAGE_CREATE", "MESSAGE_UPDATE"):
                 payload = self._visible_to_bot(data, session.intents)

@@ -22,6 +22,11 @@ class StoreError(Exception):
     """The database refused a write or read (read-only file, disk full, corruption). The message says which."""
 
 
+class LeaseLost(StoreError):
+    """Several instances on one database: this one no longer owns the conversation (its lease expired and another
+    instance took it over), so the write was refused whole. The turn is the new owner's to finish; drop it."""
+
+
 @dataclass(frozen=True, slots=True)
 class ConversationRecord:
     key: str
@@ -163,13 +168,42 @@ class UsageRow:
 
 @dataclass(frozen=True, slots=True)
 class ForgetReport:
-    """What `forget_user` deleted (counts only: never the content), the conversations it touched, and the provider
-    threads whose local pointers it cleared (the caller deletes them at the provider)."""
+    """What `forget_user` deleted (counts only: never the content), the conversations it touched, the provider
+    threads whose local pointers it cleared and the remote runs of the deleted turns, as (run id, thread id): the
+    caller deletes both at the provider."""
 
     messages: int
     turns: int
     conversations: tuple[str, ...]
     threads: tuple[str, ...]
+    runs: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionPolicy:
+    """How long finished records are kept, in days (0: forever). What a thread rebuild needs (the transcript of
+    each conversation's live generation) and unfinished work are never pruned."""
+
+    inbox_days: float = 30.0  # answered inbox rows, and their delivered turns (redelivery is deduplicated until then)
+    runs_days: float = 30.0  # runs and tool calls of delivered turns
+    transcript_days: float = 90.0  # transcript entries of reset or earlier generations
+    audit_days: float = 365.0  # admin audit entries
+
+
+@dataclass(frozen=True, slots=True)
+class PruneCounts:
+    """Rows deleted by one `prune`, per table."""
+
+    inbox: int = 0
+    turns: int = 0
+    runs: int = 0
+    tool_calls: int = 0
+    transcript: int = 0
+    audit: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.inbox + self.turns + self.runs + self.tool_calls + self.transcript + self.audit
 
 
 @dataclass(slots=True)
@@ -372,3 +406,12 @@ class Store(Protocol):
         not delivered go back to `pending` (to be answered anew). Conversations they started keep no user id.
         Deleted content is overwritten on disk, not left in free pages. `platform` None: that user id on every
         platform. `dry_run`: change nothing, report what would go."""
+
+    # ---- retention ----
+
+    async def prune(self, policy: RetentionPolicy, now: float | None = None) -> PruneCounts:
+        """Delete what `policy` no longer keeps, as of `now` (default: the current time): answered or notified inbox
+        rows and delivered turns older than `inbox_days` (by arrival and last update), runs and tool calls of
+        delivered turns older than `runs_days`, transcript entries marked reset or of an earlier generation older
+        than `transcript_days`, audit entries older than `audit_days`. Never an unfinished turn, its messages, runs
+        or tool calls, nor the live generation's transcript. Each table in its own transaction; idempotent."""

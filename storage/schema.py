@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 6
 
 MIGRATIONS: list[str] = [
     # 1: initial schema
@@ -177,7 +177,21 @@ MIGRATIONS: list[str] = [
 
     CREATE INDEX inbox_user ON inbox(user_id);
     """,
-    # 4 (issue 14, handoffs): which assistant holds each conversation generation's main thread and its key/value
+    # 4: indexes so that accepting a message and the worker's queries stay fast as history grows: the inbox's
+    # next seq is MAX(seq) (an index lookup now, a scan before), a turn's messages, conversations with pending ones,
+    # and the runs still active (the partial index matches the literal list in `SQLiteStore.active_runs`)
+    """
+    CREATE INDEX inbox_seq ON inbox(seq);
+    CREATE INDEX inbox_turn ON inbox(turn_id);
+    CREATE INDEX inbox_pending_conversations ON inbox(conversation) WHERE state = 'pending';
+    CREATE INDEX runs_active ON runs(turn_id)
+        WHERE status NOT IN ('completed', 'failed', 'cancelled', 'expired', 'incomplete', 'superseded');
+    """,
+    # 5: reserved for issue 14 part B (context modes, token accounting), which lands separately
+    """
+    SELECT 1;
+    """,
+    # 6 (issue 14, handoffs): which assistant holds each conversation generation's main thread and its key/value
     # state; every transfer, unique per (turn, call) so a resumed turn never applies one twice; who answered a turn
     """
     CREATE TABLE handoff_state (

@@ -25,6 +25,8 @@ from storage.base import (
     ConversationRecord,
     ForgetReport,
     InboxMessage,
+    PruneCounts,
+    RetentionPolicy,
     RunRecord,
     StoreError,
     ToolCallRecord,
@@ -34,10 +36,13 @@ from storage.base import (
     UsageRow,
 )
 from storage.handoffs import SQLiteHandoffs
+from storage.retention import BATCH, prune_steps
 from storage.schema import SCHEMA_VERSION
 from storage.sqlite_thread import ConnectionThread, Statements
 
 TERMINAL_RUN_STATUSES = ("completed", "failed", "cancelled", "expired", "incomplete", "superseded")
+#: The tables that hold a chat-backend thread (its provider choice, `thread_providers`, holds no text and stays).
+CHAT_THREAD_TABLES = ("chat_threads", "chat_messages", "chat_summaries", "chat_runs")
 
 
 def _dumps(value: Any) -> str:
@@ -141,7 +146,8 @@ class SQLiteStore(SQLiteHandoffs):
         return [_inbox(r) for r in rows]
 
     async def conversations_with_pending(self) -> list[str]:
-        rows = await self._rows("SELECT DISTINCT conversation FROM inbox WHERE state='pending'")
+        rows = await self._rows("SELECT DISTINCT conversation FROM inbox INDEXED BY inbox_pending_conversations"
+                                " WHERE state='pending'")
         return [str(r["conversation"]) for r in rows]
 
     async def claim_inbound(self, event_ids: list[str], turn_id: str) -> None:
@@ -264,13 +270,11 @@ class SQLiteStore(SQLiteHandoffs):
         return _run(row) if row else None
 
     async def active_runs(self, turn_id: str | None = None) -> list[RunRecord]:
-        marks = ",".join("?" * len(TERMINAL_RUN_STATUSES))
-        sql = f"SELECT * FROM runs WHERE status NOT IN ({marks})"
-        params: list[Any] = list(TERMINAL_RUN_STATUSES)
-        if turn_id is not None:
-            sql += " AND turn_id=?"
-            params.append(turn_id)
-        return [_run(r) for r in await self._rows(sql, params)]
+        # the statuses spelled out, not bound: so the partial index runs_active (schema version 4) applies
+        sql = f"SELECT * FROM runs WHERE status NOT IN ({', '.join(repr(s) for s in TERMINAL_RUN_STATUSES)})"
+        if turn_id is None:
+            return [_run(r) for r in await self._rows(sql)]
+        return [_run(r) for r in await self._rows(sql + " AND turn_id=?", (turn_id,))]
 
     async def record_tool_call(self, call: ToolCallRecord) -> None:
         await self._write(
@@ -384,7 +388,7 @@ class SQLiteStore(SQLiteHandoffs):
     async def delete_chat_thread(self, thread_id: str) -> None:
         await self._transaction([
             (f"DELETE FROM {table} WHERE thread_id=?", (thread_id,))
-            for table in ("chat_threads", "chat_messages", "chat_summaries", "chat_runs")
+            for table in CHAT_THREAD_TABLES
         ])
 
     async def finish_chat_run(
@@ -453,6 +457,18 @@ class SQLiteStore(SQLiteHandoffs):
             )
             for r in rows
         ]
+
+    # ---- retention ----
+
+    async def prune(self, policy: RetentionPolicy, now: float | None = None) -> PruneCounts:
+        counts: dict[str, int] = {}
+        for step in prune_steps(policy, now):
+            while True:
+                deleted = await self._write(step.sql, step.params)
+                counts[step.field] = counts.get(step.field, 0) + deleted
+                if deleted < BATCH:
+                    break
+        return PruneCounts(**counts)
 
 
     # ---- rate limits, usage and deletion ----
@@ -546,8 +562,11 @@ def _forget(conn: sqlite3.Connection, user: str, platform: str | None, dry_run: 
         for r in mine:  # entries the user wrote that no turn claims (a migration's copies, a crash before claiming)
             if r["conversation"] == key:
                 conn.execute("DELETE FROM transcript WHERE conversation=? AND role='user' AND text=?", (key, r["text"]))
+    runs: set[tuple[str, str]] = set()
     for turn in turns:
-        threads.update(r[0] for r in conn.execute("SELECT DISTINCT thread_id FROM runs WHERE turn_id=?", (turn,)))
+        runs.update((r[0], r[1]) for r in conn.execute("SELECT remote_id, thread_id FROM runs WHERE turn_id=?",
+                                                          (turn,)))
+        threads.update(thread for _, thread in runs)
         for table, column in (("transcript", "turn_id"), ("runs", "turn_id"), ("tool_calls", "turn_id"),
                               ("turns", "id")):
             conn.execute(f"DELETE FROM {table} WHERE {column}=?", (turn,))
@@ -556,10 +575,14 @@ def _forget(conn: sqlite3.Connection, user: str, platform: str | None, dry_run: 
             " WHERE turn_id=?",
             (turn,),
         )
+    for thread in threads:  # threads the chat backend keeps here: in this transaction, so before the checkpoint
+        for table in CHAT_THREAD_TABLES:
+            conn.execute(f"DELETE FROM {table} WHERE thread_id=?", (thread,))
     deleted = conn.execute(f"DELETE FROM inbox WHERE {who}", who_params).rowcount
     conn.execute(f"UPDATE conversations SET started_by='' WHERE {started}", who_params)
     conn.execute("ROLLBACK TO forget" if dry_run else "RELEASE forget")
-    return ForgetReport(messages=deleted, turns=len(turns), conversations=tuple(convs), threads=tuple(sorted(threads)))
+    return ForgetReport(messages=deleted, turns=len(turns), conversations=tuple(convs), threads=tuple(sorted(threads)),
+                        runs=tuple(sorted(runs)))
 
 
 def _missing_folder(path: str) -> str | None:

@@ -96,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     from bot.migrate import add_commands  # sync (assistants backend) and migrate (between backends)
 
     add_commands(sub, with_config)
+    from switchboard.storage_cli import add_commands as add_storage_commands  # prune, migrate-store
+
+    add_storage_commands(sub, with_config)
 
     from bot.access_cli import add_commands as add_access_commands  # usage, grant, forget, reload
 
@@ -193,13 +196,13 @@ def _status(args: argparse.Namespace) -> int:
 
 
 async def _print_status(team: TeamConfig) -> int:
-    from storage.sqlite import SQLiteStore
+    from storage.select import redacted, store_for
 
-    store = SQLiteStore(team.db_path)
+    store = store_for(team.db_path)
     await store.open()
     try:
         conversations = await store.conversations()
-        print(f"{len(conversations)} conversation(s) in {team.db_path}")
+        print(f"{len(conversations)} conversation(s) in {redacted(team.db_path)}")
         for conv in conversations:
             turns = await store.unfinished_turns(conv.key)
             waiting = len(await store.pending_inbound(conv.key))

@@ -12,7 +12,7 @@ import openai
 from bot.backends.providers import make_client
 from bot.config import ENV_API_KEY, ENV_BASE_URL, ENV_CONFIG, ConfigError, Provider, TeamConfig, load_config
 from storage.base import StoreError
-from storage.sqlite import SQLiteStore
+from storage.select import redacted, store_for
 
 CHECK_TIMEOUT_SECONDS = 15.0
 
@@ -53,14 +53,15 @@ async def run_doctor(config_path: str | None, env: Mapping[str, str] | None = No
 
 
 async def _database(team: TeamConfig) -> Finding:
-    store = SQLiteStore(team.db_path)
+    store = store_for(team.db_path)
+    where = redacted(team.db_path)
     try:
         await store.open()
         if not await store.writable():
-            return Finding(f"database {team.db_path}", False, "cannot write to it: check permissions and free space")
-        return Finding(f"database {team.db_path}", True, f"schema version {store.schema_version}, writable")
+            return Finding(f"database {where}", False, "cannot write to it: check permissions and free space")
+        return Finding(f"database {where}", True, f"schema version {store.schema_version}, writable")
     except StoreError as exc:
-        return Finding(f"database {team.db_path}", False, str(exc))
+        return Finding(f"database {where}", False, str(exc))
     finally:
         await store.close()
 

@@ -17,7 +17,7 @@ import logging
 
 import discord
 
-from adapters.discord.client import SwitchboardClient, build_intents, invite_url
+from adapters.discord.client import SwitchboardClient, build_intents, client_class, invite_url
 from adapters.discord.clock import Clock, SystemClock
 from adapters.discord.commands import CommandHandlers
 from adapters.discord.listeners import MessageListener
@@ -41,7 +41,8 @@ class DiscordAdapter:
         self.settings = settings
         self.clock: Clock = clock or SystemClock()
         self.logged_in = asyncio.Event()
-        self.client = SwitchboardClient(settings, on_user_message=self._on_message, logged_in=self.logged_in)
+        self.client: SwitchboardClient = client_class(settings)(
+            settings, on_user_message=self._on_message, logged_in=self.logged_in)
         self.messages = MessageListener(bot, self.client, message_content=settings.message_content)
         self.surface = DiscordSurface(
             self.client,

@@ -49,10 +49,12 @@ class SwitchboardClient(discord.Client):
         on_user_message: Callable[[discord.Message], Awaitable[None]],
         logged_in: asyncio.Event,
     ) -> None:
+        shards = settings.client_options() if isinstance(self, discord.AutoShardedClient) else {}
         super().__init__(
             intents=build_intents(settings),
             allowed_mentions=discord.AllowedMentions.none(),
             guild_ready_timeout=settings.guild_ready_timeout,
+            **shards,  # type: ignore[arg-type]
         )
         self.settings = settings
         self.tree = SwitchboardTree(self)
@@ -103,3 +105,13 @@ class SwitchboardClient(discord.Client):
     async def on_ready(self) -> None:
         user = self.user
         log.info("connected to Discord as %s (%s) in %d servers", user, user.id if user else "?", len(self.guilds))
+
+
+class ShardedSwitchboardClient(SwitchboardClient, discord.AutoShardedClient):
+    """The same client on the gateway shards `settings.shard_ids` of `settings.shard_count`: with several instances
+    each connects its own shards, since Discord sends a guild's events to one shard only and a shard must be
+    connected exactly once (discord.com/developers/docs/topics/gateway#sharding)."""
+
+
+def client_class(settings: DiscordSettings) -> type[SwitchboardClient]:
+    return ShardedSwitchboardClient if settings.shard_count is not None else SwitchboardClient

@@ -291,6 +291,9 @@ class AssistantsBackend:
         async with provider_errors():
             await self.client.delete(f"/threads/{thread_id}", cast_to=object)
 
+    async def delete_run(self, run_id: str, thread_id: str) -> None:
+        return None  # a run and its steps are deleted with their thread
+
     async def answer_stuck_calls(self, thread_id: str, call_id: str) -> None:
         return None  # threads have no stuck-call state: a run waiting for outputs holds the lock until it ends
 

@@ -230,6 +230,10 @@ class Backend(Protocol):
         ready for the next run, rather than let that run find it stuck or locked."""
         ...
     async def active_runs(self, thread_id: str) -> list[str]: ...
+    async def delete_run(self, run_id: str, thread_id: str) -> None:
+        """Delete what the provider keeps of a run apart from its thread (a stored response: its input and output);
+        nothing where deleting the thread deletes it all."""
+        ...
 
     async def lost_create(self, request: RunRequest) -> RunState | None:
         """After a start/submit of `request` whose answer never came: the settled run it became, when the provider

@@ -153,6 +153,9 @@ class ChatBackend:
     async def delete_thread(self, thread_id: str) -> None:
         await self._store.delete_chat_thread(thread_id)
 
+    async def delete_run(self, run_id: str, thread_id: str) -> None:
+        return None  # kept in our database only, with its thread
+
     async def answer_stuck_calls(self, thread_id: str, call_id: str) -> None:
         return None  # never stuck: the next run's input answers any call left open (`_input`)
 

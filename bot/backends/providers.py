@@ -174,6 +174,9 @@ class ProviderRouter:
     async def delete_thread(self, thread_id: str) -> None:
         await (await self._for_thread(thread_id)).delete_thread(thread_id)
 
+    async def delete_run(self, run_id: str, thread_id: str) -> None:
+        await (await self._for_thread(thread_id)).delete_run(run_id, thread_id)
+
     async def start(self, request: RunRequest) -> RunStream:
         return await (await self._for_run(request)).start(request)
 

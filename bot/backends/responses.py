@@ -80,6 +80,15 @@ class ResponsesBackend:
         async with provider_errors():
             await self.client.conversations.delete(thread_id)
 
+    async def delete_run(self, run_id: str, thread_id: str) -> None:
+        if run_id.startswith(ADOPTED):
+            return  # ours, not the provider's: its items went with the conversation
+        try:
+            async with provider_errors(not_found="run"):
+                await self.client.responses.delete(run_id)
+        except RunGone:
+            pass  # already gone (never stored, or deleted before)
+
     async def answer_stuck_calls(self, thread_id: str, call_id: str) -> None:
         # The provider names one unanswered call per rejected request: find them all, so one write frees the
         # conversation instead of one rejected request per call.

@@ -124,7 +124,8 @@ async def test_cli_usage_grant_forget_and_reload(emu, tmp_path):
     code, _, err = await cli("reload", "--config", str(config))
     assert code == 1 and "no bot is running" in err
     code, out, err = await cli("forget", "--config", str(config), "--user", "bob")
-    assert code == 0 and out.startswith("Forgot user:*:bob: 1 messages, 1 turns, 1 conversations, 1/1 provider"), err
+    forgot = "Forgot user:*:bob: 1 messages, 1 turns, 1 conversations, 2/2 provider threads and runs deleted"
+    assert code == 0 and out.startswith(forgot), err
     assert tables_containing(Path(cfg.db_path), "bob-words-992") == {}
     store = SQLiteStore(Path(cfg.db_path))
     await store.open()

@@ -114,8 +114,8 @@ async def test_allowed_users_roles_and_admins_get_answers(emu, tmp_path):
 # ---- message rates ----
 
 
-async def test_rate_limits_hold_exactly_with_fifty_concurrent_senders_and_survive_a_restart(emu, tmp_path):
-    cfg = dataclasses.replace(team(emu.base_url, tmp_path / "db"),
+async def test_rate_limits_hold_exactly_with_fifty_concurrent_senders_and_survive_a_restart(emu, store_url):
+    cfg = dataclasses.replace(team(emu.base_url, store_url),
                               budgets=Budgets(user_messages_per_minute=7, conversation_messages_per_minute=12))
     emu.scripts["proxy"] = Script(rules=[Rule(delay=0.05, reply="ok")])
     bot = Bot.from_config(cfg)

@@ -106,3 +106,30 @@ def test_each_assistant_may_use_its_own_provider():
     assert list(cfg.providers()) == [proxy.key, critic.key]
     assert cfg.sub("critic").max_context_tokens == 8192
     assert "sk-b" not in repr(cfg) and "sk-c" not in str(cfg.api_keys)  # only the variables the team names
+
+
+def test_storage_url_selects_postgres_and_the_environment_overrides_it():
+    url = "postgresql://bot:pw@db:5432/sb"
+    cfg = parse_config({**MINIMAL, "storage": {"url": url, "lease_seconds": 5, "pool_size": 4}}, env={})
+    assert (cfg.db_path, cfg.storage.lease_seconds, cfg.storage.pool_size) == (url, 5.0, 4)
+    env = {"SWITCHBOARD_DB": "/tmp/x.db", "SWITCHBOARD_INSTANCE": "web-1"}
+    cfg = parse_config({**MINIMAL, "storage": {"url": url}}, env=env)
+    assert (cfg.db_path, cfg.storage.instance) == ("/tmp/x.db", "web-1")
+    cfg = parse_config({**MINIMAL, "retention": {"inbox_days": 7, "audit_days": 0}}, env={})
+    assert (cfg.retention.inbox_days, cfg.retention.audit_days, cfg.retention.runs_days) == (7.0, 0.0, 30.0)
+
+
+@pytest.mark.parametrize(
+    ("storage", "where"),
+    [
+        ({"storage": {"path": "a.db", "url": "postgresql://h/db"}}, "storage: set either path"),
+        ({"storage": {"url": "mysql://h/db"}}, "storage.url: must be a postgresql://"),
+        ({"storage": {"lease_seconds": 0}}, "storage.lease_seconds"),
+        ({"storage": {"pool_size": 0}}, "storage.pool_size"),
+        ({"retention": {"inbox_days": -1}}, "retention.inbox_days"),
+        ({"retention": {"forever": 1}}, "retention.forever: unknown key"),
+    ],
+)
+def test_bad_storage_and_retention_settings_name_the_key(storage, where):
+    with pytest.raises(ConfigError, match=where):
+        parse_config({**MINIMAL, **storage}, env={})

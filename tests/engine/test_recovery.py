@@ -38,9 +38,9 @@ async def one_reply(bot, surface):
     return turn, reply
 
 
-async def test_provider_cancel_is_recreated(emu, tmp_path, backend):
+async def test_provider_cancel_is_recreated(emu, store_url, backend):
     emu.faults.cancel(agent="proxy", after_events=2)
-    async with running_bot(team(emu.base_url, tmp_path / "db", backend=backend)) as (bot, surface):
+    async with running_bot(team(emu.base_url, store_url, backend=backend)) as (bot, surface):
         await bot.accept(inbound("hello"))
         _, reply = await one_reply(bot, surface)
         assert reply.text == "You said: hello"
@@ -50,9 +50,9 @@ async def test_provider_cancel_is_recreated(emu, tmp_path, backend):
         assert statuses == ["cancelled", "completed"]
 
 
-async def test_sub_assistant_cancelled_by_provider_is_recreated(emu, tmp_path, backend):
+async def test_sub_assistant_cancelled_by_provider_is_recreated(emu, store_url, backend):
     emu.faults.cancel(agent="critic", after_events=1)
-    async with running_bot(team(emu.base_url, tmp_path / "db", backend=backend)) as (bot, surface):
+    async with running_bot(team(emu.base_url, store_url, backend=backend)) as (bot, surface):
         await bot.accept(inbound("ask the critic"))
         _, reply = await one_reply(bot, surface)
         assert "critic: done with" in reply.text
@@ -60,18 +60,18 @@ async def test_sub_assistant_cancelled_by_provider_is_recreated(emu, tmp_path, b
         assert [(e.who, e.reason) for e in surface.kinds("retrying")] == [("critic", reason)]
 
 
-async def test_server_error_backs_off_and_retries(emu, tmp_path, backend):
+async def test_server_error_backs_off_and_retries(emu, store_url, backend):
     emu.faults.fail("server_error", agent="proxy", count=2)
-    async with running_bot(team(emu.base_url, tmp_path / "db", backend=backend)) as (bot, surface):
+    async with running_bot(team(emu.base_url, store_url, backend=backend)) as (bot, surface):
         await bot.accept(inbound("hello"))
         _, reply = await one_reply(bot, surface)
         assert reply.kind == "answer"
         assert reasons(surface) == ["server_error", "server_error"]
 
 
-async def test_http_429_honours_retry_after(emu, tmp_path, backend):
+async def test_http_429_honours_retry_after(emu, store_url, backend):
     emu.faults.http_error(429, method="POST", path=RUN_CREATE_PATHS[backend], count=2, retry_after=0.05)
-    async with running_bot(team(emu.base_url, tmp_path / "db", backend=backend)) as (bot, surface):
+    async with running_bot(team(emu.base_url, store_url, backend=backend)) as (bot, surface):
         await bot.accept(inbound("hello"))
         _, reply = await one_reply(bot, surface)
         assert reply.kind == "answer"
@@ -82,9 +82,9 @@ async def test_http_429_honours_retry_after(emu, tmp_path, backend):
         assert posts[1].t_start - posts[0].t_end >= 0.04
 
 
-async def test_invalid_prompt_fails_plainly_without_retrying(emu, tmp_path, backend):
+async def test_invalid_prompt_fails_plainly_without_retrying(emu, store_url, backend):
     emu.faults.fail("invalid_prompt", agent="proxy")
-    async with running_bot(team(emu.base_url, tmp_path / "db", backend=backend)) as (bot, surface):
+    async with running_bot(team(emu.base_url, store_url, backend=backend)) as (bot, surface):
         await bot.accept(inbound("hello"))
         turn, reply = await one_reply(bot, surface)
         assert reply.kind == "failure"
@@ -93,9 +93,9 @@ async def test_invalid_prompt_fails_plainly_without_retrying(emu, tmp_path, back
         assert (await bot.store.get_turn(turn.id)).state == "delivered"
 
 
-async def test_incomplete_is_delivered_and_says_so(emu, tmp_path, backend):
+async def test_incomplete_is_delivered_and_says_so(emu, store_url, backend):
     emu.scripts["proxy"] = Script(rules=[Rule(reply="A partial answer", incomplete="max_output_tokens")])
-    async with running_bot(team(emu.base_url, tmp_path / "db", backend=backend)) as (bot, surface):
+    async with running_bot(team(emu.base_url, store_url, backend=backend)) as (bot, surface):
         await bot.accept(inbound("hello"))
         _, reply = await one_reply(bot, surface)
         assert reply.kind == "answer"
@@ -103,8 +103,8 @@ async def test_incomplete_is_delivered_and_says_so(emu, tmp_path, backend):
         assert "cut short" in reply.text
 
 
-async def test_locked_conversation_is_waited_for(emu, tmp_path):
-    async with running_bot(team(emu.base_url, tmp_path / "db")) as (bot, surface):
+async def test_locked_conversation_is_waited_for(emu, store_url):
+    async with running_bot(team(emu.base_url, store_url)) as (bot, surface):
         await bot.accept(inbound("first"))
         await surface.wait_for(1)
         conv = await bot.store.get_conversation("console:test:c1")
@@ -122,10 +122,10 @@ async def test_locked_conversation_is_waited_for(emu, tmp_path):
         await client.close()
 
 
-async def test_deleted_conversation_is_rebuilt_from_the_transcript(emu, tmp_path, backend):
+async def test_deleted_conversation_is_rebuilt_from_the_transcript(emu, store_url, backend):
     if backend_of(backend, "proxy") == "chat":
         pytest.skip("chat threads live in our database: the provider has none to lose (see test_chat.py)")
-    async with running_bot(team(emu.base_url, tmp_path / "db", backend=backend)) as (bot, surface):
+    async with running_bot(team(emu.base_url, store_url, backend=backend)) as (bot, surface):
         await bot.accept(inbound("remember: the code word is heron"))
         await surface.wait_for(1)
         old = (await bot.store.get_conversation("console:test:c1")).main_thread
@@ -140,8 +140,8 @@ async def test_deleted_conversation_is_rebuilt_from_the_transcript(emu, tmp_path
         assert texts[:2] == ["remember: the code word is heron", "You said: remember: the code word is heron"]
 
 
-async def test_stuck_unanswered_function_call_is_answered(emu, tmp_path):
-    async with running_bot(team(emu.base_url, tmp_path / "db")) as (bot, surface):
+async def test_stuck_unanswered_function_call_is_answered(emu, store_url):
+    async with running_bot(team(emu.base_url, store_url)) as (bot, surface):
         await bot.accept(inbound("first"))
         await surface.wait_for(1)
         conv = (await bot.store.get_conversation("console:test:c1")).main_thread
@@ -157,11 +157,11 @@ async def test_stuck_unanswered_function_call_is_answered(emu, tmp_path):
         await client.close()
 
 
-async def test_response_stuck_in_queued_is_cancelled_and_recreated(emu, tmp_path, backend):
+async def test_response_stuck_in_queued_is_cancelled_and_recreated(emu, store_url, backend):
     if backend_of(backend, "proxy") == "chat":
         pytest.skip("a chat completion has no queue; its silent stream is test_chat.py's stalled-stream test")
     emu.faults.stay_queued(agent="proxy")
-    async with running_bot(team(emu.base_url, tmp_path / "db", backend=backend, queued_timeout=0.2)) as (bot, surface):
+    async with running_bot(team(emu.base_url, store_url, backend=backend, queued_timeout=0.2)) as (bot, surface):
         await bot.accept(inbound("hello"))
         _, reply = await one_reply(bot, surface)
         assert reply.text == "You said: hello"
@@ -170,9 +170,9 @@ async def test_response_stuck_in_queued_is_cancelled_and_recreated(emu, tmp_path
         assert first.status == "cancelled"
 
 
-async def test_dropped_stream_is_resumed_without_duplicating_text(emu, tmp_path):
+async def test_dropped_stream_is_resumed_without_duplicating_text(emu, store_url):
     emu.faults.drop_stream(3, agent="proxy")
-    async with running_bot(team(emu.base_url, tmp_path / "db")) as (bot, surface):
+    async with running_bot(team(emu.base_url, store_url)) as (bot, surface):
         await bot.accept(inbound("hello resumable world"))
         _, reply = await one_reply(bot, surface)
         assert reply.text == "You said: hello resumable world"
@@ -183,9 +183,9 @@ async def test_dropped_stream_is_resumed_without_duplicating_text(emu, tmp_path)
         assert len([r for r in emu.responses.values() if r.agent == "proxy"]) == 1
 
 
-async def test_failing_sub_assistant_gives_the_proxy_an_error_to_answer_with(emu, tmp_path, backend):
+async def test_failing_sub_assistant_gives_the_proxy_an_error_to_answer_with(emu, store_url, backend):
     emu.faults.fail("server_error", agent="critic", count=None)
-    async with running_bot(team(emu.base_url, tmp_path / "db", backend=backend, retry_budget=2)) as (bot, surface):
+    async with running_bot(team(emu.base_url, store_url, backend=backend, retry_budget=2)) as (bot, surface):
         await bot.accept(inbound("ask the critic and the researcher"))
         _, reply = await one_reply(bot, surface)
         assert reply.kind == "answer"
@@ -195,9 +195,9 @@ async def test_failing_sub_assistant_gives_the_proxy_an_error_to_answer_with(emu
         assert finished == {"critic": False, "researcher": True}
 
 
-async def test_spent_budget_ends_in_a_clear_failure_message(emu, tmp_path, backend):
+async def test_spent_budget_ends_in_a_clear_failure_message(emu, store_url, backend):
     emu.faults.http_error(500, method="POST", path=RUN_CREATE_PATHS[backend], count=None)
-    async with running_bot(team(emu.base_url, tmp_path / "db", backend=backend, retry_budget=3)) as (bot, surface):
+    async with running_bot(team(emu.base_url, store_url, backend=backend, retry_budget=3)) as (bot, surface):
         await bot.accept(inbound("hello"))
         turn, reply = await one_reply(bot, surface)
         assert reply.kind == "failure"
@@ -206,28 +206,28 @@ async def test_spent_budget_ends_in_a_clear_failure_message(emu, tmp_path, backe
         assert (await bot.store.get_turn(turn.id)).retries == 3
 
 
-async def test_duplicate_response_from_a_lost_create_is_waited_out(emu, tmp_path, backend):
+async def test_duplicate_response_from_a_lost_create_is_waited_out(emu, store_url, backend):
     # A create that reached the provider but whose answer was lost looks to us like a dropped connection before
     # the id arrived; the orphan then holds the conversation. We must neither fail nor post a second reply.
     emu.faults.drop_stream(0, agent="proxy")
-    async with running_bot(team(emu.base_url, tmp_path / "db", backend=backend)) as (bot, surface):
+    async with running_bot(team(emu.base_url, store_url, backend=backend)) as (bot, surface):
         await bot.accept(inbound("hello"))
         _, reply = await one_reply(bot, surface)
         assert reply.text == "You said: hello"
 
 
-async def test_recovery_counts_are_kept_per_reason(emu, tmp_path, backend):
+async def test_recovery_counts_are_kept_per_reason(emu, store_url, backend):
     emu.faults.fail("server_error", agent="proxy")
-    async with running_bot(team(emu.base_url, tmp_path / "db", backend=backend)) as (bot, surface):
+    async with running_bot(team(emu.base_url, store_url, backend=backend)) as (bot, surface):
         await bot.accept(inbound("hello"))
         await one_reply(bot, surface)
         assert bot.supervisor.recovery_counts == {"server_error": 1}
         await asyncio.sleep(0)
 
 
-async def test_run_timeout_stops_a_sub_assistant_and_the_proxy_still_answers(emu, tmp_path, backend):
+async def test_run_timeout_stops_a_sub_assistant_and_the_proxy_still_answers(emu, store_url, backend):
     emu.scripts["critic"] = Script(rules=[Rule(delay=30.0)])
-    async with running_bot(team(emu.base_url, tmp_path / "db", backend=backend, run_timeout=0.5)) as (bot, surface):
+    async with running_bot(team(emu.base_url, store_url, backend=backend, run_timeout=0.5)) as (bot, surface):
         await bot.accept(inbound("ask the critic"))
         _, reply = await one_reply(bot, surface)
         assert reply.kind == "answer"

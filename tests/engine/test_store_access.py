@@ -1,5 +1,5 @@
 """The store contract's rate, usage and deletion operations (`storage.base`: admit_inbound, add_usage, usage_on,
-forget_user), on the SQLite store: what each promises, including the cases a second store must get right too."""
+forget_user), on both stores (`store_url`): what each promises, concurrency included."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from storage.base import InboxMessage, TurnRecord
-from storage.sqlite import SQLiteStore
+from storage.base import InboxMessage, Store, TurnRecord
+from storage.select import store_for
 
 
 @pytest.fixture
-async def store(tmp_path) -> AsyncIterator[SQLiteStore]:
-    s = SQLiteStore(tmp_path / "db")
+async def store(store_url: str) -> AsyncIterator[Store]:
+    s = store_for(store_url)
     await s.open()
     yield s
     await s.close()

@@ -11,8 +11,8 @@ from emulator import ManualClock, Rule, Script, ToolCall, run_emulator
 from tests.engine.harness import backend_of, inbound, remote_runs, run_input_texts, running_bot, team
 
 
-async def test_plain_answer_is_delivered_once_with_usage(emu, tmp_path, backend):
-    async with running_bot(team(emu.base_url, tmp_path / "db", backend=backend)) as (bot, surface):
+async def test_plain_answer_is_delivered_once_with_usage(emu, store_url, backend):
+    async with running_bot(team(emu.base_url, store_url, backend=backend)) as (bot, surface):
         await bot.accept(inbound("hello there"))
         [(turn, reply)] = await surface.wait_for(1)
         await bot.idle()
@@ -25,8 +25,8 @@ async def test_plain_answer_is_delivered_once_with_usage(emu, tmp_path, backend)
         assert len(surface.deliveries) == 1
 
 
-async def test_one_delegation_reports_progress_and_uses_the_result(emu, tmp_path, backend):
-    async with running_bot(team(emu.base_url, tmp_path / "db", backend=backend)) as (bot, surface):
+async def test_one_delegation_reports_progress_and_uses_the_result(emu, store_url, backend):
+    async with running_bot(team(emu.base_url, store_url, backend=backend)) as (bot, surface):
         await bot.accept(inbound("please ask the critic about my plan"))
         [(_, reply)] = await surface.wait_for(1)
         assert reply.kind == "answer"
@@ -42,11 +42,11 @@ async def test_one_delegation_reports_progress_and_uses_the_result(emu, tmp_path
         assert [r.thread for r in remote_runs(emu, "critic")] == [critic_thread]
 
 
-async def test_three_sub_assistants_run_in_parallel(emu, tmp_path, backend):
+async def test_three_sub_assistants_run_in_parallel(emu, store_url, backend):
     slow = Script(rules=[Rule(delay=0.3)])
     for name in ("researcher", "critic", "planner"):
         emu.scripts[name] = slow
-    async with running_bot(team(emu.base_url, tmp_path / "db", backend=backend)) as (bot, surface):
+    async with running_bot(team(emu.base_url, store_url, backend=backend)) as (bot, surface):
         await bot.accept(inbound("ask the researcher, the critic and the planner"))
         [(_, reply)] = await surface.wait_for(1)
         assert reply.kind == "answer"
@@ -72,11 +72,11 @@ async def test_three_sub_assistants_run_in_parallel(emu, tmp_path, backend):
             assert len(submits) == 1 and len(proxy.record.rounds) == 3
 
 
-async def test_parallelism_is_bounded_by_max_parallel(emu, tmp_path, backend):
+async def test_parallelism_is_bounded_by_max_parallel(emu, store_url, backend):
     slow = Script(rules=[Rule(delay=0.15)])
     for name in ("researcher", "critic", "planner"):
         emu.scripts[name] = slow
-    async with running_bot(team(emu.base_url, tmp_path / "db", backend=backend, max_parallel=1)) as (bot, surface):
+    async with running_bot(team(emu.base_url, store_url, backend=backend, max_parallel=1)) as (bot, surface):
         await bot.accept(inbound("ask the team"))
         await surface.wait_for(1)
         subs = [r for r in remote_runs(emu) if r.agent != "proxy"]
@@ -85,8 +85,8 @@ async def test_parallelism_is_bounded_by_max_parallel(emu, tmp_path, backend):
             assert earlier.finished_tick < later.created_tick
 
 
-async def test_follow_up_reuses_the_sub_assistant_thread(emu, tmp_path, backend):
-    async with running_bot(team(emu.base_url, tmp_path / "db", backend=backend)) as (bot, surface):
+async def test_follow_up_reuses_the_sub_assistant_thread(emu, store_url, backend):
+    async with running_bot(team(emu.base_url, store_url, backend=backend)) as (bot, surface):
         await bot.accept(inbound("ask the critic about plan A"))
         await surface.wait_for(1)
         await bot.accept(inbound("ask the critic about plan B"))
@@ -96,8 +96,8 @@ async def test_follow_up_reuses_the_sub_assistant_thread(emu, tmp_path, backend)
         assert len(threads) == 1
 
 
-async def test_sub_assistant_receives_task_and_context(emu, tmp_path, backend):
-    async with running_bot(team(emu.base_url, tmp_path / "db", backend=backend)) as (bot, surface):
+async def test_sub_assistant_receives_task_and_context(emu, store_url, backend):
+    async with running_bot(team(emu.base_url, store_url, backend=backend)) as (bot, surface):
         await bot.accept(inbound("my budget is 500 euros"))
         await surface.wait_for(1)
         await bot.accept(inbound("ask the planner for a trip"))
@@ -108,9 +108,9 @@ async def test_sub_assistant_receives_task_and_context(emu, tmp_path, backend):
         assert "my budget is 500 euros" in sent
 
 
-async def test_messages_arriving_mid_turn_join_the_next_turn(emu, tmp_path, backend):
+async def test_messages_arriving_mid_turn_join_the_next_turn(emu, store_url, backend):
     emu.scripts["critic"] = Script(rules=[Rule(delay=0.3)])
-    async with running_bot(team(emu.base_url, tmp_path / "db", backend=backend)) as (bot, surface):
+    async with running_bot(team(emu.base_url, store_url, backend=backend)) as (bot, surface):
         await bot.accept(inbound("ask the critic first"))
         await surface.wait_event("delegated")
         second = await bot.accept(inbound("second message"))
@@ -127,8 +127,8 @@ async def test_messages_arriving_mid_turn_join_the_next_turn(emu, tmp_path, back
         assert run_input_texts(emu, proxy_second) == ["second message", "third message"]
 
 
-async def test_duplicate_event_id_is_answered_once(emu, tmp_path, backend):
-    async with running_bot(team(emu.base_url, tmp_path / "db", backend=backend)) as (bot, surface):
+async def test_duplicate_event_id_is_answered_once(emu, store_url, backend):
+    async with running_bot(team(emu.base_url, store_url, backend=backend)) as (bot, surface):
         first = await bot.accept(inbound("hi", event_id="E1"))
         again = await bot.accept(inbound("hi", event_id="E1"))
         assert not first.duplicate and again.duplicate
@@ -138,10 +138,10 @@ async def test_duplicate_event_id_is_answered_once(emu, tmp_path, backend):
         assert len(remote_runs(emu, "proxy")) == 1
 
 
-async def test_conversations_do_not_wait_for_each_other(tmp_path, backend):
+async def test_conversations_do_not_wait_for_each_other(store_url, backend):
     clock = ManualClock()  # the slow conversation's critic works until the test moves the clock
     async with run_emulator(clock=clock, scripts={"critic": Script(rules=[Rule(delay=2.0)])}) as emu:
-        async with running_bot(team(emu.base_url, tmp_path / "db", backend=backend)) as (bot, surface):
+        async with running_bot(team(emu.base_url, store_url, backend=backend)) as (bot, surface):
             await bot.accept(inbound("ask the critic, slowly", conversation="console:test:slow"))
             await bot.accept(inbound("quick one", conversation="console:test:fast"))
             [(turn, reply)] = await surface.wait_for(1)
@@ -152,10 +152,10 @@ async def test_conversations_do_not_wait_for_each_other(tmp_path, backend):
             await surface.wait_for(2)
 
 
-async def test_nested_delegation_up_to_the_configured_depth(emu, tmp_path, backend):
+async def test_nested_delegation_up_to_the_configured_depth(emu, store_url, backend):
     import dataclasses
 
-    cfg = team(emu.base_url, tmp_path / "db", backend=backend, max_depth=2)
+    cfg = team(emu.base_url, store_url, backend=backend, max_depth=2)
     planner = dataclasses.replace(cfg.sub("planner"), delegates=("researcher",))
     cfg = dataclasses.replace(cfg, subs=tuple(planner if s.name == "planner" else s for s in cfg.subs))
     ask_planner = ToolCall("ask_planner", {"task": "{input}", "context": ""})
@@ -170,12 +170,12 @@ async def test_nested_delegation_up_to_the_configured_depth(emu, tmp_path, backe
         assert nested.thread == await bot.store.get_sub_thread("console:test:c1", 0, "planner/researcher")
 
 
-async def test_invalid_messages_are_refused_and_change_nothing(emu, tmp_path, backend):
+async def test_invalid_messages_are_refused_and_change_nothing(emu, store_url, backend):
     import pytest
 
     from bot.types import InvalidInbound
 
-    async with running_bot(team(emu.base_url, tmp_path / "db", backend=backend)) as (bot, _surface):
+    async with running_bot(team(emu.base_url, store_url, backend=backend)) as (bot, _surface):
         for text in ("", "   \n\t ", "x" * 40_000):
             with pytest.raises(InvalidInbound):
                 await bot.accept(inbound(text))
