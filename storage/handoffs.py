@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from storage.base import StoreError
+from storage.base import LeaseLost, StoreError
 
 if TYPE_CHECKING:
     from storage.sqlite_thread import ConnectionThread
@@ -169,3 +169,100 @@ def _turn_agents(conn: sqlite3.Connection, conversation: str, generation: int) -
         "SELECT turn_id, agent FROM turn_agents WHERE conversation=? AND generation=?", (conversation, generation)
     ).fetchall()
     return {r[0]: r[1] for r in rows}
+
+
+class PostgresHandoffs:
+    """`HandoffStore` for `PostgresStore` (mixed in): the same rows as SQLite's, a transfer in one transaction that
+    locks the conversation's state row (and holds the conversation's lease when several instances share it)."""
+
+    if TYPE_CHECKING:
+        owner: str | None
+        tokens: dict[str, int]
+
+        async def _op(self, fn: Any, what: str = "write") -> Any: ...
+
+        async def _fetch(self, sql: str, *args: Any) -> list[Any]: ...
+
+        async def _execute(self, sql: str, *args: Any) -> str: ...
+
+    async def handoff_state(self, conversation: str, generation: int) -> HandoffState:
+        rows = await self._fetch(
+            "SELECT active, state, from_agent, reason, notes FROM handoff_state WHERE conversation=$1"
+            " AND generation=$2", conversation, generation)
+        return _pg_state(rows[0]) if rows else HandoffState()
+
+    async def apply_transfer(self, transfer: Transfer, max_per_turn: int) -> Applied:
+        fence = None if self.owner is None else (self.owner, self.tokens.get(transfer.conversation, -1))
+
+        async def run(conn: Any) -> Applied:
+            async with conn.transaction():
+                return await _pg_apply(conn, transfer, max_per_turn, fence)
+
+        result: Applied = await self._op(run)
+        return result
+
+    async def transfers(self, conversation: str, generation: int) -> list[Transfer]:
+        rows = await self._fetch(
+            "SELECT from_agent, to_agent, reason, notes, state, turn_id, call_id, source FROM handoffs"
+            " WHERE conversation=$1 AND generation=$2 ORDER BY id", conversation, generation)
+        return [Transfer(conversation, generation, r["from_agent"], r["to_agent"], r["reason"], r["notes"],
+                         json.loads(r["state"]), r["turn_id"], r["call_id"], r["source"]) for r in rows]
+
+    async def record_turn_agent(self, turn_id: str, conversation: str, generation: int, agent: str) -> None:
+        await self._execute(
+            "INSERT INTO turn_agents(turn_id, conversation, generation, agent) VALUES ($1,$2,$3,$4)"
+            " ON CONFLICT (turn_id) DO UPDATE SET agent=EXCLUDED.agent", turn_id, conversation, generation, agent)
+
+    async def turn_agents(self, conversation: str, generation: int) -> dict[str, str]:
+        rows = await self._fetch(
+            "SELECT turn_id, agent FROM turn_agents WHERE conversation=$1 AND generation=$2", conversation, generation)
+        return {r["turn_id"]: r["agent"] for r in rows}
+
+
+def _pg_state(row: Any) -> HandoffState:
+    return HandoffState(row["active"] or None, json.loads(row["state"]), row["from_agent"], row["reason"], row["notes"])
+
+
+async def _pg_apply(conn: Any, t: Transfer, max_per_turn: int, fence: tuple[str, int] | None) -> Applied:
+    if fence is not None:
+        held = await conn.fetchval("SELECT 1 FROM leases WHERE conversation=$1 AND owner=$2 AND token=$3 FOR SHARE",
+                                   t.conversation, *fence)
+        if held is None:
+            raise LeaseLost(f"this instance no longer owns conversation {t.conversation}")
+    # the state row, locked: concurrent transfers of one conversation apply one after the other
+    await conn.execute(
+        "INSERT INTO handoff_state(conversation, generation, active, state, updated_at) VALUES ($1,$2,'','{}',0)"
+        " ON CONFLICT (conversation, generation) DO NOTHING", t.conversation, t.generation)
+    row = await conn.fetchrow(
+        "SELECT active, state, from_agent, reason, notes FROM handoff_state WHERE conversation=$1 AND generation=$2"
+        " FOR UPDATE", t.conversation, t.generation)
+    call_id = t.call_id or "admin_" + uuid.uuid4().hex[:16]
+    if t.turn_id is not None:
+        if await conn.fetchval("SELECT 1 FROM handoffs WHERE turn_id=$1 AND call_id=$2", t.turn_id, call_id):
+            return "repeated"
+        count = await conn.fetchval("SELECT count(*) FROM handoffs WHERE turn_id=$1 AND source='model'", t.turn_id)
+        if t.source == "model" and count >= max_per_turn:
+            return "over_limit"
+    state = dict(json.loads(row["state"]))
+    for key, value in t.state.items():
+        if value is None:
+            state.pop(key, None)
+        else:
+            state[key] = value
+    now = time.time()
+    await conn.execute(
+        "INSERT INTO handoffs(conversation, generation, turn_id, call_id, from_agent, to_agent, reason, notes, state,"
+        " source, at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)",
+        t.conversation, t.generation, t.turn_id, call_id, t.from_agent, t.to_agent, _clean(t.reason),
+        _clean(t.notes), json.dumps(dict(t.state), ensure_ascii=False).replace("\\u0000", "\ufffd"), t.source, now)
+    await conn.execute(
+        "UPDATE handoff_state SET active=$3, state=$4, from_agent=$5, reason=$6, notes=$7, updated_at=$8"
+        " WHERE conversation=$1 AND generation=$2",
+        t.conversation, t.generation, t.to_agent, json.dumps(state, ensure_ascii=False).replace("\\u0000", "\ufffd"),
+        t.from_agent, _clean(t.reason), _clean(t.notes), now)
+    return "applied"
+
+
+def _clean(text: str) -> str:
+    """PostgreSQL text holds no NUL character."""
+    return text.replace("\x00", "\ufffd")

@@ -45,6 +45,7 @@ from storage.base import (
     TurnUpdate,
     UsageRow,
 )
+from storage.handoffs import PostgresHandoffs
 from storage.pg_schema import PG_MIGRATIONS, PG_SCHEMA_VERSION
 from storage.retention import BATCH, postgres_sql, prune_steps
 from storage.select import redacted
@@ -76,7 +77,7 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
-class PostgresStore:
+class PostgresStore(PostgresHandoffs):
     """`Store` on a PostgreSQL database named by a `postgresql://` URL. `owner`: this instance's id, to fence writes
     with conversation leases (None: one instance, no leases)."""
 

@@ -235,3 +235,37 @@ async def test_chat_threads_runs_and_summaries(store: Store) -> None:
     await store.create_chat_thread("chat_nul", [{"role": "user", "content": "a\u0000b"}])  # JSON escapes NUL
     [kept] = (await store.chat_thread("chat_nul")).messages
     assert kept.message["content"] == "a\u0000b"
+
+
+async def test_handoff_transfers_apply_once_merge_state_and_respect_the_turn_limit(store: Store) -> None:
+    from storage.handoffs import HandoffStore, Transfer
+
+    handoffs: HandoffStore = store  # type: ignore[assignment]
+    assert (await handoffs.handoff_state("c1", 0)).active is None
+    first = Transfer("c1", 0, "greeter", "editor", "asked", "notes\x00here", {"page": "42", "x": "1"}, "t1", "call1")
+    assert await handoffs.apply_transfer(first, 2) == "applied"
+    assert await handoffs.apply_transfer(first, 2) == "repeated"  # a resumed turn: nothing changes
+    second = Transfer("c1", 0, "editor", "layout", "", "", {"x": None, "y": "2"}, "t1", "call2")
+    assert await handoffs.apply_transfer(second, 2) == "applied"
+    third = Transfer("c1", 0, "layout", "editor", "", "", {"z": "3"}, "t1", "call3")
+    assert await handoffs.apply_transfer(third, 2) == "over_limit"
+    held = await handoffs.handoff_state("c1", 0)
+    assert (held.active, dict(held.state), held.from_agent) == ("layout", {"page": "42", "y": "2"}, "editor")
+    admin = Transfer("c1", 0, "layout", "greeter", "set by root", source="admin")
+    assert await handoffs.apply_transfer(admin, 2) == "applied"  # an admin's switch has no turn and no limit
+    assert (await handoffs.handoff_state("c1", 0)).active == "greeter"
+    assert [(t.to_agent, t.source) for t in await handoffs.transfers("c1", 0)] == [
+        ("editor", "model"), ("layout", "model"), ("greeter", "admin")]
+    assert (await handoffs.handoff_state("c1", 1)).active is None  # a new generation starts at the entry
+    assert (await handoffs.handoff_state("c2", 0)).state == {}
+
+
+async def test_turn_agents_record_who_answered_each_turn(store: Store) -> None:
+    from storage.handoffs import HandoffStore
+
+    handoffs: HandoffStore = store  # type: ignore[assignment]
+    await handoffs.record_turn_agent("t1", "c1", 0, "greeter")
+    await handoffs.record_turn_agent("t2", "c1", 0, "greeter")
+    await handoffs.record_turn_agent("t2", "c1", 0, "editor")  # a resumed turn that ended with another assistant
+    await handoffs.record_turn_agent("t3", "c1", 1, "greeter")
+    assert await handoffs.turn_agents("c1", 0) == {"t1": "greeter", "t2": "editor"}
