@@ -228,7 +228,7 @@ class Orchestrator:
                     held = await self.handoffs.active(ctx.turn.conversation, ctx.turn.generation)
                     if held.name != request.agent.name:
                         agent = held
-                        ctx.speaker = agent.name
+                        ctx.speaker = scope.agent = agent.name  # the next run is recorded as the new assistant's
                         run_agent, tools, briefing = await self._as_speaker(ctx, agent, depth)
                         if not self._switches_on_submit(agent):
                             # Assistants v2: a run keeps its assistant, so the old run stops and the new
