@@ -30,6 +30,7 @@ log = logging.getLogger("switchboard.commands")
 
 MAX_COMMAND_CHARS = 200
 CONFIRM_WINDOW_SECONDS = 60.0
+STATUS_HANDOFF_CONVERSATIONS = 10  # a channel's newest conversations whose active assistant `status` lists
 RESET_NOTICE = "This conversation was reset by {who} before I answered; please send your message again."
 
 HELP_TEXT = """\
@@ -47,7 +48,7 @@ Admin only:
   grant user ID N    N more tokens today for a user (also: grant channel here N, grant bot N; $N for cost)
   forget user ID     delete everything a user wrote, and the answers to it
   reload             re-read the team file's access lists and budgets
-  handoff NAME       give this conversation to the assistant NAME (teams with handoffs)"""
+  handoff NAME [KEY] give this conversation (or the one `status` lists as KEY) to the assistant NAME"""
 
 
 class Doors(Protocol):
@@ -106,10 +107,10 @@ class CommandHandler:
             return CommandResult(True, self._assistants())
         if words == "status":
             status = await self._status(ctx.channel)
-            held = await handoff_status(self.control.team, self.control.store, ctx.conversation)
+            held = await self._handoff_status(ctx)
             return CommandResult(True, f"{status}\n{held}" if held else status)
-        if first == "handoff":
-            return await self._handoff(ctx, words.split(" ")[1:])
+        if first == "handoff":  # the conversation key keeps its case
+            return await self._handoff(ctx, " ".join(text.split())[:MAX_COMMAND_CHARS].split(" ")[1:])
         if words == "reset":
             return await self._reset_here(ctx)
         admin_actions = {
@@ -148,18 +149,37 @@ class CommandHandler:
                 lines.append(f"{conv.key}: {state}, {waiting} message(s) waiting")
         return "\n".join(lines) if lines else "Nothing is running in this channel."
 
+    async def _handoff_status(self, ctx: CommandContext) -> str:
+        """With handoffs: the active assistant and state of this conversation, or of the channel's newest ones (a
+        Slack slash command has no conversation: its threads are listed by key, for `handoff NAME KEY`)."""
+        team, store = self.control.team, self.control.store
+        if not team.uses_handoffs:
+            return ""
+        if ctx.conversation is not None:
+            return f"This conversation: {await handoff_status(team, store, ctx.conversation)}"
+        newest = (await store.conversations(ctx.channel))[-STATUS_HANDOFF_CONVERSATIONS:]
+        return "\n".join([f"{conv.key}: {await handoff_status(team, store, conv.key)}" for conv in newest])
+
     async def _handoff(self, ctx: CommandContext, args: list[str]) -> CommandResult:
-        target = ctx.conversation or ctx.channel
+        conversation = args[1] if len(args) == 2 else ctx.conversation
         if not self.is_admin(ctx):
-            await self._record(ctx, "handoff", target, "refused", "not an admin")
+            await self._record(ctx, "handoff", conversation or ctx.channel, "refused", "not an admin")
             return CommandResult(False, "Sorry, only admins can do that.")
-        if ctx.conversation is None or len(args) != 1:
-            return CommandResult(False, "Usage: `handoff NAME`, in the conversation to hand over.")
+        if not self.control.team.uses_handoffs:
+            return CommandResult(False, "This team has no handoffs (no assistant lists `handoffs`).")
+        if conversation is None or not 1 <= len(args) <= 2:
+            return CommandResult(False, "Usage: `handoff NAME` in the conversation to hand over, or `handoff NAME KEY` "
+                                        "with a conversation key that `status` lists for this channel.")
+        record = await self.control.store.get_conversation(conversation)
+        if len(args) == 2 and (record is None or record.channel != ctx.channel):
+            return CommandResult(False, f"No conversation {conversation[:80]!r} in this channel; `status` lists them.")
+        name = args[0].lower()
         try:
-            text = await set_active(self.control.team, self.control.store, ctx.conversation, args[0], ctx.actor.user)
+            text = await set_active(self.control.team, self.control.store, conversation, name, ctx.actor.user)
         except ValueError as exc:
+            await self._record(ctx, "handoff", conversation, "failed", str(exc))
             return CommandResult(False, str(exc))
-        await self._record(ctx, "handoff", ctx.conversation, "done", f"to {args[0]}")
+        await self._record(ctx, "handoff", conversation, "done", f"to {name}")
         return CommandResult(True, text)
 
     async def _reset_here(self, ctx: CommandContext) -> CommandResult:

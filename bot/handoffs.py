@@ -176,15 +176,13 @@ class Handoffs:
 # ---- what admins see and do ----
 
 
-async def handoff_status(team: TeamConfig, store: Store, conversation: str | None) -> str:
-    """The active assistant and state of a conversation, for `status` ("" when the team has no handoffs)."""
-    if not team.uses_handoffs or conversation is None:
-        return ""
+async def handoff_status(team: TeamConfig, store: Store, conversation: str) -> str:
+    """The active assistant and state of a conversation, for `status`."""
     record = await store.get_conversation(conversation)
     generation = record.generation if record else 0
     held = await cast(HandoffStore, store).handoff_state(conversation, generation)
     active = held.active or team.entry_agent.name
-    return f"This conversation: active assistant: {active}; state: {state_line(held.state)}"
+    return f"active assistant: {active}; state: {state_line(held.state)}"
 
 
 async def set_active(team: TeamConfig, store: Store, conversation: str, name: str, who: str) -> str:

@@ -133,3 +133,35 @@ async def test_a_transfer_to_an_assistant_not_listed_is_refused_and_changes_noth
     assert reply.text.startswith("greeter: outputs: ERROR: greeter cannot hand the conversation to 'layout'")
     assert held.active is None
     assert json.loads(json.dumps(surface.kinds("handed_off"))) == []
+
+
+async def test_an_admin_sets_the_active_assistant_audited_and_a_user_cannot(emu, tmp_path):
+    cfg = handoff_team(emu.base_url, tmp_path / "h.db")
+    user = CommandContext(Actor("console", "someone"), channel="console:test", conversation="console:test:c1")
+    async with running_bot(cfg) as (bot, surface):
+        before = await bot.command(ADMIN, "handoff layout")
+        await bot.accept(inbound("hello"))
+        await surface.wait_for(1)
+        refused = await bot.command(user, "handoff layout")
+        unknown = await bot.command(ADMIN, "handoff nobody")
+        done = await bot.command(ADMIN, "handoff Layout")
+        by_key = await bot.command(CommandContext(ADMIN.actor, channel="console:test"), "handoff editor console:test:c1")
+        elsewhere = await bot.command(CommandContext(ADMIN.actor, channel="console:other"),
+                                      "handoff editor console:test:c1")
+        await bot.command(ADMIN, "handoff layout")
+        status = await bot.command(CommandContext(ADMIN.actor, channel="console:test"), "status")
+        await bot.accept(inbound("and now?"))
+        await surface.wait_for(2)
+        audit = [(e.actor, e.action, e.outcome, e.detail) for e in reversed(await bot.store.recent_audit())]
+    assert not before.ok and "has not started" in before.text
+    assert not refused.ok and "only admins" in refused.text
+    assert not unknown.ok and "'nobody' is not an assistant" in unknown.text
+    assert done.ok and done.text == "layout now answers in this conversation (was greeter)."
+    assert by_key.ok and "(was layout)" in by_key.text
+    assert not elsewhere.ok and "No conversation 'console:test:c1' in this channel" in elsewhere.text
+    assert "console:test:c1: active assistant: layout; state: (empty)" in status.text
+    assert surface.replies()[1].text.startswith("layout: ")
+    assert [a[:3] for a in audit] == [
+        ("root", "handoff", "failed"), ("someone", "handoff", "refused"), ("root", "handoff", "failed"),
+        ("root", "handoff", "done"), ("root", "handoff", "done"), ("root", "handoff", "done")]
+    assert audit[3][3] == "to layout"
