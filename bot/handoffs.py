@@ -25,8 +25,11 @@ ATTRIBUTED_REPLIES = 20  # the newest replies listed in the briefing with their 
 EXCERPT_CHARS = 120
 
 def signed(agent: str, text: str) -> str:
-    """A reply with the name of the assistant that wrote it, so users see who answers."""
-    return f"{agent}: {text}" if text.strip() else text
+    """A reply with the name of the assistant that wrote it, so users see who answers (once: a reply that already
+    opens with the name is left as it is)."""
+    if not text.strip() or text.startswith(f"{agent}: "):
+        return text
+    return f"{agent}: {text}"
 
 REASON_DESCRIPTION = "Why the conversation goes to this assistant, in one sentence."
 NOTES_DESCRIPTION = (

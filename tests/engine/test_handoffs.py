@@ -145,7 +145,8 @@ async def test_an_admin_sets_the_active_assistant_audited_and_a_user_cannot(emu,
         refused = await bot.command(user, "handoff layout")
         unknown = await bot.command(ADMIN, "handoff nobody")
         done = await bot.command(ADMIN, "handoff Layout")
-        by_key = await bot.command(CommandContext(ADMIN.actor, channel="console:test"), "handoff editor console:test:c1")
+        in_channel = CommandContext(ADMIN.actor, channel="console:test")
+        by_key = await bot.command(in_channel, "handoff editor console:test:c1")
         elsewhere = await bot.command(CommandContext(ADMIN.actor, channel="console:other"),
                                       "handoff editor console:test:c1")
         await bot.command(ADMIN, "handoff layout")
