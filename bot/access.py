@@ -204,7 +204,8 @@ class Policy:
         buckets = [user_bucket(platform, user), channel_bucket(channel), conversation_bucket(conversation),
                    BOT_BUCKET]
         await self._store.add_usage(utc_day(self._clock()), buckets, input_tokens=usage.input_tokens,
-                                    output_tokens=usage.output_tokens, cost=self.cost(by_model))
+                                    output_tokens=usage.output_tokens, cost=self.cost(by_model),
+                                    cached_input_tokens=usage.cached_input_tokens)
 
     async def grant(self, bucket: str, tokens: int = 0, cost: float = 0.0) -> None:
         """Raise today's budgets of `bucket` by `tokens` / `cost` (an admin's grant; gone at the next UTC day)."""
@@ -219,7 +220,8 @@ class Policy:
         rows.sort(key=lambda r: (r.bucket != BOT_BUCKET, -r.tokens, r.bucket))
         lines = [f"Usage on {utc_day(now)} (UTC; resets at 00:00 UTC):"]
         for row in rows[:limit]:
-            line = f"  {row.bucket}: {row.tokens:,} tokens ({row.input_tokens:,} in, {row.output_tokens:,} out)"
+            line = (f"  {row.bucket}: {row.tokens:,} tokens ({row.input_tokens:,} in, of which "
+                    f"{row.cached_input_tokens:,} cached, {row.output_tokens:,} out)")
             if self.team.prices:
                 line += f", cost {row.cost:.4f}"
             caps = self._caps(row)

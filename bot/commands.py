@@ -16,6 +16,7 @@ from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from bot import accounting
 from bot.backends.base import BackendError
 from bot.config import ConfigError, TeamConfig
 from bot.handoffs import handoff_status, set_active
@@ -144,9 +145,13 @@ class CommandHandler:
         for conv in await self.control.store.conversations(channel):
             turns = await self.control.store.unfinished_turns(conv.key)
             waiting = len(await self.control.store.pending_inbound(conv.key))
+            used = accounting.totals(await self.control.store.token_rows(conv.key))
+            tokens = f"; tokens so far {accounting.tokens_text(used.total)}" if used.runs else ""
             if turns or waiting:
                 state = turns[0].state if turns else "waiting"
-                lines.append(f"{conv.key}: {state}, {waiting} message(s) waiting")
+                lines.append(f"{conv.key}: {state}, {waiting} message(s) waiting{tokens}")
+            elif tokens:
+                lines.append(f"{conv.key}: idle{tokens}")
         return "\n".join(lines) if lines else "Nothing is running in this channel."
 
     async def _handoff_status(self, ctx: CommandContext) -> str:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from bot.context import BRIEF, ContextMode, ContextValueError, parse_context
 from bot.errors import SwitchboardError
 from storage.base import RetentionPolicy
 
@@ -60,6 +61,7 @@ class AgentConfig:
     max_output_tokens: int | None = None  # the provider's cap on each of this assistant's runs (None: its default)
     max_delegations: int | None = None  # `ask_*` calls this assistant may make in one turn (None: no cap)
     handoffs: tuple[str, ...] = ()  # team members it may hand the main conversation to (`transfer_to_<name>`)
+    context: ContextMode = BRIEF  # what it sees of its caller's conversation when asked (`bot.context`)
 
     @property
     def tool_name(self) -> str:
@@ -376,9 +378,10 @@ def _storage(table: Mapping[str, Any], env: Mapping[str, str]) -> StorageConfig:
 def _retention(table: Mapping[str, Any]) -> RetentionPolicy:
     """`[retention]`: days each kind of finished record is kept; 0 keeps it forever."""
     defaults = RetentionPolicy()
-    _only_keys(table, "retention", {"inbox_days", "runs_days", "transcript_days", "audit_days"})
+    keys = ("inbox_days", "runs_days", "transcript_days", "audit_days", "usage_days")
+    _only_keys(table, "retention", set(keys))
     return RetentionPolicy(**{key: _positive(table, key, "retention", getattr(defaults, key), "days", zero=True)
-                              for key in ("inbox_days", "runs_days", "transcript_days", "audit_days")})
+                              for key in keys})
 
 
 def _table(raw: Mapping[str, Any], key: str, required: bool = False) -> Mapping[str, Any]:
@@ -412,7 +415,7 @@ def _agent(table: Any, where: str, sub: bool = False) -> AgentConfig:
     if not isinstance(table, Mapping):
         raise ConfigError(f"{where}: must be a table")
     _only_keys(table, where, {"name", "description", "instructions", "model", "delegates", "tools",
-                              "max_output_tokens", "max_delegations", "handoffs", *PROVIDER_KEYS})
+                              "max_output_tokens", "max_delegations", "context", "handoffs", *PROVIDER_KEYS})
     name = table.get("name", None if sub else "proxy")
     if not isinstance(name, str) or not NAME_PATTERN.match(name):
         raise ConfigError(
@@ -454,8 +457,20 @@ def _agent(table: Any, where: str, sub: bool = False) -> AgentConfig:
         max_output_tokens=_opt_count(table, "max_output_tokens", where, minimum=16),
         max_delegations=_opt_count(table, "max_delegations", where, minimum=0),
         handoffs=tuple(handoffs),
+        context=_context(table, where, sub),
         **_provider_keys(table, where),
     )
+
+
+def _context(table: Mapping[str, Any], where: str, sub: bool) -> ContextMode:
+    if "context" not in table:
+        return BRIEF
+    if not sub:
+        raise ConfigError(f"{where}.context: only a sub-assistant has one (what it sees when it is asked)")
+    try:
+        return parse_context(table["context"])
+    except ContextValueError as exc:
+        raise ConfigError(f"{where}.context: {exc}") from None
 
 
 PROVIDER_KEYS = ("backend", "base_url", "api_key_env", "api_version", "max_context_tokens")

@@ -21,6 +21,10 @@ class Metrics:
             "switchboard_recoveries", "Retries and recoveries, by reason", ["reason"], registry=r
         )
         self.tokens = Counter("switchboard_tokens", "Tokens used, by kind", ["kind"], registry=r)
+        self.assistant_tokens = Counter(
+            "switchboard_assistant_tokens", "Tokens used, by assistant and kind (input, cached_input, output)",
+            ["assistant", "kind"], registry=r,
+        )
         self.deliveries = Counter(
             "switchboard_deliveries", "Replies posted to a platform, by kind", ["platform", "kind"], registry=r
         )

@@ -28,6 +28,7 @@ from bot.backends.base import (
     results_as_text,
 )
 from bot.config import AgentConfig, TeamConfig
+from bot.context import Message, agent_of_path, fork_note, fork_path, fork_seed, is_fork_path
 from bot.handoffs import Handoffs, is_transfer, signed
 from bot.supervisor import RunFailed, Scope, Supervisor
 from bot.types import Delegated, HandedOff, Progress, Retrying, SubFinished, TextDelta, Usage
@@ -45,6 +46,12 @@ CONTEXT_DESCRIPTION = (
     "results and quotes from the conversation. It cannot see the conversation or other assistants' work; it sees "
     "only the task and this context, so do not summarise away details it needs."
 )
+FORK_CONTEXT_DESCRIPTION = (
+    "Anything the sub-assistant needs beyond {what}, which it receives with the task: facts, constraints or earlier "
+    "results from elsewhere. It cannot see other assistants' work."
+)
+FORK_WHAT = {"fork": "a copy of this conversation so far", "recent": "a copy of this conversation's latest turns"}
+MAX_FORK_MESSAGES = 500  # messages read from the caller's thread for a fork (the newest)
 
 
 @dataclass(slots=True)
@@ -67,10 +74,13 @@ class TurnContext:
     by_model: dict[str, Usage] = field(default_factory=dict)  # the provider's usage of every run, by model
     delegations: dict[str, int] = field(default_factory=dict)  # `ask_*` calls dispatched, by calling assistant
     speaker: str = ""  # the assistant on the main thread now (handoffs may change it within the turn)
+    by_agent: dict[str, Usage] = field(default_factory=dict)  # the same, by assistant
 
-    def add_usage(self, model: str, usage: Usage) -> None:
+    def add_usage(self, model: str, usage: Usage, agent: str = "") -> None:
         self.usage += usage
         self.by_model[model] = self.by_model.get(model, Usage()) + usage
+        if agent:
+            self.by_agent[agent] = self.by_agent.get(agent, Usage()) + usage
 
 
 @dataclass(slots=True)
@@ -87,6 +97,8 @@ class Step:
 
 
 def delegation_tool(sub: AgentConfig) -> dict[str, object]:
+    context = (FORK_CONTEXT_DESCRIPTION.format(what=FORK_WHAT[sub.context.kind]) if sub.context.copies
+               else CONTEXT_DESCRIPTION)
     return {
         "type": "function",
         "name": sub.tool_name,
@@ -95,7 +107,7 @@ def delegation_tool(sub: AgentConfig) -> dict[str, object]:
             "type": "object",
             "properties": {
                 "task": {"type": "string", "description": TASK_DESCRIPTION},
-                "context": {"type": "string", "description": CONTEXT_DESCRIPTION},
+                "context": {"type": "string", "description": context},
             },
             "required": ["task", "context"],
             "additionalProperties": False,
@@ -183,7 +195,7 @@ class Orchestrator:
             rebuild_thread=rebuild,
             on_retry=on_retry,
             on_delta=on_delta if scope_path == PROXY_SCOPE else None,
-            on_spent=lambda usage: ctx.add_usage(agent.model, usage),
+            on_spent=lambda usage: ctx.add_usage(agent.model, usage, agent.name),
         )
         metadata = {"turn": ctx.turn.id, "scope": scope_path}
         record = None if ctx.fresh else await self.store.latest_run(ctx.turn.id, scope_path)
@@ -209,7 +221,7 @@ class Orchestrator:
             scope.create_unknown = maybe_sent
             maybe_sent = False
             state = await self.supervisor.settle(scope, request)
-        ctx.add_usage(agent.model, state.usage)
+        ctx.add_usage(agent.model, state.usage, agent.name)
         while state.status == "requires_action":
             scope.create_unknown, maybe_sent = maybe_sent, False
             if scope_path == PROXY_SCOPE:
@@ -243,7 +255,7 @@ class Orchestrator:
             except Exception:
                 await self._abandon(ctx, scope_path, state)
                 raise
-            ctx.add_usage(agent.model, state.usage)
+            ctx.add_usage(agent.model, state.usage, agent.name)
         return state
 
     async def _abandon(self, ctx: TurnContext, scope_path: str, state: RunState) -> None:
@@ -354,6 +366,9 @@ class Orchestrator:
         sub_thread = sub.name if step.thread_path == MAIN_THREAD else f"{step.thread_path}/{sub.name}"
         sub_scope = f"{step.scope_path}/{call.call_id}"
         message = sub_input(task, context)
+        if sub.context.copies:  # a fresh thread for this call, forked from the caller's (`_new_thread`)
+            sub_thread = fork_path(sub_thread, call.call_id)
+            message = f"{fork_note(step.caller.name)}\n\n{message}"
         await ctx.emit(Delegated(sub=sub.name, task=task, call_id=call.call_id))
         key = (ctx.turn.conversation, ctx.turn.generation, sub_thread)
         lock = self._thread_locks.get(key)
@@ -404,16 +419,21 @@ class Orchestrator:
 
     async def _new_thread(self, ctx: TurnContext, thread_path: str) -> str:
         """Create the remote thread, seeded with the local transcript of earlier turns (a rebuild after the
-        provider lost it; empty for a new conversation). The current turn's input travels with the run."""
+        provider lost it; empty for a new conversation), or for a forked thread with its caller's conversation so
+        far (`_fork_seed`). The current turn's input travels with the run."""
         conv, generation = ctx.turn.conversation, ctx.turn.generation
-        entries = await self.store.transcript(conv, generation, thread_path)
-        seed = [TranscriptItem(e.role, e.text) for e in entries if e.turn_id != ctx.turn.id]
         metadata = {"conversation": conv[:500], "thread": thread_path[:500]}
-        who = self.team.proxy.name if thread_path == MAIN_THREAD else thread_path.rsplit("/", 1)[-1]
+        who = self.team.proxy.name if thread_path == MAIN_THREAD else agent_of_path(thread_path)
 
         async def on_retry(reason: str, attempt: int) -> None:
             await ctx.emit(Retrying(reason=reason, attempt=attempt, who=who))
 
+        sub = self.team.sub(who)
+        if sub is not None and is_fork_path(thread_path):
+            seed = await self._fork_seed(ctx, thread_path, sub, on_retry)
+        else:
+            entries = await self.store.transcript(conv, generation, thread_path)
+            seed = [TranscriptItem(e.role, e.text) for e in entries if e.turn_id != ctx.turn.id]
         thread_id = await self.supervisor.call(lambda: self.backend.create_thread(seed, metadata), on_retry)
         if thread_path == MAIN_THREAD:
             ctx.main_thread = thread_id
@@ -421,6 +441,35 @@ class Orchestrator:
         else:
             await self.store.set_sub_thread(conv, generation, thread_path, thread_id)
         return thread_id
+
+    async def _fork_seed(self, ctx: TurnContext, thread_path: str, sub: AgentConfig,
+                         on_retry: Callable[[str, int], Awaitable[None]]) -> list[TranscriptItem]:
+        """What a forked thread starts with: the caller's thread so far (this turn included), read from the provider
+        where it keeps the thread, else (`chat`, or the provider lost it) from the local transcript."""
+        source = thread_path.rsplit("/", 1)[0] if "/" in thread_path else MAIN_THREAD
+        items: list[TranscriptItem] | None = None
+        source_id = await self._thread_id_of(ctx, source)
+        if source_id is not None:
+            try:
+                items = await self.supervisor.call(
+                    lambda: self.backend.read_thread(source_id, MAX_FORK_MESSAGES), on_retry)
+            except (BackendError, RunFailed) as exc:
+                log.info("turn %s: could not read thread %s to fork it (%s); using the transcript", ctx.turn.id,
+                         source, exc)
+        if items is None:
+            entries = await self.store.transcript(ctx.turn.conversation, ctx.turn.generation, source)
+            items = [TranscriptItem(e.role, e.text) for e in entries[-MAX_FORK_MESSAGES:]]
+        kept = fork_seed([Message(i.role, i.text) for i in items], sub.context)
+        return [TranscriptItem(m.role, m.text) for m in kept]
+
+    async def _thread_id_of(self, ctx: TurnContext, thread_path: str) -> str | None:
+        conv, generation = ctx.turn.conversation, ctx.turn.generation
+        if thread_path == MAIN_THREAD:
+            if ctx.main_thread:
+                return ctx.main_thread
+            record = await self.store.get_conversation(conv)
+            return record.main_thread if record and record.generation == generation else None
+        return await self.store.get_sub_thread(conv, generation, thread_path)
 
     async def _transcript(self, ctx: TurnContext, thread_path: str, role: str, text: str) -> None:
         entry = TranscriptEntry(role=role, text=text, turn_id=ctx.turn.id)  # type: ignore[arg-type]

@@ -43,7 +43,7 @@ from bot.config import Limits
 from bot.errors import SwitchboardError
 from bot.metrics import Metrics
 from bot.types import Usage
-from storage.base import LeaseLost, RunRecord, Store
+from storage.base import LeaseLost, RunRecord, RunTokens, Store
 
 log = logging.getLogger("switchboard.supervisor")
 T = TypeVar("T")
@@ -507,7 +507,9 @@ class Supervisor:
         self.metrics.recoveries.labels(reason).inc()
 
     async def _settled(self, state: RunState) -> None:
-        await self.store.update_run(state.id, status=state.status, last_seq=state.last_seq)
+        used = state.usage
+        tokens = RunTokens(used.input_tokens, used.cached_input_tokens, used.output_tokens) if used.total else None
+        await self.store.update_run(state.id, status=state.status, last_seq=state.last_seq, tokens=tokens)
         self.metrics.runs.labels(state.status).inc()
 
 

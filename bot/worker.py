@@ -16,6 +16,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Set
 from dataclasses import dataclass
 
+from bot import accounting
 from bot.backends.base import BackendError
 from bot.delivery import Delivery
 from bot.metrics import Metrics
@@ -173,11 +174,12 @@ class ConversationWorker:
         result = "failed" if kind == "failure" else "incomplete" if text.endswith(INCOMPLETE_NOTE) else "answered"
         self._count_turn(result, elapsed, ctx)
         log.info(
-            "turn %s %s in %.0f ms, %d retries, %d input + %d output tokens",
-            turn.id, result, elapsed * 1000, ctx.retries, ctx.usage.input_tokens, ctx.usage.output_tokens,
+            "turn %s %s in %.0f ms, %d retries, %s (%s)",
+            turn.id, result, elapsed * 1000, ctx.retries, accounting.tokens_text(ctx.usage),
+            accounting.by_agent_text(ctx.by_agent),
             extra={"turn": turn.id, "conversation": turn.conversation, "outcome": result,
                    "latency_ms": round(elapsed * 1000), "retries": ctx.retries,
-                   "input_tokens": ctx.usage.input_tokens, "output_tokens": ctx.usage.output_tokens},
+                   **accounting.log_fields(ctx.usage, ctx.by_agent)},
         )
         # Recorded straight as `delivering` when we are about to post: a crash from here on makes recovery look
         # for the reply on the platform before posting it, which is what exactly-once needs.
@@ -215,8 +217,7 @@ class ConversationWorker:
             self.stats.answered += 1
         self._metrics.turns.labels(outcome).inc()
         self._metrics.turn_seconds.observe(elapsed)
-        self._metrics.tokens.labels("input").inc(ctx.usage.input_tokens)
-        self._metrics.tokens.labels("output").inc(ctx.usage.output_tokens)
+        accounting.count(self._metrics, ctx.by_agent)
 
 
 def turn_ref(turn: TurnRecord, messages: list[InboxMessage]) -> TurnRef:

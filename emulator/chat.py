@@ -23,7 +23,16 @@ from emulator.events import EventLog
 from emulator.faults import ObjectFaults
 from emulator.httputil import AGENT, OBJECT_ID, bound_faults, json_response, read_json, stream_log
 from emulator.responses import ARGUMENT_CHUNK, _chunks, split_deltas
-from emulator.scripts import Plan, ToolResult, Turn, script_for
+from emulator.scripts import (
+    Messenger,
+    Plan,
+    ToolResult,
+    Turn,
+    messenger_target,
+    messengers_of,
+    script_for,
+    text_params_of,
+)
 from emulator.wire import JSON, sse_frame, tokens
 
 if TYPE_CHECKING:
@@ -72,6 +81,7 @@ class ChatRecord:
     tool_calls: list[JSON] = field(default_factory=list)
     finish_reason: str | None = None
     usage: JSON | None = None
+    cached_tokens: int = 0  # of the prompt, served from the prompt cache (emulator/caching.py)
     error: JSON | None = None
     cancelled_by: str | None = None  # "provider" when a fault cut it off
     finished_at: float | None = None
@@ -141,7 +151,8 @@ def chat_tool_names(tools: Any) -> list[str]:
     return names
 
 
-def build_chat_turn(agent: str, messages: list[JSON], tools: list[str], parallel: bool) -> Turn:
+def build_chat_turn(agent: str, messages: list[JSON], tools: list[str], parallel: bool,
+                    messengers: dict[str, Messenger] | None = None, text_params: dict[str, str] | None = None) -> Turn:
     users = [i for i, m in enumerate(messages) if m.get("role") == "user"]
     last_user = users[-1] if users else -1
     assistants = [i for i, m in enumerate(messages) if m.get("role") == "assistant"]
@@ -149,7 +160,9 @@ def build_chat_turn(agent: str, messages: list[JSON], tools: list[str], parallel
     names: dict[str, tuple[int, str]] = {}
     for index, message in enumerate(messages):
         for call in message.get("tool_calls") or []:
-            names[call["id"]] = (index * 1000 + len(names), str(call["function"].get("name", "")))
+            name = str(call["function"].get("name", ""))
+            name = messenger_target(name, str(call["function"].get("arguments") or ""), messengers or {})
+            names[call["id"]] = (index * 1000 + len(names), name)
 
     def results(start: int) -> list[ToolResult]:
         found = [
@@ -169,11 +182,11 @@ def build_chat_turn(agent: str, messages: list[JSON], tools: list[str], parallel
         tool_outputs=fresh_outputs,
         outputs_since_user=results(last_user),
         called_since_user=[
-            str(call["function"].get("name", ""))
-            for m in messages[last_user + 1 :]
-            for call in m.get("tool_calls") or []
+            names[call["id"]][1] for m in messages[last_user + 1 :] for call in m.get("tool_calls") or []
         ],
         parallel_tool_calls=parallel,
+        messengers=messengers or {},
+        text_params=text_params or {},
         api="chat",
     )
 
@@ -226,7 +239,9 @@ class ChatCompletionsAPI:
         faults = emu.faults.for_new_object(agent=agent, api="chat", target=completion_id, stream=stream, bound=bound)
         tools = chat_tool_names(body.get("tools"))
         parallel = body.get("parallel_tool_calls") is not False
-        plan = script_for(emu.scripts, agent).plan(build_chat_turn(agent, messages, tools, parallel))
+        plan = script_for(emu.scripts, agent).plan(
+            build_chat_turn(agent, messages, tools, parallel, messengers_of(body.get("tools")),
+                            text_params_of(body.get("tools"))))
         record = ChatRecord(
             id=completion_id,
             agent=agent,
@@ -238,6 +253,8 @@ class ChatCompletionsAPI:
             tools=tools,
             thread=request.headers.get(THREAD_HEADER),
             client_run=request.headers.get(RUN_HEADER),
+            cached_tokens=emu.prompt_cache.cached(
+                [_message_text(m) + json.dumps(m.get("tool_calls") or "") for m in messages]),
         )
         self.records[completion_id] = record
         emu.counters.responses["chat_created"] += 1
@@ -306,7 +323,8 @@ class ChatCompletionsAPI:
     def _settle(self, record: ChatRecord, text: str | None, calls: list[JSON], finish: str, prompt: int) -> None:
         record.content, record.tool_calls, record.finish_reason = text, calls, finish
         output = tokens(text or "") + sum(tokens(c["function"]["name"] + c["function"]["arguments"]) for c in calls)
-        record.usage = {"prompt_tokens": prompt, "completion_tokens": output, "total_tokens": prompt + output}
+        record.usage = {"prompt_tokens": prompt, "completion_tokens": output, "total_tokens": prompt + output,
+                        "prompt_tokens_details": {"cached_tokens": record.cached_tokens}}
         self._finish(record, "completed")
 
     def _finish(self, record: ChatRecord, status: str) -> None:

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from emulator.errors import DUPLICATE_ITEM, NO_TOOL_CALL, NO_TOOL_OUTPUT, invalid_request
-from emulator.scripts import ToolResult, Turn
+from emulator.scripts import Messenger, ToolResult, Turn, messenger_target
 from emulator.wire import JSON
 
 TEXT_PART_TYPES = ("input_text", "output_text", "text")
@@ -133,18 +133,25 @@ def check_tool_calls(context: Sequence[JSON], new: Sequence[JSON]) -> None:
 
 
 def build_turn(
-    *, agent: str, context: Sequence[JSON], new: Sequence[JSON], tools: list[str], parallel_tool_calls: bool
+    *, agent: str, context: Sequence[JSON], new: Sequence[JSON], tools: list[str], parallel_tool_calls: bool,
+    messengers: dict[str, Messenger] | None = None, text_params: dict[str, str] | None = None,
 ) -> Turn:
+    """What the script sees. Tool outputs count as "just came back" only when they are new in this request and
+    nothing newer than them (a user or assistant message) follows, so a client that resends the whole history
+    with every request is judged by the end of it, as one chaining `previous_response_id` is."""
+    messengers = messengers or {}
     items = [*context, *new]
     user_positions = [
         index for index, item in enumerate(items) if item.get("type") == "message" and item.get("role") == "user"
     ]
     texts = [message_text(items[index]) for index in user_positions]
     last_user = user_positions[-1] if user_positions else -1
+    last_message = max((index for index, item in enumerate(items) if item.get("type") == "message"), default=-1)
     call_order: dict[str, tuple[int, str]] = {}
     for index, item in enumerate(items):
         if item.get("type") == "function_call":
-            call_order[item["call_id"]] = (index, item.get("name", ""))
+            name = messenger_target(item.get("name", ""), str(item.get("arguments") or ""), messengers)
+            call_order[item["call_id"]] = (index, name)
 
     def results(source: Sequence[JSON]) -> list[ToolResult]:
         found = [
@@ -158,15 +165,20 @@ def build_turn(
         return [result for _, result in sorted(found, key=lambda pair: pair[0])]
 
     since_user = items[last_user + 1 :]
+    fresh = items[max(len(context), last_message + 1) :]
     return Turn(
         agent=agent,
         text=texts[-1] if texts else "",
         earlier=texts[:-1],
         tools=tools,
-        tool_outputs=results(new),
+        tool_outputs=results(fresh),
         outputs_since_user=results(since_user),
-        called_since_user=[item.get("name", "") for item in since_user if item.get("type") == "function_call"],
+        called_since_user=[
+            call_order[item["call_id"]][1] for item in since_user if item.get("type") == "function_call"
+        ],
         parallel_tool_calls=parallel_tool_calls,
+        messengers=messengers,
+        text_params=text_params or {},
         api="responses",
     )
 

@@ -51,7 +51,7 @@ from emulator.items import (
     message_text,
     normalise_input,
 )
-from emulator.scripts import Plan, script_for
+from emulator.scripts import Plan, messengers_of, script_for, text_params_of
 from emulator.wire import JSON, list_page, page_params, sse_frame, tokens
 
 if TYPE_CHECKING:
@@ -111,9 +111,11 @@ class ResponseRecord:
     finished_tick: int | None = None
     cancelled_by: str | None = None
     input_tokens: int = 0
+    cached_tokens: int = 0  # of `input_tokens`, served from the prompt cache (emulator/caching.py)
     events: EventLog | None = None
     sequence: int = 0
     user_texts: list[str] = field(default_factory=list)  # the user messages it saw: its context, then its input
+    seen_texts: list[str] = field(default_factory=list)  # every message it saw (any role), in order
     end_at: int | None = None  # ObjectFaults.end: stop right after this many events...
     end_fault: Fault | None = None  # ...in the way this fault says
     drop_after_events: int | None = None
@@ -177,10 +179,10 @@ _ECHOED_PARAMS = (
 )
 
 
-def _usage(input_tokens: int, output_tokens: int) -> JSON:
+def _usage(input_tokens: int, output_tokens: int, cached_tokens: int = 0) -> JSON:
     return {
         "input_tokens": input_tokens,
-        "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+        "input_tokens_details": {"cached_tokens": cached_tokens, "cache_write_tokens": 0},
         "output_tokens": output_tokens,
         "output_tokens_details": {"reasoning_tokens": 0},
         "total_tokens": input_tokens + output_tokens,
@@ -309,6 +311,8 @@ class ResponsesAPI:
             new=new_items,
             tools=function_tool_names(body.get("tools")),
             parallel_tool_calls=body.get("parallel_tool_calls") is not False,
+            messengers=messengers_of(body.get("tools")),
+            text_params=text_params_of(body.get("tools")),
         )
         plan = script_for(emu.scripts, agent).plan(turn)
         record = ResponseRecord(
@@ -336,10 +340,11 @@ class ResponsesAPI:
         if faults.end is not None:
             record.end_at, record.end_fault = faults.end.after_events, faults.end
         instructions = params.get("instructions")
-        record.input_tokens = tokens(
-            (instructions if isinstance(instructions, str) else "")
-            + "".join(item_text(item) for item in (*context, *new_items))
-        )
+        pieces = [instructions if isinstance(instructions, str) else ""]
+        pieces += [item_text(item) for item in (*context, *new_items)]
+        record.input_tokens = tokens("".join(pieces))
+        record.cached_tokens = emu.prompt_cache.cached(pieces)
+        record.seen_texts = [message_text(i) for i in (*context, *new_items) if i.get("type") == "message"]
         if conversation is not None:
             conversation.active_response = response_id
             conversation.agent = agent
@@ -449,7 +454,7 @@ class ResponsesAPI:
         for call in [] if incomplete else plan.calls:
             self._add_call(record, call.name, call.arguments)
             output_tokens += tokens(call.name + call.arguments)
-        record.usage = _usage(record.input_tokens, output_tokens)
+        record.usage = _usage(record.input_tokens, output_tokens, record.cached_tokens)
         if incomplete:
             self._finish(record, "incomplete", incomplete_details={"reason": incomplete})
         else:
@@ -542,7 +547,7 @@ class ResponsesAPI:
         if status == "completed":
             record.completed_at = record.finished_at
         if record.usage is None and status != "cancelled":
-            record.usage = _usage(record.input_tokens, 0)
+            record.usage = _usage(record.input_tokens, 0, record.cached_tokens)
         if record.conversation_id:
             conversation = emu.conversations_api.records.get(record.conversation_id)
             if conversation is not None:

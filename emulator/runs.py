@@ -142,6 +142,7 @@ class RunRecord:
     usage: JSON | None = None
     cancelled_by: str | None = None
     user_texts: list[str] = field(default_factory=list)  # the thread's user messages when the run was created
+    seen_texts: list[str] = field(default_factory=list)  # every message of its thread when it last planned
     end_at: int | None = None  # ObjectFaults.end: stop once `event_count` reaches this...
     end_fault: Fault | None = None  # ...in the way this fault says
     gone: bool = False  # vanished: every request naming it gets 404
@@ -341,6 +342,7 @@ class RunsAPI:
             api="assistants",
         )
         run.prompt_tokens += tokens(run.instructions + "".join(message.text for message in thread.messages))
+        run.seen_texts = [message.text for message in thread.messages]
         return script_for(self.emu.scripts, run.agent).plan(turn)
 
     def _called_earlier(self, run: RunRecord, thread: ThreadRecord, users: int) -> list[str]:

@@ -41,6 +41,8 @@ import yaml
 ASK_PREFIX = "ask_"
 TRANSFER_PREFIX = "transfer_to_"
 STATE_PAIR = re.compile(r"\b([a-z][a-z0-9_]{0,39})=([^\s,;]+)")
+RECIPIENT_WORD = "recipient"  # a messenger tool's parameter naming the agent (enum), e.g. `recipient_agent`
+MESSAGE_PARAMS = ("message", "task", "input", "request")  # its parameter carrying the text, first one present
 EVERYONE_WORDS = ("team", "everyone")
 DEFAULT_AGENT = "default"
 
@@ -56,6 +58,79 @@ class ToolResult:
     output: str
 
 
+@dataclass(frozen=True)
+class Messenger:
+    """A generic "send a message to agent X" tool: one function whose `recipient_param` is an enum of agent names."""
+
+    tool: str
+    recipient_param: str
+    message_param: str
+    other_params: tuple[str, ...] = ()
+
+    def arguments(self, recipient: str, text: str) -> str:
+        filled = dict.fromkeys(self.other_params, "")
+        filled.update({self.recipient_param: recipient, self.message_param: text})
+        return json.dumps(filled)
+
+
+def _function_specs(tools: Any) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """(name, parameters, properties) of each function tool in a request's `tools` (Responses or Chat shape)."""
+    specs = []
+    for tool in tools if isinstance(tools, list) else []:
+        if not isinstance(tool, dict) or tool.get("type") != "function":
+            continue
+        function = tool.get("function")
+        spec: dict[str, Any] = function if isinstance(function, dict) else tool
+        name, parameters = spec.get("name"), spec.get("parameters")
+        properties = parameters.get("properties") if isinstance(parameters, dict) else None
+        if name and isinstance(parameters, dict) and isinstance(properties, dict):
+            specs.append((str(name), parameters, properties))
+    return specs
+
+
+def text_params_of(tools: Any) -> dict[str, str]:
+    """Tool name -> the one parameter that carries the text, for ``ask_`` tools without a `task` parameter (an
+    agent offered as a tool by another framework, e.g. ``{"input": string}``)."""
+    found = {}
+    for name, _, properties in _function_specs(tools):
+        if name.startswith(ASK_PREFIX) and "task" not in properties:
+            param = next((key for key in MESSAGE_PARAMS if key in properties), next(iter(properties), None))
+            if param is not None:
+                found[name] = param
+    return found
+
+
+def messengers_of(tools: Any) -> dict[str, Messenger]:
+    """Agent name -> the messenger tool that reaches it, from a request's `tools` (Responses or Chat shape)."""
+    found: dict[str, Messenger] = {}
+    for name, parameters, properties in _function_specs(tools):
+        recipient = next((key for key, value in properties.items()
+                          if RECIPIENT_WORD in key.lower() and isinstance(value, dict) and value.get("enum")), None)
+        message = next((key for key in MESSAGE_PARAMS if key in properties), None)
+        if recipient is None or message is None:
+            continue
+        required = parameters.get("required") or []
+        others = tuple(key for key in required if key not in (recipient, message)
+                       and (properties.get(key) or {}).get("type") == "string")
+        messenger = Messenger(name, recipient, message, others)
+        for agent in properties[recipient]["enum"]:
+            found.setdefault(str(agent), messenger)
+    return found
+
+
+def messenger_target(name: str, arguments: str, messengers: Mapping[str, Messenger]) -> str:
+    """A function call's name as the default script reads it: a messenger call becomes ``ask_<recipient>``."""
+    tools = {messenger.tool: messenger for messenger in messengers.values()}
+    messenger = tools.get(name)
+    if messenger is None:
+        return name
+    try:
+        recipient = json.loads(arguments or "{}").get(messenger.recipient_param)
+    except (ValueError, AttributeError):
+        return name
+    return ASK_PREFIX + recipient if isinstance(recipient, str) and recipient in messengers else name
+
+
 @dataclass
 class Turn:
     """What a scripted assistant sees of one request."""
@@ -68,6 +143,8 @@ class Turn:
     outputs_since_user: list[ToolResult] = field(default_factory=list)
     called_since_user: list[str] = field(default_factory=list)
     parallel_tool_calls: bool = True
+    messengers: dict[str, Messenger] = field(default_factory=dict)
+    text_params: dict[str, str] = field(default_factory=dict)
     api: Literal["responses", "assistants", "chat"] = "responses"
 
     @property
@@ -228,8 +305,11 @@ def default_plan(turn: Turn) -> Plan:
 
     Proxy (offered ``ask_<sub>`` tools): after tool outputs, reply "Here is what the team found:" with one
     "- <sub>: <output>" line per output in call order; on a user message, call ``ask_<sub>`` for every sub named
-    in the text as a word (all of them for "team" / "everyone") with ``{"task", "context"}``, all in one response
-    unless parallel_tool_calls is false (then one per response); nobody named: "You said: <text>".
+    in the text as a word (all of them for "team" / "everyone") with ``{"task", "context"}`` (or, for a tool
+    without a `task` parameter, the text in its one text parameter, see `text_params_of`), all in one response
+    unless parallel_tool_calls is false (then one per response); nobody named: "You said: <text>". A generic
+    messenger tool (`Messenger`: a recipient enum and a message field) counts as ``ask_<recipient>`` for each
+    recipient not offered its own ``ask_`` tool, and is called with the newest user text as the message.
     Sub-assistant (no ``ask_`` tools): "<agent>: done with '<task-or-text>'", plus
     " (I remember <n> earlier requests)" when the conversation/thread has earlier user messages.
     Handoffs (offered ``transfer_to_<name>`` tools): on a user message naming one of those assistants (as a word)
@@ -242,7 +322,7 @@ def default_plan(turn: Turn) -> Plan:
     handoff = _transfer_plan(turn)
     if handoff is not None:
         return handoff
-    subs = _sub_names(turn.tools)
+    subs = list(dict.fromkeys([*_sub_names(turn.tools), *turn.messengers]))
     if not subs:
         reply = f"{turn.agent}: done with '{_task_of(turn.text)}'"
         if turn.earlier:
@@ -260,7 +340,17 @@ def default_plan(turn: Turn) -> Plan:
     targets = pending if turn.tool_outputs else wanted
     if not turn.parallel_tool_calls:
         targets = targets[:1]
-    return Plan(calls=[PlannedCall(ASK_PREFIX + sub, arguments) for sub in targets])
+    return Plan(calls=[_call_to(sub, turn, arguments) for sub in targets])
+
+
+def _call_to(sub: str, turn: Turn, arguments: str) -> PlannedCall:
+    """``ask_<sub>`` when offered, else the messenger tool that reaches `sub` with the newest user text."""
+    tool = ASK_PREFIX + sub
+    if tool in turn.text_params:
+        return PlannedCall(tool, json.dumps({turn.text_params[tool]: turn.text}))
+    if tool in turn.tools or sub not in turn.messengers:
+        return PlannedCall(tool, arguments)
+    return PlannedCall(turn.messengers[sub].tool, turn.messengers[sub].arguments(sub, turn.text))
 
 
 def _transfer_plan(turn: Turn) -> Plan | None:

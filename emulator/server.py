@@ -25,6 +25,7 @@ from typing import Any
 from aiohttp import web
 
 from emulator.assistants import AssistantsAPI
+from emulator.caching import PromptCache
 from emulator.chat import AGENT_HEADER, ChatCompletionsAPI, ChatRecord
 from emulator.clock import Clock, RealClock
 from emulator.control import ControlAPI
@@ -92,6 +93,7 @@ class Emulator:
         self.scripts: dict[str, Script] = dict(scripts or {})
         self.ids = IdFactory(seed)
         self.log = RequestLog()
+        self.prompt_cache = PromptCache()  # `cached_tokens` in usage (emulator/caching.py)
         self.counters = Counters()
         self.faults = Faults(self, retry_after=retry_after)
         self.conversations_api = ConversationsAPI(self)
@@ -246,6 +248,7 @@ class Emulator:
         self.faults.reset()
         self.log.clear()
         self.counters.clear()
+        self.prompt_cache.clear()
         self.notify()
 
     def _close_streams(self) -> None:

@@ -101,6 +101,26 @@ class RunRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class RunTokens:
+    """A run's usage as its provider reported it; `cached_input` is the part of `input` served from its cache."""
+
+    input: int = 0
+    cached_input: int = 0
+    output: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRow:
+    """The usage of one assistant's runs in one turn."""
+
+    conversation: str
+    turn_id: str
+    agent: str
+    runs: int
+    tokens: RunTokens
+
+
+@dataclass(frozen=True, slots=True)
 class ToolCallRecord:
     turn_id: str
     scope: str
@@ -160,6 +180,7 @@ class UsageRow:
     cost: float = 0.0
     granted_tokens: int = 0
     granted_cost: float = 0.0
+    cached_input_tokens: int = 0  # of `input_tokens`, served from the provider's prompt cache
 
     @property
     def tokens(self) -> int:
@@ -188,6 +209,7 @@ class RetentionPolicy:
     runs_days: float = 30.0  # runs and tool calls of delivered turns
     transcript_days: float = 90.0  # transcript entries of reset or earlier generations
     audit_days: float = 365.0  # admin audit entries
+    usage_days: float = 400.0  # daily usage rows per user, channel and bot (budgets look at today only)
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,10 +222,11 @@ class PruneCounts:
     tool_calls: int = 0
     transcript: int = 0
     audit: int = 0
+    usage: int = 0
 
     @property
     def total(self) -> int:
-        return self.inbox + self.turns + self.runs + self.tool_calls + self.transcript + self.audit
+        return self.inbox + self.turns + self.runs + self.tool_calls + self.transcript + self.audit + self.usage
 
 
 @dataclass(slots=True)
@@ -290,8 +313,14 @@ class Store(Protocol):
     async def record_run(self, run: RunRecord) -> None:
         """Record a run by its remote id, replacing any record with that id (idempotent); `created_at` 0 is now."""
 
-    async def update_run(self, remote_id: str, *, status: str, last_seq: int | None = None) -> None:
-        """Set the run's status, and its last stream position when given. An unknown remote id changes nothing."""
+    async def update_run(self, remote_id: str, *, status: str, last_seq: int | None = None,
+                         tokens: RunTokens | None = None) -> None:
+        """Set the run's status, and its last stream position and the provider's usage so far when given (the
+        figures replace earlier ones: a run's usage is cumulative). An unknown remote id changes nothing."""
+
+    async def token_rows(self, conversation: str | None = None) -> list[TokenRow]:
+        """The recorded usage of runs (all, or the conversation's), summed per turn and assistant, oldest turn
+        first."""
 
     async def latest_run(self, turn_id: str, scope: str) -> RunRecord | None:
         """The newest run of the scope in the turn (latest `created_at`, then the last recorded): the one to
@@ -392,7 +421,8 @@ class Store(Protocol):
         `minute`. Counts of minutes before `minute - 1` may be dropped."""
 
     async def add_usage(self, day: str, buckets: Sequence[str], *, input_tokens: int = 0, output_tokens: int = 0,
-                        cost: float = 0.0, granted_tokens: int = 0, granted_cost: float = 0.0) -> None:
+                        cost: float = 0.0, granted_tokens: int = 0, granted_cost: float = 0.0,
+                        cached_input_tokens: int = 0) -> None:
         """Add the amounts to each bucket's row for `day` (created at zero on first use), in one transaction."""
 
     async def usage_on(self, day: str, buckets: Sequence[str] | None = None) -> list[UsageRow]:

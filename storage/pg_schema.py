@@ -204,9 +204,13 @@ PG_MIGRATIONS: list[str] = [
     CREATE INDEX sub_threads_thread ON sub_threads(thread_id);
     CREATE INDEX runs_thread ON runs(thread_id);
     """,
-    # 4: reserved for issue 14 part B (context modes, token accounting), which lands separately
+    # 4: SQLite's version 5 (token accounting): the provider's usage of each run, cached input included, and cached
+    # input in the daily usage
     """
-    SELECT 1;
+    ALTER TABLE runs ADD COLUMN input_tokens BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE runs ADD COLUMN cached_input_tokens BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE runs ADD COLUMN output_tokens BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE usage ADD COLUMN cached_input_tokens BIGINT NOT NULL DEFAULT 0;
     """,
     # 5 (issue 14, handoffs): SQLite's version 6 -- the active assistant and state of each conversation generation,
     # every transfer (unique per turn and call: a resumed turn applies none twice), who answered each turn

@@ -38,7 +38,9 @@ from storage.base import (
     PruneCounts,
     RetentionPolicy,
     RunRecord,
+    RunTokens,
     StoreError,
+    TokenRow,
     ToolCallRecord,
     TranscriptEntry,
     TurnRecord,
@@ -355,10 +357,27 @@ class PostgresStore(PostgresHandoffs):
             (run.remote_id, run.turn_id, run.scope, run.agent, run.thread_id, run.status, run.attempt,
              run.last_seq, _dumps(run.input), run.created_at or now, now))
 
-    async def update_run(self, remote_id: str, *, status: str, last_seq: int | None = None) -> None:
+    async def update_run(self, remote_id: str, *, status: str, last_seq: int | None = None,
+                         tokens: RunTokens | None = None) -> None:
+        if tokens is None:
+            await self._execute(
+                "UPDATE runs SET status=$1, last_seq=COALESCE($2, last_seq), updated_at=$3 WHERE remote_id=$4",
+                status, last_seq, time.time(), remote_id)
+            return
         await self._execute(
-            "UPDATE runs SET status=$1, last_seq=COALESCE($2, last_seq), updated_at=$3 WHERE remote_id=$4",
-            status, last_seq, time.time(), remote_id)
+            "UPDATE runs SET status=$1, last_seq=COALESCE($2, last_seq), updated_at=$3, input_tokens=$5,"
+            " cached_input_tokens=$6, output_tokens=$7 WHERE remote_id=$4",
+            status, last_seq, time.time(), remote_id, tokens.input, tokens.cached_input, tokens.output)
+
+    async def token_rows(self, conversation: str | None = None) -> list[TokenRow]:
+        sql = ("SELECT t.conversation, r.turn_id, r.agent, COUNT(*) AS runs, SUM(r.input_tokens) AS i,"
+               " SUM(r.cached_input_tokens) AS c, SUM(r.output_tokens) AS o, MIN(t.created_at) AS at"
+               " FROM runs r JOIN turns t ON t.id = r.turn_id")
+        group = " GROUP BY t.conversation, r.turn_id, r.agent ORDER BY at, r.turn_id, MIN(r.created_at)"
+        rows = await (self._fetch(sql + group) if conversation is None
+                      else self._fetch(sql + " WHERE t.conversation=$1" + group, conversation))
+        return [TokenRow(r["conversation"], r["turn_id"], r["agent"], int(r["runs"]),
+                         RunTokens(int(r["i"]), int(r["c"]), int(r["o"]))) for r in rows]
 
     async def latest_run(self, turn_id: str, scope: str) -> RunRecord | None:
         row = await self._fetchrow(
@@ -618,15 +637,18 @@ class PostgresStore(PostgresHandoffs):
         return await self._op(run)
 
     async def add_usage(self, day: str, buckets: Sequence[str], *, input_tokens: int = 0, output_tokens: int = 0,
-                        cost: float = 0.0, granted_tokens: int = 0, granted_cost: float = 0.0) -> None:
+                        cost: float = 0.0, granted_tokens: int = 0, granted_cost: float = 0.0,
+                        cached_input_tokens: int = 0) -> None:
         await self._execute(
-            "INSERT INTO usage(day, bucket, input_tokens, output_tokens, cost, granted_tokens, granted_cost)"
-            " SELECT $1, b, $3, $4, $5, $6, $7 FROM unnest($2::text[]) AS b ORDER BY b"
+            "INSERT INTO usage(day, bucket, input_tokens, output_tokens, cost, granted_tokens, granted_cost,"
+            " cached_input_tokens) SELECT $1, b, $3, $4, $5, $6, $7, $8 FROM unnest($2::text[]) AS b ORDER BY b"
             " ON CONFLICT (day, bucket) DO UPDATE SET input_tokens=usage.input_tokens+EXCLUDED.input_tokens,"
             " output_tokens=usage.output_tokens+EXCLUDED.output_tokens, cost=usage.cost+EXCLUDED.cost,"
             " granted_tokens=usage.granted_tokens+EXCLUDED.granted_tokens,"
-            " granted_cost=usage.granted_cost+EXCLUDED.granted_cost",
-            day, list(dict.fromkeys(buckets)), input_tokens, output_tokens, cost, granted_tokens, granted_cost)
+            " granted_cost=usage.granted_cost+EXCLUDED.granted_cost,"
+            " cached_input_tokens=usage.cached_input_tokens+EXCLUDED.cached_input_tokens",
+            day, list(dict.fromkeys(buckets)), input_tokens, output_tokens, cost, granted_tokens, granted_cost,
+            cached_input_tokens)
 
     async def usage_on(self, day: str, buckets: Sequence[str] | None = None) -> list[UsageRow]:
         if buckets is None:
@@ -635,7 +657,8 @@ class PostgresStore(PostgresHandoffs):
             rows = await self._fetch(
                 "SELECT * FROM usage WHERE day=$1 AND bucket = ANY($2::text[]) ORDER BY bucket", day, list(buckets))
         return [UsageRow(r["day"], r["bucket"], int(r["input_tokens"]), int(r["output_tokens"]), float(r["cost"]),
-                         int(r["granted_tokens"]), float(r["granted_cost"])) for r in rows]
+                         int(r["granted_tokens"]), float(r["granted_cost"]), int(r["cached_input_tokens"]))
+                for r in rows]
 
     async def forget_user(self, user: str, platform: str | None = None, dry_run: bool = False) -> ForgetReport:
         """As on SQLite, in one transaction (rolled back for `dry_run`); then VACUUM of the tables it deleted from,

@@ -63,6 +63,11 @@ def prune_steps(policy: RetentionPolicy, now: float | None = None) -> list[Prune
         steps.append(PruneStep(
             "audit", f"DELETE FROM audit WHERE id IN (SELECT id FROM audit WHERE at < ? LIMIT {BATCH})",
             (cut(policy.audit_days),)))
+    if policy.usage_days:  # `day` is the UTC date as text, as bot.access writes it: text order is date order
+        steps.append(PruneStep(
+            "usage", "DELETE FROM usage WHERE (day, bucket) IN (SELECT day, bucket FROM usage WHERE day < ?"
+                     f" LIMIT {BATCH})",
+            (time.strftime("%Y-%m-%d", time.gmtime(cut(policy.usage_days))),)))
     return steps
 
 

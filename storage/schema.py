@@ -187,9 +187,13 @@ MIGRATIONS: list[str] = [
     CREATE INDEX runs_active ON runs(turn_id)
         WHERE status NOT IN ('completed', 'failed', 'cancelled', 'expired', 'incomplete', 'superseded');
     """,
-    # 5: reserved for issue 14 part B (context modes, token accounting), which lands separately
+    # 5 (issue 14 part B, token accounting): the provider's usage of each run, cached input included, so figures
+    # per assistant, turn and conversation are sums of runs; and cached input in the daily usage of issue 16.
     """
-    SELECT 1;
+    ALTER TABLE runs ADD COLUMN input_tokens INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE runs ADD COLUMN cached_input_tokens INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE runs ADD COLUMN output_tokens INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE usage ADD COLUMN cached_input_tokens INTEGER NOT NULL DEFAULT 0;
     """,
     # 6 (issue 14, handoffs): which assistant holds each conversation generation's main thread and its key/value
     # state; every transfer, unique per (turn, call) so a resumed turn never applies one twice; who answered a turn

@@ -28,7 +28,9 @@ from storage.base import (
     PruneCounts,
     RetentionPolicy,
     RunRecord,
+    RunTokens,
     StoreError,
+    TokenRow,
     ToolCallRecord,
     TranscriptEntry,
     TurnRecord,
@@ -256,11 +258,31 @@ class SQLiteStore(SQLiteHandoffs):
              _dumps(run.input), run.created_at or now, now),
         )
 
-    async def update_run(self, remote_id: str, *, status: str, last_seq: int | None = None) -> None:
+    async def update_run(self, remote_id: str, *, status: str, last_seq: int | None = None,
+                         tokens: RunTokens | None = None) -> None:
+        if tokens is None:
+            await self._write(
+                "UPDATE runs SET status=?, last_seq=COALESCE(?, last_seq), updated_at=? WHERE remote_id=?",
+                (status, last_seq, time.time(), remote_id),
+            )
+            return
         await self._write(
-            "UPDATE runs SET status=?, last_seq=COALESCE(?, last_seq), updated_at=? WHERE remote_id=?",
-            (status, last_seq, time.time(), remote_id),
+            "UPDATE runs SET status=?, last_seq=COALESCE(?, last_seq), updated_at=?, input_tokens=?,"
+            " cached_input_tokens=?, output_tokens=? WHERE remote_id=?",
+            (status, last_seq, time.time(), tokens.input, tokens.cached_input, tokens.output, remote_id),
         )
+
+    async def token_rows(self, conversation: str | None = None) -> list[TokenRow]:
+        sql = ("SELECT t.conversation, r.turn_id, r.agent, COUNT(*) AS runs, SUM(r.input_tokens) AS i,"
+               " SUM(r.cached_input_tokens) AS c, SUM(r.output_tokens) AS o, MIN(t.created_at) AS at"
+               " FROM runs r JOIN turns t ON t.id = r.turn_id")
+        params: list[Any] = []
+        if conversation is not None:
+            sql += " WHERE t.conversation=?"
+            params.append(conversation)
+        rows = await self._rows(sql + " GROUP BY r.turn_id, r.agent ORDER BY at, r.turn_id, MIN(r.created_at)", params)
+        return [TokenRow(r["conversation"], r["turn_id"], r["agent"], int(r["runs"]),
+                         RunTokens(int(r["i"]), int(r["c"]), int(r["o"]))) for r in rows]
 
     async def latest_run(self, turn_id: str, scope: str) -> RunRecord | None:
         row = await self._row(
@@ -480,15 +502,17 @@ class SQLiteStore(SQLiteHandoffs):
             raise StoreError(f"database write failed ({exc}); check that {self.path} is writable and not full") from exc
 
     async def add_usage(self, day: str, buckets: Sequence[str], *, input_tokens: int = 0, output_tokens: int = 0,
-                        cost: float = 0.0, granted_tokens: int = 0, granted_cost: float = 0.0) -> None:
-        amounts = (input_tokens, output_tokens, cost, granted_tokens, granted_cost)
+                        cost: float = 0.0, granted_tokens: int = 0, granted_cost: float = 0.0,
+                        cached_input_tokens: int = 0) -> None:
+        amounts = (input_tokens, output_tokens, cost, granted_tokens, granted_cost, cached_input_tokens)
         await self._transaction([
             (
-                "INSERT INTO usage(day, bucket, input_tokens, output_tokens, cost, granted_tokens, granted_cost)"
-                " VALUES (?,?,?,?,?,?,?) ON CONFLICT(day, bucket) DO UPDATE SET"
+                "INSERT INTO usage(day, bucket, input_tokens, output_tokens, cost, granted_tokens, granted_cost,"
+                " cached_input_tokens) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(day, bucket) DO UPDATE SET"
                 " input_tokens=input_tokens+excluded.input_tokens, output_tokens=output_tokens+excluded.output_tokens,"
                 " cost=cost+excluded.cost, granted_tokens=granted_tokens+excluded.granted_tokens,"
-                " granted_cost=granted_cost+excluded.granted_cost",
+                " granted_cost=granted_cost+excluded.granted_cost,"
+                " cached_input_tokens=cached_input_tokens+excluded.cached_input_tokens",
                 (day, bucket, *amounts),
             )
             for bucket in dict.fromkeys(buckets)
@@ -502,7 +526,7 @@ class SQLiteStore(SQLiteHandoffs):
         rows = await self._rows(sql + " ORDER BY bucket", params)
         return [
             UsageRow(r["day"], r["bucket"], int(r["input_tokens"]), int(r["output_tokens"]), float(r["cost"]),
-                     int(r["granted_tokens"]), float(r["granted_cost"]))
+                     int(r["granted_tokens"]), float(r["granted_cost"]), int(r["cached_input_tokens"]))
             for r in rows
         ]
 

@@ -199,6 +199,7 @@ def _status(args: argparse.Namespace) -> int:
 
 
 async def _print_status(team: TeamConfig) -> int:
+    from bot import accounting
     from storage.select import redacted, store_for
 
     store = store_for(team.db_path)
@@ -211,6 +212,8 @@ async def _print_status(team: TeamConfig) -> int:
             waiting = len(await store.pending_inbound(conv.key))
             state = ", ".join(f"{t.id} {t.state}" for t in turns) or "idle"
             print(f"  {conv.key}  generation {conv.generation}  {state}  {waiting} waiting")
+        for line in await accounting.status_lines(store):
+            print(line)
     finally:
         await store.close()
     return 0

@@ -41,7 +41,8 @@ def prune_command(args: argparse.Namespace) -> int:
     print(f"pruned {counts.total} row(s) from {redacted(team.db_path)}: " + ", ".join(
         f"{name} {value}" for name, value in dataclasses.asdict(counts).items()))
     print(f"(kept: answered messages {policy.inbox_days:g} days, finished runs {policy.runs_days:g} days, "
-          f"reset transcripts {policy.transcript_days:g} days, audit {policy.audit_days:g} days; 0 = forever)")
+          f"reset transcripts {policy.transcript_days:g} days, audit {policy.audit_days:g} days, "
+          f"usage {policy.usage_days:g} days; 0 = forever)")
     return 0
 
 

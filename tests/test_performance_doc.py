@@ -46,3 +46,13 @@ def test_the_chart_indicator_panel_legend_names_what_its_bars_show(tmp_path, mon
         indicator = r[key]["indicator"]
         assert height == indicator["p99"]
         assert any(f"p99 {indicator['p99']:.1f} ms" in text for text in legend), legend
+
+
+def test_the_peers_table_and_the_readme_line_come_from_the_stored_peers_run():
+    from benchmarks.peers import readme_line, table
+
+    r = json.loads((REPO / "benchmarks" / "results" / "peers.json").read_text())
+    assert table(r) in (REPO / "docs" / "PERFORMANCE.md").read_text()
+    line = readme_line(r)
+    assert line and line in (REPO / "README.md").read_text()
+    assert "python -m benchmarks.peers" in line and r["machine"]["date"] in line

@@ -78,6 +78,7 @@ from bot.backends.openai_errors import (
     NotFoundMeans,
     close_sdk_stream,
     get_json,
+    list_newest,
     post_json,
     provider_errors,
     stream_error,
@@ -302,6 +303,10 @@ class AssistantsBackend:
 
     async def active_runs(self, thread_id: str) -> list[str]:
         return [run["id"] for run in await self._recent_runs(thread_id) if run.get("status") in ALIVE | {"cancelling"}]
+
+    async def read_thread(self, thread_id: str, limit: int) -> list[TranscriptItem] | None:
+        messages = await list_newest(self.client, f"/threads/{thread_id}/messages", limit, RECENT_MESSAGES * 2)
+        return [TranscriptItem(m["role"], message_text(m)) for m in messages if m.get("role") in ("user", "assistant")]
 
     async def lost_create(self, request: RunRequest) -> RunState | None:
         return None  # `start` finds a lost run by its input key among the thread's runs, and follows it
@@ -542,7 +547,9 @@ def to_state(run: Mapping[str, Any], thread_id: str, text: str = "", poll_after:
         error_code=error.get("code"),
         error_message=error.get("message"),
         incomplete_reason=incomplete.get("reason"),
-        usage=Usage(usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0),
+        # OpenAI's runs report no cached figure; a compatible server may, as Chat Completions does
+        usage=Usage(usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0,
+                    (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0),
         poll_after=poll_after,
     )
 

@@ -235,6 +235,11 @@ class Backend(Protocol):
         nothing where deleting the thread deletes it all."""
         ...
 
+    async def read_thread(self, thread_id: str, limit: int) -> list[TranscriptItem] | None:
+        """The thread's newest `limit` user and assistant messages, oldest first, as the provider holds them (what
+        a fork copies); None when the provider keeps no thread (`chat`: the local transcript is the thread)."""
+        ...
+
     async def lost_create(self, request: RunRequest) -> RunState | None:
         """After a start/submit of `request` whose answer never came: the settled run it became, when the provider
         shows that it took effect; None when it did not, or cannot be told (then `request` is sent again)."""

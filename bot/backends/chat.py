@@ -156,6 +156,9 @@ class ChatBackend:
     async def delete_run(self, run_id: str, thread_id: str) -> None:
         return None  # kept in our database only, with its thread
 
+    async def read_thread(self, thread_id: str, limit: int) -> list[TranscriptItem] | None:
+        return None  # the server keeps nothing: a fork copies the local transcript
+
     async def answer_stuck_calls(self, thread_id: str, call_id: str) -> None:
         return None  # never stuck: the next run's input answers any call left open (`_input`)
 
@@ -375,7 +378,8 @@ class ChatStream:
         elif calls:  # "tool_calls", or "stop" with calls (some servers)
             status = "requires_action"
         if usage:
-            used = Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
+            used = Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0),
+                         int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0))
         else:
             spent = text + "".join(c.name + c.arguments for c in calls)
             used = Usage(self._prompt_estimate, math.ceil(len(spent) / CHARS_PER_TOKEN))
@@ -479,7 +483,8 @@ def state_to_json(state: RunState) -> dict[str, Any]:
         "tool_calls": [[c.call_id, c.name, c.arguments] for c in state.tool_calls],
         "error_code": state.error_code, "error_message": state.error_message,
         "incomplete_reason": state.incomplete_reason,
-        "usage": [state.usage.input_tokens, state.usage.output_tokens], "usage_estimated": state.usage_estimated,
+        "usage": [state.usage.input_tokens, state.usage.output_tokens, state.usage.cached_input_tokens],
+        "usage_estimated": state.usage_estimated,
     }
 
 

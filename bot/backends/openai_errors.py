@@ -36,6 +36,21 @@ async def get_json(client: openai.AsyncOpenAI, path: str, params: JSON | None = 
     return cast(JSON, await client.get(path, cast_to=object, options=options))
 
 
+async def list_newest(client: openai.AsyncOpenAI, path: str, limit: int, page_size: int) -> list[JSON]:
+    """The newest `limit` entries of a cursor-paged list (Conversation items, thread messages), oldest first."""
+    found: list[JSON] = []
+    params: JSON = {"order": "desc", "limit": min(page_size, limit)}
+    async with provider_errors():
+        while len(found) < limit:
+            page = await get_json(client, path, params)
+            data = page.get("data") or []
+            found += data
+            if not page.get("has_more") or not data:
+                break
+            params["after"] = data[-1].get("id")
+    return list(reversed(found[:limit]))
+
+
 async def post_json(client: openai.AsyncOpenAI, path: str, body: JSON | None = None) -> JSON:
     return cast(JSON, await client.post(path, body=body, cast_to=object))
 

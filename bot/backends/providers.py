@@ -25,9 +25,15 @@ from bot.backends.base import (
     TranscriptItem,
 )
 from bot.config import AgentConfig, Provider, TeamConfig
+from bot.context import agent_of_path
 from storage.base import Store
 
 PROVIDER_TIMEOUT = httpx2.Timeout(600.0, connect=10.0)
+# A streamed background run holds its connection until it settles, so the pool bounds the runs in flight: the SDK's
+# default (1,000) made turns beyond it wait for a free connection (benchmarks/bigroom.py, 10,000 conversations).
+MAX_CONNECTIONS = 16_000  # below a typical 20,000 open-files limit, leaving room for the database and sockets
+MAX_IDLE_CONNECTIONS = 1_000  # kept open between runs, so a busy bot does not reconnect for each request
+CONNECTION_LIMITS = httpx2.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_IDLE_CONNECTIONS)
 MISSING_KEY = "missing-key"  # sent when no key is set: the provider answers 401, which names the fix
 CHAT_THREAD_PREFIX = "chat_"
 MAIN_THREAD = "main"  # bot.orchestrator.MAIN_THREAD (the orchestrator imports the backends, not the reverse)
@@ -43,7 +49,7 @@ def make_client(provider: Provider, api_key: str | None) -> openai.AsyncOpenAI:
         default_query=query,
         default_headers=headers,
         # The SDK's aiohttp transport: about half the CPU per request of the default one (benchmarks/).
-        http_client=openai.DefaultAioHttpClient(timeout=PROVIDER_TIMEOUT),
+        http_client=openai.DefaultAioHttpClient(timeout=PROVIDER_TIMEOUT, limits=CONNECTION_LIMITS),
     )
 
 
@@ -142,7 +148,7 @@ class ProviderRouter:
     # ---- routing ----
 
     def _agent_for_path(self, path: str) -> AgentConfig:
-        name = path.rsplit("/", 1)[-1]
+        name = agent_of_path(path)
         return self.team.proxy if name == MAIN_THREAD else (self.team.sub(name) or self.team.proxy)
 
     async def _owner(self, thread_id: str) -> str:
@@ -203,6 +209,9 @@ class ProviderRouter:
 
     async def active_runs(self, thread_id: str) -> list[str]:
         return await (await self._for_thread(thread_id)).active_runs(thread_id)
+
+    async def read_thread(self, thread_id: str, limit: int) -> list[TranscriptItem] | None:
+        return await (await self._for_thread(thread_id)).read_thread(thread_id, limit)
 
     async def lost_create(self, request: RunRequest) -> RunState | None:
         return await (await self._for_thread(request.thread_id)).lost_create(request)

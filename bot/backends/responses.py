@@ -37,7 +37,15 @@ from bot.backends.base import (
     TranscriptItem,
     results_as_text,
 )
-from bot.backends.openai_errors import close_sdk_stream, get_json, post_json, provider_errors, stream_error, translate
+from bot.backends.openai_errors import (
+    close_sdk_stream,
+    get_json,
+    list_newest,
+    post_json,
+    provider_errors,
+    stream_error,
+    translate,
+)
 from bot.types import Usage
 
 MAX_ITEMS_PER_CALL = 20  # conversations.create and items.create take at most 20 items
@@ -119,6 +127,13 @@ class ResponsesBackend:
             if output:
                 return items_to_state(output, request.thread_id)
         return None
+
+    async def read_thread(self, thread_id: str, limit: int) -> list[TranscriptItem] | None:
+        items = await list_newest(self.client, f"/conversations/{thread_id}/items", limit, TAIL_ITEMS)
+        return [
+            TranscriptItem(item["role"], _key(item)[1]) for item in items
+            if item.get("type") == "message" and item.get("role") in ("user", "assistant")
+        ]
 
     async def _tail(self, thread_id: str) -> list[dict[str, Any]]:
         """The conversation's last items, oldest first."""
@@ -323,6 +338,7 @@ def to_state(response: dict[str, Any], thread_id: str, seq: int | None = None) -
         error_code=error.get("code"),
         error_message=error.get("message"),
         incomplete_reason=incomplete.get("reason"),
-        usage=Usage(raw_usage.get("input_tokens") or 0, raw_usage.get("output_tokens") or 0),
+        usage=Usage(raw_usage.get("input_tokens") or 0, raw_usage.get("output_tokens") or 0,
+                    (raw_usage.get("input_tokens_details") or {}).get("cached_tokens") or 0),
         last_seq=seq,
     )

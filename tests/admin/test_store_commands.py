@@ -166,3 +166,19 @@ async def test_cli_usage_grant_and_forget_on_postgres_go_through_the_database(em
         await bot.accept(inbound("again", user="bob", conversation="console:test:bob"))
         await surface.wait_for(3)
         assert [e.action for e in (await bot.store.recent_audit(3))] == ["forget", "grant", "usage"]
+
+
+async def test_migrate_store_copies_every_column_of_every_sqlite_table(tmp_path):
+    """A column added by a later SQLite migration and missing from storage/copy.py would be dropped silently."""
+    from storage.copy import TABLES as COPIED
+
+    store = SQLiteStore(tmp_path / "s.db")
+    await store.open()
+    await store.close()
+    with closing(sqlite3.connect(tmp_path / "s.db")) as conn:
+        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        columns = {t: {r[1] for r in conn.execute(f"PRAGMA table_info({t})")} for t in names}
+    copied = {t.name: set(t.columns) for t in COPIED}
+    assert {t for t in names if not t.startswith("sqlite_")} == set(copied)
+    for name, expected in copied.items():
+        assert columns[name] == expected, name

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import logging
 import sys
 
 import aiohttp
 
+from bot.context import is_fork_path, parse_context
 from bot.engine import Bot, make_backend
 from bot.types import Inbound, Progress, Reply, TurnRef
 from storage.base import RunRecord
@@ -66,6 +68,14 @@ class AnnouncingStore(SQLiteStore):
             await asyncio.Event().wait()
         return applied
 
+    hold_after_fork = False  # stall for good once a forked thread is recorded: the test kills right there
+
+    async def set_sub_thread(self, key: str, generation: int, path: str, thread_id: str) -> None:
+        await super().set_sub_thread(key, generation, path, thread_id)
+        print(f"thread {path} {thread_id}", flush=True)
+        if self.hold_after_fork and is_fork_path(path):
+            await asyncio.Event().wait()
+
 
 async def main() -> None:
     parser = argparse.ArgumentParser()
@@ -75,15 +85,21 @@ async def main() -> None:
     parser.add_argument("--backend", default="responses")
     parser.add_argument("--team", choices=("delegation", "handoffs"), default="delegation")
     parser.add_argument("--stall", choices=("", "before_transfer", "after_transfer"), default="")
+    parser.add_argument("--critic-context", default="brief")  # the critic's context mode (bot.context)
+    parser.add_argument("--hold-after-fork", action="store_true")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="worker %(levelname)s %(name)s: %(message)s")
     for noisy in ("httpx", "httpx2", "httpcore2", "openai"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     make_team = handoff_team if args.team == "handoffs" else team
     cfg = make_team(args.base_url, args.db, backend=args.backend)
+    mode = parse_context(args.critic_context)
+    cfg = dataclasses.replace(cfg, subs=tuple(dataclasses.replace(s, context=mode) if s.name == "critic" else s
+                                              for s in cfg.subs))
     surface = WebhookSurface(args.platform_url)
     surface.session = aiohttp.ClientSession()
     store = AnnouncingStore(cfg.db_path)
+    store.hold_after_fork = args.hold_after_fork
     store.stall = args.stall
     bot = Bot(cfg, store, make_backend(cfg))
     bot.add_surface(surface)

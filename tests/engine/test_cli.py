@@ -51,6 +51,7 @@ async def test_chat_against_an_emulator_and_status_afterwards(tmp_path):
         code, out, _ = await run_cli("status", env=env)
     assert code == 0
     assert "1 conversation(s)" in out and "console:local:default" in out and "idle" in out
+    assert "tokens (input (cached) + output), 2 run(s):" in out and "  by assistant:\n    proxy: " in out
 
 
 async def test_bad_config_is_a_clear_error_with_exit_code_2(tmp_path):

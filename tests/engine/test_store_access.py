@@ -49,13 +49,14 @@ async def test_usage_adds_up_per_day_and_bucket(store):
     await store.add_usage("2026-01-01", ["bot", "user:slack:u1", "bot"], input_tokens=10, output_tokens=5, cost=0.5)
     await store.add_usage("2026-01-01", ["bot"], input_tokens=1, output_tokens=1, cost=0.25)
     await store.add_usage("2026-01-01", ["user:slack:u1"], granted_tokens=100, granted_cost=2.0)
-    await store.add_usage("2026-01-02", ["bot"], input_tokens=7)
+    await store.add_usage("2026-01-02", ["bot"], input_tokens=7, cached_input_tokens=3)
+    await store.add_usage("2026-01-02", ["bot"], input_tokens=2, cached_input_tokens=2)
     bot, user = await store.usage_on("2026-01-01")
     assert (bot.bucket, bot.tokens, bot.cost) == ("bot", 17, 0.75)  # a bucket named twice in one call counts once
     assert (user.tokens, user.granted_tokens, user.granted_cost) == (15, 100, 2.0)
     assert [r.bucket for r in await store.usage_on("2026-01-01", ["user:slack:u1", "channel:x"])] == [
         "user:slack:u1"]
-    assert [r.tokens for r in await store.usage_on("2026-01-02")] == [7]
+    assert [(r.tokens, r.cached_input_tokens) for r in await store.usage_on("2026-01-02")] == [(9, 5)]
 
 
 async def test_forget_dry_run_changes_nothing_and_the_real_one_keeps_others(store):

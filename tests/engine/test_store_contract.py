@@ -13,6 +13,7 @@ from storage.base import (
     AuditEntry,
     InboxMessage,
     RunRecord,
+    RunTokens,
     Store,
     StoreError,
     ToolCallRecord,
@@ -111,6 +112,24 @@ async def test_runs_latest_and_active(store: Store) -> None:
     assert await store.latest_run("t1", "other") is None
 
 
+async def test_run_tokens_replace_earlier_figures_and_sum_per_turn_and_assistant(store: Store) -> None:
+    await store.start_turn(turn("t1"), [], "main")
+    await store.start_turn(turn("t2", conversation="c2"), [], "main")
+    for remote_id, turn_id, agent in (("r1", "t1", "proxy"), ("r2", "t1", "critic"), ("r3", "t1", "proxy"),
+                                      ("r4", "t2", "proxy")):
+        await store.record_run(RunRecord(remote_id, turn_id, agent, agent, "th", "in_progress", 0, []))
+    await store.update_run("r1", status="in_progress", tokens=RunTokens(5, 0, 1))
+    await store.update_run("r1", status="completed", tokens=RunTokens(50, 20, 10))  # cumulative: replaces
+    await store.update_run("r1", status="completed")  # no figures: the recorded ones stay
+    await store.update_run("r2", status="completed", tokens=RunTokens(7, 0, 3))
+    await store.update_run("r3", status="completed", tokens=RunTokens(60, 40, 2))
+    await store.update_run("r4", status="completed", tokens=RunTokens(1, 1, 1))
+    rows = {(r.conversation, r.turn_id, r.agent): (r.runs, r.tokens) for r in await store.token_rows()}
+    assert rows == {("c1", "t1", "proxy"): (2, RunTokens(110, 60, 12)), ("c1", "t1", "critic"): (1, RunTokens(7, 0, 3)),
+                    ("c2", "t2", "proxy"): (1, RunTokens(1, 1, 1))}
+    assert [(r.agent, r.tokens) for r in await store.token_rows("c2")] == [("proxy", RunTokens(1, 1, 1))]
+
+
 async def test_tool_calls_keep_the_first_record_and_take_outputs(store: Store) -> None:
     call = ToolCallRecord("t1", "proxy", "call_1", "ask_critic", '{"q": 1}')
     await store.record_tool_call(call)
@@ -194,14 +213,18 @@ async def test_prune_deletes_only_old_finished_records_and_keeps_what_a_rebuild_
 
     from storage.base import RetentionPolicy
 
-    keep_all = RetentionPolicy(inbox_days=0, runs_days=0, transcript_days=0, audit_days=0)
+    await store.add_usage(time.strftime("%Y-%m-%d", time.gmtime(old)), ["bot", "user:slack:u1"], input_tokens=5)
+    await store.add_usage(time.strftime("%Y-%m-%d", time.gmtime(time.time())), ["bot"], input_tokens=7)
+    keep_all = RetentionPolicy(inbox_days=0, runs_days=0, transcript_days=0, audit_days=0, usage_days=0)
     assert (await store.prune(keep_all)).total == 0
     # "now" is 31 days ahead: records of today are 31 days old, the `old` ones 71
     later = time.time() + 31 * day
-    counts = await store.prune(RetentionPolicy(inbox_days=30, runs_days=30, transcript_days=30, audit_days=60),
-                               now=later)
-    assert (counts.inbox, counts.turns, counts.runs, counts.tool_calls, counts.transcript, counts.audit) == (
-        1, 1, 1, 1, 2, 1)
+    counts = await store.prune(RetentionPolicy(inbox_days=30, runs_days=30, transcript_days=30, audit_days=60,
+                                               usage_days=60), now=later)
+    assert (counts.inbox, counts.turns, counts.runs, counts.tool_calls, counts.transcript, counts.audit,
+            counts.usage) == (1, 1, 1, 1, 2, 1, 2)
+    today = time.strftime("%Y-%m-%d", time.gmtime(time.time()))
+    assert [(r.day, r.bucket) for r in await store.usage_on(today)] == [(today, "bot")]
     assert await store.get_turn("t-old") is None and await store.latest_run("t-old", "proxy") is None
     assert await store.get_tool_call("t-old", "proxy", "call") is None
     assert [t.id for t in await store.unfinished_turns()] == ["t-open"]
