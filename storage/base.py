@@ -223,10 +223,12 @@ class PruneCounts:
     transcript: int = 0
     audit: int = 0
     usage: int = 0
+    handoffs: int = 0  # transfers and turn authors (issue 14) of turns already pruned
 
     @property
     def total(self) -> int:
-        return self.inbox + self.turns + self.runs + self.tool_calls + self.transcript + self.audit + self.usage
+        return (self.inbox + self.turns + self.runs + self.tool_calls + self.transcript + self.audit + self.usage
+                + self.handoffs)
 
 
 @dataclass(slots=True)
