@@ -32,7 +32,7 @@ from bot.context import Message, agent_of_path, fork_note, fork_path, fork_seed,
 from bot.handoffs import Handoffs, is_transfer, signed
 from bot.supervisor import RunFailed, Scope, Supervisor
 from bot.types import Delegated, HandedOff, Progress, Retrying, SubFinished, TextDelta, Usage
-from storage.base import LeaseLost, ToolCallRecord, TranscriptEntry, TurnRecord, TurnUpdate
+from storage.base import LeaseLost, RunTokens, ToolCallRecord, TranscriptEntry, TurnRecord, TurnUpdate
 from storage.handoffs import HandoffStore
 
 log = logging.getLogger("switchboard.orchestrator")
@@ -239,13 +239,14 @@ class Orchestrator:
                 if main and self.handoffs is not None:
                     held = await self.handoffs.active(ctx.turn.conversation, ctx.turn.generation)
                     if held.name != request.agent.name:
-                        agent = held
+                        handed_by, agent = agent, held
                         ctx.speaker = scope.agent = agent.name  # the next run is recorded as the new assistant's
                         run_agent, tools, briefing = await self._as_speaker(ctx, agent, depth)
                         if not self._switches_on_submit(agent):
                             # Assistants v2: a run keeps its assistant, so the old run stops and the new
                             # assistant gets a run of its own on the same thread (other results as text).
                             await self._abandon(ctx, scope_path, state)
+                            await self._count_stopped_run(ctx, state, handed_by)
                             prior = None
                             results = [r for r in results if not is_transfer(r.name)]
                 # the thread the run settled on: the supervisor may have rebuilt it since `request` was made
@@ -304,6 +305,22 @@ class Orchestrator:
         tools = self._tools_for(agent, depth) + self.handoffs.tools(agent)
         run_agent = dataclasses.replace(agent, instructions=f"{agent.instructions}\n\n{briefing}")
         return run_agent, tools, briefing
+
+    async def _count_stopped_run(self, ctx: TurnContext, state: RunState, agent: AgentConfig) -> None:
+        """The usage of a run stopped by a handoff (Assistants v2 reports it once the run has ended, not while it
+        waits for tool outputs): read it once, and count it for the assistant that ran it (best effort)."""
+        if state.usage.total:
+            return  # already counted when the run settled
+        try:
+            ended = await self.backend.retrieve(state.id, state.thread_id)
+        except BackendError as exc:
+            log.info("could not read the usage of run %s: %s", state.id, exc)
+            return
+        if ended.usage.total and ended.status in TERMINAL_RUN_STATUSES:
+            used = ended.usage
+            await self.store.update_run(state.id, status=ended.status, tokens=RunTokens(
+                used.input_tokens, used.cached_input_tokens, used.output_tokens))
+            ctx.add_usage(agent.model, used, agent.name)
 
     def _switches_on_submit(self, agent: AgentConfig) -> bool:
         """Whether the provider takes the next assistant's instructions, model and tools with the tool outputs

@@ -33,8 +33,12 @@ async def test_transfer_within_a_turn_answers_once_from_the_new_assistant_on_the
         conv = await store.get_conversation("console:test:c1")
         assert conv is not None
         held = await store.handoff_state(conv.key, conv.generation)  # type: ignore[attr-defined]
+        tokens = await store.token_rows(conv.key)
 
     assert replies[0].text == "greeter: You said: hello there"
+    # token accounting names the assistant of each run: the transfer turn has one greeter run and one editor run
+    second = {r.agent: r.runs for r in tokens if r.turn_id != tokens[0].turn_id}
+    assert second == {"greeter": 1, "editor": 1} and all(r.tokens.input > 0 for r in tokens), tokens
     assert replies[1].text.startswith("editor: ") and "page_id=42" in replies[1].text
     assert len(surface.deliveries) == 2
     handed = [e for _, e in surface.events if isinstance(e, HandedOff)]
