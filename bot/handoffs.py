@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 from bot.backends.base import ToolCall
 from bot.config import AgentConfig, TeamConfig
 from storage.base import Store, TranscriptEntry
-from storage.handoffs import HandoffState, HandoffStore, Transfer
+from storage.handoffs import HandoffState, Transfer
 
 TRANSFER_PREFIX = "transfer_to_"
 MAX_STATE_KEYS = 50
@@ -127,7 +127,7 @@ def briefing(agent: AgentConfig, held: HandoffState, entries: list[TranscriptEnt
 class Handoffs:
     """The team's handoff rules over the store; shared by every turn."""
 
-    def __init__(self, team: TeamConfig, store: HandoffStore) -> None:
+    def __init__(self, team: TeamConfig, store: Store) -> None:
         self.team = team
         self.store = store
 
@@ -161,7 +161,7 @@ class Handoffs:
         except ValueError as exc:
             return TransferOutcome(f"ERROR: the arguments for {call.name} were not valid ({exc}).", False, bad=True)
         transfer = Transfer(conversation, generation, caller.name, target.name, reason, notes,
-                            cast(dict[str, str | None], state), turn_id, call.call_id)
+                            state, turn_id, call.call_id)
         applied = await self.store.apply_transfer(transfer, self.team.limits.max_handoffs_per_turn)
         if applied == "over_limit":
             limit = self.team.limits.max_handoffs_per_turn
@@ -183,7 +183,7 @@ async def handoff_status(team: TeamConfig, store: Store, conversation: str) -> s
     """The active assistant and state of a conversation, for `status`."""
     record = await store.get_conversation(conversation)
     generation = record.generation if record else 0
-    held = await cast(HandoffStore, store).handoff_state(conversation, generation)
+    held = await store.handoff_state(conversation, generation)
     active = held.active or team.entry_agent.name
     return f"active assistant: {active}; state: {state_line(held.state)}"
 
@@ -196,9 +196,8 @@ async def set_active(team: TeamConfig, store: Store, conversation: str, name: st
     record = await store.get_conversation(conversation)
     if record is None:
         raise ValueError("This conversation has not started yet.")
-    handoffs = cast(HandoffStore, store)
-    held = await handoffs.handoff_state(conversation, record.generation)
+    held = await store.handoff_state(conversation, record.generation)
     current = held.active or team.entry_agent.name
     transfer = Transfer(conversation, record.generation, current, name, reason=f"set by {who}", source="admin")
-    await handoffs.apply_transfer(transfer, team.limits.max_handoffs_per_turn)
+    await store.apply_transfer(transfer, team.limits.max_handoffs_per_turn)
     return f"{name} now answers in this conversation (was {current})."

@@ -13,7 +13,6 @@ import logging
 import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import cast
 
 from bot.backends.base import (
     TERMINAL,
@@ -33,7 +32,6 @@ from bot.handoffs import Handoffs, is_transfer, signed
 from bot.supervisor import RunFailed, Scope, Supervisor
 from bot.types import Delegated, HandedOff, Progress, Retrying, SubFinished, TextDelta, Usage
 from storage.base import LeaseLost, RunTokens, ToolCallRecord, TranscriptEntry, TurnRecord, TurnUpdate
-from storage.handoffs import HandoffStore
 
 log = logging.getLogger("switchboard.orchestrator")
 TERMINAL_RUN_STATUSES = TERMINAL | {"superseded"}
@@ -130,7 +128,7 @@ class Orchestrator:
         self._thread_locks: weakref.WeakValueDictionary[tuple[str, int, str], asyncio.Lock] = (
             weakref.WeakValueDictionary()
         )
-        self.handoffs = Handoffs(team, cast(HandoffStore, self.store)) if team.uses_handoffs else None
+        self.handoffs = Handoffs(team, self.store) if team.uses_handoffs else None
 
     async def run_turn(self, ctx: TurnContext, messages: list[str]) -> TurnOutcome:
         agent = self.team.proxy

@@ -32,7 +32,7 @@ async def test_transfer_within_a_turn_answers_once_from_the_new_assistant_on_the
         store = bot.store
         conv = await store.get_conversation("console:test:c1")
         assert conv is not None
-        held = await store.handoff_state(conv.key, conv.generation)  # type: ignore[attr-defined]
+        held = await store.handoff_state(conv.key, conv.generation)
         tokens = await store.token_rows(conv.key)
 
     assert replies[0].text == "greeter: You said: hello there"
@@ -74,7 +74,7 @@ async def test_the_active_assistant_and_state_persist_across_turns_and_a_reset_r
         await surface.wait_for(3)
         conv = await bot.store.get_conversation("console:test:c1")
         assert conv is not None
-        held = await bot.store.handoff_state(conv.key, conv.generation)  # type: ignore[attr-defined]
+        held = await bot.store.handoff_state(conv.key, conv.generation)
 
     texts = [r.text for r in surface.replies()]
     assert texts[1].startswith("editor: ")  # no new transfer: the editor still holds the conversation
@@ -106,7 +106,7 @@ async def test_max_handoffs_per_turn_stops_a_chain_and_the_last_holder_answers(e
         (_, reply), = await surface.wait_for(1)
         conv = await bot.store.get_conversation("console:test:c1")
         assert conv is not None
-        transfers = await bot.store.transfers(conv.key, conv.generation)  # type: ignore[attr-defined]
+        transfers = await bot.store.transfers(conv.key, conv.generation)
     assert reply.text.startswith("editor: ")
     assert [(t.from_agent, t.to_agent) for t in transfers] == [("greeter", "editor")]
     assert remote_runs(emu, "layout") == []
@@ -118,7 +118,7 @@ async def test_a_chain_of_transfers_within_the_limit_ends_with_the_last_assistan
         await bot.accept(inbound("editor then layout, page_id=3"))
         (_, reply), = await surface.wait_for(1)
     assert reply.text.startswith("layout: ")
-    assert [(e.from_agent, e.to_agent) for e in surface.kinds("handed_off")] == [  # type: ignore[attr-defined]
+    assert [(e.from_agent, e.to_agent) for e in surface.kinds("handed_off")] == [
         ("greeter", "editor"), ("editor", "layout")]
 
 
@@ -133,7 +133,7 @@ async def test_a_transfer_to_an_assistant_not_listed_is_refused_and_changes_noth
         (_, reply), = await surface.wait_for(1)
         conv = await bot.store.get_conversation("console:test:c1")
         assert conv is not None
-        held = await bot.store.handoff_state(conv.key, conv.generation)  # type: ignore[attr-defined]
+        held = await bot.store.handoff_state(conv.key, conv.generation)
     assert reply.text.startswith("greeter: outputs: ERROR: greeter cannot hand the conversation to 'layout'")
     assert held.active is None
     assert json.loads(json.dumps(surface.kinds("handed_off"))) == []

@@ -215,9 +215,9 @@ async def test_prune_deletes_only_old_finished_records_and_keeps_what_a_rebuild_
 
     await store.add_usage(time.strftime("%Y-%m-%d", time.gmtime(old)), ["bot", "user:slack:u1"], input_tokens=5)
     await store.add_usage(time.strftime("%Y-%m-%d", time.gmtime(time.time())), ["bot"], input_tokens=7)
-    from storage.handoffs import HandoffStore, Transfer
+    from storage.handoffs import Transfer
 
-    handoffs: HandoffStore = store  # type: ignore[assignment]
+    handoffs = store
     for turn_id, conv in (("t-old", "c1"), ("t-open", "c2")):  # with the turn: its author and transfers
         await handoffs.record_turn_agent(turn_id, conv, 0, "editor")
         await handoffs.apply_transfer(Transfer(conv, 0, "greeter", "editor", turn_id=turn_id, call_id="x"), 3)
@@ -270,9 +270,9 @@ async def test_chat_threads_runs_and_summaries(store: Store) -> None:
 
 
 async def test_handoff_transfers_apply_once_merge_state_and_respect_the_turn_limit(store: Store) -> None:
-    from storage.handoffs import HandoffStore, Transfer
+    from storage.handoffs import Transfer
 
-    handoffs: HandoffStore = store  # type: ignore[assignment]
+    handoffs = store
     assert (await handoffs.handoff_state("c1", 0)).active is None
     first = Transfer("c1", 0, "greeter", "editor", "asked", "notes\x00here", {"page": "42", "x": "1"}, "t1", "call1")
     assert await handoffs.apply_transfer(first, 2) == "applied"
@@ -293,9 +293,7 @@ async def test_handoff_transfers_apply_once_merge_state_and_respect_the_turn_lim
 
 
 async def test_turn_agents_record_who_answered_each_turn(store: Store) -> None:
-    from storage.handoffs import HandoffStore
-
-    handoffs: HandoffStore = store  # type: ignore[assignment]
+    handoffs = store
     await handoffs.record_turn_agent("t1", "c1", 0, "greeter")
     await handoffs.record_turn_agent("t2", "c1", 0, "greeter")
     await handoffs.record_turn_agent("t2", "c1", 0, "editor")  # a resumed turn that ended with another assistant
@@ -304,9 +302,9 @@ async def test_turn_agents_record_who_answered_each_turn(store: Store) -> None:
 
 
 async def test_forget_starts_the_users_conversations_afresh_at_the_entry(store: Store) -> None:
-    from storage.handoffs import HandoffStore, Transfer
+    from storage.handoffs import Transfer
 
-    handoffs: HandoffStore = store  # type: ignore[assignment]
+    handoffs = store
     await store.add_inbound(msg("e1"))
     await store.start_turn(turn("t1"), [msg("e1")], "main")
     await handoffs.apply_transfer(Transfer("c1", 0, "greeter", "billing", "", "user said invoice 7",
