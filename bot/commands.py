@@ -136,8 +136,14 @@ class CommandHandler:
 
     def _assistants(self) -> str:
         team = self.control.team
-        lines = [f"{team.proxy.name} (talks to you and delegates)"]
-        lines += [f"{s.name}: {s.description}" for s in team.subs]
+        if not team.uses_handoffs:
+            lines = [f"{team.proxy.name} (talks to you and delegates)"]
+            lines += [f"{s.name}: {s.description}" for s in team.subs]
+            return "\n".join(lines)
+        lines = [f"Conversations start with {team.entry_agent.name}; whoever holds one answers you."]
+        for member in team.members:
+            hands = f" (hands over to {', '.join(member.handoffs)})" if member.handoffs else ""
+            lines.append(f"{member.name}: {member.description or 'the front desk'}{hands}")
         return "\n".join(lines)
 
     async def _status(self, channel: str) -> str:

@@ -143,6 +143,7 @@ async def test_an_admin_sets_the_active_assistant_audited_and_a_user_cannot(emu,
     cfg = handoff_team(emu.base_url, tmp_path / "h.db")
     user = CommandContext(Actor("console", "someone"), channel="console:test", conversation="console:test:c1")
     async with running_bot(cfg) as (bot, surface):
+        listed = await bot.command(user, "assistants")
         before = await bot.command(ADMIN, "handoff layout")
         await bot.accept(inbound("hello"))
         await surface.wait_for(1)
@@ -158,6 +159,8 @@ async def test_an_admin_sets_the_active_assistant_audited_and_a_user_cannot(emu,
         await bot.accept(inbound("and now?"))
         await surface.wait_for(2)
         audit = [(e.actor, e.action, e.outcome, e.detail) for e in reversed(await bot.store.recent_audit())]
+    assert listed.text.splitlines()[0] == "Conversations start with greeter; whoever holds one answers you."
+    assert "editor: The editor. (hands over to greeter, layout)" in listed.text
     assert not before.ok and "has not started" in before.text
     assert not refused.ok and "only admins" in refused.text
     assert not unknown.ok and "'nobody' is not an assistant" in unknown.text
