@@ -172,6 +172,8 @@ class Worker:
     async def _read(self, proc: asyncio.subprocess.Process, life: int) -> None:
         assert proc.stdout is not None
         while line := await proc.stdout.readline():
+            if not line.endswith(b"\n"):  # cut by the SIGKILL: the next life reports that reply again
+                break
             word, _, rest = line.decode().strip().partition(" ")
             if word == "ready":
                 self.ready.set()

@@ -31,7 +31,10 @@ from fakes.configs import slack_settings, soak_team
 
 
 def say(*parts: object) -> None:
-    print(*parts, flush=True)
+    # one write of the whole line: a pipe write under PIPE_BUF is atomic, so a SIGKILL cannot cut a line in two
+    # (print writes each part on its own when Python runs unbuffered)
+    sys.stdout.write(" ".join(str(p) for p in parts) + "\n")
+    sys.stdout.flush()
 
 
 class ConsoleWebhook:

@@ -273,9 +273,9 @@ async def worker_main(args: argparse.Namespace) -> None:
         data = json.loads(line)
         try:
             await bot.accept(Inbound(**data))
-            print("accepted", data["event_id"], flush=True)
+            print(f"accepted {data['event_id']}", flush=True)  # one write: a SIGKILL cannot cut it
         except InvalidInbound:
-            print("refused", data["event_id"], flush=True)
+            print(f"refused {data['event_id']}", flush=True)
     await bot.idle()
     await bot.stop()
     await session.close()
