@@ -173,3 +173,23 @@ async def test_an_admin_sets_the_active_assistant_audited_and_a_user_cannot(emu,
         ("root", "handoff", "failed"), ("someone", "handoff", "refused"), ("root", "handoff", "failed"),
         ("root", "handoff", "done"), ("root", "handoff", "done"), ("root", "handoff", "done")]
     assert audit[3][3] == "to layout"
+
+
+async def test_handoffs_persist_on_both_stores_across_a_restart(emu, store_url):
+    """The engine on SQLite and on PostgreSQL: the transfer, the state and who answered survive a restart, and the
+    next turn after it is the editor's."""
+    cfg = handoff_team(emu.base_url, store_url)
+    async with running_bot(cfg) as (bot, surface):
+        await bot.accept(inbound("editor please, page_id=11"))
+        (_, first), = await surface.wait_for(1)
+    async with running_bot(cfg) as (bot, surface):
+        await bot.accept(inbound("and the title?"))
+        (_, second), = await surface.wait_for(1)
+        conv = await bot.store.get_conversation("console:test:c1")
+        assert conv is not None
+        held = await bot.store.handoff_state(conv.key, conv.generation)
+        authors = await bot.store.turn_agents(conv.key, conv.generation)
+    assert first.text.startswith("editor: ") and second.text.startswith("editor: ")
+    assert held.active == "editor" and dict(held.state) == {"page_id": "11"}
+    assert sorted(authors.values()) == ["editor", "editor"]
+    assert 'Conversation state: page_id=11' in instructions_of(remote_runs(emu, "editor")[-1])
