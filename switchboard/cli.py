@@ -200,6 +200,7 @@ def _status(args: argparse.Namespace) -> int:
 
 async def _print_status(team: TeamConfig) -> int:
     from bot import accounting
+    from bot.handoffs import state_line
     from storage.select import redacted, store_for
 
     store = store_for(team.db_path)
@@ -211,7 +212,9 @@ async def _print_status(team: TeamConfig) -> int:
             turns = await store.unfinished_turns(conv.key)
             waiting = len(await store.pending_inbound(conv.key))
             state = ", ".join(f"{t.id} {t.state}" for t in turns) or "idle"
-            print(f"  {conv.key}  generation {conv.generation}  {state}  {waiting} waiting")
+            held = await store.handoff_state(conv.key, conv.generation)  # handoffs: who holds it now
+            holder = f"  held by {held.active} (state: {state_line(held.state)})" if held.active else ""
+            print(f"  {conv.key}  generation {conv.generation}  {state}  {waiting} waiting{holder}")
         for line in await accounting.status_lines(store):
             print(line)
     finally:

@@ -39,6 +39,8 @@ async def test_the_handoffs_example_in_the_terminal_hands_the_conversation_on_an
     assert [a.split(":")[0] for a in answers] == ["triage", "billing", "billing", "support"]
     assert "→ handed to billing: the user asked for billing" in err
     assert "→ handed to support" in err
+    code, out, _ = await cli(tmp_path, "status")  # the demo's database: who holds the conversation, and its state
+    assert code == 0 and "held by support (state: invoice=1042)" in out, out
 
 
 @pytest.mark.parametrize("backend", ["responses", "assistants", "chat"])
