@@ -234,6 +234,7 @@ class Orchestrator:
                 if scope_path == PROXY_SCOPE:
                     await self.store.update_turn(ctx.turn.id, TurnUpdate(state="running"))
                 prior: RunState | None = state
+                counting: asyncio.Task[None] | None = None
                 if main and self.handoffs is not None:
                     held = await self.handoffs.active(ctx.turn.conversation, ctx.turn.generation)
                     if held.name != request.agent.name:
@@ -244,13 +245,21 @@ class Orchestrator:
                             # Assistants v2: a run keeps its assistant, so the old run stops and the new
                             # assistant gets a run of its own on the same thread (other results as text).
                             await self._abandon(ctx, scope_path, state)
-                            await self._count_stopped_run(ctx, state, handed_by)
+                            # read its usage while the new assistant's run goes on (one more request, off the path)
+                            counting = asyncio.create_task(self._count_stopped_run(ctx, state, handed_by))
                             prior = None
                             results = [r for r in results if not is_transfer(r.name)]
                 # the thread the run settled on: the supervisor may have rebuilt it since `request` was made
                 request = RunRequest(state.thread_id, run_agent, tools, RunInput(results=tuple(results)), metadata,
                                      briefing)
-                state = await self.supervisor.settle(scope, request, prior=prior)
+                try:
+                    state = await self.supervisor.settle(scope, request, prior=prior)
+                except BaseException:
+                    if counting is not None:
+                        counting.cancel()  # best effort only: the turn's own error matters
+                    raise
+                if counting is not None:
+                    await counting
             except Exception:
                 await self._abandon(ctx, scope_path, state)
                 raise
