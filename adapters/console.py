@@ -35,6 +35,7 @@ from bot.types import (
     Delegated,
     Done,
     Failed,
+    HandedOff,
     Inbound,
     InvalidInbound,
     Platform,
@@ -115,6 +116,8 @@ class ConsoleSurface:
             if line:
                 line.state = "done" if event.ok else "failed"
             self._line(f"{'✓' if event.ok else '✗'} {event.sub} {'finished' if event.ok else 'failed'}")
+        elif isinstance(event, HandedOff):
+            self._line(f"→ handed to {event.to_agent}" + (f": {_short(event.reason)}" if event.reason else ""))
         elif isinstance(event, Retrying):
             view.retry = f"{event.words}; retrying {event.who} (attempt {event.attempt})"
             view.text = ""  # the retried attempt streams its answer again from the start

@@ -1,10 +1,11 @@
 """Issue 14's measurements, one section each: `context` (what a sub-assistant receives under each context mode, and
-the input tokens it costs) and `handoff` (reserved for the handoff half: turn time and provider requests with and
-without a transfer). Prints the figures as Markdown tables and stores them in benchmarks/results/handover.json.
+the input tokens it costs) and `handoff` (turn time and provider requests of a turn with one transfer versus the same
+answer without one). Prints the figures as Markdown tables and stores them in benchmarks/results/handover.json.
 
     python -m benchmarks.handover                      # every section
     python -m benchmarks.handover --section context    # one section
     python -m benchmarks.handover --facts 8,32 --fillers 2 --backends responses,chat
+    python -m benchmarks.handover --section handoff --turns 10 --latencies 0,0.05
 
 Context: each conversation states K facts in earlier turns (one per turn, each followed by `--fillers` small-talk
 turns), then asks the proxy for delegated work that needs all of them. For each context mode and two proxies (a
@@ -184,10 +185,95 @@ async def run_context(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------- handoff section
-# (issue 14 part A adds `run_handoff` here and its entry in SECTIONS)
+# The same answer three ways, one new conversation per turn: `plain` (a team without handoffs: the proxy answers),
+# `direct` (a handoff team whose entry, the editor, answers: the briefing and the handoff bookkeeping, no transfer)
+# and `transfer` (the greeter hands the conversation to the editor, who answers: one transfer within the turn).
+# Turn time is from `accept` to the delivered reply; provider requests are the emulator's HTTP requests in the turn,
+# of which "model runs" create a response / run / chat completion. `--latency` adds that many seconds to every
+# emulator request, standing in for a provider's per-request time (0 shows the engine's own overhead).
+
+HANDOFF_CASES = ("plain", "direct", "transfer")
+HANDOFF_TEXT = "editor please: tighten the opening paragraph, page_id=7"
+DEFAULT_HANDOFF_TURNS = 10
+DEFAULT_LATENCIES = (0.0, 0.05)
+RUN_CREATE = {"responses": "/v1/responses", "assistants": "/v1/threads/*/runs", "chat": "/v1/chat/completions"}
 
 
-SECTIONS: dict[str, Callable[[argparse.Namespace], Awaitable[dict[str, Any]]]] = {"context": run_context}
+@dataclass(slots=True)
+class HandoffResult:
+    backend: str
+    latency: float
+    case: str
+    turns: int
+    median_ms: float
+    p90_ms: float
+    requests_per_turn: float
+    model_runs_per_turn: float
+    answer: str  # the first reply, to show that every case gives the same answer
+
+
+def handoff_case_team(base_url: str, backend: str, case: str) -> TeamConfig:
+    def member(name: str, handoffs: tuple[str, ...] = ()) -> AgentConfig:
+        return AgentConfig(name=name, instructions=f"You are the {name}.", model="bench", description=f"The {name}.",
+                           handoffs=handoffs)
+
+    if case == "plain":
+        proxy, subs, entry = member("editor"), (), ""
+    else:
+        proxy, subs = member("greeter", ("editor",)), (member("editor", ("greeter",)),)
+        entry = "editor" if case == "direct" else ""
+    return TeamConfig(backend=backend, proxy=proxy, subs=subs, entry=entry,  # type: ignore[arg-type]
+                      limits=Limits(max_parallel=4), db_path=temp_db(), base_url=base_url, api_key="bench")
+
+
+async def handoff_case(backend: str, case: str, turns: int, latency: float) -> HandoffResult:
+    import fnmatch
+    import statistics
+
+    async with run_emulator(latency=latency) as emu:
+        bot = Bot.from_config(handoff_case_team(emu.base_url, backend, case))
+        surface = _Surface()
+        bot.add_surface(surface)
+        times: list[float] = []
+        requests = runs = 0
+        async with bot.running():
+            for i in range(turns + 1):  # the first turn warms up (agent sync, connections) and is not counted
+                before = len(emu.log)
+                started = time.perf_counter()
+                await bot.accept(Inbound("console", f"h{i}", f"console:bench:h{i}", "console:bench", "u",
+                                         HANDOFF_TEXT))
+                await surface.wait_for(i + 1)
+                elapsed = time.perf_counter() - started
+                await bot.idle()
+                if i == 0:
+                    continue
+                times.append(elapsed)
+                entries = list(emu.log)[before:]
+                requests += len(entries)
+                runs += sum(e.method == "POST" and fnmatch.fnmatchcase(e.path, RUN_CREATE[backend]) for e in entries)
+        times.sort()
+        answer = surface.replies[0][1].text.replace(HANDOFF_TEXT, "<text>")
+        return HandoffResult(backend=backend, latency=latency, case=case, turns=turns,
+                             median_ms=statistics.median(times) * 1000,
+                             p90_ms=times[min(len(times) - 1, int(len(times) * 0.9))] * 1000,
+                             requests_per_turn=requests / turns, model_runs_per_turn=runs / turns, answer=answer)
+
+
+async def run_handoff(args: argparse.Namespace) -> dict[str, Any]:
+    results = [await handoff_case(backend, case, args.turns, latency)
+               for latency in args.latencies for backend in args.backends for case in HANDOFF_CASES]
+    print(f"\n## Handoffs: a turn with one transfer versus the same answer without one ({args.turns} turns each)\n")
+    print("| emulator latency | backend | case | turn median ms | p90 ms | provider requests / turn "
+          "| model runs / turn | answer |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in results:
+        print(f"| {r.latency * 1000:.0f} ms | {r.backend} | {r.case} | {r.median_ms:.0f} | {r.p90_ms:.0f} "
+              f"| {r.requests_per_turn:.1f} | {r.model_runs_per_turn:.1f} | `{r.answer}` |")
+    return {"turns": args.turns, "text": HANDOFF_TEXT, "results": [asdict(r) for r in results]}
+
+
+SECTIONS: dict[str, Callable[[argparse.Namespace], Awaitable[dict[str, Any]]]] = {
+    "context": run_context, "handoff": run_handoff}
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -197,6 +283,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="K, comma-separated: facts stated in earlier turns (one conversation per K)")
     parser.add_argument("--fillers", type=int, default=DEFAULT_FILLERS, help="small-talk turns after each fact")
     parser.add_argument("--backends", type=lambda s: s.split(","), default=list(BACKENDS))
+    parser.add_argument("--turns", type=int, default=DEFAULT_HANDOFF_TURNS, help="handoff: turns measured per case")
+    parser.add_argument("--latencies", type=lambda s: [float(x) for x in s.split(",")],
+                        default=list(DEFAULT_LATENCIES), help="handoff: emulator seconds per request, comma-separated")
     parser.add_argument("--no-save", action="store_true", help=f"print only; do not update {RESULTS.name}")
     return parser.parse_args(argv)
 

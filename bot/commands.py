@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Protocol
 from bot import accounting
 from bot.backends.base import BackendError
 from bot.config import ConfigError, TeamConfig
+from bot.handoffs import handoff_status, set_active
 from bot.types import CommandContext, CommandResult
 from bot.worker import ANSWERING_STATES
 from storage.base import AuditEntry, ForgetReport, Store, TurnRecord, TurnUpdate
@@ -30,6 +31,7 @@ log = logging.getLogger("switchboard.commands")
 
 MAX_COMMAND_CHARS = 200
 CONFIRM_WINDOW_SECONDS = 60.0
+STATUS_HANDOFF_CONVERSATIONS = 10  # a channel's newest conversations whose active assistant `status` lists
 RESET_NOTICE = "This conversation was reset by {who} before I answered; please send your message again."
 
 HELP_TEXT = """\
@@ -46,7 +48,8 @@ Admin only:
   usage              today's token use and budgets
   grant user ID N    N more tokens today for a user (also: grant channel here N, grant bot N; $N for cost)
   forget user ID     delete everything a user wrote, and the answers to it
-  reload             re-read the team file's access lists and budgets"""
+  reload             re-read the team file's access lists and budgets
+  handoff NAME [KEY] give this conversation (or the one `status` lists as KEY) to the assistant NAME"""
 
 
 class Doors(Protocol):
@@ -104,7 +107,11 @@ class CommandHandler:
         if words == "assistants":
             return CommandResult(True, self._assistants())
         if words == "status":
-            return CommandResult(True, await self._status(ctx.channel))
+            status = await self._status(ctx.channel)
+            held = await self._handoff_status(ctx)
+            return CommandResult(True, f"{status}\n{held}" if held else status)
+        if first == "handoff":  # the conversation key keeps its case
+            return await self._handoff(ctx, " ".join(text.split())[:MAX_COMMAND_CHARS].split(" ")[1:])
         if words == "reset":
             return await self._reset_here(ctx)
         admin_actions = {
@@ -129,8 +136,14 @@ class CommandHandler:
 
     def _assistants(self) -> str:
         team = self.control.team
-        lines = [f"{team.proxy.name} (talks to you and delegates)"]
-        lines += [f"{s.name}: {s.description}" for s in team.subs]
+        if not team.uses_handoffs:
+            lines = [f"{team.proxy.name} (talks to you and delegates)"]
+            lines += [f"{s.name}: {s.description}" for s in team.subs]
+            return "\n".join(lines)
+        lines = [f"Conversations start with {team.entry_agent.name}; whoever holds one answers you."]
+        for member in team.members:
+            hands = f" (hands over to {', '.join(member.handoffs)})" if member.handoffs else ""
+            lines.append(f"{member.name}: {member.description or 'the front desk'}{hands}")
         return "\n".join(lines)
 
     async def _status(self, channel: str) -> str:
@@ -146,6 +159,39 @@ class CommandHandler:
             elif tokens:
                 lines.append(f"{conv.key}: idle{tokens}")
         return "\n".join(lines) if lines else "Nothing is running in this channel."
+
+    async def _handoff_status(self, ctx: CommandContext) -> str:
+        """With handoffs: the active assistant and state of this conversation, or of the channel's newest ones (a
+        Slack slash command has no conversation: its threads are listed by key, for `handoff NAME KEY`)."""
+        team, store = self.control.team, self.control.store
+        if not team.uses_handoffs:
+            return ""
+        if ctx.conversation is not None:
+            return f"This conversation: {await handoff_status(team, store, ctx.conversation)}"
+        newest = (await store.conversations(ctx.channel))[-STATUS_HANDOFF_CONVERSATIONS:]
+        return "\n".join([f"{conv.key}: {await handoff_status(team, store, conv.key)}" for conv in newest])
+
+    async def _handoff(self, ctx: CommandContext, args: list[str]) -> CommandResult:
+        conversation = args[1] if len(args) == 2 else ctx.conversation
+        if not self.is_admin(ctx):
+            await self._record(ctx, "handoff", conversation or ctx.channel, "refused", "not an admin")
+            return CommandResult(False, "Sorry, only admins can do that.")
+        if not self.control.team.uses_handoffs:
+            return CommandResult(False, "This team has no handoffs (no assistant lists `handoffs`).")
+        if conversation is None or not 1 <= len(args) <= 2:
+            return CommandResult(False, "Usage: `handoff NAME` in the conversation to hand over, or `handoff NAME KEY` "
+                                        "with a conversation key that `status` lists for this channel.")
+        record = await self.control.store.get_conversation(conversation)
+        if len(args) == 2 and (record is None or record.channel != ctx.channel):
+            return CommandResult(False, f"No conversation {conversation[:80]!r} in this channel; `status` lists them.")
+        name = args[0].lower()
+        try:
+            text = await set_active(self.control.team, self.control.store, conversation, name, ctx.actor.user)
+        except ValueError as exc:
+            await self._record(ctx, "handoff", conversation, "failed", str(exc))
+            return CommandResult(False, str(exc))
+        await self._record(ctx, "handoff", conversation, "done", f"to {name}")
+        return CommandResult(True, text)
 
     async def _reset_here(self, ctx: CommandContext) -> CommandResult:
         if ctx.conversation is None:

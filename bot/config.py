@@ -60,6 +60,7 @@ class AgentConfig:
     max_context_tokens: int | None = None  # `chat` backend: fold the oldest turns into a summary beyond this
     max_output_tokens: int | None = None  # the provider's cap on each of this assistant's runs (None: its default)
     max_delegations: int | None = None  # `ask_*` calls this assistant may make in one turn (None: no cap)
+    handoffs: tuple[str, ...] = ()  # team members it may hand the main conversation to (`transfer_to_<name>`)
     context: ContextMode = BRIEF  # what it sees of its caller's conversation when asked (`bot.context`)
 
     @property
@@ -99,6 +100,7 @@ class Limits:
     backoff_max: float = 30.0
     poll_interval: float = 1.0  # polling fallback when a stream cannot be used
     stream_idle_timeout: float = 120.0  # no stream event for this long: treat the stream as dropped
+    max_handoffs_per_turn: int = 3  # `transfer_to_*` calls that may switch the active assistant in one turn
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +180,18 @@ class TeamConfig:
     source: str | None = None  # the team file it was read from, for `reload`
     storage: StorageConfig = StorageConfig()
     retention: RetentionPolicy = field(default_factory=RetentionPolicy)
+    entry: str = ""  # the assistant a conversation starts with (handoffs); "" means the proxy
+
+    @property
+    def entry_agent(self) -> AgentConfig:
+        return self.member(self.entry) or self.proxy
+
+    def member(self, name: str) -> AgentConfig | None:
+        return next((a for a in self.members if a.name == name), None)
+
+    @property
+    def uses_handoffs(self) -> bool:
+        return any(a.handoffs for a in self.members) or self.entry_agent is not self.proxy
 
     def sub(self, name: str) -> AgentConfig | None:
         return next((s for s in self.subs if s.name == name), None)
@@ -208,7 +222,9 @@ class TeamConfig:
 
     def delegates_of(self, agent: AgentConfig) -> list[AgentConfig]:
         if agent.name == self.proxy.name and not agent.delegates:
-            return list(self.subs)
+            # by default the proxy asks every sub-assistant except those the conversation is handed to
+            targets = {name for member in self.members for name in member.handoffs}
+            return [s for s in self.subs if s.name not in targets]
         return [s for s in self.subs if s.name in agent.delegates]
 
     def admins(self, platform: str) -> tuple[str, ...]:
@@ -238,7 +254,7 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
 def parse_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None) -> TeamConfig:
     env = os.environ if env is None else env
     _only_keys(raw, "", {"backend", "proxy", "assistants", "limits", "openai", "storage", "slack", "discord", "ops",
-                         "budgets", "prices", "retention"})
+                         "budgets", "prices", "entry", "retention"})
     backend = raw.get("backend", "responses")
     if backend not in BACKENDS:
         raise ConfigError(f"backend: must be one of {', '.join(BACKENDS)}, not {backend!r}")
@@ -284,7 +300,7 @@ def parse_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None) -
             raise ConfigError(f"{where}.tools: the chat backend (Chat Completions) takes no provider tools; "
                               "remove them or give this assistant another backend")
     key_envs = {a.api_key_env for a in (proxy, *subs) if a.api_key_env}
-    return TeamConfig(
+    team = TeamConfig(
         proxy=proxy,
         subs=subs,
         backend=backend,
@@ -300,6 +316,29 @@ def parse_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None) -
         storage=_storage(storage_table, env),
         retention=_retention(_table(raw, "retention")),
     )
+    return _with_handoffs(team, raw.get("entry"))
+
+
+def _with_handoffs(team: TeamConfig, entry: Any) -> TeamConfig:
+    """Check `entry` and every `handoffs` list: members of the team, on the entry's provider (they share one
+    thread), never the assistant itself."""
+    if entry is not None and (not isinstance(entry, str) or team.member(entry) is None):
+        raise ConfigError(f"entry: must name an assistant of this team, not {entry!r}")
+    team = dataclasses.replace(team, entry=entry or "")
+    where_of = {team.proxy.name: "proxy", **{s.name: f"assistants[{i}]" for i, s in enumerate(team.subs)}}
+    main_provider = team.provider_of(team.entry_agent)
+    for agent in team.members:
+        for name in agent.handoffs:
+            target = team.member(name)
+            if target is None:
+                raise ConfigError(f"{where_of[agent.name]}.handoffs: {name!r} is not an assistant on this team")
+            if name == agent.name:
+                raise ConfigError(f"{where_of[agent.name]}.handoffs: an assistant cannot hand off to itself")
+            for member in (agent, target):
+                if team.provider_of(member) != main_provider:
+                    raise ConfigError(f"{where_of[agent.name]}.handoffs: {member.name!r} uses another provider than "
+                                      f"{team.entry_agent.name!r}; assistants sharing the main thread need one")
+    return team
 
 
 def _db_location(table: Mapping[str, Any], env: Mapping[str, str]) -> str:
@@ -376,7 +415,7 @@ def _agent(table: Any, where: str, sub: bool = False) -> AgentConfig:
     if not isinstance(table, Mapping):
         raise ConfigError(f"{where}: must be a table")
     _only_keys(table, where, {"name", "description", "instructions", "model", "delegates", "tools",
-                              "max_output_tokens", "max_delegations", "context", *PROVIDER_KEYS})
+                              "max_output_tokens", "max_delegations", "context", "handoffs", *PROVIDER_KEYS})
     name = table.get("name", None if sub else "proxy")
     if not isinstance(name, str) or not NAME_PATTERN.match(name):
         raise ConfigError(
@@ -402,6 +441,9 @@ def _agent(table: Any, where: str, sub: bool = False) -> AgentConfig:
         isinstance(t, Mapping) and isinstance(t.get("type"), str) and t["type"].strip() for t in tools
     ):
         raise ConfigError(f"{where}.tools: must be a list of tables with a `type` (e.g. {{type = \"web_search\"}})")
+    handoffs = table.get("handoffs", [])
+    if not isinstance(handoffs, list) or not all(isinstance(h, str) for h in handoffs):
+        raise ConfigError(f"{where}.handoffs: must be a list of assistant names")
     for t in tools:
         if t["type"] == "function":
             raise ConfigError(f"{where}.tools: function tools are reserved for delegation; use `delegates`")
@@ -414,6 +456,7 @@ def _agent(table: Any, where: str, sub: bool = False) -> AgentConfig:
         tools=tuple(dict(t) for t in tools),
         max_output_tokens=_opt_count(table, "max_output_tokens", where, minimum=16),
         max_delegations=_opt_count(table, "max_delegations", where, minimum=0),
+        handoffs=tuple(handoffs),
         context=_context(table, where, sub),
         **_provider_keys(table, where),
     )

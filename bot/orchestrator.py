@@ -28,9 +28,10 @@ from bot.backends.base import (
 )
 from bot.config import AgentConfig, TeamConfig
 from bot.context import Message, agent_of_path, fork_note, fork_path, fork_seed, is_fork_path
+from bot.handoffs import Handoffs, is_transfer, signed
 from bot.supervisor import RunFailed, Scope, Supervisor
-from bot.types import Delegated, Progress, Retrying, SubFinished, TextDelta, Usage
-from storage.base import LeaseLost, ToolCallRecord, TranscriptEntry, TurnRecord, TurnUpdate
+from bot.types import Delegated, HandedOff, Progress, Retrying, SubFinished, TextDelta, Usage
+from storage.base import LeaseLost, RunTokens, ToolCallRecord, TranscriptEntry, TurnRecord, TurnUpdate
 
 log = logging.getLogger("switchboard.orchestrator")
 TERMINAL_RUN_STATUSES = TERMINAL | {"superseded"}
@@ -56,6 +57,7 @@ class TurnOutcome:
     text: str
     incomplete: bool
     usage: Usage
+    agent: str = ""  # who answered: the proxy, or with handoffs the assistant active at the end of the turn
 
 
 @dataclass(slots=True)
@@ -69,6 +71,7 @@ class TurnContext:
     bad_calls: dict[str, int] = field(default_factory=dict)  # per scope: calls naming no tool or with bad arguments
     by_model: dict[str, Usage] = field(default_factory=dict)  # the provider's usage of every run, by model
     delegations: dict[str, int] = field(default_factory=dict)  # `ask_*` calls dispatched, by calling assistant
+    speaker: str = ""  # the assistant on the main thread now (handoffs may change it within the turn)
     by_agent: dict[str, Usage] = field(default_factory=dict)  # the same, by assistant
 
     def add_usage(self, model: str, usage: Usage, agent: str = "") -> None:
@@ -125,10 +128,19 @@ class Orchestrator:
         self._thread_locks: weakref.WeakValueDictionary[tuple[str, int, str], asyncio.Lock] = (
             weakref.WeakValueDictionary()
         )
+        self.handoffs = Handoffs(team, self.store) if team.uses_handoffs else None
 
     async def run_turn(self, ctx: TurnContext, messages: list[str]) -> TurnOutcome:
-        state = await self._run_agent(ctx, PROXY_SCOPE, self.team.proxy, MAIN_THREAD, RunInput(tuple(messages)), 0)
-        return TurnOutcome(text=state.text, incomplete=state.status == "incomplete", usage=ctx.usage)
+        agent = self.team.proxy
+        if self.handoffs is not None:
+            agent = await self.handoffs.active(ctx.turn.conversation, ctx.turn.generation)
+        state = await self._run_agent(ctx, PROXY_SCOPE, agent, MAIN_THREAD, RunInput(tuple(messages)), 0)
+        speaker, text = ctx.speaker or agent.name, state.text
+        if self.handoffs is not None:
+            await self.handoffs.record_answer(ctx.turn.id, ctx.turn.conversation, ctx.turn.generation,
+                                              self.team.member(speaker) or agent)
+            text = signed(speaker, text)
+        return TurnOutcome(text=text, incomplete=state.status == "incomplete", usage=ctx.usage, agent=speaker)
 
     # ---- one agent invocation, possibly delegating ----
 
@@ -150,6 +162,11 @@ class Orchestrator:
         self, ctx: TurnContext, scope_path: str, agent: AgentConfig, thread_path: str, first: RunInput, depth: int
     ) -> RunState:
         tools = self._tools_for(agent, depth)
+        main = self.handoffs is not None and scope_path == PROXY_SCOPE  # the main thread of a team with handoffs
+        run_agent, briefing = agent, ""
+        if main:
+            ctx.speaker = agent.name
+            run_agent, tools, briefing = await self._as_speaker(ctx, agent, depth)
         finished: dict[str, ToolResult] = {}  # every result this invocation produced, for a rebuilt thread
 
         async def on_retry(reason: str, attempt: int) -> None:
@@ -183,12 +200,22 @@ class Orchestrator:
         # A turn resumed after a crash may have sent its next create before the crash cut the answer: the supervisor
         # looks for what that create left before sending it again.
         maybe_sent = not ctx.fresh
+        if main and record is not None and record.agent != agent.name and not self._switches_on_submit(agent):
+            # A transfer was recorded after this run began, and this provider cannot hand a run on: stop the old
+            # assistant's run and give the thread to the active one.
+            await self.supervisor.cancel_quietly(record.remote_id, record.thread_id)
+            record, first = None, RunInput()
         if record is not None:
-            request = RunRequest(record.thread_id, agent, tools, RunInput.from_json(record.input), metadata)
+            owner = self.team.member(record.agent) if main else None
+            if owner is not None and owner.name != agent.name:
+                # resumed before the new assistant's first run: follow the old one; the switch happens below
+                run_agent, tools, briefing = await self._as_speaker(ctx, owner, depth)
+            request = RunRequest(record.thread_id, run_agent, tools, RunInput.from_json(record.input), metadata,
+                                 briefing)
             state = await self.supervisor.follow(scope, request, record)
         else:
             thread_id = await self._thread(ctx, thread_path)
-            request = RunRequest(thread_id, agent, tools, first, metadata)
+            request = RunRequest(thread_id, run_agent, tools, first, metadata, briefing)
             scope.create_unknown = maybe_sent
             maybe_sent = False
             state = await self.supervisor.settle(scope, request)
@@ -206,9 +233,33 @@ class Orchestrator:
                 finished.update((r.call_id, r) for r in results)
                 if scope_path == PROXY_SCOPE:
                     await self.store.update_turn(ctx.turn.id, TurnUpdate(state="running"))
+                prior: RunState | None = state
+                counting: asyncio.Task[None] | None = None
+                if main and self.handoffs is not None:
+                    held = await self.handoffs.active(ctx.turn.conversation, ctx.turn.generation)
+                    if held.name != request.agent.name:
+                        handed_by, agent = agent, held
+                        ctx.speaker = scope.agent = agent.name  # the next run is recorded as the new assistant's
+                        run_agent, tools, briefing = await self._as_speaker(ctx, agent, depth)
+                        if not self._switches_on_submit(agent):
+                            # Assistants v2: a run keeps its assistant, so the old run stops and the new
+                            # assistant gets a run of its own on the same thread (other results as text).
+                            await self._abandon(ctx, scope_path, state)
+                            # read its usage while the new assistant's run goes on (one more request, off the path)
+                            counting = asyncio.create_task(self._count_stopped_run(ctx, state, handed_by))
+                            prior = None
+                            results = [r for r in results if not is_transfer(r.name)]
                 # the thread the run settled on: the supervisor may have rebuilt it since `request` was made
-                request = RunRequest(state.thread_id, agent, tools, RunInput(results=tuple(results)), metadata)
-                state = await self.supervisor.settle(scope, request, prior=state)
+                request = RunRequest(state.thread_id, run_agent, tools, RunInput(results=tuple(results)), metadata,
+                                     briefing)
+                try:
+                    state = await self.supervisor.settle(scope, request, prior=prior)
+                except BaseException:
+                    if counting is not None:
+                        counting.cancel()  # best effort only: the turn's own error matters
+                    raise
+                if counting is not None:
+                    await counting
             except Exception:
                 await self._abandon(ctx, scope_path, state)
                 raise
@@ -249,6 +300,40 @@ class Orchestrator:
             if run.scope == scope_path or run.scope.startswith(scope_path + "/"):
                 await self.supervisor.cancel_quietly(run.remote_id, run.thread_id)
 
+    async def _as_speaker(
+        self, ctx: TurnContext, agent: AgentConfig, depth: int
+    ) -> tuple[AgentConfig, list[dict[str, object]], str]:
+        """The agent as it runs on the main thread of a team with handoffs: its instructions plus the briefing
+        (who said what, why it has the conversation, the state), its tools plus its `transfer_to_*` tools."""
+        assert self.handoffs is not None
+        conv, generation = ctx.turn.conversation, ctx.turn.generation
+        entries = [e for e in await self.store.transcript(conv, generation, MAIN_THREAD) if e.turn_id != ctx.turn.id]
+        briefing = await self.handoffs.briefing(conv, generation, agent, entries)
+        tools = self._tools_for(agent, depth) + self.handoffs.tools(agent)
+        run_agent = dataclasses.replace(agent, instructions=f"{agent.instructions}\n\n{briefing}")
+        return run_agent, tools, briefing
+
+    async def _count_stopped_run(self, ctx: TurnContext, state: RunState, agent: AgentConfig) -> None:
+        """The usage of a run stopped by a handoff (Assistants v2 reports it once the run has ended, not while it
+        waits for tool outputs): read it once, and count it for the assistant that ran it (best effort)."""
+        if state.usage.total:
+            return  # already counted when the run settled
+        try:
+            ended = await self.backend.retrieve(state.id, state.thread_id)
+        except BackendError as exc:
+            log.info("could not read the usage of run %s: %s", state.id, exc)
+            return
+        if ended.usage.total and ended.status in TERMINAL_RUN_STATUSES:
+            used = ended.usage
+            await self.store.update_run(state.id, status=ended.status, tokens=RunTokens(
+                used.input_tokens, used.cached_input_tokens, used.output_tokens))
+            ctx.add_usage(agent.model, used, agent.name)
+
+    def _switches_on_submit(self, agent: AgentConfig) -> bool:
+        """Whether the provider takes the next assistant's instructions, model and tools with the tool outputs
+        (Responses: per-response instructions; chat: local) or runs keep their assistant (Assistants v2)."""
+        return self.team.provider_of(agent).backend != "assistants"
+
     def _tools_for(self, agent: AgentConfig, depth: int) -> list[dict[str, object]]:
         tools: list[dict[str, object]] = [dict(t) for t in agent.tools]
         if depth < self.team.limits.max_depth:
@@ -271,6 +356,14 @@ class Orchestrator:
 
     async def _dispatch(self, step: Step, call: ToolCall) -> tuple[str, bool]:
         ctx = step.ctx
+        if self.handoffs is not None and step.scope_path == PROXY_SCOPE and is_transfer(call.name):
+            turn = ctx.turn
+            done = await self.handoffs.transfer(turn.conversation, turn.generation, turn.id, step.caller, call)
+            if done.bad:
+                self._bad_call(step)
+            if done.applied:
+                await ctx.emit(HandedOff(step.caller.name, done.to_agent, done.reason))
+            return done.output, done.ok
         allowed = {s.tool_name: s for s in self.team.delegates_of(step.caller)}
         sub = allowed.get(call.name) if step.depth < self.team.limits.max_depth else None
         if sub is None:

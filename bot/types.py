@@ -102,6 +102,16 @@ class SubFinished:
 
 
 @dataclass(frozen=True, slots=True)
+class HandedOff:
+    """The conversation went from one assistant to another (handoffs); the new one answers from here on."""
+
+    from_agent: str
+    to_agent: str
+    reason: str = ""
+    kind: Literal["handed_off"] = "handed_off"
+
+
+@dataclass(frozen=True, slots=True)
 class TextDelta:
     text: str
     kind: Literal["text_delta"] = "text_delta"
@@ -174,7 +184,7 @@ class Failed:
     kind: Literal["failed"] = "failed"
 
 
-Progress = Started | Delegated | SubFinished | TextDelta | Retrying | Done | Failed
+Progress = Started | Delegated | SubFinished | HandedOff | TextDelta | Retrying | Done | Failed
 
 
 @dataclass(frozen=True, slots=True)

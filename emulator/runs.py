@@ -336,13 +336,27 @@ class RunsAPI:
             tools=function_tool_names(run.tools),
             tool_outputs=outputs,
             outputs_since_user=list(run.rounds),
-            called_since_user=[result.name for result in run.rounds] + [call.name for call in run.pending],
+            called_since_user=self._called_earlier(run, thread, len(texts))
+            + [result.name for result in run.rounds] + [call.name for call in run.pending],
             parallel_tool_calls=run.parallel_tool_calls,
             api="assistants",
         )
         run.prompt_tokens += tokens(run.instructions + "".join(message.text for message in thread.messages))
         run.seen_texts = [message.text for message in thread.messages]
         return script_for(self.emu.scripts, run.agent).plan(turn)
+
+    def _called_earlier(self, run: RunRecord, thread: ThreadRecord, users: int) -> list[str]:
+        """Tools called by earlier runs on the thread since its last user message (a handoff gives the thread to
+        another assistant's run mid-turn; that run sees what was already called, as a Responses turn would)."""
+        called: list[str] = []
+        for run_id in thread.runs:
+            other = self.emu.runs.get(run_id)
+            if other is None or other is run or len(other.user_texts) != users:
+                continue
+            for step in other.steps:  # a run cancelled mid-call keeps its calls only in its steps
+                called += [c["function"]["name"] for c in (step.details or {}).get("tool_calls", [])
+                           if c.get("type") == "function"]
+        return called
 
     # --- the state machine ---------------------------------------------------------------------------------------
 

@@ -28,6 +28,7 @@ without its own script::
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -38,6 +39,8 @@ from typing import Any, Literal
 import yaml
 
 ASK_PREFIX = "ask_"
+TRANSFER_PREFIX = "transfer_to_"
+STATE_PAIR = re.compile(r"\b([a-z][a-z0-9_]{0,39})=([^\s,;]+)")
 RECIPIENT_WORD = "recipient"  # a messenger tool's parameter naming the agent (enum), e.g. `recipient_agent`
 MESSAGE_PARAMS = ("message", "task", "input", "request")  # its parameter carrying the text, first one present
 EVERYONE_WORDS = ("team", "everyone")
@@ -309,7 +312,16 @@ def default_plan(turn: Turn) -> Plan:
     recipient not offered its own ``ask_`` tool, and is called with the newest user text as the message.
     Sub-assistant (no ``ask_`` tools): "<agent>: done with '<task-or-text>'", plus
     " (I remember <n> earlier requests)" when the conversation/thread has earlier user messages.
+    Handoffs (offered ``transfer_to_<name>`` tools): on a user message naming one of those assistants (as a word)
+    not yet transferred to since that message, call ``transfer_to_<name>`` with ``{"reason", "notes": <text>,
+    "state": {k: v for each k=v in the text}}``; an assistant that just received the conversation (its only tool
+    outputs are transfers) treats the user's message as new.
     """
+    if turn.tool_outputs and all(r.name.startswith(TRANSFER_PREFIX) for r in turn.tool_outputs):
+        turn = dataclasses.replace(turn, tool_outputs=[], outputs_since_user=[])
+    handoff = _transfer_plan(turn)
+    if handoff is not None:
+        return handoff
     subs = list(dict.fromkeys([*_sub_names(turn.tools), *turn.messengers]))
     if not subs:
         reply = f"{turn.agent}: done with '{_task_of(turn.text)}'"
@@ -339,6 +351,20 @@ def _call_to(sub: str, turn: Turn, arguments: str) -> PlannedCall:
     if tool in turn.tools or sub not in turn.messengers:
         return PlannedCall(tool, arguments)
     return PlannedCall(turn.messengers[sub].tool, turn.messengers[sub].arguments(sub, turn.text))
+
+
+def _transfer_plan(turn: Turn) -> Plan | None:
+    if turn.tool_outputs:
+        return None
+    targets = [n[len(TRANSFER_PREFIX):] for n in turn.tools if n.startswith(TRANSFER_PREFIX)]
+    named = [t for t in targets if re.search(rf"(?<!\w){re.escape(t)}(?!\w)", turn.text, re.IGNORECASE)]
+    for target in named:
+        if TRANSFER_PREFIX + target in turn.called_since_user:
+            continue
+        state = dict(STATE_PAIR.findall(turn.text))
+        arguments = json.dumps({"reason": f"the user asked for {target}", "notes": turn.text, "state": state})
+        return Plan(calls=[PlannedCall(TRANSFER_PREFIX + target, arguments)])
+    return None
 
 
 def _strip_prefix(name: str) -> str:

@@ -10,7 +10,10 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+if TYPE_CHECKING:
+    from storage.handoffs import Applied, HandoffState, Transfer
 
 InboxState = Literal["pending", "in_turn", "answered", "notified"]
 TurnState = Literal["received", "running", "awaiting_tools", "replied", "delivering", "delivered"]
@@ -223,10 +226,12 @@ class PruneCounts:
     transcript: int = 0
     audit: int = 0
     usage: int = 0
+    handoffs: int = 0  # transfers and turn authors (issue 14) of turns already pruned
 
     @property
     def total(self) -> int:
-        return self.inbox + self.turns + self.runs + self.tool_calls + self.transcript + self.audit + self.usage
+        return (self.inbox + self.turns + self.runs + self.tool_calls + self.transcript + self.audit + self.usage
+                + self.handoffs)
 
 
 @dataclass(slots=True)
@@ -427,6 +432,26 @@ class Store(Protocol):
 
     async def usage_on(self, day: str, buckets: Sequence[str] | None = None) -> list[UsageRow]:
         """The day's rows (all, or those of `buckets`; a bucket without a row is left out), by bucket name."""
+
+    # ---- handoffs (issue 14): who holds each conversation generation's main thread, its state, every transfer ----
+
+    async def handoff_state(self, conversation: str, generation: int) -> HandoffState:
+        """The generation's active assistant (None: the team's entry) and key/value state."""
+        ...
+
+    async def apply_transfer(self, transfer: Transfer, max_per_turn: int) -> Applied:
+        """In one transaction: switch the active assistant and merge the state, once per (turn, call) ("repeated"
+        for a second call with the same ids, "over_limit" past `max_per_turn` model transfers in the turn; neither
+        changes anything). An admin's transfer (no turn) always applies."""
+        ...
+
+    async def transfers(self, conversation: str, generation: int) -> list[Transfer]: ...
+
+    async def record_turn_agent(self, turn_id: str, conversation: str, generation: int, agent: str) -> None: ...
+
+    async def turn_agents(self, conversation: str, generation: int) -> dict[str, str]:
+        """turn id -> the assistant that answered it."""
+        ...
 
     async def forget_user(self, user: str, platform: str | None = None, dry_run: bool = False) -> ForgetReport:
         """In one transaction, delete every trace of what the user wrote: their inbox messages, every turn that

@@ -55,6 +55,11 @@ TABLES: tuple[Table, ...] = (
     Table("rate_counters", ("bucket", "minute", "count"), ("bucket", "minute")),
     Table("usage", ("day", "bucket", "input_tokens", "output_tokens", "cost", "granted_tokens", "granted_cost",
                     "cached_input_tokens"), ("day", "bucket")),
+    Table("handoff_state", ("conversation", "generation", "active", "state", "from_agent", "reason", "notes",
+                            "updated_at"), ("conversation", "generation")),
+    Table("handoffs", ("id", "conversation", "generation", "turn_id", "call_id", "from_agent", "to_agent", "reason",
+                       "notes", "state", "source", "at"), ("id",), sequence_column="id"),
+    Table("turn_agents", ("turn_id", "conversation", "generation", "agent"), ("turn_id",)),
 )
 
 

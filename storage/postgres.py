@@ -47,6 +47,7 @@ from storage.base import (
     TurnUpdate,
     UsageRow,
 )
+from storage.handoffs import PostgresHandoffs
 from storage.pg_schema import PG_MIGRATIONS, PG_SCHEMA_VERSION
 from storage.retention import BATCH, postgres_sql, prune_steps
 from storage.select import redacted
@@ -62,8 +63,10 @@ DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.Tim
 #: The tables that hold a chat-backend thread (its provider choice, `thread_providers`, holds no text and stays).
 CHAT_THREAD_TABLES = ("chat_threads", "chat_messages", "chat_summaries", "chat_runs")
 #: What `forget_user` deletes from: VACUUMed after it, so the deleted rows' space is reused, not kept as dead rows.
+#: Handoff rows of a conversation (issue 14), deleted with it by `forget_user`.
+HANDOFF_CONVERSATION_TABLES = ("handoff_state", "handoffs", "turn_agents")
 FORGET_TABLES = ("inbox", "turns", "runs", "tool_calls", "transcript", "sub_threads", "conversations",
-                 *CHAT_THREAD_TABLES)
+                 *CHAT_THREAD_TABLES, *HANDOFF_CONVERSATION_TABLES)
 
 
 def _text(value: str) -> str:
@@ -78,7 +81,7 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
-class PostgresStore:
+class PostgresStore(PostgresHandoffs):
     """`Store` on a PostgreSQL database named by a `postgresql://` URL. `owner`: this instance's id, to fence writes
     with conversation leases (None: one instance, no leases)."""
 
@@ -725,6 +728,8 @@ async def _forget_in(conn: Connection, user: str, platform: str | None) -> Forge
         " WHERE turn_id = ANY($1::text[])", turns)
     for table in CHAT_THREAD_TABLES:  # threads the chat backend keeps here: in this same transaction
         await conn.execute(f"DELETE FROM {table} WHERE thread_id = ANY($1::text[])", sorted(threads))
+    for table in HANDOFF_CONVERSATION_TABLES:  # handoffs: the conversation starts afresh at the entry
+        await conn.execute(f"DELETE FROM {table} WHERE conversation = ANY($1::text[])", convs)
     deleted = int((await conn.execute(f"DELETE FROM inbox WHERE {who}", *who_args)).split()[-1])
     await conn.execute(f"UPDATE conversations SET started_by='' WHERE {started}", *who_args)
     if turns:  # wake the owners: others' messages of a deleted turn are pending again

@@ -52,6 +52,12 @@ def prune_steps(policy: RetentionPolicy, now: float | None = None) -> list[Prune
                                " AND updated_at < ? AND NOT EXISTS (SELECT 1 FROM inbox WHERE inbox.turn_id = turns.id)"
                                f" LIMIT {BATCH})",
                       (cut(policy.inbox_days),)),
+            # who answered each turn and the transfers it made go with the turn (the state they led to stays)
+            PruneStep("handoffs", "DELETE FROM turn_agents WHERE turn_id IN (SELECT turn_id FROM turn_agents a WHERE"
+                                  f" NOT EXISTS (SELECT 1 FROM turns WHERE turns.id = a.turn_id) LIMIT {BATCH})", ()),
+            PruneStep("handoffs", "DELETE FROM handoffs WHERE id IN (SELECT id FROM handoffs h WHERE h.turn_id IS NOT"
+                                  " NULL AND h.at < ? AND NOT EXISTS (SELECT 1 FROM turns WHERE turns.id = h.turn_id)"
+                                  f" LIMIT {BATCH})", (cut(policy.inbox_days),)),
         ]
     if policy.transcript_days:
         steps.append(PruneStep(

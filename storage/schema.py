@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 MIGRATIONS: list[str] = [
     # 1: initial schema
@@ -194,5 +194,45 @@ MIGRATIONS: list[str] = [
     ALTER TABLE runs ADD COLUMN cached_input_tokens INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE runs ADD COLUMN output_tokens INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE usage ADD COLUMN cached_input_tokens INTEGER NOT NULL DEFAULT 0;
+    """,
+    # 6 (issue 14, handoffs): which assistant holds each conversation generation's main thread and its key/value
+    # state; every transfer, unique per (turn, call) so a resumed turn never applies one twice; who answered a turn
+    """
+    CREATE TABLE handoff_state (
+        conversation TEXT NOT NULL,
+        generation   INTEGER NOT NULL,
+        active       TEXT NOT NULL,
+        state        TEXT NOT NULL DEFAULT '{}',
+        from_agent   TEXT,
+        reason       TEXT NOT NULL DEFAULT '',
+        notes        TEXT NOT NULL DEFAULT '',
+        updated_at   REAL NOT NULL,
+        PRIMARY KEY (conversation, generation)
+    );
+
+    CREATE TABLE handoffs (
+        id           INTEGER PRIMARY KEY AUTOINCREMENT,
+        conversation TEXT NOT NULL,
+        generation   INTEGER NOT NULL,
+        turn_id      TEXT,
+        call_id      TEXT NOT NULL,
+        from_agent   TEXT NOT NULL,
+        to_agent     TEXT NOT NULL,
+        reason       TEXT NOT NULL DEFAULT '',
+        notes        TEXT NOT NULL DEFAULT '',
+        state        TEXT NOT NULL DEFAULT '{}',
+        source       TEXT NOT NULL,
+        at           REAL NOT NULL,
+        UNIQUE (turn_id, call_id)
+    );
+    CREATE INDEX handoffs_conversation ON handoffs(conversation, generation, id);
+
+    CREATE TABLE turn_agents (
+        turn_id      TEXT PRIMARY KEY,
+        conversation TEXT NOT NULL,
+        generation   INTEGER NOT NULL,
+        agent        TEXT NOT NULL
+    );
+    CREATE INDEX turn_agents_conversation ON turn_agents(conversation, generation);
     """,
 ]

@@ -37,6 +37,7 @@ from storage.base import (
     TurnUpdate,
     UsageRow,
 )
+from storage.handoffs import SQLiteHandoffs
 from storage.retention import BATCH, prune_steps
 from storage.schema import SCHEMA_VERSION
 from storage.sqlite_thread import ConnectionThread, Statements
@@ -44,13 +45,15 @@ from storage.sqlite_thread import ConnectionThread, Statements
 TERMINAL_RUN_STATUSES = ("completed", "failed", "cancelled", "expired", "incomplete", "superseded")
 #: The tables that hold a chat-backend thread (its provider choice, `thread_providers`, holds no text and stays).
 CHAT_THREAD_TABLES = ("chat_threads", "chat_messages", "chat_summaries", "chat_runs")
+#: Handoff rows of a conversation (issue 14), deleted with it by `forget_user`.
+HANDOFF_CONVERSATION_TABLES = ("handoff_state", "handoffs", "turn_agents")
 
 
 def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
-class SQLiteStore:
+class SQLiteStore(SQLiteHandoffs):
     """`Store` on a SQLite file. `path=":memory:"` works for tests that need no restart."""
 
     schema_version = SCHEMA_VERSION
@@ -601,6 +604,9 @@ def _forget(conn: sqlite3.Connection, user: str, platform: str | None, dry_run: 
     for thread in threads:  # threads the chat backend keeps here: in this transaction, so before the checkpoint
         for table in CHAT_THREAD_TABLES:
             conn.execute(f"DELETE FROM {table} WHERE thread_id=?", (thread,))
+    for key in convs:  # handoffs: the conversation starts afresh at the entry (its notes and state quote the user)
+        for table in HANDOFF_CONVERSATION_TABLES:
+            conn.execute(f"DELETE FROM {table} WHERE conversation=?", (key,))
     deleted = conn.execute(f"DELETE FROM inbox WHERE {who}", who_params).rowcount
     conn.execute(f"UPDATE conversations SET started_by='' WHERE {started}", who_params)
     conn.execute("ROLLBACK TO forget" if dry_run else "RELEASE forget")

@@ -68,7 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--jsonl", action="store_true", help="answers as JSON lines: one object per message")
     demo.add_argument("--db", default=DEMO_DB_PATH, help=f"the demo's database (default: {DEMO_DB_PATH}, apart from "
                       "the bot's)")
-    demo.add_argument("--backend", choices=BACKENDS, default="responses",
+    demo.add_argument("--config", help="a team file to run instead of the built-in team (e.g. examples/handoffs.toml); "
+                      "its provider settings are replaced by the emulator's")
+    demo.add_argument("--backend", choices=BACKENDS, default=None,
                       help="the API the demo team runs on (chat: Chat Completions, as local model servers speak)")
     demo.set_defaults(handler=_demo)
 
@@ -188,7 +190,8 @@ def _chat(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from switchboard.demo import run_demo
 
-    return asyncio.run(run_demo(args.token_delay, args.work_seconds, args.db, jsonl=args.jsonl, backend=args.backend))
+    return asyncio.run(run_demo(args.token_delay, args.work_seconds, args.db, jsonl=args.jsonl, backend=args.backend,
+                                config=args.config))
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -197,6 +200,7 @@ def _status(args: argparse.Namespace) -> int:
 
 async def _print_status(team: TeamConfig) -> int:
     from bot import accounting
+    from bot.handoffs import state_line
     from storage.select import redacted, store_for
 
     store = store_for(team.db_path)
@@ -208,7 +212,9 @@ async def _print_status(team: TeamConfig) -> int:
             turns = await store.unfinished_turns(conv.key)
             waiting = len(await store.pending_inbound(conv.key))
             state = ", ".join(f"{t.id} {t.state}" for t in turns) or "idle"
-            print(f"  {conv.key}  generation {conv.generation}  {state}  {waiting} waiting")
+            held = await store.handoff_state(conv.key, conv.generation)  # handoffs: who holds it now
+            holder = f"  held by {held.active} (state: {state_line(held.state)})" if held.active else ""
+            print(f"  {conv.key}  generation {conv.generation}  {state}  {waiting} waiting{holder}")
         for line in await accounting.status_lines(store):
             print(line)
     finally:

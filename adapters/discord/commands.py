@@ -11,6 +11,7 @@
 | `/admin reset-all confirm:True` | `reset all` | Manage Server | ephemeral |
 | `/admin cancel` | `cancel` | Manage Server | ephemeral |
 | `/admin audit` | `audit` | Manage Server | ephemeral |
+| `/admin handoff assistant:NAME` | `handoff NAME` | Manage Server | ephemeral |
 
 `/admin` is one group so that a server can hide or grant all of it at once (Server Settings > Integrations). It is
 marked guild-only with default permission Manage Server, but since a server may change those defaults, each
@@ -83,6 +84,7 @@ def _clip_line(text: str, limit: int) -> str:
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
+HANDOFF_NAME_LIMIT = 40  # team member names are at most 40 characters (bot.config.NAME_PATTERN)
 ENGINE_TEXT = "engine_text"  # Command.extras key: the engine command an admin slash command stands for
 
 
@@ -229,6 +231,15 @@ class CommandHandlers:
         async def reload(interaction: discord.Interaction) -> None:
             await handlers.run(interaction, "reload")
 
+        @admin.command(name="handoff", description="Give this conversation to another assistant (handoffs)")
+        @app_commands.describe(assistant="The team member who answers from now on")
+        @app_commands.checks.has_permissions(manage_guild=True)
+        @app_commands.check(_require_guild)  # listed last: runs first
+        async def handoff(
+            interaction: discord.Interaction, assistant: app_commands.Range[str, 1, HANDOFF_NAME_LIMIT]
+        ) -> None:
+            await handlers.run(interaction, f"handoff {assistant}")
+
         @tree.command(name="usage", description="Today's token use and budgets (admins)")
         @app_commands.default_permissions(manage_guild=True)
         @app_commands.guild_only()
@@ -245,6 +256,7 @@ class CommandHandlers:
             (grant, "grant"),
             (forget, "forget"),
             (reload, "reload"),
+            (handoff, "handoff"),
             (usage, "usage"),
         ):
             command.extras[ENGINE_TEXT] = text

@@ -15,7 +15,7 @@ from adapters.discord.constants import (
     FLAG_LOADING,
     NONCE_MAX_LENGTH,
 )
-from bot.types import Delegated, Progress, Reply, Retrying, Started, SubFinished, TextDelta
+from bot.types import Delegated, HandedOff, Progress, Reply, Retrying, Started, SubFinished, TextDelta
 
 #: footer of every embed that is NOT a final answer; how `find_delivery` tells "still working" from "delivered"
 PROGRESS_FOOTER = "Switchboard · working"
@@ -63,6 +63,7 @@ class ProgressState:
     subs: dict[str, _SubLine] = field(default_factory=dict)
     preview: str = ""
     retry: Retrying | None = None
+    handed: list[str] = field(default_factory=list)  # "handed to editor" lines, in order
 
     def apply(self, event: Progress) -> bool:
         """Update from one event; True if there is now something worth showing in a progress message."""
@@ -74,6 +75,9 @@ class ProgressState:
         elif isinstance(event, SubFinished):
             line = self.subs.setdefault(event.call_id, _SubLine(event.sub, ""))
             line.state = "done" if event.ok else "failed"
+        elif isinstance(event, HandedOff):
+            self.handed.append(f"➡️ handed to **{event.to_agent}**" + (
+                f": {_clip(event.reason, TASK_PREVIEW_CHARS)}" if event.reason else ""))
         elif isinstance(event, TextDelta):
             self.preview += event.text
         elif isinstance(event, Retrying):
@@ -84,7 +88,7 @@ class ProgressState:
         return True
 
     def lines(self) -> list[str]:
-        out = []
+        out = list(self.handed)
         for line in self.subs.values():
             icon = _SUB_ICONS[line.state]
             if line.state == "working":

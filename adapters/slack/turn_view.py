@@ -54,6 +54,7 @@ from bot.types import (
     Delegated,
     Done,
     Failed,
+    HandedOff,
     Progress,
     Reply,
     Retrying,
@@ -142,6 +143,10 @@ class TurnView:
             task = self.tasks.setdefault(event.call_id, Task(event.call_id, event.sub, ""))
             task.status = c.TASK_COMPLETE if event.ok else c.TASK_ERROR
             await self.s.status.sub_finished(channel, thread, event.call_id)
+        elif isinstance(event, HandedOff):
+            # a finished task line: "handed to editor", with the reason as its details
+            key = f"handoff_{len(self.tasks)}"
+            self.tasks[key] = Task(key, f"handed to {event.to_agent}", event.reason, c.TASK_COMPLETE)
         elif isinstance(event, TextDelta):
             self.raw_preview += event.text
             self.preview = defused_preview(self.raw_preview)

@@ -335,6 +335,8 @@ class AssistantsBackend:
             body["additional_messages"] = messages
         if request.agent.max_output_tokens:
             body["max_completion_tokens"] = request.agent.max_output_tokens
+        if request.briefing:
+            body["additional_instructions"] = request.briefing
         tools = [assistants_tool(t) for t in request.tools]
         if tools != synced.tools:
             body["tools"] = tools

@@ -119,6 +119,9 @@ class RunRequest:
     tools: list[dict[str, Any]]  # function tools for delegation + the agent's own provider tools
     input: RunInput
     metadata: dict[str, str] = field(default_factory=dict)
+    # Handoffs: what this run is told besides the agent's own instructions (already appended to
+    # `agent.instructions`; backends whose assistants keep their instructions remotely send it per run).
+    briefing: str = ""
 
 
 # ---- errors: every backend raises only these (plus StoreError from storage) ----

@@ -10,7 +10,7 @@ from tests.discord.conftest import StartAdapter, World
 from tests.discord.fakes import FakeBot
 
 EXPECTED_COMMANDS = {"ask", "reset", "status", "assistants", "help", "admin", "usage"}
-ADMIN_SUBCOMMANDS = {"reset-channel", "reset-all", "cancel", "audit", "grant", "forget", "reload"}
+ADMIN_SUBCOMMANDS = {"reset-channel", "reset-all", "cancel", "audit", "grant", "forget", "reload", "handoff"}
 
 
 async def test_login_and_guild_sync(world: World, start_adapter: StartAdapter) -> None:

@@ -16,8 +16,9 @@ from bot.context import is_fork_path, parse_context
 from bot.engine import Bot, make_backend
 from bot.types import Inbound, Progress, Reply, TurnRef
 from storage.base import RunRecord
+from storage.handoffs import Applied, Transfer
 from storage.sqlite import SQLiteStore
-from tests.engine.harness import team
+from tests.engine.harness import handoff_team, team
 
 
 class WebhookSurface:
@@ -55,6 +56,18 @@ class AnnouncingStore(SQLiteStore):
         await super().record_run(run)
         print(f"recorded {run.agent} {run.remote_id}", flush=True)
 
+    stall: str = ""  # handoffs: "before_transfer" / "after_transfer" hang there (the test kills the process)
+
+    async def apply_transfer(self, transfer: Transfer, max_per_turn: int) -> Applied:
+        if self.stall == "before_transfer":
+            print(f"transferring to {transfer.to_agent}", flush=True)
+            await asyncio.Event().wait()
+        applied = await super().apply_transfer(transfer, max_per_turn)
+        print(f"transfer {applied} to {transfer.to_agent}", flush=True)
+        if self.stall == "after_transfer":
+            await asyncio.Event().wait()
+        return applied
+
     hold_after_fork = False  # stall for good once a forked thread is recorded: the test kills right there
 
     async def set_sub_thread(self, key: str, generation: int, path: str, thread_id: str) -> None:
@@ -70,13 +83,16 @@ async def main() -> None:
     parser.add_argument("--base-url", required=True)
     parser.add_argument("--platform-url", required=True)
     parser.add_argument("--backend", default="responses")
+    parser.add_argument("--team", choices=("delegation", "handoffs"), default="delegation")
+    parser.add_argument("--stall", choices=("", "before_transfer", "after_transfer"), default="")
     parser.add_argument("--critic-context", default="brief")  # the critic's context mode (bot.context)
     parser.add_argument("--hold-after-fork", action="store_true")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="worker %(levelname)s %(name)s: %(message)s")
     for noisy in ("httpx", "httpx2", "httpcore2", "openai"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    cfg = team(args.base_url, args.db, backend=args.backend)
+    make_team = handoff_team if args.team == "handoffs" else team
+    cfg = make_team(args.base_url, args.db, backend=args.backend)
     mode = parse_context(args.critic_context)
     cfg = dataclasses.replace(cfg, subs=tuple(dataclasses.replace(s, context=mode) if s.name == "critic" else s
                                               for s in cfg.subs))
@@ -84,6 +100,7 @@ async def main() -> None:
     surface.session = aiohttp.ClientSession()
     store = AnnouncingStore(cfg.db_path)
     store.hold_after_fork = args.hold_after_fork
+    store.stall = args.stall
     bot = Bot(cfg, store, make_backend(cfg))
     bot.add_surface(surface)
     await bot.start()

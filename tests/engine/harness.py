@@ -206,3 +206,35 @@ def delete_remote_thread(emu: Emulator, thread_id: str) -> None:
         emu.faults.delete_conversation(thread_id)
     else:
         emu.faults.delete_thread(thread_id)
+
+
+# ---- handoffs (issue 14): a team that moves one shared thread between assistants ----
+
+
+def handoff_team(base_url: str, db_path: str | Path, backend: str = "responses", **limits: Any) -> TeamConfig:
+    """greeter (the proxy, entry) may hand to editor; editor to greeter or layout, and asks the researcher;
+    layout back to editor. The researcher is a sub-assistant (its own thread), asked by greeter and editor."""
+
+    def member(name: str, handoffs: tuple[str, ...], delegates: tuple[str, ...] = ()) -> AgentConfig:
+        return AgentConfig(name=name, instructions=f"You are the {name}.", model="emu-1", description=f"The {name}.",
+                           handoffs=handoffs, delegates=delegates)
+
+    return TeamConfig(
+        proxy=member("greeter", ("editor",)),
+        subs=(member("editor", ("greeter", "layout"), ("researcher",)), member("layout", ("editor",)),
+              member("researcher", ())),
+        backend=backend,  # type: ignore[arg-type]
+        limits=dataclasses.replace(FAST_LIMITS, **limits),
+        db_path=str(db_path),
+        base_url=base_url,
+        api_key="test-key",
+    )
+
+
+def instructions_of(run: RemoteRun) -> str:
+    """The instructions a response, run or chat completion was sent with (a run's include additional ones)."""
+    if hasattr(run.record, "input_items"):  # a response
+        return str(run.record.params.get("instructions") or "")
+    if hasattr(run.record, "messages"):
+        return "\n".join(item_text(m) for m in run.record.messages if m.get("role") == "system")
+    return str(run.record.instructions)

@@ -133,3 +133,47 @@ def test_storage_url_selects_postgres_and_the_environment_overrides_it():
 def test_bad_storage_and_retention_settings_name_the_key(storage, where):
     with pytest.raises(ConfigError, match=where):
         parse_config({**MINIMAL, **storage}, env={})
+
+
+def _handoff_team(**extra: object) -> dict[str, object]:
+    return {
+        "proxy": {"name": "greeter", "instructions": "x", "handoffs": ["editor"]},
+        "assistants": [
+            {"name": "editor", "instructions": "x", "description": "Edits.", "handoffs": ["greeter"]},
+            {"name": "researcher", "instructions": "x", "description": "Finds."},
+        ],
+        **extra,
+    }
+
+
+def test_a_handoff_team_loads_with_its_entry_and_the_proxy_asks_only_the_others():
+    cfg = parse_config({**_handoff_team(entry="editor"), "limits": {"max_handoffs_per_turn": 2}}, env={})
+    assert cfg.entry_agent.name == "editor" and cfg.uses_handoffs
+    assert cfg.member("greeter").handoffs == ("editor",)  # type: ignore[union-attr]
+    assert [s.name for s in cfg.delegates_of(cfg.proxy)] == ["researcher"]  # not the assistant it hands to
+    assert cfg.limits.max_handoffs_per_turn == 2
+    plain = parse_config(MINIMAL, env={})
+    assert plain.entry_agent is plain.proxy and not plain.uses_handoffs
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"entry": "nobody"}, "entry: must name an assistant of this team, not 'nobody'"),
+        ({"entry": 3}, "entry: must name an assistant of this team, not 3"),
+        ({"proxy": {"name": "greeter", "instructions": "x", "handoffs": ["edtor"]}},
+         "proxy.handoffs: 'edtor' is not an assistant on this team"),
+        ({"proxy": {"name": "greeter", "instructions": "x", "handoffs": ["greeter"]}},
+         "proxy.handoffs: an assistant cannot hand off to itself"),
+        ({"proxy": {"name": "greeter", "instructions": "x", "handoffs": "editor"}},
+         "proxy.handoffs: must be a list of assistant names"),
+        ({"limits": {"max_handoffs_per_turn": 0}}, "limits.max_handoffs_per_turn: must be positive"),
+        ({"assistants": [{"name": "editor", "instructions": "x", "description": "d", "handoffs": ["greeter"],
+                          "backend": "chat", "base_url": "http://127.0.0.1:9/v1"}]},
+         "proxy.handoffs: 'editor' uses another provider than 'greeter'"),
+    ],
+)
+def test_a_bad_handoff_setting_is_refused_with_a_clear_error(change, message):
+    with pytest.raises(ConfigError) as caught:
+        parse_config(_handoff_team(**change), env={})
+    assert str(caught.value).startswith(message), str(caught.value)

@@ -75,16 +75,17 @@ async def platform() -> AsyncIterator[tuple[FakePlatform, str]]:
 
 
 class Engine:
-    def __init__(self, db: Path, base_url: str, platform_url: str, backend: str) -> None:
-        self.args = ["--db", str(db), "--base-url", base_url, "--platform-url", platform_url, "--backend", backend]
+    def __init__(self, db: Path, base_url: str, platform_url: str, backend: str, team: str = "delegation") -> None:
+        self.args = ["--db", str(db), "--base-url", base_url, "--platform-url", platform_url, "--backend", backend,
+                     "--team", team]
         self.proc: asyncio.subprocess.Process | None = None
         self.lines: list[str] = []
         self._seen = asyncio.Condition()
         self._reader: asyncio.Task[None] | None = None
 
-    async def start(self) -> None:
+    async def start(self, *extra: str) -> None:
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "tests.engine.crash_worker", *self.args, cwd=REPO,
+            sys.executable, "-m", "tests.engine.crash_worker", *self.args, *extra, cwd=REPO,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(REPO)},
         )
         self.lines.clear()
@@ -182,3 +183,54 @@ async def test_sigkill_at_every_stage_still_answers_each_message_exactly_once(tm
         assert any("critic: done with" in t for t in texts)
         assert "You said: hello two" in texts and "You said: hello three" in texts and "You said: hello four" in texts
         assert all(d["kind"] == "answer" for d in fake.delivered)
+
+
+TRANSFER_STAGES = ("before", "during", "after")
+
+
+@pytest.mark.parametrize("stage", TRANSFER_STAGES)
+@pytest.mark.parametrize("backend", ("responses", "assistants", "chat"))  # one provider shares the main thread
+async def test_sigkill_at_each_step_of_a_transfer_gives_one_answer_from_the_new_assistant(tmp_path, backend, stage):
+    """Killed before the switch is recorded, between the switch and the new assistant's run, and during that run:
+    after a restart the turn ends with one answer, from the editor, and the switch happened exactly once."""
+    from storage.sqlite import SQLiteStore
+
+    clock = ManualClock()
+    scripts = {"editor": Script(rules=[Rule(delay=5.0, times=1)])} if stage == "after" else {}
+    db = tmp_path / "crash.db"
+    async with run_emulator(clock=clock, scripts=scripts, retry_after=0.01) as emu, platform() as (fake, url):
+        engine = Engine(db, emu.base_url, url, backend, team="handoffs")
+        try:
+            stall = {"before": "before_transfer", "during": "after_transfer", "after": ""}[stage]
+            await engine.start(*(["--stall", stall] if stall else []))
+            await engine.send("m1", "editor please, page_id=5")
+            await engine.expect({"before": "transferring to editor", "during": "transfer applied to editor",
+                                 "after": "recorded editor"}[stage])
+            await engine.kill()
+            editor_runs = len(remote_runs(emu, "editor"))
+            await engine.start()
+            if stage == "after":
+                if backend_of(backend, "editor") == "chat":  # a chat completion died with the process
+                    await engine.expect("recorded editor")
+                await clock.advance(5.0)
+            await fake.wait_count(1)
+            if stage == "after" and backend_of(backend, "editor") != "chat":
+                assert len(remote_runs(emu, "editor")) == editor_runs  # re-attached, not started again
+            await engine.send("m1b", "editor please, page_id=6")  # the restarted engine is live; gives recovery time
+            await fake.wait_count(2)
+            await asyncio.sleep(0)
+        finally:
+            await engine.close()
+    replies = [d for d in fake.delivered if d["turn_id"] == fake.delivered[0]["turn_id"]]
+    assert len(fake.delivered) == 2 and len(replies) == 1, fake.delivered
+    assert replies[0]["text"].startswith("editor: "), replies[0]
+    assert "page_id=5" in replies[0]["text"]
+    store = SQLiteStore(str(db))
+    await store.open()
+    try:
+        transfers = await store.transfers("console:crash:m1", 0)
+        held = await store.handoff_state("console:crash:m1", 0)
+    finally:
+        await store.close()
+    assert [(t.from_agent, t.to_agent) for t in transfers] == [("greeter", "editor")]
+    assert held.active == "editor" and dict(held.state) == {"page_id": "5"}

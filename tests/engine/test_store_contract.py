@@ -215,6 +215,12 @@ async def test_prune_deletes_only_old_finished_records_and_keeps_what_a_rebuild_
 
     await store.add_usage(time.strftime("%Y-%m-%d", time.gmtime(old)), ["bot", "user:slack:u1"], input_tokens=5)
     await store.add_usage(time.strftime("%Y-%m-%d", time.gmtime(time.time())), ["bot"], input_tokens=7)
+    from storage.handoffs import Transfer
+
+    handoffs = store
+    for turn_id, conv in (("t-old", "c1"), ("t-open", "c2")):  # with the turn: its author and transfers
+        await handoffs.record_turn_agent(turn_id, conv, 0, "editor")
+        await handoffs.apply_transfer(Transfer(conv, 0, "greeter", "editor", turn_id=turn_id, call_id="x"), 3)
     keep_all = RetentionPolicy(inbox_days=0, runs_days=0, transcript_days=0, audit_days=0, usage_days=0)
     assert (await store.prune(keep_all)).total == 0
     # "now" is 31 days ahead: records of today are 31 days old, the `old` ones 71
@@ -222,7 +228,10 @@ async def test_prune_deletes_only_old_finished_records_and_keeps_what_a_rebuild_
     counts = await store.prune(RetentionPolicy(inbox_days=30, runs_days=30, transcript_days=30, audit_days=60,
                                                usage_days=60), now=later)
     assert (counts.inbox, counts.turns, counts.runs, counts.tool_calls, counts.transcript, counts.audit,
-            counts.usage) == (1, 1, 1, 1, 2, 1, 2)
+            counts.usage, counts.handoffs) == (1, 1, 1, 1, 2, 1, 2, 2)
+    assert await handoffs.turn_agents("c1", 0) == {} and await handoffs.turn_agents("c2", 0) == {"t-open": "editor"}
+    assert await handoffs.transfers("c1", 0) == [] and len(await handoffs.transfers("c2", 0)) == 1
+    assert (await handoffs.handoff_state("c1", 0)).active == "editor"  # the state the transfer led to stays
     today = time.strftime("%Y-%m-%d", time.gmtime(time.time()))
     assert [(r.day, r.bucket) for r in await store.usage_on(today)] == [(today, "bot")]
     assert await store.get_turn("t-old") is None and await store.latest_run("t-old", "proxy") is None
@@ -258,3 +267,54 @@ async def test_chat_threads_runs_and_summaries(store: Store) -> None:
     await store.create_chat_thread("chat_nul", [{"role": "user", "content": "a\u0000b"}])  # JSON escapes NUL
     [kept] = (await store.chat_thread("chat_nul")).messages
     assert kept.message["content"] == "a\u0000b"
+
+
+async def test_handoff_transfers_apply_once_merge_state_and_respect_the_turn_limit(store: Store) -> None:
+    from storage.handoffs import Transfer
+
+    handoffs = store
+    assert (await handoffs.handoff_state("c1", 0)).active is None
+    first = Transfer("c1", 0, "greeter", "editor", "asked", "notes\x00here", {"page": "42", "x": "1"}, "t1", "call1")
+    assert await handoffs.apply_transfer(first, 2) == "applied"
+    assert await handoffs.apply_transfer(first, 2) == "repeated"  # a resumed turn: nothing changes
+    second = Transfer("c1", 0, "editor", "layout", "", "", {"x": None, "y": "2"}, "t1", "call2")
+    assert await handoffs.apply_transfer(second, 2) == "applied"
+    third = Transfer("c1", 0, "layout", "editor", "", "", {"z": "3"}, "t1", "call3")
+    assert await handoffs.apply_transfer(third, 2) == "over_limit"
+    held = await handoffs.handoff_state("c1", 0)
+    assert (held.active, dict(held.state), held.from_agent) == ("layout", {"page": "42", "y": "2"}, "editor")
+    admin = Transfer("c1", 0, "layout", "greeter", "set by root", source="admin")
+    assert await handoffs.apply_transfer(admin, 2) == "applied"  # an admin's switch has no turn and no limit
+    assert (await handoffs.handoff_state("c1", 0)).active == "greeter"
+    assert [(t.to_agent, t.source) for t in await handoffs.transfers("c1", 0)] == [
+        ("editor", "model"), ("layout", "model"), ("greeter", "admin")]
+    assert (await handoffs.handoff_state("c1", 1)).active is None  # a new generation starts at the entry
+    assert (await handoffs.handoff_state("c2", 0)).state == {}
+
+
+async def test_turn_agents_record_who_answered_each_turn(store: Store) -> None:
+    handoffs = store
+    await handoffs.record_turn_agent("t1", "c1", 0, "greeter")
+    await handoffs.record_turn_agent("t2", "c1", 0, "greeter")
+    await handoffs.record_turn_agent("t2", "c1", 0, "editor")  # a resumed turn that ended with another assistant
+    await handoffs.record_turn_agent("t3", "c1", 1, "greeter")
+    assert await handoffs.turn_agents("c1", 0) == {"t1": "greeter", "t2": "editor"}
+
+
+async def test_forget_starts_the_users_conversations_afresh_at_the_entry(store: Store) -> None:
+    from storage.handoffs import Transfer
+
+    handoffs = store
+    await store.add_inbound(msg("e1"))
+    await store.start_turn(turn("t1"), [msg("e1")], "main")
+    await handoffs.apply_transfer(Transfer("c1", 0, "greeter", "billing", "", "user said invoice 7",
+                                           {"invoice": "7"}, "t1", "call1"), 3)
+    await handoffs.record_turn_agent("t1", "c1", 0, "billing")
+    await handoffs.apply_transfer(Transfer("c9", 0, "greeter", "billing", turn_id="t9", call_id="c"), 3)  # another's
+    dry = await store.forget_user("u1", dry_run=True)
+    assert dry.conversations == ("c1",) and (await handoffs.handoff_state("c1", 0)).active == "billing"
+    await store.forget_user("u1")
+    held = await handoffs.handoff_state("c1", 0)
+    assert (held.active, dict(held.state), held.notes) == (None, {}, "")
+    assert await handoffs.transfers("c1", 0) == [] and await handoffs.turn_agents("c1", 0) == {}
+    assert (await handoffs.handoff_state("c9", 0)).active == "billing"
