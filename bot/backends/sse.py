@@ -11,6 +11,7 @@ about 40% (docs/PERFORMANCE.md, "CPU of a delegated turn").
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -19,6 +20,7 @@ import httpx2
 import openai
 from openai import AsyncStream
 
+log = logging.getLogger("switchboard.backends")
 JSON = dict[str, Any]
 # A streamed background run holds its connection until it settles, so the pool bounds the runs in flight: the SDK's
 # default (1,000) made turns beyond it wait for a free connection (benchmarks/bigroom.py, 10,000 conversations).
@@ -44,6 +46,11 @@ class LeanStreams:
             return self.enabled
         auth = self.client.auth_headers
         if not auth:  # keys from a provider runtime or workload identity: the SDK knows how to get them
+            self.enabled = False
+            return False
+        if not callable(getattr(self.client, "_make_status_error_from_response", None)):
+            # the SDK's (private) error factory is how failures here raise its own classes: without it, the SDK path
+            log.warning("this openai version lacks the status-error factory: streamed requests go through the SDK")
             self.enabled = False
             return False
         headers = {k: v for k, v in self.client.default_headers.items() if isinstance(v, str)}

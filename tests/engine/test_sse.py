@@ -211,3 +211,22 @@ async def test_a_finished_stream_gives_its_connection_back_for_the_next_request(
     finally:
         await streams.close()
         await c.close()
+
+
+
+async def test_an_sdk_without_its_error_factory_keeps_the_sdk_path(server):
+    """The lean path raises the SDK's classes through one private SDK method: a version without it must not turn
+    every error status into an AttributeError, so such a client is served by the SDK itself."""
+    canned, url = server
+    canned.body = sse(EVENTS)
+    c = client(url)
+    c._make_status_error_from_response = None  # type: ignore[method-assign,assignment]
+    streams = LeanStreams(c, 10)
+    try:
+        stream = await streams.post("/responses", {"a": 1})
+        events = [event async for event in stream]
+    finally:
+        await streams.close()
+        await c.close()
+    assert isinstance(stream, AsyncStream) and not streams.enabled
+    assert events == EVENTS
