@@ -1,5 +1,6 @@
-"""Fixtures every suite may use: a real PostgreSQL server for the whole session (started on first use, on 127.0.0.1
-on a free port, deleted at the end) and a fresh database on it per test. No mocks of the database.
+"""Fixtures every suite may use: the OpenAI emulator (`emu`, fast retries); a real PostgreSQL server for the whole
+session (started on first use, on 127.0.0.1 on a free port, deleted at the end) and a fresh database on it per test.
+No mocks of the database.
 
 Outside CI a machine without PostgreSQL skips those tests, saying why; in CI (`CI` set) that is an error instead.
 """
@@ -8,13 +9,20 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from emulator import Emulator, run_emulator
 from fakes.pg_cluster import ClusterUnavailable, PgCluster
 
 _databases = itertools.count(1)
+
+
+@pytest.fixture
+async def emu() -> AsyncIterator[Emulator]:
+    async with run_emulator(retry_after=0.01) as emulator:
+        yield emulator
 
 
 @pytest.fixture(scope="session")

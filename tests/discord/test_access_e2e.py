@@ -13,15 +13,9 @@ import pytest
 from adapters.discord import DiscordAdapter
 from bot.config import PlatformConfig
 from bot.engine import Bot
-from emulator import Emulator, run_emulator
+from emulator import Emulator
 from tests.discord.conftest import World
 from tests.engine.harness import team
-
-
-@pytest.fixture
-async def emu() -> AsyncIterator[Emulator]:
-    async with run_emulator(retry_after=0.01) as emulator:
-        yield emulator
 
 
 @pytest.fixture

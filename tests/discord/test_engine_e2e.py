@@ -11,7 +11,7 @@ from adapters.discord import DiscordAdapter
 from adapters.discord.rendering import PROGRESS_FOOTER
 from bot.engine import Bot
 from bot.types import Reply, TurnRef
-from emulator import Emulator, Rule, Script, run_emulator
+from emulator import Emulator, Rule, Script
 from tests.discord.conftest import World
 from tests.engine.harness import team
 
@@ -22,12 +22,6 @@ Engine = Callable[[], Awaitable[tuple[Bot, DiscordAdapter]]]
 
 class ProcessKilled(BaseException):
     """Stands for the process dying at that point (nothing of ours catches it, as nothing survives a SIGKILL)."""
-
-
-@pytest.fixture
-async def emu() -> AsyncIterator[Emulator]:
-    async with run_emulator(retry_after=0.01) as emulator:
-        yield emulator
 
 
 @pytest.fixture

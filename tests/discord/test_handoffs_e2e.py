@@ -11,17 +11,11 @@ import pytest
 
 from adapters.discord import DiscordAdapter
 from bot.engine import Bot
-from emulator import Emulator, Rule, Script, run_emulator
+from emulator import Emulator, Rule, Script
 from tests.discord.conftest import World
 from tests.engine.harness import handoff_team
 
 MESSAGES = "/channels/{channel_id}/messages"
-
-
-@pytest.fixture
-async def emu() -> AsyncIterator[Emulator]:
-    async with run_emulator(retry_after=0.01) as emulator:
-        yield emulator
 
 
 @pytest.fixture

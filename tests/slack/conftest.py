@@ -13,6 +13,7 @@ import aiohttp
 import pytest
 
 from adapters.slack import SlackAdapter, SlackSettings
+from bot.engine import Bot
 from fakes.slack_api import FakeSlack
 from tests.slack.fake_bot import FakeBot
 
@@ -53,6 +54,16 @@ def settings_for(fake: FakeSlack, mode: str = "http", **overrides: Any) -> Slack
     }
     values.update(overrides)
     return SlackSettings(**values)
+
+
+@pytest.fixture
+async def slack(fake: FakeSlack, engine: Bot) -> AsyncIterator[SlackAdapter]:
+    """The real adapter in HTTP mode in front of the module's real `engine` fixture."""
+    adapter = SlackAdapter(engine, settings_for(fake, "http"))
+    await engine.start()
+    await adapter.start()
+    yield adapter
+    await adapter.stop()
 
 
 @pytest.fixture

@@ -44,15 +44,6 @@ async def engine(emu: Emulator, tmp_path: Path) -> AsyncIterator[Bot]:
     await bot.stop()
 
 
-@pytest.fixture
-async def slack(fake: FakeSlack, engine: Bot) -> AsyncIterator[SlackAdapter]:
-    adapter = SlackAdapter(engine, settings_for(fake, "http"))
-    await engine.start()
-    await adapter.start()
-    yield adapter
-    await adapter.stop()
-
-
 def mention(fake: FakeSlack, user: str, text: str) -> dict[str, object]:
     return {
         "type": "app_mention",

@@ -10,16 +10,10 @@ import pytest
 from adapters.slack import SlackAdapter
 from adapters.slack import constants as c
 from bot.engine import Bot
-from emulator import Emulator, Rule, Script, run_emulator
+from emulator import Emulator, Rule, Script
 from fakes.slack_api import FakeSlack, statuses
 from tests.engine.harness import team
 from tests.slack.conftest import HttpSender, Outcomes, settings_for
-
-
-@pytest.fixture
-async def emu() -> AsyncIterator[Emulator]:
-    async with run_emulator(retry_after=0.01) as emulator:
-        yield emulator
 
 
 @pytest.fixture
@@ -28,15 +22,6 @@ async def engine(emu: Emulator, tmp_path: Path) -> AsyncIterator[Bot]:
     bot = Bot.from_config(cfg)
     yield bot
     await bot.stop()
-
-
-@pytest.fixture
-async def slack(fake: FakeSlack, engine: Bot) -> AsyncIterator[SlackAdapter]:
-    adapter = SlackAdapter(engine, settings_for(fake, "http"))
-    await engine.start()
-    await adapter.start()
-    yield adapter
-    await adapter.stop()
 
 
 async def test_real_engine_answers_a_mention_with_sub_assistant_progress(

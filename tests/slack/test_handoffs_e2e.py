@@ -13,16 +13,10 @@ import pytest
 from adapters.slack import SlackAdapter
 from adapters.slack import constants as c
 from bot.engine import Bot
-from emulator import Emulator, run_emulator
+from emulator import Emulator
 from fakes.slack_api import FakeSlack, statuses
 from tests.engine.harness import handoff_team
-from tests.slack.conftest import HttpSender, settings_for
-
-
-@pytest.fixture
-async def emu() -> AsyncIterator[Emulator]:
-    async with run_emulator(retry_after=0.01) as emulator:
-        yield emulator
+from tests.slack.conftest import HttpSender
 
 
 @pytest.fixture
@@ -30,15 +24,6 @@ async def engine(emu: Emulator, tmp_path: Path) -> AsyncIterator[Bot]:
     bot = Bot.from_config(handoff_team(emu.base_url, tmp_path / "switchboard.db"))
     yield bot
     await bot.stop()
-
-
-@pytest.fixture
-async def slack(fake: FakeSlack, engine: Bot) -> AsyncIterator[SlackAdapter]:
-    adapter = SlackAdapter(engine, settings_for(fake, "http"))
-    await engine.start()
-    await adapter.start()
-    yield adapter
-    await adapter.stop()
 
 
 def _chunks(value: object) -> list[dict[str, object]]:
