@@ -150,3 +150,21 @@ async def test_forget_during_a_running_turn_stops_it_and_strands_nothing(emu, st
         await emu.wait_until(lambda: [r.status for r in remote_runs(emu, "critic")] == ["cancelled"])
         assert tables_containing(db, SECRET) == {}
         assert live_threads_with(emu, db, SECRET) == []
+
+
+async def test_a_provider_refusing_deletes_is_reported_not_hidden(emu, tmp_path):
+    """The provider fails every delete of a stored response (HTTP 500, OpenAPI: DELETE /responses/{id}; the SDK's
+    own retries fail too): our database is scrubbed all the same, and the reply counts only what was deleted."""
+    db = tmp_path / "db"
+    async with running_bot(team(emu.base_url, db)) as (bot, surface):
+        await bot.accept(inbound(f"ask the critic about {SECRET}", user="alice", conversation="console:test:a1"))
+        await surface.wait_for(1)
+        await bot.idle()
+        stored = [r.id for r in emu.responses.values() if r.store and SECRET in str([r.input_items, r.output])]
+        emu.faults.http_error(500, method="DELETE", path="/v1/responses/*", count=None)
+        result = await bot.command(ADMIN, "forget user console:alice")
+        assert result.ok, result.text
+        done, wanted = map(int, result.text.rsplit(", ", 1)[1].split(" ", 1)[0].split("/"))
+        assert (done, wanted) == (2, 2 + len(stored)) and stored  # the main and the critic's threads only
+        assert tables_containing(db, SECRET) == {}
+        assert [r.id for r in emu.responses.values() if r.store and r.id in stored] == stored
