@@ -46,6 +46,7 @@ from bot.types import (
     SubFinished,
     TextDelta,
     TurnRef,
+    Withdrawn,
 )
 
 log = logging.getLogger("switchboard.console")
@@ -126,7 +127,7 @@ class ConsoleSurface:
             view.text += event.text
         elif isinstance(event, Started):
             self._line("… thinking")
-        elif isinstance(event, Done | Failed):
+        elif isinstance(event, Done | Failed | Withdrawn):
             self._stop_live()
             self._views.pop(turn.id, None)
             return

@@ -34,6 +34,7 @@ def main() -> None:
         ("turns measured", f"{r['n']:,} ({r['rate']:.0f} turns/s)", ""),
         ("peak RSS, engine process", f"{r['rss_peak_mib']:,.0f} MiB", f"<= {RSS_GOAL_MIB} MiB"),
         ("accepted -> indicator p99", f"{r['indicator']['p99']:.1f} ms", f"<= {INDICATOR_GOAL_MS} ms"),
+        ("handed to accept -> indicator p99", f"{r['indicator_from_sent']['p99']:.1f} ms", "(the accept's write too)"),
         ("overhead p50 / p99", f"{r['p50']:.1f} / {r['p99']:.1f} ms", ""),
         ("slowest turn / its provider time", f"{r.get('slowest_over_provider', float('nan')):.3f}",
          f"<= {STARVATION_GOAL}"),

@@ -41,6 +41,12 @@ class TurnTiming:
         assert self.started is not None
         return self.started - self.accepted
 
+    @property
+    def indicator_from_sent(self) -> float:
+        """Seconds from the event being handed to `Bot.accept` (its write included) to the indicator request."""
+        assert self.started is not None
+        return self.started - self.sent
+
 
 class LoadSurface:
     """A console surface that times each conversation's current turn (one in flight per conversation)."""

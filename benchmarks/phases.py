@@ -97,6 +97,7 @@ async def overhead_of(bot: Bot, url: str, timings: list[TurnTiming], first_turns
     result["turn_p50"] = ms_stats([t.seconds for t in timings])["p50"]
     result["provider_p50"] = ms_stats(list(provider.values()))["p50"]
     result["indicator"] = ms_stats([t.indicator for t in timings])
+    result["indicator_from_sent"] = ms_stats([t.indicator_from_sent for t in timings])
     ratios = [t.seconds / provider[t.turn_id] for t in timings if provider[t.turn_id] > 0]
     if ratios:  # starvation: how far the slowest turns fell behind their own provider time
         result["slowest_over_provider"] = max(ratios)

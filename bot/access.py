@@ -3,11 +3,14 @@ every message before it is stored, and the provider usage of every turn booked a
 
 `Policy.admit` stores a message through the store's atomic `admit_inbound` (so rate limits hold exactly however many
 senders race) or raises `Refused` with one short, polite sentence, audited, before anything is stored or run;
-`Policy.charge` books a turn's usage. `Policy.team` is swapped whole by `reload`, so a check sees one file's lists.
+`Policy.charge` starts booking a turn's usage at once and budget checks wait for bookings already started, so a
+message sent after a reply is judged with that reply's usage. `Policy.team` is swapped whole by `reload`, so a check
+sees one file's lists.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -15,7 +18,7 @@ from dataclasses import dataclass
 
 from bot.config import Budgets, TeamConfig
 from bot.types import Inbound, Refused, Usage
-from storage.base import AuditEntry, InboxMessage, Store, UsageRow
+from storage.base import AuditEntry, InboxMessage, Store, StoreError, UsageRow
 
 log = logging.getLogger("switchboard.access")
 
@@ -82,6 +85,7 @@ class Policy:
         self.team = team
         self._store = store
         self._clock = clock  # tests pin it: a minute or a day must not end in the middle of an assertion
+        self._bookings: set[asyncio.Task[None]] = set()  # started by `charge`, not yet written
 
     # ---- access ----
 
@@ -160,6 +164,7 @@ class Policy:
         limits = self._limits_for(inbound)
         if not limits:
             return None
+        await self.settled()
         rows = {r.bucket: r for r in await self._store.usage_on(utc_day(now), sorted({x.bucket for x in limits}))}
         for limit in limits:
             row = rows.get(limit.bucket)
@@ -194,18 +199,34 @@ class Policy:
                 total += (usage.input_tokens * price.input + usage.output_tokens * price.output) / 1_000_000
         return total
 
-    async def charge(self, platform: str, user: str, channel: str, conversation: str,
-                     by_model: Mapping[str, Usage]) -> None:
-        """Book a turn's provider usage (every run of it, proxy and sub-assistants) to its author, channel,
-        conversation and the whole bot, on today's (UTC) rows."""
+    def charge(self, platform: str, user: str, channel: str, conversation: str,
+               by_model: Mapping[str, Usage]) -> asyncio.Task[None]:
+        """Start booking a turn's provider usage (every run of it, proxy and sub-assistants) to its author, channel,
+        conversation and the whole bot, on today's (UTC) rows. Started before the reply is delivered, so a budget
+        check made after the user sees the reply waits for it (`settled`); a failed booking is logged, not raised."""
+        task = asyncio.get_running_loop().create_task(self._book(platform, user, channel, conversation, by_model))
+        self._bookings.add(task)
+        task.add_done_callback(self._bookings.discard)
+        return task
+
+    async def settled(self) -> None:
+        """Wait until every booking started so far is written (or has failed)."""
+        if self._bookings:
+            await asyncio.wait(set(self._bookings))
+
+    async def _book(self, platform: str, user: str, channel: str, conversation: str,
+                    by_model: Mapping[str, Usage]) -> None:
         usage = sum(by_model.values(), Usage())
         if not usage.total:
             return
         buckets = [user_bucket(platform, user), channel_bucket(channel), conversation_bucket(conversation),
                    BOT_BUCKET]
-        await self._store.add_usage(utc_day(self._clock()), buckets, input_tokens=usage.input_tokens,
-                                    output_tokens=usage.output_tokens, cost=self.cost(by_model),
-                                    cached_input_tokens=usage.cached_input_tokens)
+        try:
+            await self._store.add_usage(utc_day(self._clock()), buckets, input_tokens=usage.input_tokens,
+                                        output_tokens=usage.output_tokens, cost=self.cost(by_model),
+                                        cached_input_tokens=usage.cached_input_tokens)
+        except StoreError as exc:
+            log.error("usage of a turn in %s could not be booked (%s)", conversation, exc)
 
     async def grant(self, bucket: str, tokens: int = 0, cost: float = 0.0) -> None:
         """Raise today's budgets of `bucket` by `tokens` / `cost` (an admin's grant; gone at the next UTC day)."""
@@ -214,6 +235,7 @@ class Policy:
     async def report(self, limit: int = 30) -> str:
         """Today's usage for admins: the bot first, then the biggest users, channels and conversations."""
         now = self._clock()
+        await self.settled()
         rows = await self._store.usage_on(utc_day(now))
         if not rows:
             return f"No usage recorded today ({utc_day(now)} UTC)."

@@ -36,7 +36,7 @@ from bot.metrics import Metrics
 from bot.orchestrator import Orchestrator
 from bot.ownership import LeasedDoors, LeasedOwnership, Ownership
 from bot.supervisor import Supervisor
-from bot.types import Accepted, CommandContext, CommandResult, Inbound, InvalidInbound, Surface
+from bot.types import Accepted, CommandContext, CommandResult, Inbound, InvalidInbound, Started, Surface
 from bot.worker import INTERNAL_ERROR_TEXT, ConversationWorker, TurnStats
 from storage.base import InboxMessage, LeaseLost, Store, StoreError
 from storage.select import is_postgres, store_for
@@ -75,6 +75,7 @@ class Bot:
         self._lock: InstanceLock | None = None
         self._admin: AdminSocket | None = None
         self._pruner: asyncio.Task[None] | None = None
+        self._showing: set[asyncio.Task[None]] = set()  # indicators being shown for just-accepted messages
 
     @classmethod
     def from_config(cls, team: TeamConfig) -> Bot:
@@ -153,6 +154,10 @@ class Bot:
         except TimeoutError:
             log.info("stopping with turns in flight; they resume on the next start")
         await self.mailbox.close()
+        showing, self._showing = list(self._showing), set()
+        for task in showing:
+            task.cancel()
+        await asyncio.gather(*showing, return_exceptions=True)
         if self._pruner is not None:
             self._pruner.cancel()
             await asyncio.gather(self._pruner, return_exceptions=True)
@@ -194,26 +199,38 @@ class Bot:
             )
         if not inbound.event_id or not inbound.conversation:
             raise InvalidInbound("The message had no event id or conversation; the adapter must set both.")
-        fresh = await self.policy.admit(  # raises Refused (audited, nothing stored) for the lists, rates, budgets
-            inbound,
-            InboxMessage(
-                event_id=inbound.event_id,
-                conversation=inbound.conversation,
-                platform=inbound.platform,
-                channel=inbound.channel,
-                user=inbound.user,
-                text=text,
-                route=dict(inbound.route),
-                received_at=time.time(),
-            ),
+        message = InboxMessage(
+            event_id=inbound.event_id,
+            conversation=inbound.conversation,
+            platform=inbound.platform,
+            channel=inbound.channel,
+            user=inbound.user,
+            text=text,
+            route=dict(inbound.route),
+            received_at=time.time(),
         )
+        # raises Refused (audited, nothing stored) for the lists, rates and budgets
+        fresh = await self.policy.admit(inbound, message)
         busy = self.mailbox.busy(inbound.conversation)
         if fresh:
             self.metrics.accepted.labels(inbound.platform).inc()
+            if not busy and not self.shared_database:
+                self._show_started(message)
             self.mailbox.kick(inbound.conversation)
         else:
             self.metrics.duplicates.labels(inbound.platform).inc()
         return Accepted(inbound.event_id, inbound.conversation, duplicate=not fresh, queued_behind_turn=busy)
+
+    def _show_started(self, message: InboxMessage) -> None:
+        """The thinking indicator of the turn `message` starts, shown now rather than when the worker gets to it
+        (under load that can be seconds later). In the background: the caller (an event listener) returns at once.
+        Only where this instance surely owns the conversation; with peers (PostgreSQL) its owner shows it."""
+        ref = self.worker.announce(message)
+        if ref is None:
+            return
+        task = asyncio.create_task(self.delivery.progress(ref, Started()), name=f"switchboard-started-{ref.id}")
+        self._showing.add(task)
+        task.add_done_callback(self._showing.discard)
 
     async def command(self, ctx: CommandContext, text: str) -> CommandResult:
         return await self.commands.handle(ctx, text)

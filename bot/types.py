@@ -184,7 +184,15 @@ class Failed:
     kind: Literal["failed"] = "failed"
 
 
-Progress = Started | Delegated | SubFinished | HandedOff | TextDelta | Retrying | Done | Failed
+@dataclass(frozen=True, slots=True)
+class Withdrawn:
+    """The turn shown as started when its message was accepted will not run: the message was deleted before the
+    turn began (`switchboard forget`). The surface drops the turn's indicator; no reply follows."""
+
+    kind: Literal["withdrawn"] = "withdrawn"
+
+
+Progress = Started | Delegated | SubFinished | HandedOff | TextDelta | Retrying | Done | Failed | Withdrawn
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,9 @@
 an admin action), else starts a turn from its waiting messages, records each state before acting on it (received ->
 running <-> awaiting_tools -> replied -> delivering -> delivered), and returns False once there is nothing to do.
 A turn whose platform has no surface in this process waits for it without holding the worker (logged once), the
-conversation's later messages behind it, until `surface_added` hands the conversation back.
+conversation's later messages behind it, until `surface_added` hands the conversation back. A message that reaches
+an idle conversation may be `announce`d: its turn's id is chosen at once, so the thinking indicator is shown before
+the worker gets to it, and that turn is then that message alone.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Set
+from collections.abc import Callable, Mapping, Set
 from dataclasses import dataclass
 
 from bot import accounting
@@ -22,7 +24,7 @@ from bot.delivery import Delivery
 from bot.metrics import Metrics
 from bot.orchestrator import MAIN_THREAD, Orchestrator, TurnContext
 from bot.supervisor import RunFailed
-from bot.types import Done, Failed, Progress, Started, TurnRef, Usage
+from bot.types import Done, Failed, Progress, Started, TurnRef, Usage, Withdrawn
 from storage.base import (
     InboxMessage,
     LeaseLost,
@@ -32,6 +34,7 @@ from storage.base import (
     TurnRecord,
     TurnState,
     TurnUpdate,
+    new_turn_id,
 )
 
 log = logging.getLogger("switchboard.engine.worker")
@@ -52,20 +55,9 @@ class TurnStats:
     retries: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class Booking:
-    """A turn's usage, to book once its reply is recorded (`Charge`)."""
-
-    turn_id: str
-    platform: str
-    user: str
-    channel: str
-    conversation: str
-    by_model: Mapping[str, Usage]
-
-
-#: books a turn's usage: (platform, user, channel, conversation, usage by model) -> None (`bot.access.Policy.charge`)
-Charge = Callable[[str, str, str, str, Mapping[str, Usage]], Awaitable[None]]
+#: starts booking a turn's usage: (platform, user, channel, conversation, usage by model) -> the booking, running
+#: (`bot.access.Policy.charge`, which logs a failed booking itself)
+Charge = Callable[[str, str, str, str, Mapping[str, Usage]], "asyncio.Future[None]"]
 
 
 class ConversationWorker:
@@ -82,6 +74,9 @@ class ConversationWorker:
         # not ask the database first.
         self._may_resume: set[str] = set()
         self._waiting_for_surface: dict[str, str] = {}  # conversation -> the platform its oldest turn waits for
+        # Turns shown as started when their message was accepted, not yet recorded: conversation -> (the turn as the
+        # surface knows it, the message's event id).
+        self._announced: dict[str, tuple[TurnRef, str]] = {}
 
     @property
     def resuming(self) -> Set[str]:
@@ -101,6 +96,16 @@ class ConversationWorker:
             self._may_resume.add(conversation)
         return waiting
 
+    def announce(self, message: InboxMessage) -> TurnRef | None:
+        """Choose now the id of the turn that `message` starts, for the caller to show it as started before the
+        worker runs; None when the conversation already has such a turn waiting. Only for a message that reached an
+        idle conversation of this instance: its turn is then exactly this message (later ones join the next turn)."""
+        if message.conversation in self._announced:
+            return None
+        ref = _ref(new_turn_id(), message.conversation, [message])
+        self._announced[message.conversation] = (ref, message.event_id)
+        return ref
+
     async def process(self, conversation: str) -> bool:
         """One unit of work for a conversation: resume its unfinished turn, or start one from its inbox."""
         if conversation in self._waiting_for_surface:
@@ -113,27 +118,53 @@ class ConversationWorker:
                 return True
             self._may_resume.discard(conversation)
         pending = await self._store.pending_inbound(conversation)
+        pending, turn_id = await self._take_announced(conversation, pending)
         if not pending:
             return False
         record = await self._store.get_conversation(conversation)
-        turn = TurnRecord.new(conversation, record.generation if record else 0)
+        turn = TurnRecord.new(conversation, record.generation if record else 0, id=turn_id)
         await self._store.start_turn(turn, pending, MAIN_THREAD)
+        if turn_id is not None:
+            del self._announced[conversation]
         main_thread = record.main_thread if record else None
         try:
-            await self._drive(turn, pending, resumed=False, main_thread=main_thread)
+            await self._drive(turn, pending, resumed=False, main_thread=main_thread, shown=turn_id is not None)
         except BaseException:
             self._may_resume.add(conversation)  # interrupted (cancelled, store failure): resume it from the record
             raise
         return True
 
+    async def _take_announced(
+        self, conversation: str, pending: list[InboxMessage]
+    ) -> tuple[list[InboxMessage], str | None]:
+        """The messages of the next turn and its announced id (None: not announced). Messages older than the
+        announced one go first, in a turn of their own. The announcement is dropped once its turn is recorded."""
+        announced = self._announced.get(conversation)
+        if announced is None:
+            return pending, None
+        ref, event_id = announced
+        ids = [m.event_id for m in pending]
+        if event_id not in ids:
+            del self._announced[conversation]
+            # Either its turn was recorded by a unit of work cut short right after (resumed under the same id), or
+            # the message was deleted before its turn began (`forget`): then the surface drops the indicator.
+            if await self._store.get_turn(ref.id) is None:
+                await self._delivery.progress(ref, Withdrawn())
+            return pending, None
+        if ids[0] != event_id:
+            return pending[: ids.index(event_id)], None
+        return pending[:1], ref.id
+
     async def _drive(
-        self, turn: TurnRecord, messages: list[InboxMessage], resumed: bool, main_thread: str | None = None
+        self, turn: TurnRecord, messages: list[InboxMessage], resumed: bool, main_thread: str | None = None,
+        shown: bool = False,
     ) -> None:
         ref = turn_ref(turn, messages)
-        booking: Booking | None = None
+        booking: asyncio.Future[None] | None = None
         if turn.state in ANSWERING_STATES:
             author = messages[-1].user if messages else ""
-            turn, booking = await self._answer(turn, ref, [m.text for m in messages], resumed, main_thread, author)
+            turn, booking = await self._answer(turn, ref, [m.text for m in messages], resumed, main_thread, author,
+                                               shown)
         try:
             if turn.state not in DELIVERY_STATES:
                 return
@@ -143,7 +174,7 @@ class ConversationWorker:
             await self._delivery.deliver(turn, ref, [m.event_id for m in messages], check_first=resumed)
         finally:
             if booking is not None:
-                await self._book(booking)
+                await asyncio.shield(booking)  # written before the turn counts as done; a cancel here leaves it running
 
     def _wait_for_surface(self, turn: TurnRecord, platform: str) -> None:
         # Not resumed again until the surface is added: asking the database over and over would change nothing.
@@ -154,14 +185,15 @@ class ConversationWorker:
 
     async def _answer(
         self, turn: TurnRecord, ref: TurnRef, texts: list[str], resumed: bool, main_thread: str | None,
-        author: str = "",
-    ) -> tuple[TurnRecord, Booking | None]:
+        author: str = "", shown: bool = False,
+    ) -> tuple[TurnRecord, asyncio.Future[None] | None]:
         started = time.monotonic()
 
         async def emit(event: Progress) -> None:
             await self._delivery.progress(ref, event)
 
-        await emit(Started())
+        if not shown:  # else shown when its message was accepted (`announce`)
+            await emit(Started())
         ctx = TurnContext(turn=turn, emit=emit, fresh=not resumed, main_thread=main_thread)
         kind: ReplyKind = "answer"
         text = ""
@@ -218,19 +250,13 @@ class ConversationWorker:
             # unfinished in the database, so it resumes once writes work again and finds this reply on the
             # platform (find_delivery) instead of posting a second one.
             log.error("turn %s: its reply could not be recorded (%s); delivering it anyway", turn.id, exc)
-        # Booked after the reply is recorded (a crash in between loses this turn's booking, never doubles it), and
-        # after it is delivered: the booking is not on the user's wait.
-        booking = Booking(turn.id, ref.platform, author, ref.channel, turn.conversation, ctx.by_model)
+        # Booked after the reply is recorded (a crash in between loses this turn's booking, never doubles it), while
+        # it is delivered: the booking is not on the user's wait, and a budget check made after the user has seen the
+        # reply waits for it (`Policy.settled`).
+        booking = None
+        if self._charge is not None:
+            booking = self._charge(ref.platform, author, ref.channel, turn.conversation, ctx.by_model)
         return dataclasses.replace(turn, state=state, reply_kind=update.reply_kind, reply_text=text), booking
-
-    async def _book(self, booking: Booking) -> None:
-        if self._charge is None:
-            return
-        try:
-            await self._charge(booking.platform, booking.user, booking.channel, booking.conversation,
-                               booking.by_model)
-        except StoreError as exc:
-            log.error("turn %s: its usage could not be booked (%s)", booking.turn_id, exc)
 
     def _count_turn(self, outcome: str, elapsed: float, ctx: TurnContext) -> None:
         self.stats.turns += 1
@@ -246,10 +272,14 @@ class ConversationWorker:
 
 def turn_ref(turn: TurnRecord, messages: list[InboxMessage]) -> TurnRef:
     """How a surface knows the turn: its ids, and the route and platform of its newest message."""
+    return _ref(turn.id, turn.conversation, messages)
+
+
+def _ref(turn_id: str, conversation: str, messages: list[InboxMessage]) -> TurnRef:
     newest = messages[-1] if messages else None
     return TurnRef(
-        id=turn.id,
-        conversation=turn.conversation,
+        id=turn_id,
+        conversation=conversation,
         channel=newest.channel if newest else "",
         platform=newest.platform if newest else "console",  # type: ignore[arg-type]
         route=dict(newest.route) if newest else {},

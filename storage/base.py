@@ -55,6 +55,10 @@ class InboxMessage:
     turn_id: str | None = None
 
 
+def new_turn_id() -> str:
+    return "turn_" + uuid.uuid4().hex[:24]
+
+
 @dataclass(frozen=True, slots=True)
 class TurnRecord:
     id: str
@@ -72,10 +76,10 @@ class TurnRecord:
 
     @classmethod
     def new(cls, conversation: str, generation: int, state: TurnState = "received",
-            reply_kind: ReplyKind | None = None, reply_text: str | None = None) -> TurnRecord:
+            reply_kind: ReplyKind | None = None, reply_text: str | None = None, id: str | None = None) -> TurnRecord:
         now = time.time()
         return cls(
-            id="turn_" + uuid.uuid4().hex[:24],
+            id=id or new_turn_id(),
             conversation=conversation,
             generation=generation,
             state=state,

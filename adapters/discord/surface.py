@@ -66,7 +66,7 @@ from adapters.discord.rendering import (
 )
 from adapters.discord.retry import CALL_ERRORS, RetryPolicy, is_transient, reason, with_retries
 from adapters.discord.routing import Route
-from bot.types import Platform, Progress, Reply, TurnRef, Undeliverable
+from bot.types import Platform, Progress, Reply, TurnRef, Undeliverable, Withdrawn
 
 log = logging.getLogger("switchboard.discord.surface")
 
@@ -182,6 +182,11 @@ class DiscordSurface:
     async def progress(self, turn: TurnRef, event: Progress) -> None:
         if turn.id in self._finished:
             return  # a straggler after delivery must not restart typing or progress
+        if isinstance(event, Withdrawn):  # no reply follows: stop typing, forget the turn
+            withdrawn = self._views.pop(turn.id, None)
+            if withdrawn is not None:
+                await self._close(withdrawn)
+            return
         view = self._views.get(turn.id)
         if view is None:
             view = self._views[turn.id] = _TurnView(turn.id, Route.parse(turn.route))

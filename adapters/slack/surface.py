@@ -25,7 +25,7 @@ from adapters.slack.keys import Route
 from adapters.slack.retry import RetryPolicy
 from adapters.slack.status import StatusBoard
 from adapters.slack.turn_view import Resume, TurnView
-from bot.types import Platform, Progress, Reply, TurnRef
+from bot.types import Platform, Progress, Reply, TurnRef, Withdrawn
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,8 @@ class SlackSurface:
         if turn.id in self._delivered:
             return  # late progress of a finished turn must not post anything
         await self._view(turn).on_progress(event)
+        if isinstance(event, Withdrawn):  # no reply follows: nothing more to show for this turn
+            self._views.pop(turn.id, None)
 
     async def deliver(self, turn: TurnRef, reply: Reply) -> str:
         view = self._view(turn)

@@ -63,6 +63,7 @@ from bot.types import (
     TextDelta,
     TurnRef,
     Undeliverable,
+    Withdrawn,
 )
 
 if TYPE_CHECKING:
@@ -157,7 +158,7 @@ class TurnView:
                 if self.streamed:
                     self.restart_stream = True
             await self.s.status.retrying(channel, thread, event.words)
-        elif isinstance(event, Failed):
+        elif isinstance(event, Failed | Withdrawn):
             await self.s.status.clear(channel, thread)
             return
         elif isinstance(event, Done):

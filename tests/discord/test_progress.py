@@ -7,7 +7,7 @@ import itertools
 
 from adapters.discord.constants import PROGRESS_EDIT_INTERVAL, TYPING_RESEND_INTERVAL
 from adapters.discord.rendering import PROGRESS_FOOTER
-from bot.types import Delegated, Reply, Retrying, Started, SubFinished, TextDelta
+from bot.types import Delegated, Reply, Retrying, Started, SubFinished, TextDelta, Withdrawn
 from tests.discord.conftest import StartAdapter, World
 
 TYPING = "/channels/{channel_id}/typing"
@@ -37,6 +37,20 @@ async def test_typing_is_sent_for_the_whole_turn_and_stops_at_delivery(
     assert world.clock.sleepers == 0  # the typing loop has ended...
     world.clock.advance(60)
     assert len(fake.find_calls("POST", TYPING)) == typing_calls  # ...and sends nothing more
+
+
+async def test_a_withdrawn_turn_stops_typing_and_posts_nothing(world: World, start_adapter: StartAdapter) -> None:
+    """The engine withdraws a turn shown as started when its message is deleted before the turn began (forget)."""
+    adapter, bot = await start_adapter()
+    fake = world.fake
+    await fake.user_message(world.general, world.alice, f"<@{fake.bot_id}> forget me")
+    turn = bot.turn(await bot.next_inbound())
+    await adapter.surface.progress(turn, Started())
+    await fake.wait_for_call("POST", TYPING)
+    await adapter.surface.progress(turn, Withdrawn())
+    assert world.clock.sleepers == 0  # the typing loop has ended
+    world.clock.advance(60)
+    assert len(fake.find_calls("POST", TYPING)) == 1 and not fake.find_calls("POST", MESSAGES)
 
 
 async def test_progress_message_is_edited_at_most_once_a_second(world: World, start_adapter: StartAdapter) -> None:

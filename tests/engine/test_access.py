@@ -216,6 +216,33 @@ async def test_usage_equals_the_providers_reported_usage_and_budgets_refuse_unti
         await surface.wait_for(3)
 
 
+async def test_a_message_sent_the_moment_a_reply_appears_is_judged_with_that_replys_usage(emu, tmp_path):
+    """The next message can arrive while the reply is still being delivered: its budget check must already count the
+    turn that produced the reply (a booking made only after delivery let it through)."""
+    cfg = dataclasses.replace(team(emu.base_url, tmp_path / "db"), budgets=Budgets(user_tokens_per_day=1))
+    refusals: list[str] = []
+
+    class EagerUser(RecordingSurface):
+        async def deliver(self, turn, reply):  # type: ignore[no-untyped-def]
+            if not self.deliveries:  # the user answers the first reply at once, before its delivery is finished
+                try:
+                    await bot.accept(inbound("and another thing", user="alice"))
+                except Refused as exc:
+                    refusals.append(exc.reason)
+            return await super().deliver(turn, reply)
+
+    bot = Bot.from_config(cfg)
+    surface = EagerUser()
+    bot.add_surface(surface)
+    async with bot.running():
+        pin_clock(bot)
+        await bot.accept(inbound("ask the team about usage", user="alice"))
+        await surface.wait_for(1)
+        await bot.idle()
+        assert refusals == ["budget:user_tokens_per_day"]
+        assert len(surface.deliveries) == 1
+
+
 async def test_max_output_tokens_reaches_the_provider_and_delegations_are_capped(emu, tmp_path, backend):
     cfg = team(emu.base_url, tmp_path / "db", backend=backend)
     cfg = dataclasses.replace(cfg, proxy=dataclasses.replace(cfg.proxy, max_output_tokens=64, max_delegations=2))

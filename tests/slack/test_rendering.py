@@ -7,7 +7,7 @@ import itertools
 
 from adapters.slack import constants as c
 from adapters.slack.turn_view import NOT_IN_THREAD_NOTE
-from bot.types import Delegated, Failed, Reply, Retrying, Started, SubFinished, TextDelta
+from bot.types import Delegated, Failed, Reply, Retrying, Started, SubFinished, TextDelta, Withdrawn
 from fakes.slack_api import FakeSlack, FaultKind, statuses
 from tests.slack.conftest import TEST_UPDATE_INTERVAL, AdapterFactory, HttpSender, mention
 from tests.slack.fake_bot import ANSWER, FakeBot, pause, team_script
@@ -110,6 +110,17 @@ async def test_failure_is_shown_plainly_and_clears_the_status(fake: FakeSlack, b
     assert text in msg.text and msg.ts == delivery.ts
     assert ("call_r", c.TASK_ERROR) in msg.tasks
     assert statuses(fake.calls)[-1] == ""
+
+
+async def test_a_withdrawn_turn_clears_its_status_and_posts_nothing(fake: FakeSlack, bot: FakeBot, http: HttpSender):
+    """The engine withdraws a turn shown as started when its message is deleted before the turn began (forget)."""
+    bot.script = lambda inbound: [Started(), Withdrawn()]
+    event = mention(fake, "forget me")
+    await http.event(event)
+    await bot.settle()
+    await bot.wait_for(lambda: statuses(fake.calls) and statuses(fake.calls)[-1] == "")
+    assert statuses(fake.calls)[0] != ""
+    assert fake.bot_messages("C0GENERAL", event["ts"]) == [] and not bot.deliveries
 
 
 async def test_failure_before_anything_was_shown(fake: FakeSlack, bot: FakeBot, http: HttpSender):

@@ -1,0 +1,88 @@
+"""The thinking indicator of a message that reaches an idle conversation is shown when the message is accepted, not
+when the worker gets to it, and its turn keeps that indicator's id; a message deleted before its turn began takes
+its indicator back with it (`Withdrawn`)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from bot.engine import Bot, make_backend
+from bot.types import Actor, CommandContext
+from storage.base import InboxMessage
+from storage.sqlite import SQLiteStore
+from tests.engine.harness import RecordingSurface, inbound, team
+
+
+class SlowInbox(SQLiteStore):
+    """A real SQLite store whose worker-side inbox read waits until `opened` is set: a worker that is behind."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.opened = asyncio.Event()
+        self.reading = asyncio.Event()
+
+    async def pending_inbound(self, conversation: str) -> list[InboxMessage]:
+        self.reading.set()
+        await self.opened.wait()
+        return await super().pending_inbound(conversation)
+
+
+@asynccontextmanager
+async def slow_bot(base_url: str, tmp_path: Path) -> AsyncIterator[tuple[Bot, RecordingSurface, SlowInbox]]:
+    cfg = team(base_url, tmp_path / "db")
+    store = SlowInbox(tmp_path / "db")
+    bot = Bot(cfg, store, make_backend(cfg))
+    surface = RecordingSurface()
+    bot.add_surface(surface)
+    async with bot.running():
+        yield bot, surface, store
+
+
+async def test_the_indicator_shows_before_the_worker_reads_the_inbox_and_the_turn_keeps_its_id(emu, tmp_path):
+    async with slow_bot(emu.base_url, tmp_path) as (bot, surface, store):
+        await bot.accept(inbound("hello while the worker is behind"))
+        [started] = await surface.wait_event("started")
+        await store.reading.wait()  # the worker is stuck before it has even seen the message
+        assert surface.deliveries == [] and not emu.log
+        [shown_for] = [turn_id for turn_id, e in surface.events if e.kind == "started"]
+        store.opened.set()
+        [(turn, reply)] = await surface.wait_for(1)
+        await bot.idle()
+        assert turn.id == shown_for and reply.text == "You said: hello while the worker is behind"
+        assert len(surface.kinds("started")) == 1  # the worker does not show it a second time
+        assert (await bot.store.get_turn(turn.id)) is not None
+
+
+async def test_a_message_arriving_after_the_announced_one_starts_the_next_turn(emu, tmp_path):
+    async with slow_bot(emu.base_url, tmp_path) as (bot, surface, store):
+        first = await bot.accept(inbound("first"))
+        second = await bot.accept(inbound("second"))
+        assert not first.queued_behind_turn and second.queued_behind_turn
+        await surface.wait_event("started")
+        store.opened.set()
+        replies = await surface.wait_for(2)
+        await bot.idle()
+        assert [r.text for _, r in replies] == ["You said: first", "You said: second"]
+        started = [turn_id for turn_id, e in surface.events if e.kind == "started"]
+        assert started == [replies[0][0].id, replies[1][0].id]  # one indicator per turn, each with its turn's id
+        assert [m.text for m in await bot.store.inbound_for_turn(replies[0][0].id)] == ["first"]
+
+
+async def test_a_message_forgotten_before_its_turn_began_withdraws_its_indicator(emu, tmp_path):
+    async with slow_bot(emu.base_url, tmp_path) as (bot, surface, store):
+        await bot.accept(inbound("please forget me", user="leaver"))
+        await surface.wait_event("started")
+        await store.reading.wait()
+        store.opened.set()  # the admin's door cancels the stuck worker; the worker after it finds nothing
+        admin = CommandContext(Actor("console", "root", platform_admin=True), channel="console:test")
+        result = await bot.command(admin, "forget user console:leaver")
+        assert result.ok, result.text
+        [withdrawn] = await surface.wait_event("withdrawn")
+        await bot.idle()
+        [(shown_for, _)] = [(t, e) for t, e in surface.events if e.kind == "started"]
+        assert [t for t, e in surface.events if e.kind == "withdrawn"] == [shown_for]
+        assert surface.deliveries == [] and not emu.log
+        assert await bot.store.get_turn(shown_for) is None
