@@ -3,6 +3,7 @@
     python -m benchmarks.fault_matrix                                   # every backend, every reference turn
     python -m benchmarks.fault_matrix --backend assistants --turn delegation --kinds http,break
     python -m benchmarks.fault_matrix --double 2000 --seed 1 --json matrix.json
+    python -m benchmarks.fault_matrix --backend responses --turn delegation --recovery
 
 Method. A *reference turn* runs against the emulator (in process, on 127.0.0.1, manual clock) without faults, and
 the provider requests it makes are recorded in order: method, route, agent, and for a stream how many events it
@@ -42,6 +43,11 @@ that was deleted is reported apart: no client can reach it (every run path names
 
 Double faults (`--double N`): N runs per backend, each with two (point, kind) cells of one reference turn drawn
 from `--seed`; the same checker, with the expectation set by the faults that took effect.
+
+Faults on recovery requests (`--recovery`): a single fault makes the engine send requests the reference turn never
+sends (a lookup of a lost create, a resend, a poll, a retrieve before resending tool outputs, a rebuilt thread).
+Every request a passing single-fault run made beyond the reference's (per method, route and agent: the ones past
+the reference's count) becomes a point for a second fault (reset, 500, 429), on top of the first; same checker.
 
 Process kills (`--kill`): one more kind per point, `kill`. The bot runs in its own process (this module with
 `--worker`); the request at the point takes effect but is never answered (`hang`), the process is killed with SIGKILL
@@ -715,6 +721,7 @@ class Verdict:
     engine_log: list[str]
     seconds: float
     differs: bool = False  # an answer that is not the reference answer (informative only)
+    requests: list[Point] = field(default_factory=list)  # every provider request of the run, named as points
 
     @property
     def passed(self) -> bool:
@@ -783,6 +790,7 @@ def judge(cell: Cell, obs: Observation, reference: Reference | None = None) -> V
         engine_log=obs.engine_log,
         seconds=obs.seconds,
         differs=differs,
+        requests=points_of(obs.window, obs.boundaries) if obs.boundaries else [],
     )
 
 
@@ -862,6 +870,40 @@ def double_cells(references: Sequence[Reference], count: int, seed: int) -> list
         reference, pool = rng.choice(pools)
         first, second = rng.sample(pool, 2)
         cells.append(Cell(reference.backend, reference.turn, first.hits + second.hits))
+    return cells
+
+
+#: the second fault of a recovery cell: the recovery's own request failing once, the way any request can
+RECOVERY_KINDS = tuple(kind for kind in HTTP_KINDS if kind.name in ("reset", "http_500", "http_429"))
+
+
+def recovery_points(reference: Reference, verdict: Verdict) -> list[Point]:
+    """The requests a faulted run made beyond the reference turn's: per (method, route, agent), those past the
+    reference's count (a lookup of a lost create, a thread rebuilt, a resent create, a poll...)."""
+    usual = Counter((p.method, p.template, p.agent) for p in reference.points)
+    seen: Counter[tuple[str, str, str | None]] = Counter()
+    extra = []
+    for point in verdict.requests:
+        key = (point.method, point.template, point.agent)
+        seen[key] += 1
+        if seen[key] > usual[key]:
+            extra.append(point)
+    return extra
+
+
+def recovery_cells(reference: Reference, verdicts: Sequence[Verdict],
+                   kinds: Sequence[Kind] = RECOVERY_KINDS) -> list[Cell]:
+    """Faults enumerated at the points a recovery adds (`--recovery`): for every single-fault run of `reference`
+    that passed, each request it made beyond the reference turn's, times each of `kinds`, on top of the first fault.
+    A recovery step failing transiently must be recovered from like any other request."""
+    cells = []
+    for verdict in verdicts:
+        if not verdict.passed or len(verdict.cell.hits) != 1 or verdict.cell.turn.name != reference.turn.name:
+            continue
+        if verdict.cell.backend != reference.backend or any(kind is KILL for _, kind in verdict.cell.hits):
+            continue
+        for point in recovery_points(reference, verdict):
+            cells += [Cell(reference.backend, reference.turn, (*verdict.cell.hits, (point, kind))) for kind in kinds]
     return cells
 
 
@@ -978,6 +1020,7 @@ class Options:
     concurrency: int = 2
     json_path: str | None = None
     kill: bool = False
+    recovery: bool = False
 
 
 async def run_matrix(options: Options) -> tuple[list[str], dict[str, Any], bool]:
@@ -1006,6 +1049,15 @@ async def run_matrix(options: Options) -> tuple[list[str], dict[str, Any], bool]
         lines += failure_lines([v for v in verdicts if not v.passed])
         data["single"] += [verdict.to_json() for verdict in verdicts]
         all_ok &= all(verdict.passed for verdict in verdicts)
+        if options.recovery:
+            second = [cell for reference in mine for cell in recovery_cells(reference, verdicts)]
+            print(f"{backend}: {len(second)} recovery-fault runs", file=sys.stderr, flush=True)
+            recovery_verdicts = await run_cells(second, references, options.concurrency, progress=True)
+            lines.append(f"=== {backend}: a second fault on each request a recovery added ===")
+            lines += totals_lines(f"{backend} recovery faults", recovery_verdicts)
+            lines += failure_lines([v for v in recovery_verdicts if not v.passed])
+            data.setdefault("recovery", []).extend(verdict.to_json() for verdict in recovery_verdicts)
+            all_ok &= all(verdict.passed for verdict in recovery_verdicts)
         if options.double:
             doubles = double_cells(mine, options.double, options.seed)
             print(f"{backend}: {len(doubles)} double-fault runs", file=sys.stderr, flush=True)
@@ -1036,6 +1088,9 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     parser.add_argument("--concurrency", type=int, default=2, help="runs in flight at once (default 2)")
     parser.add_argument("--json", dest="json_path", default=None, metavar="FILE", help="write every run here")
     parser.add_argument("--kill", action="store_true", help="also kill the bot process (SIGKILL) at every point")
+    parser.add_argument("--recovery", action="store_true",
+                        help="then a second fault (reset, 500, 429) on every request each single-fault run's "
+                             "recovery added")
     args = parser.parse_args(argv)
     turns = tuple(TURNS) if args.turn == "all" else tuple(name.strip() for name in args.turn.split(","))
     unknown = [name for name in turns if name not in TURNS]
@@ -1050,6 +1105,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         concurrency=max(1, args.concurrency),
         json_path=args.json_path,
         kill=args.kill,
+        recovery=args.recovery,
     )
 
 

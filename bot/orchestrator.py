@@ -186,13 +186,14 @@ class Orchestrator:
             handover = RunInput((*first.messages, results_as_text(list(results.values()))))
             return dataclasses.replace(request, thread_id=thread_id, input=handover)
 
+        text_wanted = scope_path == PROXY_SCOPE  # only the proxy's answer is shown while it is written
         scope = Scope(
             turn_id=ctx.turn.id,
             path=scope_path,
             agent=agent.name,
             rebuild_thread=rebuild,
             on_retry=on_retry,
-            on_delta=on_delta if scope_path == PROXY_SCOPE else None,
+            on_delta=on_delta if text_wanted else None,
             on_spent=lambda usage: ctx.add_usage(agent.model, usage, agent.name),
         )
         metadata = {"turn": ctx.turn.id, "scope": scope_path}
@@ -211,11 +212,11 @@ class Orchestrator:
                 # resumed before the new assistant's first run: follow the old one; the switch happens below
                 run_agent, tools, briefing = await self._as_speaker(ctx, owner, depth)
             request = RunRequest(record.thread_id, run_agent, tools, RunInput.from_json(record.input), metadata,
-                                 briefing)
+                                 briefing, text_wanted)
             state = await self.supervisor.follow(scope, request, record)
         else:
             thread_id = await self._thread(ctx, thread_path)
-            request = RunRequest(thread_id, run_agent, tools, first, metadata, briefing)
+            request = RunRequest(thread_id, run_agent, tools, first, metadata, briefing, text_wanted)
             scope.create_unknown = maybe_sent
             maybe_sent = False
             state = await self.supervisor.settle(scope, request)
@@ -251,7 +252,7 @@ class Orchestrator:
                             results = [r for r in results if not is_transfer(r.name)]
                 # the thread the run settled on: the supervisor may have rebuilt it since `request` was made
                 request = RunRequest(state.thread_id, run_agent, tools, RunInput(results=tuple(results)), metadata,
-                                     briefing)
+                                     briefing, text_wanted)
                 try:
                     state = await self.supervisor.settle(scope, request, prior=prior)
                 except BaseException:

@@ -112,68 +112,81 @@ class Supervisor:
         """Start a run for `request` (or, with `prior` in requires_action, submit `request.input.results` to it)
         and drive it until it is completed, incomplete, or requires_action."""
         submit_to = prior
+        # Whether `submit_to` may have taken our outputs already, to be looked at before they are sent again:
+        # "maybe" after a submit whose answer was lost, "rejected" after the run refused them.
+        look: str | None = None
         while True:
-            try:
-                if scope.create_unknown:
-                    # The last create's answer never came, but it may have run: adopt what it left, rather than
-                    # send the same input twice.
-                    found = await self._find_lost_create(scope, request)
-                    if found is not None:
-                        return await self._judge(scope, found)
-                stream = await self._open(scope, request, submit_to)
-                state = await self._watch(scope, request, stream)
-                return await self._judge(scope, state)
-            except _Recreate as exc:
-                if exc.reason == DROPPED_BEFORE_CREATED:
-                    scope.create_unknown = True
-                await self._recover(scope, exc.reason, exc.retry_after)
-                if exc.reason != DROPPED_BEFORE_CREATED:
-                    submit_to = None  # else: send the same outputs again; the run itself may never have had them
-            except ThreadLocked as exc:
-                if await self._wait_for_lock(scope, request, exc):
+            try:  # a recovery step below may fail transiently too: see the outer handler
+                try:
+                    if look is not None and submit_to is not None:
+                        # A look that fails transiently is made again after backing off: never resend blindly.
+                        taken = await self._took_outputs(scope, request, submit_to)
+                        if taken is not None:
+                            return await self._judge(scope, taken)
+                        if look == "rejected":  # e.g. the run expired while sub-assistants worked: a new run
+                            await self._recover(scope, "outputs_rejected")
+                            submit_to = None
+                    look = None
+                    if scope.create_unknown:
+                        # The last create's answer never came, but it may have run: adopt what it left, rather than
+                        # send the same input twice.
+                        found = await self._find_lost_create(scope, request)
+                        if found is not None:
+                            return await self._judge(scope, found)
+                    stream = await self._open(scope, request, submit_to)
+                    state = await self._watch(scope, request, stream)
+                    return await self._judge(scope, state)
+                except _Recreate as exc:
+                    if exc.reason == DROPPED_BEFORE_CREATED:
+                        scope.create_unknown = True
+                    await self._recover(scope, exc.reason, exc.retry_after)
+                    if exc.reason != DROPPED_BEFORE_CREATED:
+                        submit_to = None  # else: send the same outputs again; the run itself may never have had them
+                except ThreadLocked as exc:
+                    if await self._wait_for_lock(scope, request, exc):
+                        request = await scope.rebuild_thread(request)
+                        scope.create_unknown = False
+                        submit_to = None
+                except ThreadGone:
+                    await self._recover(scope, "thread_gone")
                     request = await scope.rebuild_thread(request)
                     scope.create_unknown = False
                     submit_to = None
-            except ThreadGone:
-                await self._recover(scope, "thread_gone")
-                request = await scope.rebuild_thread(request)
-                scope.create_unknown = False
-                submit_to = None
-            except RunGone:
-                await self._recover(scope, "run_gone")
-                submit_to = None
-            except StuckToolCall as exc:
-                if scope.create_unknown:
-                    # The lost create finished after we last looked, leaving calls the resend did not answer.
-                    found = await self._find_lost_create(scope, request)
-                    if found is not None:
-                        return await self._judge(scope, found)
-                await self._recover(scope, "stuck_tool_call")
-                try:
-                    await self.backend.answer_stuck_calls(request.thread_id, exc.call_id)
-                except BackendError:
-                    request = await scope.rebuild_thread(request)
-                    scope.create_unknown = False
-                submit_to = None
-            except OutputsRejected:
-                if submit_to is not None:
-                    # A resent submit meets a run that already took the outputs (the first answer was lost): watch
-                    # that run instead of starting a second one.
-                    taken = await self._took_outputs(scope, request, submit_to)
-                    if taken is not None:
-                        return await self._judge(scope, taken)
-                # e.g. the run expired while sub-assistants worked: a new run receives the finished results.
-                await self._recover(scope, "outputs_rejected")
-                submit_to = None
+                except RunGone:
+                    await self._recover(scope, "run_gone")
+                    submit_to = None
+                except StuckToolCall as exc:
+                    if scope.create_unknown:
+                        # The lost create finished after we last looked, leaving calls the resend did not answer.
+                        found = await self._find_lost_create(scope, request)
+                        if found is not None:
+                            return await self._judge(scope, found)
+                    await self._recover(scope, "stuck_tool_call")
+                    try:
+                        await self.backend.answer_stuck_calls(request.thread_id, exc.call_id)
+                    except BackendError:
+                        request = await scope.rebuild_thread(request)
+                        scope.create_unknown = False
+                    submit_to = None
+                except OutputsRejected:
+                    if submit_to is not None:
+                        # A resent submit may meet a run that already took the outputs (the first answer was lost):
+                        # that run is watched instead of starting a second one (looked at above).
+                        look = "rejected"
+                    else:
+                        await self._recover(scope, "outputs_rejected")
+                except Transient as exc:
+                    if exc.reason in MAYBE_TAKEN:
+                        scope.create_unknown = True
+                    await self._recover(scope, exc.reason, exc.retry_after)
+                    if submit_to is not None:
+                        look = "maybe"  # the submit may have landed before its answer was lost: looked at above
+                except Permanent as exc:
+                    raise RunFailed(exc.user_text, exc.reason) from exc
             except Transient as exc:
-                if exc.reason in MAYBE_TAKEN:
-                    scope.create_unknown = True
+                # Raised by a recovery step itself (a lookup of a lost create, a thread rebuilt): back off (the retry
+                # budget bounds it) and go round again; the state it was recovering from is looked at anew.
                 await self._recover(scope, exc.reason, exc.retry_after)
-                if submit_to is not None:
-                    # The submit may have landed before its answer was lost: look at the run before resending.
-                    taken = await self._took_outputs(scope, request, submit_to)
-                    if taken is not None:
-                        return await self._judge(scope, taken)
             except Permanent as exc:
                 raise RunFailed(exc.user_text, exc.reason) from exc
 
@@ -316,7 +329,7 @@ class Supervisor:
                             raise StreamDropped("stream ended", stream.run_id) from None
                         watch.done_reading()
                         if isinstance(event, Delta):
-                            if scope.on_delta is not None:
+                            if event.text and scope.on_delta is not None:
                                 await scope.on_delta(event.text)
                             continue
                         assert isinstance(event, Snapshot)
@@ -426,9 +439,12 @@ class Supervisor:
         return state
 
     async def _took_outputs(self, scope: Scope, request: RunRequest, prior: RunState) -> RunState | None:
-        """The run `prior` if it moved on from waiting for our outputs (so it has them), watched to its end."""
+        """The run `prior` if it moved on from waiting for our outputs (so it has them), watched to its end. Raises
+        `Transient` when the provider cannot say now."""
         try:
             state = await self.backend.retrieve(prior.id, request.thread_id)
+        except Transient:
+            raise  # not known: the caller looks again rather than sending the outputs a second time
         except BackendError:
             return None
         if state.status in ("requires_action", "expired", "cancelled", "cancelling", "failed"):

@@ -90,7 +90,8 @@ class RunState:
 
 @dataclass(frozen=True, slots=True)
 class Delta:
-    """Streamed output text of the run."""
+    """Streamed output text of the run. Empty text only says the stream is alive: events arrived that the reader
+    passes over (`RunRequest.text_wanted`), which must not look like a silent stream."""
 
     text: str
     seq: int | None = None
@@ -122,6 +123,9 @@ class RunRequest:
     # Handoffs: what this run is told besides the agent's own instructions (already appended to
     # `agent.instructions`; backends whose assistants keep their instructions remotely send it per run).
     briefing: str = ""
+    # False: nobody reads this run's streamed text (a sub-assistant's answer is used whole), so a backend may leave
+    # its text events unparsed
+    text_wanted: bool = True
 
 
 # ---- errors: every backend raises only these (plus StoreError from storage) ----

@@ -46,7 +46,7 @@ from bot.backends.openai_errors import (
     stream_error,
     translate,
 )
-from bot.backends.sse import MAX_CONNECTIONS, LeanStreams
+from bot.backends.sse import ALIVE, MAX_CONNECTIONS, LeanStreams
 from bot.types import Usage
 
 MAX_ITEMS_PER_CALL = 20  # conversations.create and items.create take at most 20 items
@@ -54,6 +54,20 @@ TAIL_ITEMS = 100  # conversation items read to find function calls left without 
 TERMINAL_EVENTS = {"response.completed", "response.failed", "response.incomplete", "response.cancelled"}
 CANCELLED_OUTPUT = "(cancelled: no longer needed)"
 ADOPTED = "adopted:"  # prefix of the id we give a response found only through the items it left in the conversation
+#: Item-level stream events `ResponseStream` never reads (it reads text deltas, `error` and the lifecycle events that
+#: carry the whole response): passed over unparsed. The big ones repeat a call's arguments or an item in full.
+UNUSED_EVENTS = frozenset({
+    "response.output_item.added", "response.output_item.done",
+    "response.content_part.added", "response.content_part.done",
+    "response.output_text.done", "response.output_text.annotation.added",
+    "response.function_call_arguments.delta", "response.function_call_arguments.done",
+    "response.refusal.delta", "response.refusal.done",
+    "response.reasoning_summary_part.added", "response.reasoning_summary_part.done",
+    "response.reasoning_summary_text.delta", "response.reasoning_summary_text.done",
+    "response.reasoning_text.delta", "response.reasoning_text.done",
+})
+#: passed over too when nobody reads the run's text as it is written (`RunRequest.text_wanted`)
+TEXT_EVENTS = frozenset({"response.output_text.delta"})
 
 
 class ResponsesBackend:
@@ -62,7 +76,7 @@ class ResponsesBackend:
 
     def __init__(self, client: openai.AsyncOpenAI) -> None:
         self.client = client
-        self.streams = LeanStreams(client, MAX_CONNECTIONS)  # creates and resumes: the hot path
+        self.streams = LeanStreams(client, MAX_CONNECTIONS, UNUSED_EVENTS)  # creates and resumes: the hot path
 
     async def open(self) -> None:
         return None
@@ -177,7 +191,7 @@ class ResponsesBackend:
             kwargs["tools"] = request.tools
             kwargs["parallel_tool_calls"] = True
         async with provider_errors():
-            stream = await self.streams.post("/responses", kwargs)
+            stream = await self.streams.post("/responses", kwargs, frozenset() if request.text_wanted else TEXT_EVENTS)
         return ResponseStream(stream, request.thread_id)
 
     async def resume(self, run_id: str, thread_id: str, after_seq: int) -> ResponseStream:
@@ -236,6 +250,8 @@ class ResponseStream:
                 kind = event.get("type", "")
                 if kind == "response.output_text.delta":
                     yield Delta(event.get("delta", ""), seq)
+                elif event is ALIVE:  # events passed over unparsed arrived
+                    yield Delta("")
                 elif kind == "error":
                     error_event = event
                 elif kind.startswith("response.") and event.get("response") is not None:

@@ -27,14 +27,20 @@ JSON = dict[str, Any]
 MAX_CONNECTIONS = 16_000  # below a typical 20,000 open-files limit, leaving room for the database and sockets
 READ_ERRORS = (aiohttp.ClientError, TimeoutError, ConnectionError)
 DONE = "[DONE]"
+#: yielded for a read whose events were all passed over: the stream is alive even though nothing is parsed
+ALIVE: JSON = {"type": "switchboard.alive"}
 
 
 class LeanStreams:
     """Sends streamed requests for one `openai` client; `open` makes its aiohttp session inside the running loop."""
 
-    def __init__(self, client: openai.AsyncOpenAI, max_connections: int) -> None:
+    def __init__(self, client: openai.AsyncOpenAI, max_connections: int,
+                 skip_events: frozenset[str] = frozenset()) -> None:
         self.client = client
         self._max_connections = max_connections
+        # events (by their `event:` name) the reader never needs: passed over without being parsed
+        self._skip = frozenset(name.encode() for name in skip_events)
+        self._skips: dict[frozenset[str], frozenset[bytes]] = {}  # `skip_also` sets, with `skip_events`
         self._session: aiohttp.ClientSession | None = None
         self._headers: dict[str, str] | None = None
         self._query: dict[str, str] = {}
@@ -79,19 +85,26 @@ class LeanStreams:
             await self._session.close()
             self._session = None
 
-    async def post(self, path: str, body: JSON) -> EventStream | AsyncStream[object]:
+    async def post(self, path: str, body: JSON, skip_also: frozenset[str] = frozenset()
+                   ) -> EventStream | AsyncStream[object]:
+        """`skip_also`: more events this one reader passes over (see `skip_events`)."""
         if not self._prepare():
             return await self.client.post(path, body=body, cast_to=object, stream=True,
                                           stream_cls=AsyncStream[object])
-        return await self._send("POST", path, json.dumps(body).encode(), {})
+        skip = self._skip
+        if skip_also:
+            skip = self._skips.get(skip_also) or self._skips.setdefault(
+                skip_also, skip | {name.encode() for name in skip_also})
+        return await self._send("POST", path, json.dumps(body).encode(), {}, skip)
 
     async def get(self, path: str, params: JSON) -> EventStream | AsyncStream[object]:
         if not self._prepare():
             return await self.client.get(path, cast_to=object, stream=True, stream_cls=AsyncStream[object],
                                          options={"params": params})
-        return await self._send("GET", path, None, {k: str(v) for k, v in params.items()})
+        return await self._send("GET", path, None, {k: str(v) for k, v in params.items()}, self._skip)
 
-    async def _send(self, method: str, path: str, data: bytes | None, params: dict[str, str]) -> EventStream:
+    async def _send(self, method: str, path: str, data: bytes | None, params: dict[str, str],
+                    skip: frozenset[bytes]) -> EventStream:
         assert self._headers is not None
         url = str(self.client.base_url).rstrip("/") + path
         query = {**self._query, **params}
@@ -113,7 +126,7 @@ class LeanStreams:
             failed = httpx2.Response(response.status, headers=list(response.headers.items()), content=content,
                                      request=_request(method, url))
             raise self.client._make_status_error_from_response(failed)
-        return EventStream(response, _request(method, url))
+        return EventStream(response, method, url, skip)
 
 
 def _request(method: str, url: str) -> httpx2.Request:
@@ -124,9 +137,15 @@ class EventStream:
     """The events (parsed JSON) of one streamed response, as the SDK's `AsyncStream` yields them: an event with an
     `error` object raises `openai.APIError`, `[DONE]` ends the stream, a broken body raises `StreamDropped`."""
 
-    def __init__(self, response: aiohttp.ClientResponse, request: httpx2.Request) -> None:
+    def __init__(self, response: aiohttp.ClientResponse, method: str, url: str,
+                 skip: frozenset[bytes] = frozenset()) -> None:
         self._response = response
-        self._request = request
+        self._method, self._url = method, url  # the SDK's errors carry the request: built only for one of them
+        self._skip = skip
+
+    @property
+    def _request(self) -> httpx2.Request:
+        return _request(self._method, self._url)
 
     def __aiter__(self) -> AsyncIterator[JSON]:
         return self._events()
@@ -147,8 +166,13 @@ class EventStream:
                 buffer += chunk
                 if b"\r" in buffer:
                     buffer = _normalise(buffer)
-                while (end := buffer.find(b"\n\n")) >= 0:
-                    frame, buffer = buffer[:end], buffer[end + 2 :]
+                start = 0  # frames are read in place: slicing the rest off after each would copy it every time
+                passed_over = yielded = False
+                while (end := buffer.find(b"\n\n", start)) >= 0:
+                    frame, start = buffer[start:end], end + 2
+                    if self._skip and _event_name(frame) in self._skip:
+                        passed_over = True
+                        continue
                     data = _data(frame)
                     if data is None:
                         continue
@@ -162,7 +186,11 @@ class EventStream:
                             message if isinstance(message, str) and message else "An error occurred during streaming",
                             request=self._request, body=error,
                         )
+                    yielded = True
                     yield event
+                buffer = buffer[start:]
+                if passed_over and not yielded:
+                    yield ALIVE
         finally:
             self.release()
 
@@ -192,6 +220,14 @@ def _normalise(buffer: bytes) -> bytes:
     if buffer.endswith(b"\r"):
         buffer, keep = buffer[:-1], b"\r"
     return buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n") + keep
+
+
+def _event_name(frame: bytes) -> bytes:
+    """The `event:` name of a frame that starts with one (the Responses API names every event), else b""."""
+    if not frame.startswith(b"event:"):
+        return b""
+    end = frame.find(b"\n")
+    return (frame[6:] if end < 0 else frame[6:end]).strip()
 
 
 def _data(frame: bytes) -> str | None:

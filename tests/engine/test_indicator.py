@@ -44,7 +44,7 @@ async def slow_bot(base_url: str, tmp_path: Path) -> AsyncIterator[tuple[Bot, Re
 async def test_the_indicator_shows_before_the_worker_reads_the_inbox_and_the_turn_keeps_its_id(emu, tmp_path):
     async with slow_bot(emu.base_url, tmp_path) as (bot, surface, store):
         await bot.accept(inbound("hello while the worker is behind"))
-        [started] = await surface.wait_event("started")
+        await surface.wait_event("started")
         await store.reading.wait()  # the worker is stuck before it has even seen the message
         assert surface.deliveries == [] and not emu.log
         [shown_for] = [turn_id for turn_id, e in surface.events if e.kind == "started"]
@@ -80,7 +80,7 @@ async def test_a_message_forgotten_before_its_turn_began_withdraws_its_indicator
         admin = CommandContext(Actor("console", "root", platform_admin=True), channel="console:test")
         result = await bot.command(admin, "forget user console:leaver")
         assert result.ok, result.text
-        [withdrawn] = await surface.wait_event("withdrawn")
+        await surface.wait_event("withdrawn")
         await bot.idle()
         [(shown_for, _)] = [(t, e) for t, e in surface.events if e.kind == "started"]
         assert [t for t, e in surface.events if e.kind == "withdrawn"] == [shown_for]

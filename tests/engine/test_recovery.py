@@ -235,3 +235,49 @@ async def test_run_timeout_stops_a_sub_assistant_and_the_proxy_still_answers(emu
         assert await bot.store.active_runs() == []
         # (a chat server sees its client close the connection, a moment later)
         await emu.wait_until(lambda: [r.status for r in remote_runs(emu, "critic")] == ["cancelled"])
+
+
+async def test_a_recovery_lookup_that_fails_transiently_is_retried_not_reported_as_an_internal_error(emu, tmp_path):
+    """The window the fault soak found: a create whose answer was lost (its stream broke before the first event)
+    finishes just after we looked for it, so the resend meets its unanswered call (`StuckToolCall`); looking for it
+    again is then rate-limited. That 429 must be backed off and retried like any other, not end the turn with the
+    internal-error text."""
+    from bot.backends.providers import make_backend
+    from bot.engine import Bot
+    from storage.sqlite import SQLiteStore
+    from tests.engine.harness import RecordingSurface
+
+    cfg = team(emu.base_url, tmp_path / "db")
+    backend = make_backend(cfg)
+    real_lookup = backend.lost_create
+    lookups = 0
+
+    async def looked_too_early_once(request):  # type: ignore[no-untyped-def]
+        nonlocal lookups
+        lookups += 1
+        if lookups == 1:
+            return None  # the race: the lost create had not finished when we first looked
+        return await real_lookup(request)
+
+    backend.lost_create = looked_too_early_once  # type: ignore[method-assign]
+    emu.faults.drop_stream(0, agent="proxy")  # the first create runs, its answer is lost
+    emu.faults.http_error(429, method="GET", path="/v1/conversations/*/items", count=1)  # the second lookup
+    bot = Bot(cfg, SQLiteStore(tmp_path / "db"), backend)
+    surface = RecordingSurface()
+    bot.add_surface(surface)
+    async with bot.running():
+        await bot.accept(inbound("ask the critic please"))
+        _, reply = await one_reply(bot, surface)
+    assert reply.kind == "answer", reply.text
+    assert "critic" in reply.text
+    requests = [(e.method, e.path.rsplit("/", 1)[-1], e.status) for e in emu.log if e.path != "/v1/conversations"]
+    assert requests[:5] == [
+        ("POST", "responses", 599),  # the lost create (the emulator's mark for a connection it broke off)
+        ("POST", "responses", 400),  # the resend meets the call the lost create left unanswered
+        ("GET", "items", 429),  # looking for the lost create again: rate-limited
+        ("GET", "items", 200),  # backed off, looked again, adopted it
+        ("POST", "responses", 200),  # the critic
+    ], requests
+    assert bot.supervisor.recovery_counts["rate_limit"] == 1
+    assert bot.supervisor.recovery_counts["lost_create_adopted"] == 1
+    assert len(remote_runs(emu, "critic")) == 1  # the adopted create's call was answered once

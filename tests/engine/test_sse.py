@@ -14,10 +14,10 @@ import pytest
 from aiohttp import web
 from openai import AsyncStream
 
-from bot.backends.base import StreamDropped, Transient
+from bot.backends.base import Delta, StreamDropped, Transient
 from bot.backends.openai_errors import translate
-from bot.backends.responses import ResponseStream
-from bot.backends.sse import LeanStreams
+from bot.backends.responses import TEXT_EVENTS, UNUSED_EVENTS, ResponseStream
+from bot.backends.sse import ALIVE, LeanStreams
 
 EVENTS: list[dict[str, Any]] = [
     {"type": "response.created", "sequence_number": 0, "response": {"id": "resp_1", "status": "queued"}},
@@ -98,6 +98,57 @@ async def test_the_same_events_as_the_sdk_however_the_bytes_are_cut(server, chun
         assert await read_lean(streams) == await read_sdk(c) == EVENTS
     finally:
         await streams.close()
+        await c.close()
+
+
+CALL_ARGS = json.dumps({"task": "check the plan", "context": "earlier " * 400})
+DELEGATION: list[dict[str, Any]] = [  # a response that calls a tool, with every item-level event the API sends
+    {"type": "response.created", "sequence_number": 0, "response": {"id": "resp_2", "status": "in_progress"}},
+    {"type": "response.output_item.added", "sequence_number": 1, "output_index": 0,
+     "item": {"type": "function_call", "call_id": "call_1", "name": "ask_critic", "arguments": ""}},
+    *[{"type": "response.function_call_arguments.delta", "sequence_number": 2 + i, "output_index": 0,
+       "delta": CALL_ARGS[i * 200 : (i + 1) * 200]} for i in range(len(CALL_ARGS) // 200 + 1)],
+    {"type": "response.function_call_arguments.done", "sequence_number": 90, "output_index": 0,
+     "arguments": CALL_ARGS},
+    {"type": "response.output_item.done", "sequence_number": 91, "output_index": 0,
+     "item": {"type": "function_call", "call_id": "call_1", "name": "ask_critic", "arguments": CALL_ARGS}},
+    {"type": "response.output_text.delta", "sequence_number": 92, "delta": "checking"},
+    {"type": "response.content_part.done", "sequence_number": 93, "part": {"type": "output_text", "text": "x"}},
+    {"type": "response.completed", "sequence_number": 94, "response": {
+        "id": "resp_2", "status": "completed", "usage": {"input_tokens": 5, "output_tokens": 7},
+        "output": [{"type": "function_call", "call_id": "call_1", "name": "ask_critic", "arguments": CALL_ARGS}]}},
+]
+
+
+@pytest.mark.parametrize("chunk", [1, 64, 100_000])
+async def test_unused_events_are_passed_over_and_the_rest_is_what_the_sdk_reads(server, chunk):
+    canned, url = server
+    canned.body, canned.chunk = sse(DELEGATION), chunk
+    c = client(url)
+    skipping, reading_all = LeanStreams(c, 10, UNUSED_EVENTS), LeanStreams(c, 10)
+    try:
+        sdk = await read_sdk(c)
+        lean = await read_lean(skipping)
+        assert [e for e in lean if e is not ALIVE] == [e for e in sdk if e["type"] not in UNUSED_EVENTS]
+        assert len([e for e in lean if e is not ALIVE]) == 3 and await read_lean(reading_all) == sdk == DELEGATION
+        if chunk == 1:  # reads that brought only passed-over events still show the stream is alive
+            assert lean.count(ALIVE) > 10
+        # what the backend makes of the stream is the same either way (an empty delta only says "alive")
+        runs = []
+        for streams in (skipping, reading_all):
+            stream = ResponseStream(await streams.post("/responses", {"a": 1}), "conv_1")
+            runs.append(([e async for e in stream if not (isinstance(e, Delta) and not e.text)], stream.run_id))
+        assert runs[0] == runs[1] and runs[0][1] == "resp_2"
+        # a reader that does not want the text passes the text deltas over too
+        quiet = ResponseStream(await skipping.post("/responses", {"a": 1}, TEXT_EVENTS), "conv_1")
+        seen = [e async for e in quiet]
+        assert [e for e in seen if not (isinstance(e, Delta) and not e.text)] == [
+            e for e in runs[1][0] if not isinstance(e, Delta)]
+        if chunk == 1:  # liveness reaches the supervisor's idle watch as empty deltas
+            assert sum(1 for e in seen if isinstance(e, Delta) and not e.text) > 10
+    finally:
+        await skipping.close()
+        await reading_all.close()
         await c.close()
 
 

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 import pytest
 
 from benchmarks.fault_matrix import (
+    RECOVERY_KINDS,
     TURNS,
     Cell,
     EngineLog,
@@ -27,6 +28,8 @@ from benchmarks.fault_matrix import (
     judge,
     observe,
     record_reference,
+    recovery_cells,
+    run_cells,
     single_cells,
 )
 
@@ -124,3 +127,20 @@ async def test_cell(cell: Cell) -> None:
 def test_every_known_failure_names_a_cell_of_this_matrix() -> None:
     slugs = {cell.slug for cell in _ci_cells()}
     assert sorted(set(KNOWN_FAILURES) - slugs) == []
+
+
+@pytest.mark.parametrize("backend", CI_BACKENDS)
+async def test_a_recovery_whose_own_requests_fail_once_still_answers_exactly_once(backend: str) -> None:
+    """Faults enumerated at the points a recovery adds (`--recovery`): after a create that may have been taken (its
+    stream broke before the first event, or it timed out unanswered), every request the recovery makes (a lookup
+    of the lost create, a resend, a poll) fails once in turn. The fault soak found such a lookup ending a turn with
+    the internal-error text."""
+    reference = await record_reference(backend, TURNS["delegation"])
+    firsts = await run_cells(single_cells(reference, ("break@first", "timeout")), {}, concurrency=2)
+    assert firsts and all(verdict.passed for verdict in firsts)
+    wanted = tuple(kind for kind in RECOVERY_KINDS if kind.name in ("http_429", "reset"))
+    cells = recovery_cells(reference, firsts, wanted)
+    assert len(cells) >= len(firsts)  # every one of those recoveries makes requests of its own
+    verdicts = await run_cells(cells, {}, concurrency=2)
+    failing = [f"{v.cell.label}: {v.problems[0]}" for v in verdicts if not v.passed]
+    assert not failing, "\n".join(failing)
