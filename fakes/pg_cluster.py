@@ -55,8 +55,20 @@ class PgCluster:
     _run_as: str | None = field(default=None, repr=False)
 
     @classmethod
-    def start(cls, *, fsync: bool = False, max_connections: int = 200) -> PgCluster:
-        """initdb + start. fsync off by default: tests need crash safety of the process, not of the machine."""
+    def start(cls, *, fsync: bool = False, max_connections: int = 200, attempts: int = 2) -> PgCluster:
+        """initdb + start. fsync off by default: tests need crash safety of the process, not of the machine. A
+        failed attempt (the probed port taken meanwhile; an initdb that failed once in a full run for reasons its
+        output now shows) is made again in a fresh folder on another port."""
+        for attempt in range(1, attempts + 1):
+            try:
+                return cls._start_once(fsync, max_connections)
+            except ClusterUnavailable:
+                if attempt == attempts:
+                    raise
+        raise AssertionError("unreachable")
+
+    @classmethod
+    def _start_once(cls, fsync: bool, max_connections: int) -> PgCluster:
         binaries = pg_bin()
         run_as = SUPERUSER if os.geteuid() == 0 else None
         folder = Path(tempfile.mkdtemp(prefix="switchboard-pg-"))
@@ -79,7 +91,9 @@ class PgCluster:
             log = folder / "log"
             tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
             shutil.rmtree(folder, ignore_errors=True)
-            raise ClusterUnavailable(f"PostgreSQL did not start: {exc}\n{tail}") from exc
+            output = getattr(exc, "stderr", None) or b""
+            said = output.decode(errors="replace")[-2000:] if isinstance(output, bytes) else str(output)[-2000:]
+            raise ClusterUnavailable(f"PostgreSQL did not start: {exc}\n{said}\n{tail}") from exc
         return cluster
 
     def url(self, database: str = "postgres") -> str:
