@@ -77,6 +77,7 @@ class ConversationWorker:
         # Turns shown as started when their message was accepted, not yet recorded: conversation -> (the turn as the
         # surface knows it, the message's event id).
         self._announced: dict[str, tuple[TurnRef, str]] = {}
+        self._delivering: set[str] = set()  # conversations whose turn is past answering: new messages start the next
 
     @property
     def resuming(self) -> Set[str]:
@@ -96,10 +97,15 @@ class ConversationWorker:
             self._may_resume.add(conversation)
         return waiting
 
+    def delivering(self, conversation: str) -> bool:
+        """The conversation's turn has its reply and is delivering it: a message arriving now starts the next turn."""
+        return conversation in self._delivering
+
     def announce(self, message: InboxMessage) -> TurnRef | None:
         """Choose now the id of the turn that `message` starts, for the caller to show it as started before the
-        worker runs; None when the conversation already has such a turn waiting. Only for a message that reached an
-        idle conversation of this instance: its turn is then exactly this message (later ones join the next turn)."""
+        worker runs; None when the conversation already has such a turn waiting. Only for a message that reached a
+        conversation of this instance that is idle or delivering its turn's reply (it starts the next turn either way):
+        that turn is then exactly this message (later ones join the turn after it)."""
         if message.conversation in self._announced:
             return None
         ref = _ref(new_turn_id(), message.conversation, [message])
@@ -171,8 +177,10 @@ class ConversationWorker:
             if not self._delivery.has_surface(ref.platform):
                 self._wait_for_surface(turn, ref.platform)
                 return
+            self._delivering.add(turn.conversation)
             await self._delivery.deliver(turn, ref, [m.event_id for m in messages], check_first=resumed)
         finally:
+            self._delivering.discard(turn.conversation)
             if booking is not None:
                 await asyncio.shield(booking)  # written before the turn counts as done; a cancel here leaves it running
 

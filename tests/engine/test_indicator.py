@@ -86,3 +86,31 @@ async def test_a_message_forgotten_before_its_turn_began_withdraws_its_indicator
         assert [t for t, e in surface.events if e.kind == "withdrawn"] == [shown_for]
         assert surface.deliveries == [] and not emu.log
         assert await bot.store.get_turn(shown_for) is None
+
+
+async def test_a_message_sent_while_the_last_reply_is_delivered_is_shown_at_once(emu, tmp_path):
+    """The closed loop of a chat: the user answers the moment a reply appears, while the worker is still finishing
+    that turn. The new message starts the next turn either way, so its indicator is shown at accept too."""
+    async with slow_bot(emu.base_url, tmp_path) as (bot, surface, store):
+        store.opened.set()
+        original = surface.deliver
+
+        async def answer_at_once(turn, reply):  # type: ignore[no-untyped-def]
+            if not surface.deliveries:
+                store.opened.clear()  # the worker's next look at the inbox waits
+                store.reading.clear()
+                accepted = await bot.accept(inbound("and one more thing"))
+                assert accepted.queued_behind_turn  # its worker is busy finishing this turn
+            return await original(turn, reply)
+
+        surface.deliver = answer_at_once  # type: ignore[method-assign]
+        await bot.accept(inbound("first question"))
+        await surface.wait_for(1)
+        await store.reading.wait()  # the worker is back at the inbox, stuck
+        started = [turn_id for turn_id, e in surface.events if e.kind == "started"]
+        assert len(started) == 2 and len(surface.deliveries) == 1
+        store.opened.set()
+        replies = await surface.wait_for(2)
+        await bot.idle()
+        assert replies[1][0].id == started[1] and replies[1][1].text == "You said: and one more thing"
+        assert len(surface.kinds("started")) == 2
