@@ -98,12 +98,20 @@ class AdminSocket:
         app.router.add_post("/command", self._command)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
-        old_umask = os.umask(0o177)  # the socket is created 0600: no window in which others could connect
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        # The socket is created 0600: no window in which others could connect. The umask is the whole process's, so
+        # it is changed only around the bind itself, with no await in between: set across an await, another bot
+        # starting in the same process restored it in the wrong order and left 0177 behind (every later file 0600).
+        old_umask = os.umask(0o177)
         try:
-            await web.UnixSite(self._runner, self.path).start()
+            listener.bind(self.path)
+        except OSError:
+            listener.close()
+            raise
         finally:
             os.umask(old_umask)
         os.chmod(self.path, SOCKET_MODE)
+        await web.SockSite(self._runner, listener).start()
 
     async def stop(self) -> None:
         if self._runner is not None:

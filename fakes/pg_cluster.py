@@ -90,10 +90,15 @@ class PgCluster:
         except (subprocess.CalledProcessError, OSError) as exc:
             log = folder / "log"
             tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+            try:
+                st = folder.stat()
+                owner = f"folder {oct(st.st_mode & 0o7777)} uid {st.st_uid}; "
+            except OSError as gone:
+                owner = f"folder: {gone}; "
             shutil.rmtree(folder, ignore_errors=True)
             output = getattr(exc, "stderr", None) or b""
             said = output.decode(errors="replace")[-2000:] if isinstance(output, bytes) else str(output)[-2000:]
-            raise ClusterUnavailable(f"PostgreSQL did not start: {exc}\n{said}\n{tail}") from exc
+            raise ClusterUnavailable(f"PostgreSQL did not start: {exc}\n{owner}{said}\n{tail}") from exc
         return cluster
 
     def url(self, database: str = "postgres") -> str:
