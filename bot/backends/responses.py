@@ -46,7 +46,7 @@ from bot.backends.openai_errors import (
     stream_error,
     translate,
 )
-from bot.backends.sse import ALIVE, MAX_CONNECTIONS, LeanStreams
+from bot.backends.sse import ALIVE, MAX_CONNECTIONS, LeanStreams, event_names
 from bot.types import Usage
 
 MAX_ITEMS_PER_CALL = 20  # conversations.create and items.create take at most 20 items
@@ -76,7 +76,8 @@ class ResponsesBackend:
 
     def __init__(self, client: openai.AsyncOpenAI) -> None:
         self.client = client
-        self.streams = LeanStreams(client, MAX_CONNECTIONS, UNUSED_EVENTS)  # creates and resumes: the hot path
+        self.streams = LeanStreams(client, MAX_CONNECTIONS, event_names(UNUSED_EVENTS))  # creates, resumes: hot path
+        self._quiet = event_names(UNUSED_EVENTS | TEXT_EVENTS)  # what a reader that does not want the text skips
 
     async def open(self) -> None:
         return None
@@ -191,7 +192,7 @@ class ResponsesBackend:
             kwargs["tools"] = request.tools
             kwargs["parallel_tool_calls"] = True
         async with provider_errors():
-            stream = await self.streams.post("/responses", kwargs, frozenset() if request.text_wanted else TEXT_EVENTS)
+            stream = await self.streams.post("/responses", kwargs, None if request.text_wanted else self._quiet)
         return ResponseStream(stream, request.thread_id)
 
     async def resume(self, run_id: str, thread_id: str, after_seq: int) -> ResponseStream:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 import aiohttp
@@ -35,12 +35,10 @@ class LeanStreams:
     """Sends streamed requests for one `openai` client; `open` makes its aiohttp session inside the running loop."""
 
     def __init__(self, client: openai.AsyncOpenAI, max_connections: int,
-                 skip_events: frozenset[str] = frozenset()) -> None:
+                 skip: frozenset[bytes] = frozenset()) -> None:
         self.client = client
         self._max_connections = max_connections
-        # events (by their `event:` name) the reader never needs: passed over without being parsed
-        self._skip = frozenset(name.encode() for name in skip_events)
-        self._skips: dict[frozenset[str], frozenset[bytes]] = {}  # `skip_also` sets, with `skip_events`
+        self._skip = skip  # events (`event_names`) the reader never needs: passed over without being parsed
         self._session: aiohttp.ClientSession | None = None
         self._headers: dict[str, str] | None = None
         self._query: dict[str, str] = {}
@@ -85,17 +83,13 @@ class LeanStreams:
             await self._session.close()
             self._session = None
 
-    async def post(self, path: str, body: JSON, skip_also: frozenset[str] = frozenset()
+    async def post(self, path: str, body: JSON, skip: frozenset[bytes] | None = None
                    ) -> EventStream | AsyncStream[object]:
-        """`skip_also`: more events this one reader passes over (see `skip_events`)."""
+        """`skip`: the events this one reader passes over, instead of the streams' own set."""
         if not self._prepare():
             return await self.client.post(path, body=body, cast_to=object, stream=True,
                                           stream_cls=AsyncStream[object])
-        skip = self._skip
-        if skip_also:
-            skip = self._skips.get(skip_also) or self._skips.setdefault(
-                skip_also, skip | {name.encode() for name in skip_also})
-        return await self._send("POST", path, json.dumps(body).encode(), {}, skip)
+        return await self._send("POST", path, json.dumps(body).encode(), {}, self._skip if skip is None else skip)
 
     async def get(self, path: str, params: JSON) -> EventStream | AsyncStream[object]:
         if not self._prepare():
@@ -127,6 +121,11 @@ class LeanStreams:
                                      request=_request(method, url))
             raise self.client._make_status_error_from_response(failed)
         return EventStream(response, method, url, skip)
+
+
+def event_names(names: Iterable[str]) -> frozenset[bytes]:
+    """A set of events to pass over, in the form the reader compares (`LeanStreams`, `post`)."""
+    return frozenset(name.encode() for name in names)
 
 
 def _request(method: str, url: str) -> httpx2.Request:

@@ -306,3 +306,29 @@ async def test_a_cost_budget_per_channel_and_a_grant_in_money(emu, tmp_path):
         await surface.wait_for(2)
         [grant] = [e for e in await bot.store.recent_audit() if e.action == "grant"]
         assert (grant.actor, grant.target, grant.detail) == ("root", "channel:console:test", "0.50 of cost")
+
+
+async def test_a_usage_booking_the_database_refuses_is_logged_and_the_answer_still_arrives(emu, tmp_path, caplog):
+    """The booking's one fault point: its write. The reply is delivered once, nothing is raised into the worker,
+    and the operator is told which conversation's usage is missing."""
+    from bot.backends.providers import make_backend
+    from storage.base import StoreError
+
+    class FullOnUsage(SQLiteStore):
+        async def add_usage(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            raise StoreError("database or disk is full")
+
+    cfg = dataclasses.replace(team(emu.base_url, tmp_path / "db"), budgets=Budgets(user_tokens_per_day=10**9))
+    bot = Bot(cfg, FullOnUsage(tmp_path / "db"), make_backend(cfg))
+    surface = RecordingSurface()
+    bot.add_surface(surface)
+    async with bot.running():
+        await bot.accept(inbound("hello", user="alice"))
+        [(_, reply)] = await surface.wait_for(1)
+        await bot.idle()
+        assert reply.text == "You said: hello"
+        await bot.accept(inbound("again", user="alice"))  # the next budget check waits for nothing left hanging
+        await surface.wait_for(2)
+        await bot.idle()
+    assert len(surface.deliveries) == 2
+    assert "usage of a turn in console:test:c1 could not be booked (database or disk is full)" in caplog.text

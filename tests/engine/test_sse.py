@@ -17,7 +17,7 @@ from openai import AsyncStream
 from bot.backends.base import Delta, StreamDropped, Transient
 from bot.backends.openai_errors import translate
 from bot.backends.responses import TEXT_EVENTS, UNUSED_EVENTS, ResponseStream
-from bot.backends.sse import ALIVE, LeanStreams
+from bot.backends.sse import ALIVE, LeanStreams, event_names
 
 EVENTS: list[dict[str, Any]] = [
     {"type": "response.created", "sequence_number": 0, "response": {"id": "resp_1", "status": "queued"}},
@@ -125,7 +125,7 @@ async def test_unused_events_are_passed_over_and_the_rest_is_what_the_sdk_reads(
     canned, url = server
     canned.body, canned.chunk = sse(DELEGATION), chunk
     c = client(url)
-    skipping, reading_all = LeanStreams(c, 10, UNUSED_EVENTS), LeanStreams(c, 10)
+    skipping, reading_all = LeanStreams(c, 10, event_names(UNUSED_EVENTS)), LeanStreams(c, 10)
     try:
         sdk = await read_sdk(c)
         lean = await read_lean(skipping)
@@ -140,7 +140,8 @@ async def test_unused_events_are_passed_over_and_the_rest_is_what_the_sdk_reads(
             runs.append(([e async for e in stream if not (isinstance(e, Delta) and not e.text)], stream.run_id))
         assert runs[0] == runs[1] and runs[0][1] == "resp_2"
         # a reader that does not want the text passes the text deltas over too
-        quiet = ResponseStream(await skipping.post("/responses", {"a": 1}, TEXT_EVENTS), "conv_1")
+        quiet = ResponseStream(
+            await skipping.post("/responses", {"a": 1}, event_names(UNUSED_EVENTS | TEXT_EVENTS)), "conv_1")
         seen = [e async for e in quiet]
         assert [e for e in seen if not (isinstance(e, Delta) and not e.text)] == [
             e for e in runs[1][0] if not isinstance(e, Delta)]
