@@ -214,7 +214,7 @@ class Bot:
         busy = self.mailbox.busy(inbound.conversation)
         if fresh:
             self.metrics.accepted.labels(inbound.platform).inc()
-            if (not busy or self.worker.delivering(inbound.conversation)) and not self.shared_database:
+            if (not busy or self.worker.reads_inbox_next(inbound.conversation)) and not self.shared_database:
                 self._show_started(message)
             self.mailbox.kick(inbound.conversation)
         else:

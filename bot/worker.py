@@ -77,7 +77,10 @@ class ConversationWorker:
         # Turns shown as started when their message was accepted, not yet recorded: conversation -> (the turn as the
         # surface knows it, the message's event id).
         self._announced: dict[str, tuple[TurnRef, str]] = {}
-        self._delivering: set[str] = set()  # conversations whose turn is past answering: new messages start the next
+        # Conversations whose turn is answered and whose worker reads the inbox next (it has not yet): a message
+        # accepted now starts the next turn. Set at delivery, kept through the turn's bookkeeping, cleared when the
+        # worker has the inbox's answer in hand.
+        self._reads_inbox_next: set[str] = set()
 
     @property
     def resuming(self) -> Set[str]:
@@ -97,9 +100,10 @@ class ConversationWorker:
             self._may_resume.add(conversation)
         return waiting
 
-    def delivering(self, conversation: str) -> bool:
-        """The conversation's turn has its reply and is delivering it: a message arriving now starts the next turn."""
-        return conversation in self._delivering
+    def reads_inbox_next(self, conversation: str) -> bool:
+        """The conversation's turn is answered (delivering its reply, or finishing after it) and its worker has not
+        read the inbox since: a message accepted now starts the next turn."""
+        return conversation in self._reads_inbox_next
 
     def announce(self, message: InboxMessage) -> TurnRef | None:
         """Choose now the id of the turn that `message` starts, for the caller to show it as started before the
@@ -117,6 +121,7 @@ class ConversationWorker:
         if conversation in self._waiting_for_surface:
             return False
         if conversation in self._may_resume:
+            self._reads_inbox_next.discard(conversation)
             unfinished = await self._store.unfinished_turns(conversation)
             if unfinished:
                 turn = unfinished[0]
@@ -124,6 +129,10 @@ class ConversationWorker:
                 return True
             self._may_resume.discard(conversation)
         pending = await self._store.pending_inbound(conversation)
+        # A message announced while the flag was set is in `pending`: it was stored before this read ran (one
+        # database thread answers in order, and a read answered before the message's write reaches this line before
+        # its accept looks at the flag). One accepted from here on waits for the next read.
+        self._reads_inbox_next.discard(conversation)
         pending, turn_id = await self._take_announced(conversation, pending)
         if not pending:
             return False
@@ -177,10 +186,9 @@ class ConversationWorker:
             if not self._delivery.has_surface(ref.platform):
                 self._wait_for_surface(turn, ref.platform)
                 return
-            self._delivering.add(turn.conversation)
+            self._reads_inbox_next.add(turn.conversation)
             await self._delivery.deliver(turn, ref, [m.event_id for m in messages], check_first=resumed)
         finally:
-            self._delivering.discard(turn.conversation)
             if booking is not None:
                 await asyncio.shield(booking)  # written before the turn counts as done; a cancel here leaves it running
 
