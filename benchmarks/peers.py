@@ -29,6 +29,7 @@ from typing import Any
 
 import aiohttp
 
+from benchmarks.bare_client import over_floor
 from benchmarks.common import REPO, emulator_process, percentile
 from benchmarks.load import conversations
 from benchmarks.peer_systems import available, cpu_seconds, make
@@ -225,6 +226,7 @@ async def measure(args: argparse.Namespace, systems: list[str]) -> dict[str, Any
     single: dict[str, list[dict[str, Any]]] = {name: [] for name in systems}
     many: dict[str, list[dict[str, Any]]] = {name: [] for name in systems}
     crash: dict[str, dict[str, Any]] = {}
+    bare: list[float] = []  # seconds over the floor of the bare client's turns
     busy, own, started = busy_seconds(), own_seconds(), time.perf_counter()
     async with emulator_process(scripts) as url, aiohttp.ClientSession() as session:
         log = Log(url, session)
@@ -240,6 +242,8 @@ async def measure(args: argparse.Namespace, systems: list[str]) -> dict[str, Any
                 many[name].append(await run_worker(base | {
                     "mode": "concurrent", "convs": args.conversations, "turns": 3 if args.quick else 4,
                     "ramp": floor}))
+            say(f"round {index + 1}/{rounds}: bare client (the floor this emulator allows)")
+            bare += await over_floor(url, 4 if args.quick else 8, floor)
             order = order[1:] + order[:1]  # rotate: no system always runs first or last
         for name in systems:
             say(f"crash test: {name}")
@@ -256,6 +260,7 @@ async def measure(args: argparse.Namespace, systems: list[str]) -> dict[str, Any
         "sub_seconds": args.sub_seconds, "crash_seconds": args.crash_seconds, "conversations": args.conversations,
         "rounds": rounds, "foreign_cpu": foreign, "elapsed_seconds": elapsed,
         "figures": {name: summarise(single[name], many[name], floor) | {"crash": crash[name]} for name in systems},
+        "bare_over_floor_p50_ms": percentile([b * 1000 for b in bare], 50), "bare_turns": len(bare),
         "versions": versions(systems),
     }
 
@@ -350,6 +355,15 @@ def notes(r: dict[str, Any]) -> str:
         "- Client CPU is the process CPU time (user + system, all threads) of the system's own process; the "
         "emulator is another process.",
     ]
+    if "bare_over_floor_p50_ms" in r:
+        bare = r["bare_over_floor_p50_ms"]
+        line = (f"- The floor this emulator allows: a bare client (`benchmarks.bare_client`: aiohttp, the same "
+                f"requests, no storage, one event parsed per response) took {bare:.0f} ms over the provider floor "
+                f"(p50 of {r['bare_turns']} follow-up turns in this run), the emulator's own work on the path")
+        if "switchboard" in f:
+            ours = f["switchboard"]["over_floor_p50_ms"]
+            line += f"; Switchboard's turn time over the floor less that: {ours - bare:.0f} ms"
+        lines.append(line + ".")
     for name in r["systems"]:
         c = f[name]["crash"]
         extra = ""
