@@ -4,11 +4,11 @@ the time any real client spends over the provider's delays can be split into the
     python -m benchmarks.bare_client [--turns 10] [--proxy-seconds 0.5] [--sub-seconds 1.0] [--subs 4]
 
 One aiohttp session, no storage, no retries, no SDK: each response is created as the engine creates it (`stream`,
-`background`, `store`) and read until
-`response.completed` (a line scan, only that event parsed); the proxy's calls go to the sub-assistants all at once,
-their answers back to the proxy chained with `previous_response_id`. Same team and `metadata.agent` as the engine's
-benchmarks, so the emulator applies the same scripted latencies. Prints the turn time over the floor (the sum of the
-delays on the critical path), p50 and range, for follow-up turns one at a time.
+`background`, `store`) and read until `response.completed` (a line scan, only that event parsed); the proxy's calls
+go to the sub-assistants all at once, their answers back to the proxy chained with `previous_response_id`. Same team
+and `metadata.agent` as the engine's benchmarks, so the emulator applies the same scripted latencies. Prints the
+turn time over the floor (the sum of the delays on the critical path), p50 and range, for follow-up turns one at a
+time.
 """
 
 from __future__ import annotations

@@ -9,9 +9,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import pytest
+
 from bot.engine import Bot, make_backend
 from bot.types import Actor, CommandContext
-from storage.base import InboxMessage
+from storage.base import InboxMessage, StoreError
 from storage.sqlite import SQLiteStore
 from tests.engine.harness import RecordingSurface, inbound, team
 
@@ -118,12 +120,15 @@ async def test_a_message_sent_while_the_last_reply_is_delivered_is_shown_at_once
 
 class SlowBooking(SQLiteStore):
     """A real SQLite store whose usage booking waits until `opened` is set, and which says when a delivery is
-    recorded: the worker is then past its reply and waits for the booking, before it reads the inbox again."""
+    recorded: the worker is then past its reply and waits for the booking, before it reads the inbox again. The
+    faults of that window: the booking refused (`refuse_booking`), the next inbox read failing once (`fail_read`)."""
 
     def __init__(self, path: Path) -> None:
         super().__init__(path)
         self.opened = asyncio.Event()
         self.delivery_recorded = asyncio.Event()
+        self.refuse_booking = False
+        self.fail_read = False
 
     async def finish_delivery(self, turn_id: str, delivered_ref: str, event_ids: list[str]) -> None:
         await super().finish_delivery(turn_id, delivered_ref, event_ids)
@@ -131,13 +136,23 @@ class SlowBooking(SQLiteStore):
 
     async def add_usage(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
         await self.opened.wait()
+        if self.refuse_booking:
+            raise StoreError("database or disk is full")
         await super().add_usage(*args, **kwargs)
 
+    async def pending_inbound(self, conversation: str) -> list[InboxMessage]:
+        if self.fail_read:
+            self.fail_read = False
+            raise StoreError("disk I/O error")
+        return await super().pending_inbound(conversation)
 
-async def test_a_message_sent_while_the_last_turn_finishes_after_its_reply_is_shown_at_once(emu, tmp_path):
+
+@pytest.mark.parametrize("fault", [None, "booking refused", "inbox read fails once"])
+async def test_a_message_sent_while_the_last_turn_finishes_after_its_reply_is_shown_at_once(emu, tmp_path, fault):
     """After the reply is posted the worker still books the turn's usage before it reads the inbox: a message
     accepted then starts the next turn all the same, so its indicator is shown at accept, not when the worker is
-    done (under load that wait was the 0.4 s tail of accept -> indicator with 10,000 conversations)."""
+    done (under load that wait was the 0.4 s tail of accept -> indicator with 10,000 conversations). With a fault
+    at either step of that window the message is still answered once, under the indicator's turn."""
     cfg = team(emu.base_url, tmp_path / "db")
     store = SlowBooking(tmp_path / "db")
     bot = Bot(cfg, store, make_backend(cfg))
@@ -150,9 +165,12 @@ async def test_a_message_sent_while_the_last_turn_finishes_after_its_reply_is_sh
         assert accepted.queued_behind_turn
         await surface.wait_event("started", 2)  # shown while the worker still waits
         assert len(surface.deliveries) == 1
+        store.refuse_booking = fault == "booking refused"
+        store.fail_read = fault == "inbox read fails once"
         store.opened.set()
         replies = await surface.wait_for(2)
         await bot.idle()
         started = [turn_id for turn_id, e in surface.events if e.kind == "started"]
         assert [turn.id for turn, _ in replies] == started
-        assert replies[1][1].text == "You said: and one more thing"
+        assert [r.text for _, r in replies] == ["You said: first question", "You said: and one more thing"]
+        assert not surface.kinds("withdrawn") and not store.fail_read
