@@ -46,9 +46,11 @@ async def emulator_process(scripts: dict[str, list[dict[str, Any]]] | None = Non
             await proc.wait()
 
 
-def make_team(base_url: str, db: str, subs: int = 3, backend: str = "responses", **limits: Any) -> TeamConfig:
+def make_team(base_url: str, db: str, subs: int = 3, backend: str = "responses", threads: str = "chains",
+              **limits: Any) -> TeamConfig:
     return TeamConfig(
         backend=backend,  # type: ignore[arg-type]
+        response_threads=threads,  # type: ignore[arg-type]
         proxy=AgentConfig(name="proxy", instructions="You are the proxy.", model="bench"),
         subs=tuple(
             AgentConfig(name=f"s{i}", instructions=f"Sub {i}.", model="bench", description=f"Sub-assistant {i}.")

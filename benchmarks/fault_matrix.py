@@ -16,7 +16,9 @@ Assistants backend's assistant sync) are not points.
 Reference turns: `plain` (an answer), `delegation` (one sub-assistant), `parallel` (three at once), `nested` (the
 proxy asks the critic, who asks the planner), `follow_up` (a delegation, then a second one on the same threads;
 points span both turns), each on the `responses`, the `assistants` and the `chat` backend (on `chat` a cancel is a
-stream the server breaks off, `queued` a silent stream, and there are no containers, locks or polls).
+stream the server breaks off, `queued` a silent stream, and there are no containers, locks or polls), and on
+`chains` (`responses` with `[openai] threads = "chains"`: no locks; `deleted` is the stored response a create
+continues).
 
 Fault kinds, as the real APIs produce them (`../shared/PLATFORM_FACTS.md`, OpenAI section):
 * http: connection reset before the request is handled, a timeout (handled, never answered), 500, 502, 503, 429
@@ -84,7 +86,9 @@ from bot.types import Inbound, Progress, Reply, TurnRef
 from emulator import Emulator, Fault, ManualClock, run_emulator
 from emulator.faults import ENDING_KINDS, Injection
 
-BACKENDS = ("responses", "assistants", "chat")
+BACKENDS = ("responses", "chains", "assistants", "chat")
+#: "chains": the `responses` backend with `[openai] threads = "chains"` (threads are chains of stored responses)
+CHAINS = "chains"
 SUBS = ("researcher", "critic", "planner")
 PROXY = "proxy"
 RETRY_AFTER = 0.01  # seconds announced by injected 429s (Retry-After / retry-after-ms)
@@ -140,7 +144,8 @@ class TurnSpec:
         return TeamConfig(
             proxy=proxy,
             subs=subs,
-            backend=backend,  # type: ignore[arg-type]
+            backend="responses" if backend == CHAINS else backend,  # type: ignore[arg-type]
+            response_threads="chains" if backend == CHAINS else "conversations",
             limits=matrix_limits(max_depth=2 if self.nested else 1),
             db_path=db_path,
             base_url=base_url,
@@ -192,6 +197,7 @@ class Point:
     turn: int  # the message whose turn made it (0-based)
     events: int | None  # stream events the reference stream delivered; None: not a stream
     waits_for_tools: bool = False  # (runs) the run stopped for tool outputs after this request
+    continues: bool = False  # (responses) it named a stored response as `previous_response_id`
 
     @property
     def key(self) -> str:
@@ -237,8 +243,10 @@ class Reference:
     seconds: float
 
 
-def points_of(entries: Sequence[Any], boundaries: Sequence[int]) -> list[Point]:
-    """Name every request of a recorded window, in the order the requests arrived."""
+def points_of(entries: Sequence[Any], boundaries: Sequence[int], continuing: Iterable[str] = ()) -> list[Point]:
+    """Name every request of a recorded window, in the order the requests arrived; `continuing`: the responses
+    created with a `previous_response_id`."""
+    continuing = set(continuing)
     ordered = sorted(entries, key=lambda entry: entry.tick_start)
     counts: Counter[tuple[str, str, str | None]] = Counter()
     points = []
@@ -252,7 +260,8 @@ def points_of(entries: Sequence[Any], boundaries: Sequence[int]) -> list[Point]:
             later.template == SUBMIT_ROUTE and later.object_id == entry.object_id for later in ordered[index + 1 :]
         )
         turn = max(0, bisect.bisect_right(boundaries, entry.tick_start) - 1)
-        points.append(Point(entry.method, entry.template, entry.agent, nth, turn, entry.events, waits))
+        continues = entry.object_id in continuing
+        points.append(Point(entry.method, entry.template, entry.agent, nth, turn, entry.events, waits, continues))
     return points
 
 
@@ -291,9 +300,14 @@ KILL = Kind("kill", "kill", ({"kind": "hang"},))  # run by `observe_killed`, onl
 def kinds_for(point: Point, backend: str, kill: bool = False) -> list[Kind]:
     """Every kind that can happen at this point, in table order."""
     kinds = [*HTTP_KINDS, KILL] if kill else list(HTTP_KINDS)
-    if point.can_lock:
+    if backend == CHAINS:
+        # No lock: a chained create meets none (its previous response has always ended). What it builds on is the
+        # response it continues, deleted just before it arrives (as that response's 30 days of storage ending).
+        if point.continues:
+            kinds.append(Kind("deleted", "deleted", ({"kind": "delete_previous_response"},)))
+    elif point.can_lock:
         kinds.append(Kind("lock", "lock", ({"kind": "lock"},)))
-    if point.has_container:
+    if point.has_container and backend != CHAINS:
         deletion = "delete_conversation" if backend == "responses" else "delete_thread"
         kinds.append(Kind("deleted", "deleted", ({"kind": deletion},)))
     if point.events is not None:
@@ -454,6 +468,7 @@ class Observation:
     failures: list[str] = field(default_factory=list)  # what went wrong with the run itself (a process start)
     boundaries: list[int] = field(default_factory=list)  # emulator tick at which each message was sent
     window: list[Any] = field(default_factory=list)  # the log entries of the turn(s)
+    continuing: set[str] = field(default_factory=set)  # responses created with a `previous_response_id`
     live: list[str] = field(default_factory=list)
     unreachable: list[str] = field(default_factory=list)  # live runs on a deleted thread
     rejected: list[Any] = field(default_factory=list)
@@ -514,6 +529,7 @@ async def _drive(
 def _collect(emu: Emulator, obs: Observation) -> None:
     records: list[Any] = [*emu.responses.values(), *emu.runs.values(), *emu.chat_completions.values()]
     by_id = {record.id: record for record in records}
+    obs.continuing = {record.id for record in emu.responses.values() if record.previous_response_id}
     for key in emu.live_objects():
         record = by_id[key]
         thread = emu.threads.get(getattr(record, "thread_id", ""))
@@ -790,7 +806,7 @@ def judge(cell: Cell, obs: Observation, reference: Reference | None = None) -> V
         engine_log=obs.engine_log,
         seconds=obs.seconds,
         differs=differs,
-        requests=points_of(obs.window, obs.boundaries) if obs.boundaries else [],
+        requests=points_of(obs.window, obs.boundaries, obs.continuing) if obs.boundaries else [],
     )
 
 
@@ -842,8 +858,8 @@ async def record_reference(backend: str, spec: TurnSpec) -> Reference:
     """Run the turn without faults; its requests become the fault points (checked to be reproducible)."""
     first = await observe(spec, backend, [])
     second = await observe(spec, backend, [])
-    points = points_of(first.window, first.boundaries)
-    again = points_of(second.window, second.boundaries)
+    points = points_of(first.window, first.boundaries, first.continuing)
+    again = points_of(second.window, second.boundaries, second.continuing)
     if [(p.key, p.events) for p in points] != [(p.key, p.events) for p in again]:
         print(f"warning: reference {backend}/{spec.name} is not reproducible: {[p.key for p in points]} vs "
               f"{[p.key for p in again]}", file=sys.stderr)

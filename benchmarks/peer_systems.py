@@ -2,9 +2,10 @@
 
 Every system gets the same team (proxy, sub-assistants s1..s4, `metadata.agent` naming each so the emulator's
 scripted latencies apply) and answers one conversation's turn by conversation key; state lives in `state_dir`
-so a restarted process finds it again. Switchboard runs its engine (on the default `responses` backend, and on
-`chat`); the naive bot is `benchmarks.naive_bot` on a thread pool; the OpenAI Agents SDK (extra `[bench]`) uses
-`Agent.as_tool` per sub-assistant, parallel tool calls, one `SQLiteSession` per conversation and tracing off.
+so a restarted process finds it again. Switchboard runs its engine (on the default `responses` backend with
+chained threads, with conversations, and on `chat`); the naive bot is `benchmarks.naive_bot` on a thread pool; the
+OpenAI Agents SDK (extra `[bench]`) uses `Agent.as_tool` per sub-assistant, parallel tool calls, one
+`SQLiteSession` per conversation and tracing off.
 """
 
 from __future__ import annotations
@@ -35,18 +36,19 @@ class System(Protocol):
     async def stop(self) -> None: ...
 
 
-def team(url: str, state_dir: Path, backend: str = "responses") -> TeamConfig:
-    return make_team(url, str(state_dir / "switchboard.db"), subs=SUBS, backend=backend)
+def team(url: str, state_dir: Path, backend: str = "responses", threads: str = "chains") -> TeamConfig:
+    return make_team(url, str(state_dir / "switchboard.db"), subs=SUBS, backend=backend, threads=threads)
 
 
 class Switchboard:
-    """Switchboard on its default backend (Responses + Conversations: remote threads)."""
+    """Switchboard on its default backend (Responses, threads chained with `previous_response_id`)."""
 
     name = "switchboard"
     backend = "responses"
+    threads = "chains"
 
     def __init__(self, url: str, state_dir: Path) -> None:
-        self.bot = Bot.from_config(team(url, state_dir, self.backend))
+        self.bot = Bot.from_config(team(url, state_dir, self.backend, self.threads))
         self.surface = LoadSurface()
         self.tuning = tuned_process()  # what `switchboard run` runs the engine in
 
@@ -89,6 +91,13 @@ class Switchboard:
     async def stop(self) -> None:
         await self.bot.stop()
         await self.tuning.__aexit__(None, None, None)
+
+
+class SwitchboardConversations(Switchboard):
+    """Switchboard on Responses with `[openai] threads = "conversations"`: a Conversation per thread."""
+
+    name = "switchboard_conversations"
+    threads = "conversations"
 
 
 class SwitchboardChat(Switchboard):
@@ -186,7 +195,8 @@ class AgentsSDK:
 
 
 SYSTEMS: dict[str, type[Switchboard] | type[Naive] | type[AgentsSDK]] = {
-    "switchboard": Switchboard, "switchboard_chat": SwitchboardChat, "naive": Naive, "agents": AgentsSDK,
+    "switchboard": Switchboard, "switchboard_conversations": SwitchboardConversations,
+    "switchboard_chat": SwitchboardChat, "naive": Naive, "agents": AgentsSDK,
 }
 
 
@@ -195,7 +205,7 @@ def available() -> list[str]:
     try:
         import agents  # noqa: F401
     except ImportError:
-        return ["switchboard", "switchboard_chat", "naive"]
+        return ["switchboard", "switchboard_conversations", "switchboard_chat", "naive"]
     return list(SYSTEMS)
 
 

@@ -46,8 +46,8 @@ CRASH_TEXT = "slow: ask the team to check the plan"
 RUN_CREATES = ("/v1/responses", "/v1/chat/completions")  # a run's request on the responses / chat backends
 SETTLE = 0.2  # seconds: the emulator logs a request when its response has ended
 WORKER_TIMEOUT = 600
-NAMES = {"switchboard": "Switchboard", "switchboard_chat": "Switchboard (chat backend)", "agents": "OpenAI Agents SDK",
-         "naive": "naive bot"}
+NAMES = {"switchboard": "Switchboard", "switchboard_conversations": "Switchboard (conversations)",
+         "switchboard_chat": "Switchboard (chat backend)", "agents": "OpenAI Agents SDK", "naive": "naive bot"}
 
 
 # ---- the worker: one system, one measurement, in its own process ----
@@ -384,9 +384,9 @@ def readme_line(r: dict[str, Any]) -> str:
         return ""
     n = r["conversations"]
     chat = ""
-    if "switchboard_chat" in f:
-        c = f["switchboard_chat"]
-        chat = f"; ours on the `chat` backend {c['requests_first']:.0f} / {c['requests_follow']:.0f}"
+    for name, label in (("switchboard_conversations", "with conversations"), ("switchboard_chat", "on `chat`")):
+        if name in f:
+            chat += f"; ours {label} {f[name]['requests_first']:.0f} / {f[name]['requests_follow']:.0f}"
     return (
         f"Against the OpenAI Agents SDK (agents as tools, parallel tool calls, `SQLiteSession`) on the same emulator "
         f"in the same run (`python -m benchmarks.peers`, {r['machine']['date']}): turn time p50 "
@@ -418,7 +418,8 @@ def chart(r: dict[str, Any], path: Path) -> None:
         ("provider requests, first turn", lambda x: x["requests_first"]),
     ]
     fig, axes = plt.subplots(2, 3, figsize=(12, 6.5))
-    colours = {"switchboard": "#2a7ab9", "switchboard_chat": "#56b4e9", "agents": "#e69f00", "naive": "#999999"}
+    colours = {"switchboard": "#2a7ab9", "switchboard_conversations": "#0f4d7a", "switchboard_chat": "#56b4e9",
+               "agents": "#e69f00", "naive": "#999999"}
     for ax, (title, value) in zip(axes.flat, panels, strict=True):
         values = [value(f[name]) for name in names]
         bars = ax.bar([NAMES[name] for name in names], values, color=[colours[name] for name in names])
@@ -451,7 +452,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--quick", action="store_true", help="one round, fewer turns")
-    parser.add_argument("--systems", help="comma-separated subset of: switchboard, switchboard_chat, agents, naive")
+    parser.add_argument("--systems", help="comma-separated subset of: switchboard, switchboard_conversations, "
+                                          "switchboard_chat, agents, naive")
     parser.add_argument("--conversations", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=2, help="rounds of every measurement (quick: 1)")
     parser.add_argument("--proxy-seconds", type=float, default=0.5)
@@ -467,7 +469,8 @@ def main() -> None:
     if args.report_only:
         results = json.loads(RESULTS.read_text())
     else:
-        wanted = args.systems.split(",") if args.systems else ["switchboard", "switchboard_chat", "agents", "naive"]
+        wanted = args.systems.split(",") if args.systems else [
+            "switchboard", "switchboard_conversations", "switchboard_chat", "agents", "naive"]
         missing = [name for name in wanted if name not in available()]
         if missing:
             parser.error(f"not installed: {', '.join(missing)} (pip install -e '.[bench]')")

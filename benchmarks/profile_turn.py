@@ -1,6 +1,6 @@
 """Engine CPU of a delegated turn (the proxy asks 4 sub-assistants at once, every run streamed), and where it goes.
 
-    python -m benchmarks.profile_turn [--turns 40] [--profile]
+    python -m benchmarks.profile_turn [--turns 40] [--profile] [--threads conversations]
     python -m benchmarks.profile_turn --compare-sdk [--blocks 6]   # the lean stream reader against the SDK's
 
 Runs the emulator in its own process (zero latency) and the engine in this one, sends `--turns` follow-up turns
@@ -61,9 +61,9 @@ def _cpu(process: Any) -> float:
     return float(times.user + times.system)
 
 
-async def run(turns: int, profile: bool) -> None:
+async def run(turns: int, profile: bool, threads: str) -> None:
     async with emulator_process() as url:
-        bot = Bot.from_config(make_team(url, temp_db(), subs=4))
+        bot = Bot.from_config(make_team(url, temp_db(), subs=4, threads=threads))
         surface = LoadSurface()
         bot.add_surface(surface)
         await bot.start()
@@ -83,8 +83,8 @@ async def run(turns: int, profile: bool) -> None:
         if profiler is not None:
             profiler.stop()
         await bot.stop()
-    print(f"{turns} delegated turns (4 sub-assistants each, streamed): engine CPU {cpu / turns * 1000:.1f} ms per turn,"
-          f" wall {wall / turns * 1000:.1f} ms per turn (zero provider latency)")
+    print(f"{turns} delegated turns (4 sub-assistants each, streamed, threads: {threads}): engine CPU "
+          f"{cpu / turns * 1000:.1f} ms per turn, wall {wall / turns * 1000:.1f} ms per turn (zero provider latency)")
     if profiler is not None:
         print(profiler.output_text(unicode=False, color=False, show_all=False))
 
@@ -93,13 +93,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--turns", type=int, default=40)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--threads", choices=("chains", "conversations"), default="chains",
+                        help="what the Responses backend's threads are (`[openai] threads`)")
     parser.add_argument("--compare-sdk", action="store_true", help="lean stream reader against the SDK's, alternating")
     parser.add_argument("--blocks", type=int, default=6, help="with --compare-sdk: blocks of --turns turns per path")
     args = parser.parse_args()
     if args.compare_sdk:
         asyncio.run(compare(args.turns, args.blocks))
     else:
-        asyncio.run(run(args.turns, args.profile))
+        asyncio.run(run(args.turns, args.profile, args.threads))
 
 
 if __name__ == "__main__":

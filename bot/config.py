@@ -36,6 +36,12 @@ TOOL_PREFIX = "ask_"
 MAX_INSTRUCTIONS_CHARS = 256_000
 
 Backend = Literal["responses", "assistants", "chat"]
+#: What a new thread is on the `responses` backend: a chain of stored responses linked by `previous_response_id`
+#: (the default: nothing to create, so a first turn with k delegations sends k + 1 fewer requests; a create whose
+#: answer was lost is sent again) or a Conversation (created before its first run, and read back to adopt a lost
+#: create instead of repeating its work)
+ResponseThreads = Literal["conversations", "chains"]
+RESPONSE_THREADS = ("conversations", "chains")
 ENV_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 MIN_CONTEXT_TOKENS = 1024  # below this a system prompt and one exchange hardly fit: surely a typo
 
@@ -181,6 +187,7 @@ class TeamConfig:
     storage: StorageConfig = StorageConfig()
     retention: RetentionPolicy = field(default_factory=RetentionPolicy)
     entry: str = ""  # the assistant a conversation starts with (handoffs); "" means the proxy
+    response_threads: ResponseThreads = "chains"  # `[openai] threads`: see `ResponseThreads`
 
     @property
     def entry_agent(self) -> AgentConfig:
@@ -280,7 +287,10 @@ def parse_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None) -
 
     limits = _limits(_table(raw, "limits"))
     openai_table = _table(raw, "openai")
-    _only_keys(openai_table, "openai", {"base_url"})
+    _only_keys(openai_table, "openai", {"base_url", "threads"})
+    response_threads = openai_table.get("threads", "chains")
+    if response_threads not in RESPONSE_THREADS:
+        raise ConfigError(f"openai.threads: must be one of {', '.join(RESPONSE_THREADS)}, not {response_threads!r}")
     storage_table = _table(raw, "storage")
     _only_keys(storage_table, "storage", {"path", "url", "pool_size", "lease_seconds", "prune_every_hours"})
     platforms = {name: _platform(_table(raw, name), name) for name in ("slack", "discord")}
@@ -315,6 +325,7 @@ def parse_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None) -
         prices=prices,
         storage=_storage(storage_table, env),
         retention=_retention(_table(raw, "retention")),
+        response_threads=response_threads,
     )
     return _with_handoffs(team, raw.get("entry"))
 

@@ -33,8 +33,9 @@ from typing import Any, Literal
 from bot.config import BACKENDS, TeamConfig, load_config
 
 Target = Literal["responses", "assistants", "chat"]
-# How each backend's thread ids start (OpenAI conversations and threads; the emulator does the same).
-THREAD_ID_PREFIX = {"responses": "conv_", "assistants": "thread_", "chat": "chat_"}
+# How each backend's thread ids start (OpenAI conversations and threads, the emulator does the same; our chains of
+# responses and chat threads).
+THREAD_ID_PREFIX = {"responses": ("conv_", "chain_"), "assistants": ("thread_",), "chat": ("chat_",)}
 MAIN_THREAD = "main"  # bot.orchestrator.MAIN_THREAD (not imported: keeps `switchboard --help` light)
 
 

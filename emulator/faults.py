@@ -54,7 +54,9 @@ REQUEST_KINDS = frozenset({"http_error", "reset", "timeout", "hang", "lock"})
 # runs end completed | failed | cancelled | incomplete | expired; responses completed | failed | cancelled | incomplete.
 ENDING_KINDS = frozenset({"fail", "cancel", "incomplete", "gone", "expire"})
 OBJECT_KINDS = ENDING_KINDS | {"stay_queued"}
-CONTAINER_KINDS = frozenset({"delete_conversation", "delete_thread"})
+# Faults that delete what a request builds on: its conversation or thread, or the stored response it continues
+# (`previous_response_id`; PLATFORM_FACTS "Responses API": a stored response is kept for 30 days).
+CONTAINER_KINDS = frozenset({"delete_conversation", "delete_thread", "delete_previous_response"})
 FAULT_KINDS = (
     "http_error",
     "reset",
@@ -70,6 +72,7 @@ FAULT_KINDS = (
     "expire",
     "delete_conversation",
     "delete_thread",
+    "delete_previous_response",
 )
 # Kinds the random mode can mix; `server_error` etc. are `fail` with that code, `http_429`/`http_500` HTTP faults.
 RANDOM_KINDS = (
@@ -110,6 +113,7 @@ class RequestInfo:
     conversation_id: str | None = None  # the conversation the request reads or writes
     thread_id: str | None = None  # the thread the request reads or writes
     lock: LockKind | None = None  # the lock error this request can meet
+    previous_response_id: str | None = None  # the stored response a create continues
 
 
 @dataclass
@@ -180,6 +184,8 @@ class Fault:
             return info.conversation_id is not None
         if kind == "delete_thread":
             return info.thread_id is not None
+        if kind == "delete_previous_response":
+            return info.previous_response_id is not None
         if kind == "drop_stream":
             return info.streams
         if kind == "expire":

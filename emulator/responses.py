@@ -302,6 +302,9 @@ class ResponsesAPI:
         if conversation is not None and faults.delete_container:
             emu.conversations_api.delete_now(conversation.id)
             conversation = emu.conversations_api.get(conversation.id, param="conversation")
+        if previous_id and faults.delete_container:
+            self.delete_now(str(previous_id))
+            self.get(str(previous_id), param="previous_response_id")
 
         params = {key: body[key] for key in _ECHOED_PARAMS if key in body}
         params["tools"] = _echo_tools(body.get("tools"))
@@ -608,10 +611,15 @@ class ResponsesAPI:
         self.finish_cancelled(record, by="client")
         return json_response(record.to_json())
 
-    async def delete(self, request: web.Request) -> web.Response:
-        record = self._lookup(request)
+    def delete_now(self, response_id: str) -> None:
+        """Delete a stored response: it is cancelled if still running, and later lookups answer 404."""
+        record = self.records[response_id]
         self.finish_cancelled(record, by="client")
         record.store = False
+
+    async def delete(self, request: web.Request) -> web.Response:
+        record = self._lookup(request)
+        self.delete_now(record.id)
         return json_response({"id": record.id, "object": "response.deleted", "deleted": True})
 
     async def input_items(self, request: web.Request) -> web.Response:

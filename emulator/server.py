@@ -225,6 +225,11 @@ class Emulator:
     def delete_thread(self, thread_id: str) -> None:
         self.assistants_api.delete_thread_now(thread_id)
 
+    def delete_response(self, response_id: str) -> None:
+        """Delete a stored response behind the client's back (as its 30-day storage ending would): later
+        `previous_response_id` references to it answer 404 (PLATFORM_FACTS "Responses API")."""
+        self.responses_api.delete_now(response_id)
+
     # --- what a client left behind or sent wrongly ------------------------------------------------------------------
 
     def live_objects(self) -> list[str]:
@@ -402,6 +407,8 @@ class Emulator:
                 if body.get("conversation"):
                     info.conversation_id = self._ref(body["conversation"])
                     info.lock = "conversation"
+                if isinstance(body.get("previous_response_id"), str):
+                    info.previous_response_id = body["previous_response_id"]
         elif template == "/v1/chat/completions":
             info.api = "chat"
             info.agent = ChatCompletionsAPI.agent_of(request, body) if wants_body else request.headers.get(AGENT_HEADER)

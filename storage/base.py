@@ -164,6 +164,16 @@ class ChatThread:
 
 
 @dataclass(frozen=True, slots=True)
+class ChainRecord:
+    """A thread the `responses` backend keeps as a chain of stored responses (`previous_response_id`) instead of a
+    Conversation: the response its next run chains from, and the calls that run must answer "cancelled"."""
+
+    thread_id: str
+    head: str | None  # None until the thread's first response completes
+    cancelled: tuple[str, ...] = ()  # call ids of the head's function calls given up on (abandoned or stuck)
+
+
+@dataclass(frozen=True, slots=True)
 class AuditEntry:
     at: float
     platform: str
@@ -408,6 +418,25 @@ class Store(Protocol):
 
     async def set_thread_provider(self, thread_id: str, provider: str) -> None:
         """Record the provider a remote thread was created on (replacing any)."""
+
+    # ---- response chains: the `responses` backend's chained threads (ids only, no text) ----
+
+    async def create_chain(self, thread_id: str) -> None:
+        """Create an empty chain (no head). An existing id raises StoreError."""
+
+    async def chain(self, thread_id: str) -> ChainRecord | None:
+        """The chain, or None when it does not exist."""
+
+    async def advance_chain(self, thread_id: str, previous: str | None, head: str) -> bool:
+        """Compare-and-set: move the head from `previous` to `head` and clear `cancelled`. True when done, or when
+        the head already is `head` (idempotent); False, changing nothing, when the head is something else or the
+        chain does not exist."""
+
+    async def cancel_chain_calls(self, thread_id: str, call_ids: Sequence[str]) -> None:
+        """Add `call_ids` to `cancelled` (kept in order, without repeats). Unknown thread: nothing."""
+
+    async def delete_chain(self, thread_id: str) -> None:
+        """Forget the chain. Unknown thread: nothing."""
 
     # ---- admin and audit ----
 

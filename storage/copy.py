@@ -60,6 +60,7 @@ TABLES: tuple[Table, ...] = (
     Table("handoffs", ("id", "conversation", "generation", "turn_id", "call_id", "from_agent", "to_agent", "reason",
                        "notes", "state", "source", "at"), ("id",), sequence_column="id"),
     Table("turn_agents", ("turn_id", "conversation", "generation", "agent"), ("turn_id",)),
+    Table("response_chains", ("thread_id", "head", "cancelled", "updated_at"), ("thread_id",)),
 )
 
 

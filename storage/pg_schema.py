@@ -7,7 +7,7 @@ engine runs per message or per turn has an index (docs/PERFORMANCE.md, "Growth")
 
 from __future__ import annotations
 
-PG_SCHEMA_VERSION = 5
+PG_SCHEMA_VERSION = 6
 
 PG_MIGRATIONS: list[str] = [
     # 1: the tables of SQLite's version 1 (and version 4's indexes), with sequences instead of MAX()+1
@@ -251,5 +251,15 @@ PG_MIGRATIONS: list[str] = [
         agent        TEXT NOT NULL
     );
     CREATE INDEX turn_agents_conversation ON turn_agents(conversation, generation);
+    """,
+    # 6: SQLite's version 7 -- the `responses` backend's chained threads: each one's head response and the calls its
+    # next run answers "cancelled" (JSON text)
+    """
+    CREATE TABLE response_chains (
+        thread_id    TEXT PRIMARY KEY,
+        head         TEXT,
+        cancelled    TEXT NOT NULL DEFAULT '[]',
+        updated_at   DOUBLE PRECISION NOT NULL
+    );
     """,
 ]

@@ -29,6 +29,7 @@ from asyncpg.pool import PoolConnectionProxy
 from storage.base import (
     UNFINISHED_TURN_STATES,
     AuditEntry,
+    ChainRecord,
     ChatMessage,
     ChatThread,
     ConversationRecord,
@@ -563,6 +564,49 @@ class PostgresStore(PostgresHandoffs):
                 return None
             known = self._thread_conversations[thread_id] = str(row["c"])
         return known
+
+    # ---- response chains: not fenced (no turn's text is in them): `advance_chain`'s compare-and-set is their guard,
+    # so when two instances race to move a head exactly one wins ----
+
+    async def create_chain(self, thread_id: str) -> None:
+        created = await self._fetchrow(
+            "INSERT INTO response_chains(thread_id, updated_at) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING 1",
+            thread_id, time.time())
+        if created is None:
+            raise StoreError(f"response chain {thread_id} already exists")
+
+    async def chain(self, thread_id: str) -> ChainRecord | None:
+        row = await self._fetchrow("SELECT head, cancelled FROM response_chains WHERE thread_id=$1", thread_id)
+        return ChainRecord(thread_id, row["head"], tuple(json.loads(row["cancelled"]))) if row else None
+
+    async def advance_chain(self, thread_id: str, previous: str | None, head: str) -> bool:
+        # one statement: a racing one waits for the row and re-checks the new head, so one of two racers moves it;
+        # a head that already is `head` is kept as it is
+        status = await self._execute(
+            "UPDATE response_chains SET head=$3,"
+            " cancelled=CASE WHEN head IS NOT DISTINCT FROM $2 THEN '[]' ELSE cancelled END,"
+            " updated_at=CASE WHEN head IS NOT DISTINCT FROM $2 THEN $4 ELSE updated_at END"
+            " WHERE thread_id=$1 AND (head IS NOT DISTINCT FROM $2 OR head=$3)",
+            thread_id, previous, head, time.time())
+        return int(status.split()[-1]) == 1
+
+    async def cancel_chain_calls(self, thread_id: str, call_ids: Sequence[str]) -> None:
+        if not call_ids:
+            return
+
+        async def run(conn: Connection) -> None:
+            async with conn.transaction():  # the row held from read to write: no concurrent change is lost
+                cancelled = await conn.fetchval(
+                    "SELECT cancelled FROM response_chains WHERE thread_id=$1 FOR UPDATE", thread_id)
+                if cancelled is not None:
+                    merged = list(dict.fromkeys([*json.loads(cancelled), *call_ids]))
+                    await conn.execute("UPDATE response_chains SET cancelled=$2, updated_at=$3 WHERE thread_id=$1",
+                                       thread_id, _dumps(merged), time.time())
+
+        await self._op(run)
+
+    async def delete_chain(self, thread_id: str) -> None:
+        await self._execute("DELETE FROM response_chains WHERE thread_id=$1", thread_id)
 
     # ---- admin and audit ----
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 MIGRATIONS: list[str] = [
     # 1: initial schema
@@ -234,5 +234,16 @@ MIGRATIONS: list[str] = [
         agent        TEXT NOT NULL
     );
     CREATE INDEX turn_agents_conversation ON turn_agents(conversation, generation);
+    """,
+    # 7: the `responses` backend's chained threads (`[openai] threads = "chains"`): per thread, the stored response
+    # its next run chains from (`previous_response_id`; NULL before the first) and the function-call ids of that
+    # response the next run must answer "cancelled" (a JSON array). Provider ids only: no user text.
+    """
+    CREATE TABLE response_chains (
+        thread_id    TEXT PRIMARY KEY,
+        head         TEXT,
+        cancelled    TEXT NOT NULL DEFAULT '[]',
+        updated_at   REAL NOT NULL
+    );
     """,
 ]

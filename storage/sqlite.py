@@ -20,6 +20,7 @@ from typing import Any
 from storage.base import (
     UNFINISHED_TURN_STATES,
     AuditEntry,
+    ChainRecord,
     ChatMessage,
     ChatThread,
     ConversationRecord,
@@ -452,6 +453,39 @@ class SQLiteStore(SQLiteHandoffs):
             "INSERT OR REPLACE INTO thread_providers(thread_id, provider) VALUES (?,?)", (thread_id, provider)
         )
 
+    # ---- response chains ----
+
+    async def create_chain(self, thread_id: str) -> None:
+        created = await self._write(
+            "INSERT OR IGNORE INTO response_chains(thread_id, updated_at) VALUES (?,?)", (thread_id, time.time())
+        )
+        if created != 1:
+            raise StoreError(f"response chain {thread_id} already exists")
+
+    async def chain(self, thread_id: str) -> ChainRecord | None:
+        row = await self._row("SELECT head, cancelled FROM response_chains WHERE thread_id=?", (thread_id,))
+        return ChainRecord(thread_id, row["head"], tuple(json.loads(row["cancelled"]))) if row else None
+
+    async def advance_chain(self, thread_id: str, previous: str | None, head: str) -> bool:
+        # one statement: the head moves if it is `previous`; a head that already is `head` is kept as it is
+        moved = await self._write(
+            "UPDATE response_chains SET head=?, cancelled=CASE WHEN head IS ? THEN '[]' ELSE cancelled END,"
+            " updated_at=CASE WHEN head IS ? THEN ? ELSE updated_at END WHERE thread_id=? AND (head IS ? OR head=?)",
+            (head, previous, previous, time.time(), thread_id, previous, head),
+        )
+        return moved == 1
+
+    async def cancel_chain_calls(self, thread_id: str, call_ids: Sequence[str]) -> None:
+        if not call_ids:
+            return
+        try:
+            await self._opened.run(_cancel_chain_calls, thread_id, list(call_ids), time.time())
+        except sqlite3.Error as exc:
+            raise StoreError(f"database write failed ({exc}); check that {self.path} is writable and not full") from exc
+
+    async def delete_chain(self, thread_id: str) -> None:
+        await self._write("DELETE FROM response_chains WHERE thread_id=?", (thread_id,))
+
     # ---- admin and audit ----
 
     async def conversations(self, channel: str | None = None) -> list[ConversationRecord]:
@@ -567,6 +601,14 @@ def _admit(conn: sqlite3.Connection, message: InboxMessage, quotas: dict[str, in
          _dumps(dict(message.route)), message.state, message.received_at),
     )
     return ""
+
+
+def _cancel_chain_calls(conn: sqlite3.Connection, thread_id: str, call_ids: list[str], now: float) -> None:
+    row = conn.execute("SELECT cancelled FROM response_chains WHERE thread_id=?", (thread_id,)).fetchone()
+    if row is not None:
+        merged = list(dict.fromkeys([*json.loads(row["cancelled"]), *call_ids]))
+        conn.execute("UPDATE response_chains SET cancelled=?, updated_at=? WHERE thread_id=?",
+                     (_dumps(merged), now, thread_id))
 
 
 def _forget(conn: sqlite3.Connection, user: str, platform: str | None, dry_run: bool) -> ForgetReport:

@@ -1,8 +1,9 @@
 """The provider seam. A backend maps one provider API onto these few operations and normalised states; the
 supervisor and orchestrator only ever see what is defined here.
 
-Vocabulary: a *thread* is the remote memory of one agent in one conversation (a Conversation on the Responses API,
-a thread on Assistants v2); a *run* is one remote execution on a thread (a response / a run).
+Vocabulary: a *thread* is the memory of one agent in one conversation (on the Responses API a chain of stored
+responses or a Conversation, a thread on Assistants v2, ours in the store on `chat`); a *run* is one remote execution
+on a thread (a response / a run).
 """
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ NotFoundMeans = Literal["thread", "run"]
 JSON = dict[str, Any]
 _CALL_ID = re.compile(r"function call (\S+?)\.?$")
 _RUN_ID = re.compile(r"\b(run_\w+)")
+_PREVIOUS_BUSY = re.compile(r"Previous response with id '([^']+)' is still in progress")
 MAX_CAUSES = 8
 CREDENTIALS_TEXT = "The bot's AI provider credentials were refused; an operator needs to check OPENAI_API_KEY."
 
@@ -105,6 +106,9 @@ def translate(exc: openai.OpenAIError, not_found: NotFoundMeans = "thread") -> E
     if code == "conversation_locked" or "already has an active run" in message or "while a run" in message:
         holder = _RUN_ID.search(message)
         return ThreadLocked(message, holder=holder.group(1) if holder else None)
+    busy = _PREVIOUS_BUSY.search(message)
+    if busy:  # a chained create before the response it continues ended: wait for it like a locked conversation
+        return ThreadLocked(message, holder=busy.group(1))
     if message.startswith("No tool output found for function call"):
         match = _CALL_ID.search(message)
         return StuckToolCall(message, call_id=match.group(1) if match else "")

@@ -85,7 +85,7 @@ def _single(team: TeamConfig, provider: Provider, clients: Clients, members: set
         return AssistantsBackend(client, team, members=members)
     from bot.backends.responses import ResponsesBackend
 
-    return ResponsesBackend(client)
+    return ResponsesBackend(client, chains=team.response_threads == "chains")
 
 
 def make_backend(team: TeamConfig) -> Backend:

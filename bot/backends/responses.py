@@ -1,13 +1,20 @@
-"""The Responses + Conversations backend (the default).
+"""The Responses backend (the default): a thread is a chain of stored responses or a Conversation; a run is a
+background response created with `stream=True, store=True`, which keeps running if our stream drops and is resumed
+by sequence number. A response that completes with function calls is reported as `requires_action`; its outputs go
+back in the thread's next response.
 
-thread = conversation; run = background response created with `stream=True, store=True`, so it keeps running if
-our stream drops and can be resumed by sequence number. A response that completes with function calls is reported
-as `requires_action`; its outputs go back in a new response on the same conversation.
+Chains (`[openai] threads = "chains"`, the default, for every new empty thread; ids `chain_...`, kept in
+`Store.chain`): a run names the thread's head, its last completed response, as `previous_response_id`, so nothing
+is created before a thread's first run. A settled response becomes the head only if it continues the current one
+(compare-and-set, done before its state is handed on, so the next run always sees it); calls given up on are
+answered "cancelled" by the next run, there being no items to write. What chains give up: nothing lists responses,
+so a create whose answer was lost is sent again and its work may be done twice (the user still gets one answer).
 
-A create whose answer never came may still have run (the API has no idempotency key and cannot list a
-conversation's responses): `lost_create` reads the conversation's tail, and when this request's input sits there
-followed by output, adopts that output as a run with an id of our own (`adopted:<first item id>`), so the input is
-not sent twice and the orphan's function calls get their outputs.
+Conversations (`threads = "conversations"`, and every thread seeded with history: rebuilt, forked, migrated): a
+create whose answer never came may still have run (the API has no idempotency key and cannot list a conversation's
+responses): `lost_create` reads the conversation's tail, and when this request's input sits there followed by
+output, adopts that output as a run with an id of our own (`adopted:<first item id>`), so the input is not sent
+twice and the orphan's function calls get their outputs.
 
 Creates and resumes (the streamed requests of every run) go through `bot.backends.sse`: aiohttp and a small event
 parser, with the SDK's URL, headers and error classes, at about half the SDK's CPU per response. Other requests go
@@ -17,7 +24,9 @@ response. The emulator's conformance tests keep the shapes honest.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+import logging
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, cast
 
 import openai
@@ -33,6 +42,7 @@ from bot.backends.base import (
     RunStatus,
     Snapshot,
     StreamDropped,
+    ThreadGone,
     ToolCall,
     TranscriptItem,
     results_as_text,
@@ -48,11 +58,18 @@ from bot.backends.openai_errors import (
 )
 from bot.backends.sse import ALIVE, MAX_CONNECTIONS, LeanStreams, event_names
 from bot.types import Usage
+from storage.base import ChainRecord, Store
+
+log = logging.getLogger("switchboard.backends.responses")
 
 MAX_ITEMS_PER_CALL = 20  # conversations.create and items.create take at most 20 items
 TAIL_ITEMS = 100  # conversation items read to find function calls left without an output (the list's maximum)
 TERMINAL_EVENTS = {"response.completed", "response.failed", "response.incomplete", "response.cancelled"}
 CANCELLED_OUTPUT = "(cancelled: no longer needed)"
+CHAIN_KEY = "chain"  # the metadata key naming a chained response's thread
+CHAIN_PREFIX = "chain_"  # our id of a thread kept as a chain of responses (the provider never sees it)
+#: statuses whose output a later `previous_response_id` sees (failed and cancelled ones leave none behind)
+CHAINABLE = frozenset({"completed", "incomplete"})
 ADOPTED = "adopted:"  # prefix of the id we give a response found only through the items it left in the conversation
 #: Item-level stream events `ResponseStream` never reads (it reads text deltas, `error` and the lifecycle events that
 #: carry the whole response): passed over unparsed. The big ones repeat a call's arguments or an item in full.
@@ -74,10 +91,21 @@ class ResponsesBackend:
     name = "responses"
     supports_resume = True
 
-    def __init__(self, client: openai.AsyncOpenAI) -> None:
+    def __init__(self, client: openai.AsyncOpenAI, chains: bool = False) -> None:
         self.client = client
+        self.chains = chains  # new empty threads are chains of responses, not conversations
         self.streams = LeanStreams(client, MAX_CONNECTIONS, event_names(UNUSED_EVENTS))  # creates, resumes: hot path
         self._quiet = event_names(UNUSED_EVENTS | TEXT_EVENTS)  # what a reader that does not want the text skips
+        self._store: Store | None = None
+
+    def bind_store(self, store: Store) -> None:
+        self._store = store
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            raise RuntimeError("ResponsesBackend keeps chains in a store: call bind_store first")
+        return self._store
 
     async def open(self) -> None:
         return None
@@ -89,6 +117,10 @@ class ResponsesBackend:
     # ---- threads ----
 
     async def create_thread(self, seed: Sequence[TranscriptItem], metadata: dict[str, str]) -> str:
+        if self.chains and not seed:
+            thread_id = CHAIN_PREFIX + uuid.uuid4().hex
+            await self.store.create_chain(thread_id)
+            return thread_id
         items = [_message(item.role, item.text) for item in seed]
         body: dict[str, Any] = {"items": items[:MAX_ITEMS_PER_CALL]}
         if metadata:
@@ -103,6 +135,9 @@ class ResponsesBackend:
         return str(conversation["id"])
 
     async def delete_thread(self, thread_id: str) -> None:
+        if is_chain(thread_id):
+            await self.store.delete_chain(thread_id)  # its responses go with `delete_run`, or expire
+            return
         async with provider_errors():
             await self.client.conversations.delete(thread_id)
 
@@ -116,11 +151,26 @@ class ResponsesBackend:
             pass  # already gone (never stored, or deleted before)
 
     async def answer_stuck_calls(self, thread_id: str, call_id: str) -> None:
+        if is_chain(thread_id):
+            # Every call of the head waits for an output; one outside it cannot be answered (the caller rebuilds).
+            chain = await self._chain(thread_id)
+            calls: list[str] = []
+            if chain.head is not None:
+                calls = [c.call_id for c in (await self.retrieve(chain.head, thread_id)).tool_calls]
+            if call_id not in calls:
+                raise Permanent(f"call {call_id} is not one of the head's of chain {thread_id}", "stuck_call_unknown")
+            await self.store.cancel_chain_calls(thread_id, calls)
+            return
         # The provider names one unanswered call per rejected request: find them all, so one write frees the
         # conversation instead of one rejected request per call.
         await self._close_calls(thread_id, [call_id, *unanswered_calls(await self._tail(thread_id))])
 
     async def abandon(self, state: RunState) -> None:
+        if is_chain(state.thread_id):
+            chain = await self.store.chain(state.thread_id)
+            if chain is not None and chain.head == state.id:  # else no run will chain from it
+                await self.store.cancel_chain_calls(state.thread_id, [c.call_id for c in state.tool_calls])
+            return
         await self._close_calls(state.thread_id, [call.call_id for call in state.tool_calls])
 
     async def _close_calls(self, thread_id: str, call_ids: Sequence[str]) -> None:
@@ -137,6 +187,8 @@ class ResponsesBackend:
         return []  # the Responses API cannot list a conversation's responses
 
     async def lost_create(self, request: RunRequest) -> RunState | None:
+        if is_chain(request.thread_id):
+            return None  # nothing lists a chain's responses: the create is sent again
         # Input and output items reach the conversation together, when the response completes (PLATFORM_FACTS,
         # Conversations): our input at the tail, followed by output, means the lost create ran to its end.
         items = await self._tail(request.thread_id)
@@ -147,11 +199,28 @@ class ResponsesBackend:
         return None
 
     async def read_thread(self, thread_id: str, limit: int) -> list[TranscriptItem] | None:
+        if is_chain(thread_id):
+            return None  # walking the chain costs a request per response: the local transcript holds the same
         items = await list_newest(self.client, f"/conversations/{thread_id}/items", limit, TAIL_ITEMS)
         return [
             TranscriptItem(item["role"], _key(item)[1]) for item in items
             if item.get("type") == "message" and item.get("role") in ("user", "assistant")
         ]
+
+    async def _chain(self, thread_id: str) -> ChainRecord:
+        chain = await self.store.chain(thread_id)
+        if chain is None:
+            raise ThreadGone(f"chain {thread_id} is not in the store")
+        return chain
+
+    async def _advance(self, response: dict[str, Any], thread_id: str) -> None:
+        """Make a settled response the head of its chain, if it continues the current head."""
+        if response.get("status") not in CHAINABLE:
+            return
+        previous = response.get("previous_response_id")
+        if not await self.store.advance_chain(thread_id, previous, str(response["id"])):
+            log.info("response %s (after %s) does not continue chain %s: left out of its memory",
+                     response["id"], previous, thread_id)
 
     async def _tail(self, thread_id: str) -> list[dict[str, Any]]:
         """The conversation's last items, oldest first."""
@@ -176,15 +245,26 @@ class ResponsesBackend:
         return await self.start(request)
 
     async def _create(self, request: RunRequest, items: list[dict[str, Any]]) -> ResponseStream:
+        context: dict[str, Any] = {"conversation": request.thread_id}
+        metadata = {"agent": request.agent.name, **request.metadata}
+        if is_chain(request.thread_id):
+            chain = await self._chain(request.thread_id)
+            answered = {i["call_id"] for i in items if i.get("type") == "function_call_output"}
+            items = [
+                {"type": "function_call_output", "call_id": call_id, "output": CANCELLED_OUTPUT}
+                for call_id in chain.cancelled if call_id not in answered
+            ] + items
+            context = {"previous_response_id": chain.head} if chain.head else {}
+            metadata[CHAIN_KEY] = request.thread_id  # which thread a response is of, for whoever reads the logs
         kwargs: dict[str, Any] = {
             "model": request.agent.model,
             "instructions": request.agent.instructions,
             "input": items,
-            "conversation": request.thread_id,
+            **context,
             "background": True,
             "store": True,
             "stream": True,
-            "metadata": {"agent": request.agent.name, **request.metadata},
+            "metadata": metadata,
         }
         if request.agent.max_output_tokens:
             kwargs["max_output_tokens"] = request.agent.max_output_tokens
@@ -193,7 +273,17 @@ class ResponsesBackend:
             kwargs["parallel_tool_calls"] = True
         async with provider_errors():
             stream = await self.streams.post("/responses", kwargs, None if request.text_wanted else self._quiet)
-        return ResponseStream(stream, request.thread_id)
+        return ResponseStream(stream, request.thread_id, on_settled=self._advancer(request.thread_id))
+
+    def _advancer(self, thread_id: str) -> Callable[[dict[str, Any]], Awaitable[None]] | None:
+        """What a stream of a run on `thread_id` does with the settled response: on a chain, `_advance`."""
+        if not is_chain(thread_id):
+            return None
+
+        async def advance(response: dict[str, Any]) -> None:
+            await self._advance(response, thread_id)
+
+        return advance
 
     async def resume(self, run_id: str, thread_id: str, after_seq: int) -> ResponseStream:
         if run_id.startswith(ADOPTED):
@@ -201,13 +291,16 @@ class ResponsesBackend:
         params = {"stream": "true", "starting_after": after_seq}
         async with provider_errors(not_found="run"):
             stream = await self.streams.get(f"/responses/{run_id}", params)
-        return ResponseStream(stream, thread_id, run_id=run_id, last_seq=after_seq)
+        return ResponseStream(stream, thread_id, run_id=run_id, last_seq=after_seq,
+                              on_settled=self._advancer(thread_id))
 
     async def retrieve(self, run_id: str, thread_id: str) -> RunState:
         if run_id.startswith(ADOPTED):
             return await self._retrieve_adopted(run_id, thread_id)
         async with provider_errors(not_found="run"):
             response = await get_json(self.client, f"/responses/{run_id}")
+        if is_chain(thread_id):
+            await self._advance(response, thread_id)
         return to_state(response, thread_id)
 
     async def cancel(self, run_id: str, thread_id: str) -> None:
@@ -228,11 +321,13 @@ class ResponsesBackend:
 class ResponseStream:
     """Adapts the SDK's event stream to `RunEvent`s; a broken or truncated stream raises `StreamDropped`."""
 
-    def __init__(self, stream: Any, thread_id: str, run_id: str | None = None, last_seq: int | None = None) -> None:
+    def __init__(self, stream: Any, thread_id: str, run_id: str | None = None, last_seq: int | None = None,
+                 on_settled: Callable[[dict[str, Any]], Awaitable[None]] | None = None) -> None:
         self._stream = stream
         self.thread_id = thread_id
         self.run_id = run_id
         self.last_seq = last_seq
+        self._on_settled = on_settled  # awaited with the settled response before its state is handed on
 
     async def aclose(self) -> None:
         await close_sdk_stream(self._stream)
@@ -259,6 +354,8 @@ class ResponseStream:
                     state = to_state(event["response"], self.thread_id, seq)
                     self.run_id = state.id
                     settled = kind in TERMINAL_EVENTS or state.settled
+                    if settled and self._on_settled is not None:
+                        await self._on_settled(event["response"])
                     yield Snapshot(state)
                     if settled:
                         return
@@ -270,6 +367,10 @@ class ResponseStream:
             raise translate(stream_error(error_event))
         if not settled:
             raise StreamDropped("the event stream ended before the response finished", self.run_id, self.last_seq)
+
+
+def is_chain(thread_id: str) -> bool:
+    return thread_id.startswith(CHAIN_PREFIX)
 
 
 def unanswered_calls(items: Sequence[dict[str, Any]]) -> list[str]:

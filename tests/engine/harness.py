@@ -12,18 +12,21 @@ from pathlib import Path
 from typing import Any
 
 from bot.backends.assistants import TAG_KEY
+from bot.backends.responses import CHAIN_KEY, CHAIN_PREFIX
 from bot.config import AgentConfig, Limits, TeamConfig
 from bot.engine import Bot
 from bot.types import Inbound, Progress, Reply, TurnRef
 from emulator import Emulator
 
 WAIT_SECONDS = 20.0
-BACKENDS = ("responses", "assistants", "chat", "mixed")
+BACKENDS = ("responses", "chains", "assistants", "chat", "mixed")
+# "chains": the Responses backend with `[openai] threads = "chains"` (threads are chains of stored responses).
 # "mixed": one team on three providers (the proxy on Responses, the researcher on Assistants v2, the critic and the
 # planner on Chat Completions), all served by the one emulator.
 MIXED = {"proxy": "responses", "researcher": "assistants", "critic": "chat", "planner": "chat"}
 RUN_CREATE_PATHS = {
     "responses": "/v1/responses", "assistants": "/v1/threads/*/runs", "chat": "/v1/chat/completions",
+    "chains": "/v1/responses",
     "mixed": "/v1/responses",  # the proxy's
 }
 
@@ -44,6 +47,8 @@ FAST_LIMITS = Limits(
 
 def backend_of(backend: str, agent: str) -> str:
     """The backend `agent` runs on in a test team built with `backend`."""
+    if backend == "chains":
+        return "responses"
     return MIXED[agent] if backend == "mixed" else backend
 
 
@@ -59,6 +64,7 @@ def team(base_url: str, db_path: str | Path, backend: str = "responses", **limit
         proxy=AgentConfig(name="proxy", instructions="You are the proxy.", model="emu-1", backend=own("proxy")),
         subs=subs,
         backend=backend_of(backend, "proxy"),  # type: ignore[arg-type]
+        response_threads="chains" if backend == "chains" else "conversations",
         limits=dataclasses.replace(FAST_LIMITS, **limits),
         db_path=str(db_path),
         base_url=base_url,
@@ -159,7 +165,7 @@ class RemoteRun:
 def remote_runs(emu: Emulator, agent: str | None = None) -> list[RemoteRun]:
     """Every response and run (one emulator serves both APIs; a test uses one), oldest first."""
     found = [
-        RemoteRun(r.id, r.agent, r.status, r.conversation_id, r.created_tick, r.finished_tick, r)
+        RemoteRun(r.id, r.agent, r.status, r.conversation_id or _chain_of(r), r.created_tick, r.finished_tick, r)
         for r in emu.responses.values()
     ] + [RemoteRun(r.id, r.agent, r.status, r.thread_id, r.created_tick, r.finished_tick, r) for r in emu.runs.values()
     ] + [
@@ -167,6 +173,12 @@ def remote_runs(emu: Emulator, agent: str | None = None) -> list[RemoteRun]:
         for r in emu.chat_completions.values() if not r.agent.endswith("/summary")
     ]
     return sorted((r for r in found if agent is None or r.agent == agent), key=lambda r: r.created_tick)
+
+
+def _chain_of(response: Any) -> str | None:
+    """The thread a chained response belongs to, as the backend names it in the response's metadata."""
+    metadata = response.params.get("metadata") or {}
+    return metadata.get(CHAIN_KEY)
 
 
 def run_creates(emu: Emulator, backend: str) -> list[Any]:
@@ -181,6 +193,10 @@ def thread_texts(emu: Emulator, thread_id: str) -> list[str]:
     """The message texts of a conversation or thread, in order."""
     if thread_id in emu.conversations:
         return [item_text(i) for i in emu.conversations[thread_id].items if i.get("type") == "message"]
+    if thread_id.startswith(CHAIN_PREFIX):  # ours: what the chain's newest completed response saw and answered
+        chained = [r for r in emu.responses.values() if _chain_of(r) == thread_id and r.status == "completed"]
+        last = max(chained, key=lambda r: r.finished_tick or 0)
+        return [*last.seen_texts, *(item_text(i) for i in last.output if i.get("type") == "message")]
     if thread_id.startswith("chat_"):  # ours, not the server's: what its newest completion was sent, and answered
         last = max((r for r in emu.chat_completions.values() if r.thread == thread_id), key=lambda r: r.created_tick)
         texts = [item_text(m) for m in last.messages if m.get("role") in ("user", "assistant") and m.get("content")]
@@ -201,8 +217,12 @@ def run_input_texts(emu: Emulator, run: RemoteRun) -> list[str]:
 
 
 def delete_remote_thread(emu: Emulator, thread_id: str) -> None:
-    """Delete a conversation or thread behind the engine's back."""
-    if thread_id in emu.conversations:
+    """Delete a conversation or thread behind the engine's back; a chain of responses: every response of it."""
+    if thread_id.startswith(CHAIN_PREFIX):
+        for response in list(emu.responses.values()):
+            if _chain_of(response) == thread_id:
+                emu.delete_response(response.id)
+    elif thread_id in emu.conversations:
         emu.faults.delete_conversation(thread_id)
     else:
         emu.faults.delete_thread(thread_id)

@@ -52,7 +52,7 @@ async def two_turns(cfg) -> list[str]:
 @pytest.mark.parametrize(
     ("source", "target"),
     [("assistants", "responses"), ("responses", "assistants"), ("responses", "chat"), ("chat", "responses"),
-     ("assistants", "chat"), ("chat", "assistants")],
+     ("assistants", "chat"), ("chat", "assistants"), ("chains", "chat"), ("chains", "assistants")],
 )
 async def test_migration_mid_history_and_the_next_turn_sees_it(emu, tmp_path, source, target):
     db = tmp_path / "db"
@@ -89,6 +89,13 @@ async def test_migration_mid_history_and_the_next_turn_sees_it(emu, tmp_path, so
     # a second run moves nothing: everything is on the target already
     again = await migrate(team(emu.base_url, db, backend=target), target)
     assert again.moved == [] and sorted(p for _, p in again.already) == ["critic", "main"]
+
+
+async def test_chained_threads_are_already_on_responses_whatever_its_threads_setting(emu, tmp_path):
+    db = tmp_path / "db"
+    await two_turns(team(emu.base_url, db, backend="chains"))
+    report = await migrate(team(emu.base_url, db, backend="responses"), "responses")
+    assert report.moved == [] and sorted(p for _, p in report.already) == ["critic", "main"]
 
 
 async def test_conversation_with_an_unfinished_turn_is_skipped(tmp_path):

@@ -21,6 +21,12 @@ def test_example_team_file_loads():
     assert cfg.api_key is None and cfg.db_path == "switchboard.db"
 
 
+def test_responses_threads_default_to_chains_and_conversations_are_chosen_in_the_openai_table():
+    assert parse_config(MINIMAL, env={}).response_threads == "chains"
+    assert parse_config({**MINIMAL, "openai": {"threads": "conversations"}}, env={}).response_threads == (
+        "conversations")
+
+
 def test_environment_overrides_secrets_and_endpoints(tmp_path):
     cfg = parse_config(MINIMAL, env={"OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": "http://127.0.0.1:9/v1",
                                      "SWITCHBOARD_DB": str(tmp_path / "x.db")})
@@ -48,6 +54,7 @@ def test_environment_overrides_secrets_and_endpoints(tmp_path):
         ({**MINIMAL, "colour": "blue"}, "colour"),
         ({**MINIMAL, "assistants": [{"name": "a", "instructions": "x", "description": "d",
                                      "tools": [{"type": "function"}]}]}, "assistants[0].tools"),
+        ({**MINIMAL, "openai": {"threads": "chain"}}, "openai.threads"),
     ],
 )
 def test_invalid_config_names_the_key(raw, key):

@@ -70,8 +70,8 @@ async def test_the_sub_assistant_receives_what_its_mode_copies(emu, tmp_path, ba
             main = (await bot.store.get_conversation("console:test:c1")).main_thread
             reads = [e for e in emu.log if e.method == "GET" and main in e.path and e.path.endswith(("/items",
                                                                                                    "/messages"))]
-            # copied on the provider where it keeps the thread; from the local transcript on chat
-            assert bool(reads) == (backend_of(backend, "proxy") != "chat")
+            # copied on the provider where it keeps the thread; from the local transcript on chat and chains
+            assert bool(reads) == (backend_of(backend, "proxy") != "chat" and backend != "chains")
         [path] = [p for p in sub_paths(cfg) if p.startswith("researcher")]
         assert (path == "researcher") == (mode == "brief") and (path.startswith("researcher#") or mode == "brief")
         assert await bot.store.get_sub_thread("console:test:c1", 0, path) == run.thread

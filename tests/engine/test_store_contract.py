@@ -11,6 +11,7 @@ import pytest
 
 from storage.base import (
     AuditEntry,
+    ChainRecord,
     InboxMessage,
     RunRecord,
     RunTokens,
@@ -268,6 +269,70 @@ async def test_chat_threads_runs_and_summaries(store: Store) -> None:
     [kept] = (await store.chat_thread("chat_nul")).messages
     assert kept.message["content"] == "a\u0000b"
 
+
+
+async def test_response_chains_are_created_empty_read_and_deleted(store: Store) -> None:
+    assert await store.chain("chain_1") is None
+    await store.create_chain("chain_1")
+    assert await store.chain("chain_1") == ChainRecord("chain_1", None, ())
+    with pytest.raises(StoreError):
+        await store.create_chain("chain_1")
+    assert await store.chain("chain_1") == ChainRecord("chain_1", None, ())  # the failed create changed nothing
+    await store.create_chain("chain_2")
+    await store.delete_chain("chain_1")
+    await store.delete_chain("chain_1")  # unknown: nothing
+    assert await store.chain("chain_1") is None and await store.chain("chain_2") == ChainRecord("chain_2", None, ())
+    await store.create_chain("chain_1")  # a deleted id can be created again, empty
+    assert await store.chain("chain_1") == ChainRecord("chain_1", None, ())
+
+
+async def test_advance_chain_is_a_compare_and_set_that_clears_the_cancelled_calls(store: Store) -> None:
+    await store.create_chain("chain_1")
+    assert not await store.advance_chain("chain_1", "resp_x", "resp_1")  # the head is None, not resp_x
+    assert await store.chain("chain_1") == ChainRecord("chain_1", None, ())
+    assert await store.advance_chain("chain_1", None, "resp_1")
+    assert await store.chain("chain_1") == ChainRecord("chain_1", "resp_1", ())
+    await store.cancel_chain_calls("chain_1", ["call_a"])
+    assert await store.advance_chain("chain_1", None, "resp_1")  # again: already done, and nothing changes
+    assert await store.chain("chain_1") == ChainRecord("chain_1", "resp_1", ("call_a",))
+    for previous in (None, "resp_x"):  # the head is resp_1: a run that did not continue it is left out
+        assert not await store.advance_chain("chain_1", previous, "resp_2")
+    assert await store.chain("chain_1") == ChainRecord("chain_1", "resp_1", ("call_a",))
+    assert await store.advance_chain("chain_1", "resp_1", "resp_2")
+    assert await store.chain("chain_1") == ChainRecord("chain_1", "resp_2", ())  # the new head's calls: none yet
+    assert not await store.advance_chain("unknown", None, "resp_1")
+    assert await store.chain("unknown") is None  # not created by an advance
+
+
+async def test_cancel_chain_calls_keeps_order_without_repeats(store: Store) -> None:
+    await store.create_chain("chain_1")
+    await store.cancel_chain_calls("chain_1", ["call_b", "call_a"])
+    await store.cancel_chain_calls("chain_1", ["call_a", "call_c", "call_b", "call_d", "call_c"])
+    await store.cancel_chain_calls("chain_1", [])
+    assert await store.chain("chain_1") == ChainRecord("chain_1", None, ("call_b", "call_a", "call_c", "call_d"))
+    await store.cancel_chain_calls("unknown", ["call_a"])  # nothing, and no chain made
+    assert await store.chain("unknown") is None
+
+
+async def test_racing_advances_of_a_chain_move_its_head_once(store_url: str) -> None:
+    """Two stores on one database (two instances), each trying to move the same head: exactly one wins."""
+    stores = [store_for(store_url) for _ in range(2)]
+    for opened in stores:
+        await opened.open()
+    try:
+        previous: str | None = None
+        await stores[0].create_chain("chain_1")
+        for n in range(20):
+            results = await asyncio.gather(*(
+                s.advance_chain("chain_1", previous, f"resp_{n}_{i}") for i, s in enumerate(stores)))
+            assert sorted(results) == [False, True], n
+            previous = f"resp_{n}_{results.index(True)}"
+            for opened in stores:
+                got = await opened.chain("chain_1")
+                assert got is not None and got.head == previous
+    finally:
+        for opened in stores:
+            await opened.close()
 
 async def test_handoff_transfers_apply_once_merge_state_and_respect_the_turn_limit(store: Store) -> None:
     from storage.handoffs import Transfer

@@ -34,7 +34,7 @@ from benchmarks.fault_matrix import (
 )
 
 CI_TURNS = ("plain", "delegation")
-CI_BACKENDS = ("responses", "assistants", "chat")
+CI_BACKENDS = ("responses", "chains", "assistants", "chat")
 CI_KINDS = (
     "reset",
     "timeout",

@@ -1,0 +1,102 @@
+"""The Responses backend with `[openai] threads = "chains"`: a thread is a chain of stored responses.
+
+What the chain mode must keep of what conversations give: a conversation's first turn creates nothing but its runs,
+every later run continues the thread's last completed response, a call given up on is answered "cancelled" by the
+next run, a lost create is answered once, and a chain whose responses are gone is rebuilt from our transcript. The
+engine-wide behaviour (crashes, admin races, recovery) runs on chains through the `backend` fixture ("chains")."""
+
+from __future__ import annotations
+
+from emulator import Rule, Script
+from tests.engine.harness import delete_remote_thread, inbound, remote_runs, running_bot, team
+
+CANCELLED_OUTPUT = "(cancelled: no longer needed)"
+
+
+def _posts(emu, pattern_end: str) -> list:  # type: ignore[no-untyped-def]
+    return [e for e in emu.log if e.method == "POST" and e.path.endswith(pattern_end)]
+
+
+async def test_a_first_turn_sends_only_its_runs_and_a_follow_up_continues_each_chain(emu, store_url):
+    async with running_bot(team(emu.base_url, store_url, backend="chains")) as (bot, surface):
+        await bot.accept(inbound("ask the researcher, the critic and the planner"))
+        [(_, first)] = await surface.wait_for(1)
+        await bot.idle()
+        assert first.kind == "answer"
+        # k = 3 delegations: the proxy, three sub-assistants, the proxy again; nothing else
+        assert [e.path for e in emu.log] == ["/v1/responses"] * 5
+        assert not emu.conversations
+
+        await bot.accept(inbound("ask the critic about plan B"))
+        replies = await surface.wait_for(2)
+        await bot.idle()
+        assert "I remember 1 earlier requests" in replies[1][1].text  # the critic's chain carried its first task
+        critic = remote_runs(emu, "critic")
+        assert critic[1].record.previous_response_id == critic[0].id
+        proxy = remote_runs(emu, "proxy")
+        assert proxy[2].record.previous_response_id == proxy[1].id  # turn 2 continues turn 1's final answer
+        conversation = await bot.store.get_conversation("console:test:c1")
+        assert (await bot.store.chain(conversation.main_thread)).head == proxy[-1].id
+        assert len(_posts(emu, "/conversations")) == 0
+
+
+async def test_a_create_whose_answer_was_lost_is_sent_again_and_answered_once(emu, store_url):
+    emu.faults.drop_stream(0, agent="proxy")  # the create runs; its stream breaks before the first event
+    async with running_bot(team(emu.base_url, store_url, backend="chains")) as (bot, surface):
+        await bot.accept(inbound("hello"))
+        [(_, reply)] = await surface.wait_for(1)
+        await bot.idle()
+        assert reply.text == "You said: hello"
+        assert len(surface.deliveries) == 1
+        lost, resent = remote_runs(emu, "proxy")  # the price of chains: nothing finds the lost one, so it ran twice
+        assert lost.record.previous_response_id is None and resent.record.previous_response_id is None
+        conversation = await bot.store.get_conversation("console:test:c1")
+        assert (await bot.store.chain(conversation.main_thread)).head == resent.id
+
+        await bot.accept(inbound("and again"))
+        await surface.wait_for(2)
+        assert remote_runs(emu, "proxy")[-1].record.previous_response_id == resent.id
+
+
+async def test_calls_of_a_stopped_turn_are_answered_cancelled_by_the_next_run_without_a_request(emu, store_url):
+    emu.scripts["critic"] = Script(rules=[Rule(delay=30.0)])
+    async with running_bot(team(emu.base_url, store_url, backend="chains", turn_timeout=0.5)) as (bot, surface):
+        await bot.accept(inbound("ask the critic"))
+        [(_, stopped)] = await surface.wait_for(1)
+        await bot.idle()
+        assert stopped.kind == "failure"
+        waiting = remote_runs(emu, "proxy")[0]
+        [call] = [i for i in waiting.record.output if i.get("type") == "function_call"]
+
+        del emu.scripts["critic"]
+        await bot.accept(inbound("hello again"))
+        replies = await surface.wait_for(2)
+        await bot.idle()
+        assert replies[1][1].text == "You said: hello again"
+        after = remote_runs(emu, "proxy")[-1].record
+        assert after.previous_response_id == waiting.id
+        assert after.input_items[0]["type"] == "function_call_output"
+        assert (after.input_items[0]["call_id"], after.input_items[0]["output"]) == (call["call_id"], CANCELLED_OUTPUT)
+        assert not _posts(emu, "/items")  # no items to write on a chain: the answer rode on the run
+        conversation = await bot.store.get_conversation("console:test:c1")
+        assert (await bot.store.chain(conversation.main_thread)).cancelled == ()
+
+
+async def test_a_chain_whose_responses_are_gone_is_rebuilt_from_the_transcript(emu, store_url):
+    async with running_bot(team(emu.base_url, store_url, backend="chains")) as (bot, surface):
+        await bot.accept(inbound("my name is Ada"))
+        await surface.wait_for(1)
+        await bot.idle()
+        conversation = await bot.store.get_conversation("console:test:c1")
+        delete_remote_thread(emu, conversation.main_thread)  # as the responses' 30 days of storage ending would
+
+        await bot.accept(inbound("what is my name"))
+        replies = await surface.wait_for(2)
+        await bot.idle()
+        assert replies[1][1].kind == "answer"
+        assert bot.supervisor.recovery_counts.get("thread_gone") == 1
+        rebuilt = (await bot.store.get_conversation("console:test:c1")).main_thread
+        assert rebuilt in emu.conversations  # seeded with history, the thread is a conversation now
+        texts = [i for i in emu.conversations[rebuilt].items if i.get("type") == "message"]
+        assert any("my name is Ada" in str(i.get("content")) for i in texts)
+        assert await bot.store.chain(conversation.main_thread) is not None  # the old chain's row stays until reset
