@@ -54,6 +54,14 @@ def team(base_url: str, db: str | Path, **limits: Any) -> TeamConfig:
     return dataclasses.replace(cfg, limits=dataclasses.replace(cfg.limits, **limits))
 
 
+def conversations_team(base_url: str, db: str | Path, **limits: Any) -> TeamConfig:
+    """`team` with `[openai] threads = "conversations"`: for the regressions that live in a Conversation (locks,
+    items, the adoption of a lost create), found before chains became the default."""
+    import dataclasses
+
+    return dataclasses.replace(team(base_url, db, **limits), response_threads="conversations")
+
+
 class RecordingStore(SQLiteStore):
     """Tells a test when a run of an agent is durably recorded (`recorded[agent]` is set)."""
 

@@ -22,7 +22,7 @@ from bot.backends.base import RunRequest
 from bot.engine import INTERNAL_ERROR_TEXT, Bot, make_backend
 from emulator import ManualClock, Rule, Script, run_emulator
 from storage.base import StoreError
-from tests.reliability.helpers import RecordingStore, Surface, message, running_bot, team
+from tests.reliability.helpers import RecordingStore, Surface, conversations_team, message, running_bot, team
 
 LIVE = {"queued", "in_progress", "requires_action", "cancelling"}
 
@@ -110,7 +110,7 @@ async def test_when_recording_a_sub_assistant_fails_its_siblings_are_stopped_wit
 
 async def test_a_conversation_rebuilt_mid_turn_gets_the_users_message_and_the_results(tmp_path):
     async with run_emulator(retry_after=0.01) as emu:
-        cfg = team(emu.base_url, tmp_path / "db")
+        cfg = conversations_team(emu.base_url, tmp_path / "db")
         store = RecordingStore(cfg.db_path)
         async with running_bot(cfg, store) as (bot, surface):
             await bot.accept(message("hello"))
@@ -139,7 +139,7 @@ async def test_a_conversation_rebuilt_mid_turn_gets_the_users_message_and_the_re
 async def test_calls_left_unanswered_by_a_failed_turn_are_closed_up_front_in_one_request(tmp_path):
     refuse_results = Script([Rule(on="tool_outputs", fail="invalid_prompt")])
     async with run_emulator(retry_after=0.01, scripts={"proxy": refuse_results}) as emu:
-        async with running_bot(team(emu.base_url, tmp_path / "db")) as (bot, surface):
+        async with running_bot(conversations_team(emu.base_url, tmp_path / "db")) as (bot, surface):
             await bot.accept(message("ask the team about plan A"))  # three parallel calls, then a refusal
             await surface.wait_for(1)
             await bot.idle()
@@ -200,7 +200,7 @@ async def test_an_unknown_run_that_holds_the_conversation_is_left_behind_on_a_fr
     the real API). Nothing can cancel a response whose id we never learnt, so after a few waits the turn moves to a
     conversation rebuilt from the local transcript instead of spending its budget on the lock."""
     async with run_emulator(retry_after=0.01) as emu:
-        async with running_bot(team(emu.base_url, tmp_path / "db")) as (bot, surface):
+        async with running_bot(conversations_team(emu.base_url, tmp_path / "db")) as (bot, surface):
             await bot.accept(message("hello"))
             await surface.wait_for(1)
             emu.faults.drop_stream(after_events=0, agent="proxy")
@@ -234,7 +234,7 @@ async def test_a_lost_create_that_ran_is_adopted_not_sent_again(tmp_path, fault)
             emu.faults.timeout(agent="proxy")
         else:
             emu.faults.drop_stream(after_events=0, agent="proxy")
-        async with running_bot(team(emu.base_url, tmp_path / "db")) as (bot, surface):
+        async with running_bot(conversations_team(emu.base_url, tmp_path / "db")) as (bot, surface):
             await bot.accept(message("hello"))
             await surface.wait_for(1)
             await bot.idle()
@@ -249,7 +249,7 @@ async def test_a_lost_create_that_called_tools_gets_its_calls_answered(tmp_path)
     """The proxy's lost response delegated: its function calls are taken over, not met as a rejected request."""
     async with run_emulator(retry_after=0.01) as emu:
         emu.faults.drop_stream(after_events=0, agent="proxy")
-        async with running_bot(team(emu.base_url, tmp_path / "db")) as (bot, surface):
+        async with running_bot(conversations_team(emu.base_url, tmp_path / "db")) as (bot, surface):
             await bot.accept(message("ask the critic about plan A"))
             await surface.wait_for(1)
             await bot.idle()
@@ -267,7 +267,7 @@ async def test_a_lost_create_still_running_is_waited_for_and_adopted(tmp_path):
     slow_first = Script([Rule(delay=5, times=1)])
     async with run_emulator(retry_after=0.01, clock=ManualClock(), scripts={"proxy": slow_first}) as emu:
         emu.faults.drop_stream(after_events=0, agent="proxy")
-        async with running_bot(team(emu.base_url, tmp_path / "db", lock_wait=5)) as (bot, surface):
+        async with running_bot(conversations_team(emu.base_url, tmp_path / "db", lock_wait=5)) as (bot, surface):
             await bot.accept(message("hello"))
             await emu.wait_until(lambda: bool(emu.log.filter(status=400, agent="proxy")))  # the resend met the lock
             await emu.clock.advance(5)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 
 from emulator import ManualClock, Rule, Script, run_emulator
-from tests.reliability.helpers import message, running_bot, team
+from tests.reliability.helpers import conversations_team, message, running_bot, team
 
 
 def proxy_responses(emu) -> list:
@@ -38,7 +38,8 @@ async def test_a_stale_run_of_ours_holding_the_conversation_is_cancelled_when_th
         emu.faults.stay_queued(agent="proxy")
         # every cancel attempt made at the queued timeout fails (the budget is 6: 7 attempts)
         emu.faults.http_error(500, method="POST", path="/v1/responses/*/cancel", count=7)
-        async with running_bot(team(emu.base_url, tmp_path / "db", queued_timeout=0.2)) as (bot, surface):
+        cfg = conversations_team(emu.base_url, tmp_path / "db", queued_timeout=0.2)  # a lock needs a conversation
+        async with running_bot(cfg) as (bot, surface):
             await bot.accept(message("hello"))
             await surface.wait_for(1)
             await bot.idle()
