@@ -7,7 +7,8 @@
 
 Each measurement runs in a fresh process (`benchmarks.phases`) with its own emulator process, one after another
 (the machine has 2 cores: one for the engine, one for the emulator). The raw results go to
-benchmarks/results/latest.json; with docs on (the default for a full run) the table is written into
+benchmarks/results/latest.json (a run of some `--phases`, or a `--quick` one, to partial.json, so it never
+replaces the full run the docs quote); with docs on (the default for a full run) the table is written into
 docs/PERFORMANCE.md between its result markers and the chart to docs/performance.png.
 """
 
@@ -29,6 +30,8 @@ import psutil
 from benchmarks.common import REPO
 
 RESULTS = REPO / "benchmarks" / "results" / "latest.json"
+#: where a run of some phases, or a quick one, saves its figures: never over the full run the docs quote
+PARTIAL_RESULTS = REPO / "benchmarks" / "results" / "partial.json"
 DOC = REPO / "docs" / "PERFORMANCE.md"
 CHART = REPO / "docs" / "performance.png"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
@@ -439,7 +442,8 @@ def main() -> None:
         phases = plan(args)
         wanted = args.phases.split(",") if args.phases else list(phases)
         results = {"machine": machine(), "command": command.strip(), "priority": args.priority}
-        RESULTS.parent.mkdir(exist_ok=True)
+        saved = PARTIAL_RESULTS if args.phases or args.quick else RESULTS
+        saved.parent.mkdir(exist_ok=True)
         waited_total = 0.0
         for key in wanted:
             function, params = phases[key]
@@ -451,7 +455,7 @@ def main() -> None:
             results[key] = run_phase(function, params, args.priority)
             print(f"   done in {time.perf_counter() - started - waited:.0f} s; other processes used "
                   f"{results[key]['foreign_cpu']:.2f} cores meanwhile", file=sys.stderr, flush=True)
-            RESULTS.write_text(json.dumps(results, indent=1))  # after every phase: a stopped run keeps its figures
+            saved.write_text(json.dumps(results, indent=1))  # after every phase: a stopped run keeps its figures
     print(table(results))
     print()
     print(settings(results))

@@ -486,6 +486,19 @@ class Faults:
             return None
         return self.add(Fault("delete_thread", agent=agent, api="assistants", count=count, **at))
 
+    def delete_previous_response(
+        self, response_id: str | None = None, *, agent: str | None = None, count: int | None = 1, **at: Unpack[At]
+    ) -> Fault | None:
+        """Delete a stored response behind the client's back (as the end of its 30 days of storage would): now, or
+        the one the next create for `agent` that continues one (`previous_response_id`) names, just before it is
+        handled."""
+        if response_id is not None:
+            self._emu.delete_response(response_id)
+            self._record(Injection("delete_previous_response", None, False, target=response_id))
+            return None
+        selectors: dict[str, Any] = {"method": "POST", "template": "/v1/responses", **at}
+        return self.add(Fault("delete_previous_response", agent=agent, api="responses", count=count, **selectors))
+
     def random(self, rate: float, seed: int, kinds: Sequence[str] | None = None) -> None:
         """Inject a fault into a fraction `rate` of requests/new objects, chosen reproducibly from `seed`."""
         chosen = tuple(kinds) if kinds else DEFAULT_RANDOM_KINDS
@@ -681,6 +694,7 @@ class Faults:
                     "expire": self.expire,
                     "delete_conversation": self.delete_conversation,
                     "delete_thread": self.delete_thread,
+                    "delete_previous_response": self.delete_previous_response,
                 }
                 if kind not in immediate:
                     raise invalid_request(f"'target_id' is not supported for fault kind {kind!r}.", param="kind")

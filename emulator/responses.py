@@ -302,9 +302,6 @@ class ResponsesAPI:
         if conversation is not None and faults.delete_container:
             emu.conversations_api.delete_now(conversation.id)
             conversation = emu.conversations_api.get(conversation.id, param="conversation")
-        if previous_id and faults.delete_container:
-            self.delete_now(str(previous_id))
-            self.get(str(previous_id), param="previous_response_id")
 
         params = {key: body[key] for key in _ECHOED_PARAMS if key in body}
         params["tools"] = _echo_tools(body.get("tools"))

@@ -373,8 +373,9 @@ class Emulator:
         return web.Response(status=599)
 
     def _delete_containers(self, bound: list[Bound], info: RequestInfo) -> None:
-        """Bound `delete_*` faults: the conversation/thread this request names is deleted just before it is handled
-        (PLATFORM_FACTS "Conversations API": conversations can be deleted; every later request naming it 404s)."""
+        """Bound `delete_*` faults: the conversation/thread this request names, or the response it continues, is deleted
+        just before it is handled (PLATFORM_FACTS "Conversations API": conversations can be deleted; every later
+        request naming it 404s; "Responses API": stored responses are kept 30 days)."""
         for entry in bound:
             kind = entry.fault.kind
             if kind == "delete_conversation" and info.conversation_id in self.conversations:
@@ -383,6 +384,9 @@ class Emulator:
             elif kind == "delete_thread" and info.thread_id in self.threads:
                 self.delete_thread(info.thread_id)
                 entry.injection.target = info.thread_id
+            elif kind == "delete_previous_response" and info.previous_response_id in self.responses:
+                self.delete_response(info.previous_response_id)
+                entry.injection.target = info.previous_response_id
 
     async def describe(self, request: web.Request, template: str) -> RequestInfo:
         """Who a request is for and what it can meet, before its handler runs. The agent is the response's

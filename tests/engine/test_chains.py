@@ -100,3 +100,25 @@ async def test_a_chain_whose_responses_are_gone_is_rebuilt_from_the_transcript(e
         texts = [i for i in emu.conversations[rebuilt].items if i.get("type") == "message"]
         assert any("my name is Ada" in str(i.get("content")) for i in texts)
         assert await bot.store.chain(conversation.main_thread) is not None  # the old chain's row stays until reset
+
+
+async def test_the_emulator_deletes_the_response_a_create_continues_only_for_creates_that_continue_one(emu):
+    """The fault matrix's `deleted` cell on chains: bound to a create with `previous_response_id`, it deletes that
+    response just before the create is handled (404 for the create); a create continuing nothing is not its kind."""
+    import openai
+
+    client = openai.AsyncOpenAI(base_url=emu.base_url, api_key="k", max_retries=0)
+    first = await client.responses.create(model="emu-1", input="hello", store=True)
+    emu.faults.delete_previous_response(agent="assistant")
+    await client.responses.create(model="emu-1", input="no previous", store=True)  # not bound: continues nothing
+    try:
+        await client.responses.create(model="emu-1", input="again", previous_response_id=first.id, store=True)
+        raise AssertionError("the continued response was not deleted")
+    except openai.NotFoundError as exc:
+        assert exc.body["param"] == "previous_response_id"  # type: ignore[index]
+    try:
+        await client.responses.retrieve(first.id)
+        raise AssertionError("the deleted response is still stored")
+    except openai.NotFoundError:
+        pass
+    await client.close()
