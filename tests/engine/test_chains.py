@@ -122,3 +122,30 @@ async def test_the_emulator_deletes_the_response_a_create_continues_only_for_cre
     except openai.NotFoundError:
         pass
     await client.close()
+
+
+async def test_calls_never_recorded_as_cancelled_are_found_at_the_head_when_the_thread_is_stuck(emu, tmp_path):
+    """The window between a turn stopping and its calls being recorded as cancelled (a crash there): the next run
+    chains from a head whose calls have no output, the provider says `No tool output found`, and the head's calls
+    are answered then."""
+    import sqlite3
+
+    emu.scripts["critic"] = Script(rules=[Rule(delay=30.0)])
+    db = tmp_path / "db"
+    async with running_bot(team(emu.base_url, db, backend="chains", turn_timeout=0.5)) as (bot, surface):
+        await bot.accept(inbound("ask the critic"))
+        await surface.wait_for(1)
+        await bot.idle()
+    with sqlite3.connect(db) as conn:  # as if the process had died before recording them
+        conn.execute("UPDATE response_chains SET cancelled='[]'")
+    del emu.scripts["critic"]
+    async with running_bot(team(emu.base_url, db, backend="chains")) as (bot, surface):
+        await bot.accept(inbound("hello again"))
+        [(_, reply)] = await surface.wait_for(1)
+        await bot.idle()
+        assert reply.text == "You said: hello again"
+        assert bot.supervisor.recovery_counts.get("stuck_tool_call") == 1
+        waiting = remote_runs(emu, "proxy")[0]
+        after = remote_runs(emu, "proxy")[-1].record
+        assert after.previous_response_id == waiting.id
+        assert [i["output"] for i in after.input_items if i["type"] == "function_call_output"] == [CANCELLED_OUTPUT]
