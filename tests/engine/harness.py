@@ -243,7 +243,8 @@ def handoff_team(base_url: str, db_path: str | Path, backend: str = "responses",
         proxy=member("greeter", ("editor",)),
         subs=(member("editor", ("greeter", "layout"), ("researcher",)), member("layout", ("editor",)),
               member("researcher", ())),
-        backend=backend,  # type: ignore[arg-type]
+        backend=backend_of(backend, "greeter"),  # type: ignore[arg-type]
+        response_threads="chains" if backend == "chains" else "conversations",
         limits=dataclasses.replace(FAST_LIMITS, **limits),
         db_path=str(db_path),
         base_url=base_url,

@@ -11,7 +11,7 @@ import pytest
 from bot.types import Actor, CommandContext, HandedOff
 from tests.engine.harness import handoff_team, inbound, instructions_of, remote_runs, running_bot
 
-HANDOFF_BACKENDS = ("responses", "assistants", "chat")
+HANDOFF_BACKENDS = ("responses", "chains", "assistants", "chat")
 ADMIN = CommandContext(Actor("console", "root", platform_admin=True), channel="console:test",
                        conversation="console:test:c1")
 
