@@ -155,8 +155,10 @@ class ResponsesBackend:
             # Every call of the head waits for an output; one outside it cannot be answered (the caller rebuilds).
             chain = await self._chain(thread_id)
             calls: list[str] = []
-            if chain.head is not None:
-                calls = [c.call_id for c in (await self.retrieve(chain.head, thread_id)).tool_calls]
+            if chain.head is not None:  # read, not `retrieve`: the head is the head already, nothing to advance
+                async with provider_errors(not_found="run"):
+                    head = await get_json(self.client, f"/responses/{chain.head}")
+                calls = [c.call_id for c in to_state(head, thread_id).tool_calls]
             if call_id not in calls:
                 raise Permanent(f"call {call_id} is not one of the head's of chain {thread_id}", "stuck_call_unknown")
             await self.store.cancel_chain_calls(thread_id, calls)

@@ -7,6 +7,8 @@ engine-wide behaviour (crashes, admin races, recovery) runs on chains through th
 
 from __future__ import annotations
 
+import pytest
+
 from emulator import Rule, Script
 from tests.engine.harness import delete_remote_thread, inbound, remote_runs, running_bot, team
 
@@ -58,26 +60,30 @@ async def test_a_create_whose_answer_was_lost_is_sent_again_and_answered_once(em
         assert remote_runs(emu, "proxy")[-1].record.previous_response_id == resent.id
 
 
-async def test_calls_of_a_stopped_turn_are_answered_cancelled_by_the_next_run_without_a_request(emu, store_url):
-    emu.scripts["critic"] = Script(rules=[Rule(delay=30.0)])
-    async with running_bot(team(emu.base_url, store_url, backend="chains", turn_timeout=0.5)) as (bot, surface):
-        await bot.accept(inbound("ask the critic"))
-        [(_, stopped)] = await surface.wait_for(1)
+async def test_calls_of_a_failed_turn_are_answered_cancelled_by_the_next_run_without_a_request(emu, store_url):
+    """The proxy's run with the three results is refused: the turn fails, and the calls of the response it
+    continued are given up (`abandon`). On a chain there are no items to write: the next run carries their
+    "cancelled" outputs itself, so it is never refused for calls without outputs."""
+    emu.scripts["proxy"] = Script([Rule(on="tool_outputs", fail="invalid_prompt")])
+    async with running_bot(team(emu.base_url, store_url, backend="chains")) as (bot, surface):
+        await bot.accept(inbound("ask the team about plan A"))  # three parallel calls, then a refusal
+        [(_, failed)] = await surface.wait_for(1)
         await bot.idle()
-        assert stopped.kind == "failure"
+        assert failed.kind == "failure" and "refused" in failed.text
         waiting = remote_runs(emu, "proxy")[0]
-        [call] = [i for i in waiting.record.output if i.get("type") == "function_call"]
+        calls = [i["call_id"] for i in waiting.record.output if i.get("type") == "function_call"]
+        assert len(calls) == 3
 
-        del emu.scripts["critic"]
         await bot.accept(inbound("hello again"))
         replies = await surface.wait_for(2)
         await bot.idle()
-        assert replies[1][1].text == "You said: hello again"
+        assert (replies[1][1].kind, replies[1][1].text) == ("answer", "You said: hello again")
         after = remote_runs(emu, "proxy")[-1].record
         assert after.previous_response_id == waiting.id
-        assert after.input_items[0]["type"] == "function_call_output"
-        assert (after.input_items[0]["call_id"], after.input_items[0]["output"]) == (call["call_id"], CANCELLED_OUTPUT)
-        assert not _posts(emu, "/items")  # no items to write on a chain: the answer rode on the run
+        assert [(i["call_id"], i["output"]) for i in after.input_items if i["type"] == "function_call_output"] == [
+            (call, CANCELLED_OUTPUT) for call in calls]
+        assert [e.error for e in emu.log if e.status == 400] == []  # never refused
+        assert not _posts(emu, "/items")  # the answers rode on the run
         conversation = await bot.store.get_conversation("console:test:c1")
         assert (await bot.store.chain(conversation.main_thread)).cancelled == ()
 
@@ -124,28 +130,74 @@ async def test_the_emulator_deletes_the_response_a_create_continues_only_for_cre
     await client.close()
 
 
-async def test_calls_never_recorded_as_cancelled_are_found_at_the_head_when_the_thread_is_stuck(emu, tmp_path):
-    """The window between a turn stopping and its calls being recorded as cancelled (a crash there): the next run
-    chains from a head whose calls have no output, the provider says `No tool output found`, and the head's calls
-    are answered then."""
-    import sqlite3
-
+async def test_calls_of_a_stopped_turn_are_found_at_the_head_when_the_next_run_is_refused(emu, store_url):
+    """A turn stopped by its timeout while the critic works gives nothing up (nor does a process killed then): the
+    next run chains from a head whose call has no output, the provider answers `No tool output found`, and the
+    head's calls are answered "cancelled" on the run sent again."""
     emu.scripts["critic"] = Script(rules=[Rule(delay=30.0)])
-    db = tmp_path / "db"
-    async with running_bot(team(emu.base_url, db, backend="chains", turn_timeout=0.5)) as (bot, surface):
+    async with running_bot(team(emu.base_url, store_url, backend="chains", turn_timeout=0.5)) as (bot, surface):
         await bot.accept(inbound("ask the critic"))
-        await surface.wait_for(1)
+        [(_, stopped)] = await surface.wait_for(1)
         await bot.idle()
-    with sqlite3.connect(db) as conn:  # as if the process had died before recording them
-        conn.execute("UPDATE response_chains SET cancelled='[]'")
-    del emu.scripts["critic"]
-    async with running_bot(team(emu.base_url, db, backend="chains")) as (bot, surface):
+        assert stopped.kind == "failure"
+        del emu.scripts["critic"]
         await bot.accept(inbound("hello again"))
-        [(_, reply)] = await surface.wait_for(1)
+        replies = await surface.wait_for(2)
         await bot.idle()
-        assert reply.text == "You said: hello again"
+        assert replies[1][1].text == "You said: hello again"
         assert bot.supervisor.recovery_counts.get("stuck_tool_call") == 1
+        refused = [e for e in emu.log if e.status == 400]
+        assert len(refused) == 1 and "No tool output found" in str(refused[0].error)
         waiting = remote_runs(emu, "proxy")[0]
+        [call] = [i["call_id"] for i in waiting.record.output if i.get("type") == "function_call"]
         after = remote_runs(emu, "proxy")[-1].record
         assert after.previous_response_id == waiting.id
-        assert [i["output"] for i in after.input_items if i["type"] == "function_call_output"] == [CANCELLED_OUTPUT]
+        assert [(i["call_id"], i["output"]) for i in after.input_items if i["type"] == "function_call_output"] == [
+            (call, CANCELLED_OUTPUT)]
+
+
+@pytest.mark.parametrize("method", ["create_chain", "chain", "advance_chain", "cancel_chain_calls"])
+async def test_a_store_fault_at_each_step_of_a_chain_ends_the_turn_visibly_and_the_next_one_is_answered(
+    emu, tmp_path, method
+):
+    """The store refuses once at each chain operation of a turn that creates its threads, delegates, and fails (its
+    run with the results is refused, so its calls are given up): that turn gets one explicit reply, never silence,
+    and the conversation goes on: the next message is answered from a head that still works."""
+    from bot.backends.providers import make_backend
+    from bot.engine import Bot
+    from storage.base import StoreError
+    from storage.sqlite import SQLiteStore
+    from tests.engine.harness import RecordingSurface
+
+    class RefusesOnce(SQLiteStore):
+        refused = 0
+
+        def __getattribute__(self, name: str):  # type: ignore[no-untyped-def]
+            attr = super().__getattribute__(name)
+            if name != method:
+                return attr
+
+            async def once(*args, **kwargs):  # type: ignore[no-untyped-def]
+                if type(self).refused == 0:
+                    type(self).refused = 1
+                    raise StoreError("database write failed (disk I/O error)")
+                return await attr(*args, **kwargs)
+
+            return once
+
+    emu.scripts["proxy"] = Script([Rule(on="tool_outputs", fail="invalid_prompt")])
+    cfg = team(emu.base_url, tmp_path / "db", backend="chains")
+    bot = Bot(cfg, RefusesOnce(tmp_path / "db"), make_backend(cfg))
+    surface = RecordingSurface()
+    bot.add_surface(surface)
+    async with bot.running():
+        await bot.accept(inbound("ask the critic"))  # one call, then a refusal
+        [(_, first)] = await surface.wait_for(1)
+        await bot.idle()
+        assert first.kind == "failure"  # the provider's refusal or the store's: said either way
+        assert RefusesOnce.refused == 1  # the fault was met
+        await bot.accept(inbound("hello again"))
+        replies = await surface.wait_for(2)
+        await bot.idle()
+    assert len(surface.deliveries) == 2
+    assert replies[1][1].text == "You said: hello again"

@@ -270,7 +270,6 @@ async def test_chat_threads_runs_and_summaries(store: Store) -> None:
     assert kept.message["content"] == "a\u0000b"
 
 
-
 async def test_response_chains_are_created_empty_read_and_deleted(store: Store) -> None:
     assert await store.chain("chain_1") is None
     await store.create_chain("chain_1")
@@ -333,6 +332,7 @@ async def test_racing_advances_of_a_chain_move_its_head_once(store_url: str) -> 
     finally:
         for opened in stores:
             await opened.close()
+
 
 async def test_handoff_transfers_apply_once_merge_state_and_respect_the_turn_limit(store: Store) -> None:
     from storage.handoffs import Transfer
