@@ -3,6 +3,8 @@ faults armed, and one instance SIGKILLed every `--interval` seconds and restarte
 
     python -m benchmarks.instances_soak                       # 3 instances, 1,000 conversations, 50 kills, 30 s
     python -m benchmarks.instances_soak --kills 10 --interval 10 --lease-seconds 3   # a quicker look
+    python -m benchmarks.instances_soak --kills 50 --interval 4 --lease-seconds 1 --conversations 20 --send-rate 6
+                                                              # many takeovers racing new messages
 
 Each instance (this file with `--worker`) runs the real engine with its conversation leases and the console path
 of benchmarks/crash_soak_worker.py: messages as JSON lines on stdin handed to `Bot.accept`, replies posted to this
@@ -10,7 +12,9 @@ process's console platform over HTTP (which `find_delivery` asks). A message goe
 sent again (same event id) to another until one acknowledges it. Counts are taken on the platform side: `lost` is an
 acknowledged message no posted reply answered; `duplicated` is a turn posted twice or a message answered by two
 posted turns. Takeover time: from a kill to the moment each conversation the dead instance owned with unfinished
-work has a new owner (polled in the leases table every 50 ms).
+work has a new owner (polled in the leases table every 50 ms). A failed soak prints what the database holds about
+each lost message (its turn, the conversation's other turns) with the workers' log lines about it, and keeps that
+log (every worker's engine at INFO) in a temporary directory it names.
 """
 
 from __future__ import annotations
@@ -23,12 +27,15 @@ import json
 import logging
 import os
 import random
+import shutil
 import signal
 import sys
+import tempfile
 import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -37,6 +44,7 @@ from aiohttp import web
 
 from benchmarks.common import REPO, percentile
 from benchmarks.soak import SoakOptions, arm_random_faults, emulator
+from bot.config import RESPONSE_THREADS
 from fakes.pg_cluster import PgCluster
 
 INSTANCES = 3
@@ -82,12 +90,13 @@ class Console:
         return web.json_response({}, status=404)
 
 
-async def spawn(name: str, args: argparse.Namespace, db: str, base_url: str, console_url: str, tally: Tally) -> Worker:
+async def spawn(name: str, args: argparse.Namespace, db: str, base_url: str, console_url: str, tally: Tally,
+                log_file: int) -> Worker:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "benchmarks.instances_soak", "--worker", "--db", db, "--base-url", base_url,
-        "--console-url", console_url, "--lease-seconds", str(args.lease_seconds), cwd=REPO,
+        "--console-url", console_url, "--lease-seconds", str(args.lease_seconds), "--threads", args.threads, cwd=REPO,
         env={**os.environ, "PYTHONPATH": str(REPO), "SWITCHBOARD_INSTANCE": name},
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=1 << 20)
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=log_file, limit=1 << 20)
     worker = Worker(name, proc)
     asyncio.get_running_loop().create_task(read_lines(worker, tally))
     return worker
@@ -157,6 +166,10 @@ async def run_soak(args: argparse.Namespace) -> SoakResult:
     db = cluster.create_database("soak")
     runner: web.AppRunner | None = None
     workers: list[Worker] = []
+    log_dir = tempfile.mkdtemp(prefix="switchboard-soak-")
+    log_path = os.path.join(log_dir, "workers.log")
+    log_file = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    result: SoakResult | None = None
     try:
         console = Console(tally)
         runner = web.AppRunner(console.app)
@@ -172,7 +185,7 @@ async def run_soak(args: argparse.Namespace) -> SoakResult:
             async def new_worker(slot: int) -> Worker:
                 nonlocal generation
                 generation += 1
-                return await spawn(f"i{slot}-g{generation}", args, db, emu.base_url, console_url, tally)
+                return await spawn(f"i{slot}-g{generation}", args, db, emu.base_url, console_url, tally, log_file)
 
             workers = [await new_worker(i) for i in range(INSTANCES)]
             await asyncio.gather(*(w.ready.wait() for w in workers))
@@ -224,8 +237,16 @@ async def run_soak(args: argparse.Namespace) -> SoakResult:
                     worker.proc.stdin.close()
             await asyncio.gather(*(w.proc.wait() for w in workers))
             injected = len(await emu.injected())
-        return report(tally, injected, args)
+            result = report(tally, injected, args)
+            if not result.ok:
+                await explain(tally, pool, log_path)
+        return result
     finally:
+        os.close(log_file)
+        if result is not None and result.ok:
+            shutil.rmtree(log_dir, ignore_errors=True)
+        else:
+            print(f"the workers' log is kept: {log_path}")
         for worker in workers:
             if worker.proc.returncode is None:
                 worker.proc.kill()
@@ -238,12 +259,36 @@ def answered(tally: Tally) -> set[str]:
     return {event for turn, events in tally.turns.items() if tally.posts[turn] for event in events}
 
 
+async def explain(tally: Tally, pool: asyncpg.Pool, log_path: str) -> None:
+    """What the database and the workers' log say about each lost message (a failed soak's first clue)."""
+    lost = sorted(tally.acked - answered(tally))
+    text = await asyncio.to_thread(Path(log_path).read_text, errors="replace")
+    lines = text.splitlines()
+    print("\nerrors in the workers' log:", *[line for line in lines if " ERROR " in line][:20], sep="\n  ")
+    for event_id in lost:
+        inbox = await pool.fetchrow("SELECT * FROM inbox WHERE event_id = $1", event_id)
+        print(f"\nlost {event_id}: {dict(inbox) if inbox else 'not in the inbox'}")
+        if inbox is None:
+            continue
+        conversation = inbox["conversation"]
+        marks = [f"{conversation} ", f"{conversation}'", f"{conversation})", event_id]
+        for turn in await pool.fetch("SELECT id, state, reply_kind, delivered_ref, retries, created_at, updated_at"
+                                     " FROM turns WHERE conversation = $1 ORDER BY created_at", conversation):
+            events = await pool.fetch("SELECT event_id, state FROM inbox WHERE turn_id = $1", turn["id"])
+            print(f"  turn {dict(turn)} posts={tally.posts.get(turn['id'], 0)} reported={turn['id'] in tally.turns}"
+                  f" events={[(e['event_id'][:8], e['state']) for e in events]}")
+            marks.append(turn["id"])
+        lease = await pool.fetchrow("SELECT * FROM leases WHERE conversation = $1", conversation)
+        print(f"  lease {dict(lease) if lease else None}")
+        print("  log:", *[line for line in lines if any(m in line for m in marks)][-60:], sep="\n    ")
+
+
 def report(tally: Tally, injected: int, args: argparse.Namespace) -> SoakResult:
     posted_for: Counter[str] = Counter(e for turn, events in tally.turns.items() if tally.posts[turn] for e in events)
     lost = tally.acked - set(posted_for)
     duplicated = sum(1 for n in tally.posts.values() if n > 1) + sum(1 for n in posted_for.values() if n > 1)
     takeover = sorted(tally.takeovers)
-    print(f"instances {INSTANCES}, conversations {args.conversations}, kills {tally.kills}, "
+    print(f"instances {INSTANCES} (threads: {args.threads}), conversations {args.conversations}, kills {tally.kills}, "
           f"provider faults injected {injected}")
     print(f"messages acknowledged {len(tally.acked)}, answered {len(tally.acked) - len(lost)}, lost {len(lost)}, "
           f"duplicated {duplicated}, never acknowledged {len(tally.sent)}")
@@ -260,9 +305,12 @@ async def worker_main(args: argparse.Namespace) -> None:
     from bot.types import Inbound, InvalidInbound
     from fakes.configs import soak_team
 
-    logging.basicConfig(level=logging.ERROR, stream=sys.stderr)
-    cfg = dataclasses.replace(soak_team(args.base_url, args.db), storage=StorageConfig(
-        lease_seconds=args.lease_seconds, instance=os.environ.get("SWITCHBOARD_INSTANCE", "")))
+    instance = os.environ.get("SWITCHBOARD_INSTANCE", "")
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
+                        format=f"%(asctime)s {instance} %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("switchboard").setLevel(logging.INFO)
+    cfg = dataclasses.replace(soak_team(args.base_url, args.db), response_threads=args.threads, storage=StorageConfig(
+        lease_seconds=args.lease_seconds, instance=instance))
     bot = Bot.from_config(cfg)
     session = aiohttp.ClientSession()
     bot.add_surface(Reporting(ConsoleWebhook(args.console_url, session), bot))  # type: ignore[arg-type]
@@ -292,6 +340,8 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--settle", type=float, default=180.0, help="seconds to wait for the last answers")
     parser.add_argument("--provider-latency", type=float, default=0.3, help="seconds per provider request")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--threads", choices=RESPONSE_THREADS, default="chains",
+                        help="what the Responses backend's threads are (`[openai] threads`)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--db", help=argparse.SUPPRESS)
     parser.add_argument("--base-url", help=argparse.SUPPRESS)

@@ -34,7 +34,7 @@ from bot.delivery import Delivery
 from bot.mailbox import Mailbox
 from bot.metrics import Metrics
 from bot.orchestrator import Orchestrator
-from bot.ownership import LeasedDoors, LeasedOwnership, Ownership
+from bot.ownership import Claim, LeasedDoors, LeasedOwnership, Ownership
 from bot.supervisor import Supervisor
 from bot.types import Accepted, CommandContext, CommandResult, Inbound, InvalidInbound, Started, Surface
 from bot.worker import INTERNAL_ERROR_TEXT, ConversationWorker, TurnStats
@@ -268,14 +268,17 @@ class Bot:
 
     async def _process(self, conversation: str) -> bool:
         """The mailbox's unit of work, only for a conversation this instance owns."""
-        if not await self.ownership.owns(conversation):
+        claim = await self.ownership.claim(conversation)
+        if claim is Claim.ELSEWHERE:
             return False
+        if claim is Claim.TAKEN:  # its last owner may have died mid-turn: that turn goes before any new message
+            self.worker.resume_first(conversation)
         try:
             return await self.worker.process(conversation)
         except LeaseLost as exc:
             log.warning("stopped work on %s: %s", conversation, exc)
             self.ownership.forget(conversation)
-            if await self.ownership.owns(conversation):  # the lease was only given back as idle: take it again
+            if await self.ownership.claim(conversation) is not Claim.ELSEWHERE:  # only given back as idle: retake
                 self.resume_later(conversation)
             return False
 

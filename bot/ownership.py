@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -25,6 +26,14 @@ Busy = Callable[[str], bool]  # a local worker or admin action is on the convers
 HEARTBEATS_PER_LEASE = 3
 
 
+class Claim(enum.Enum):
+    """What `Ownership.claim` found."""
+
+    ELSEWHERE = "elsewhere"  # another live instance owns the conversation
+    HELD = "held"  # this instance owned it already
+    TAKEN = "taken"  # this instance just took it: another may have left a turn unfinished there, resume it first
+
+
 class Ownership:
     """This instance owns every conversation: one process per database."""
 
@@ -35,8 +44,9 @@ class Ownership:
         """A write found that this instance no longer holds the conversation."""
         return None
 
-    async def owns(self, conversation: str) -> bool:
-        return True
+    async def claim(self, conversation: str) -> Claim:
+        """Whether this instance may work on the conversation now, taking it if nobody live owns it."""
+        return Claim.HELD
 
     async def take(self, conversation: str) -> None:
         """An admin action is about to change the conversation here: make this instance its owner."""
@@ -65,10 +75,10 @@ class LeasedOwnership(Ownership):
         await self.beat()  # take over what is waiting before the first message arrives
         self._heartbeat = asyncio.create_task(self._beat_forever(), name="switchboard-lease-heartbeat")
 
-    async def owns(self, conversation: str) -> bool:
+    async def claim(self, conversation: str) -> Claim:
         if conversation in self.leases.store.tokens:
-            return True
-        return await self.leases.acquire(conversation)
+            return Claim.HELD
+        return Claim.TAKEN if await self.leases.acquire(conversation) else Claim.ELSEWHERE
 
     async def take(self, conversation: str) -> None:
         await self.leases.acquire(conversation, steal=True)

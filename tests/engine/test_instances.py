@@ -97,6 +97,30 @@ async def test_a_dead_instances_turn_is_taken_over_and_answered_once(emu, pg_url
         assert [r.status for r in emu.responses.values() if r.agent == "proxy"] == ["completed"]
 
 
+async def test_a_dead_instances_turn_is_resumed_when_a_new_message_takes_the_conversation_first(emu, pg_url):
+    # The instances soak lost a message this way: the dead owner's lease ran out, a new message for the conversation
+    # reached another instance, whose worker took the lease before its heartbeat did, and started a turn for the new
+    # message. The dead instance's turn was left unfinished, under a live owner's lease, for good.
+    emu.scripts["proxy"] = Script(rules=[Rule(delay=1.0, times=1)])
+    cfg = shared_team(emu.base_url, pg_url)
+    async with instance(cfg, "b") as (b, b_surface):
+        assert isinstance(b.ownership, LeasedOwnership) and b.ownership._heartbeat is not None
+        b.ownership._heartbeat.cancel()  # so the new message, not b's heartbeat, takes the conversation over
+        a = Bot.from_config(dataclasses.replace(cfg, storage=dataclasses.replace(cfg.storage, instance="a")))
+        a.add_surface(RecordingSurface())
+        await a.start()
+        await a.accept(inbound("hello", conversation=CONV))
+        await emu.wait_until(lambda: any(r.agent == "proxy" for r in emu.responses.values()), within=10)
+        await die(a)
+        assert isinstance(b.store, PostgresStore)
+        await b.store._execute("UPDATE leases SET expires_at = 0 WHERE conversation = $1", CONV)  # a's ran out
+        await b.accept(inbound("second", conversation=CONV))
+        await b_surface.wait_for(2)
+        await b.idle()
+        assert [r.text for r in b_surface.replies()] == ["You said: hello", "You said: second"]
+        assert await b.store.unfinished_turns() == [] and await b.store.pending_inbound(CONV) == []
+
+
 async def test_a_dead_instances_chat_turn_is_taken_over_and_its_thread_holds_it_once(emu, pg_url):
     emu.scripts["proxy"] = Script(rules=[Rule(delay=1.0, times=1)])  # a's completion is streaming when it dies
     cfg = shared_team(emu.base_url, pg_url, backend="chat")
