@@ -67,10 +67,10 @@ class Bot:
                                          self.metrics, charge=self.policy.charge)
         self.mailbox = Mailbox(self._process)
         self.ownership = _ownership(team, store)
+        doors = LeasedDoors(self.ownership, self.mailbox.exclusive, taken=self.resume_later)
         self.commands = CommandHandler(
-            ConversationControl(team=team, store=store, doors=LeasedDoors(self.ownership, self.mailbox.exclusive),
-                                runs=backend, resume_later=self.resume_later, policy=self.policy,
-                                reload=self.reload)
+            ConversationControl(team=team, store=store, doors=doors, runs=backend, resume_later=self.resume_later,
+                                policy=self.policy, reload=self.reload)
         )
         self._lock: InstanceLock | None = None
         self._admin: AdminSocket | None = None

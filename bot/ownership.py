@@ -48,9 +48,9 @@ class Ownership:
         """Whether this instance may work on the conversation now, taking it if nobody live owns it."""
         return Claim.HELD
 
-    async def take(self, conversation: str) -> None:
+    async def take(self, conversation: str) -> Claim:
         """An admin action is about to change the conversation here: make this instance its owner."""
-        return None
+        return Claim.HELD
 
     async def stop(self) -> None:
         return None
@@ -80,8 +80,10 @@ class LeasedOwnership(Ownership):
             return Claim.HELD
         return Claim.TAKEN if await self.leases.acquire(conversation) else Claim.ELSEWHERE
 
-    async def take(self, conversation: str) -> None:
+    async def take(self, conversation: str) -> Claim:
+        held = conversation in self.leases.store.tokens
         await self.leases.acquire(conversation, steal=True)
+        return Claim.HELD if held else Claim.TAKEN
 
     def forget(self, conversation: str) -> None:
         self.leases.forget(conversation)
@@ -133,14 +135,19 @@ class LeasedOwnership(Ownership):
 
 class LeasedDoors:
     """The mailbox's doors, taking the conversation's lease first: an admin action on any instance stops the
-    owner's writes (their token is stale) before it changes anything."""
+    owner's writes (their token is stale) before it changes anything. A conversation taken from another instance is
+    handed to `taken` inside the door (its next worker resumes that instance's unfinished turn first)."""
 
-    def __init__(self, ownership: Ownership, exclusive: Callable[[str], contextlib.AbstractAsyncContextManager[None]]):
+    def __init__(self, ownership: Ownership, exclusive: Callable[[str], contextlib.AbstractAsyncContextManager[None]],
+                 taken: Callable[[str], None]):
         self._ownership = ownership
         self._exclusive = exclusive
+        self._taken = taken
 
     @contextlib.asynccontextmanager
     async def exclusive(self, conversation: str) -> AsyncIterator[None]:
-        await self._ownership.take(conversation)
+        claim = await self._ownership.take(conversation)
         async with self._exclusive(conversation):
+            if claim is Claim.TAKEN:
+                self._taken(conversation)
             yield

@@ -97,15 +97,17 @@ async def test_a_dead_instances_turn_is_taken_over_and_answered_once(emu, pg_url
         assert [r.status for r in emu.responses.values() if r.agent == "proxy"] == ["completed"]
 
 
-async def test_a_dead_instances_turn_is_resumed_when_a_new_message_takes_the_conversation_first(emu, pg_url):
+@pytest.mark.parametrize("taker", ["new message", "admin door"])
+async def test_a_dead_instances_turn_is_resumed_by_whatever_takes_its_conversation(emu, pg_url, taker):
     # The instances soak lost a message this way: the dead owner's lease ran out, a new message for the conversation
     # reached another instance, whose worker took the lease before its heartbeat did, and started a turn for the new
-    # message. The dead instance's turn was left unfinished, under a live owner's lease, for good.
+    # message. The dead instance's turn was left unfinished, under a live owner's lease, for good. An admin action's
+    # door takes a lease too.
     emu.scripts["proxy"] = Script(rules=[Rule(delay=1.0, times=1)])
     cfg = shared_team(emu.base_url, pg_url)
     async with instance(cfg, "b") as (b, b_surface):
         assert isinstance(b.ownership, LeasedOwnership) and b.ownership._heartbeat is not None
-        b.ownership._heartbeat.cancel()  # so the new message, not b's heartbeat, takes the conversation over
+        b.ownership._heartbeat.cancel()  # so the message or the door, not b's heartbeat, takes the conversation
         a = Bot.from_config(dataclasses.replace(cfg, storage=dataclasses.replace(cfg.storage, instance="a")))
         a.add_surface(RecordingSurface())
         await a.start()
@@ -114,10 +116,16 @@ async def test_a_dead_instances_turn_is_resumed_when_a_new_message_takes_the_con
         await die(a)
         assert isinstance(b.store, PostgresStore)
         await b.store._execute("UPDATE leases SET expires_at = 0 WHERE conversation = $1", CONV)  # a's ran out
-        await b.accept(inbound("second", conversation=CONV))
-        await b_surface.wait_for(2)
+        if taker == "new message":
+            await b.accept(inbound("second", conversation=CONV))
+            expected = ["You said: hello", "You said: second"]
+        else:
+            async with b.commands.control.doors.exclusive(CONV):
+                pass
+            expected = ["You said: hello"]
+        await b_surface.wait_for(len(expected))
         await b.idle()
-        assert [r.text for r in b_surface.replies()] == ["You said: hello", "You said: second"]
+        assert [r.text for r in b_surface.replies()] == expected
         assert await b.store.unfinished_turns() == [] and await b.store.pending_inbound(CONV) == []
 
 
