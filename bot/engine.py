@@ -65,7 +65,7 @@ class Bot:
         self.delivery = Delivery(store, self.metrics, team.limits)
         self.worker = ConversationWorker(store, Orchestrator(team, backend, self.supervisor), self.delivery,
                                          self.metrics, charge=self.policy.charge)
-        self.mailbox = Mailbox(self._process)
+        self.mailbox = Mailbox(self._process, team.limits.backoff_base, team.limits.backoff_max)
         self.ownership = _ownership(team, store)
         doors = LeasedDoors(self.ownership, self.mailbox.exclusive, taken=self.resume_later)
         self.commands = CommandHandler(

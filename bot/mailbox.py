@@ -1,6 +1,8 @@
 """One serial worker per conversation, and one door per conversation that admin actions pass through: a
 conversation's turns never overlap each other or an admin action on it, and conversations never wait for each other.
-Work itself lives in the store (the inbox); the mailbox only decides who runs when."""
+Work itself lives in the store (the inbox); the mailbox only decides who runs when, and runs a failed worker again
+after a growing delay, so work left by a failure (a database that refused a write) does not wait for the next
+message or a restart."""
 
 from __future__ import annotations
 
@@ -14,9 +16,19 @@ log = logging.getLogger("switchboard.mailbox")
 Handler = Callable[[str], Awaitable[bool]]  # process one unit of work; False when there was none
 
 
+#: first delay before a failed worker runs again (doubling per failure in a row, up to RETRY_MAX_SECONDS)
+RETRY_BASE_SECONDS = 1.0
+RETRY_MAX_SECONDS = 60.0
+
+
 class Mailbox:
-    def __init__(self, handler: Handler) -> None:
+    def __init__(self, handler: Handler, retry_base: float = RETRY_BASE_SECONDS,
+                 retry_max: float = RETRY_MAX_SECONDS) -> None:
         self._handler = handler
+        self._retry_base = retry_base
+        self._retry_max = retry_max
+        self._failures: dict[str, int] = {}  # conversation -> its worker's failures in a row
+        self._retries: dict[str, asyncio.TimerHandle] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._dirty: set[str] = set()
         self._doors: dict[str, asyncio.Lock] = {}
@@ -67,6 +79,9 @@ class Mailbox:
 
     async def close(self) -> None:
         self._closed = True
+        for retry in self._retries.values():
+            retry.cancel()
+        self._retries.clear()
         tasks = list(self._workers.values())
         for task in tasks:
             task.cancel()
@@ -82,6 +97,18 @@ class Mailbox:
             return
         self._workers[conversation] = asyncio.create_task(self._work(conversation), name=f"mailbox:{conversation}")
         self._settle()
+
+    def _retry_later(self, conversation: str) -> None:
+        failures = self._failures[conversation] = self._failures.get(conversation, 0) + 1
+        delay = min(self._retry_base * 2 ** (failures - 1), self._retry_max)
+        log.exception("worker for %s failed (%d in a row); it runs again in %.1fs, or at the next message",
+                      conversation, failures, delay)
+        if conversation not in self._retries:
+            self._retries[conversation] = asyncio.get_running_loop().call_later(delay, self._retry, conversation)
+
+    def _retry(self, conversation: str) -> None:
+        del self._retries[conversation]
+        self.kick(conversation)
 
     def _settle(self) -> None:
         if self._workers or self._at_door:
@@ -99,8 +126,9 @@ class Mailbox:
                 except asyncio.CancelledError:
                     raise
                 except Exception:
-                    log.exception("worker for %s failed; it will retry on the next message or restart", conversation)
+                    self._retry_later(conversation)
                     return
+            self._failures.pop(conversation, None)
         finally:
             self._workers.pop(conversation, None)
             if conversation in self._dirty:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 
 from bot.mailbox import Mailbox
 
@@ -175,3 +176,33 @@ async def test_an_admin_cancelled_while_the_worker_winds_down_leaves_no_work_str
     work.finish.set()
     await wait_idle(mailbox)
     assert work.pending["c1"] == 0
+
+
+async def test_a_failed_worker_runs_again_after_a_growing_delay_and_close_stops_the_retries():
+    calls: list[float] = []
+    done = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    async def flaky(conversation: str) -> bool:
+        calls.append(loop.time())
+        if len(calls) <= 3:
+            raise RuntimeError("the database is away")
+        done.set()
+        return False
+
+    mailbox = Mailbox(flaky, retry_base=0.02, retry_max=0.04)
+    mailbox.kick("c1")  # no message follows: only the retries run it again
+    await asyncio.wait_for(done.wait(), WAIT_SECONDS)
+    gaps = [round(b - a, 3) for a, b in itertools.pairwise(calls)]
+    assert len(calls) == 4 and gaps[0] >= 0.02 and gaps[1] >= 0.04 and gaps[2] >= 0.04, gaps  # 0.02, 0.04, then the cap
+    await wait_idle(mailbox)
+
+    async def failing(conversation: str) -> bool:
+        raise RuntimeError("broken for good")
+
+    stopped = Mailbox(failing, retry_base=3600, retry_max=3600)
+    stopped.kick("c1")
+    await wait_idle(stopped)
+    assert stopped._retries  # one retry waits
+    await stopped.close()
+    assert not stopped._retries

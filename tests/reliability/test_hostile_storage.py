@@ -28,7 +28,7 @@ from bot.engine import Bot
 from emulator import ManualClock, Rule, Script, run_emulator
 from fakes.configs import slack_settings
 from fakes.slack_api import FakeSlack
-from storage.base import StoreError
+from storage.base import InboxMessage, StoreError, TurnRecord
 from storage.sqlite import SQLiteStore
 from tests.reliability.helpers import RecordingStore, message, running_bot, team
 
@@ -141,6 +141,35 @@ async def test_new_messages_are_refused_plainly_and_accepted_again_once_the_data
             await bot.idle()
         assert [p.text for p in surface.posted] == ["You said: before", "You said: after"]
     assert integrity(cfg.db_path) == "ok"
+
+
+class RefusingStore(SQLiteStore):
+    """Refuses to start a turn `refusals` times: the database failed the write the worker needed first."""
+
+    def __init__(self, path: str, refusals: int) -> None:
+        super().__init__(path)
+        self.refusals = refusals
+
+    async def start_turn(self, turn: TurnRecord, messages: list[InboxMessage], thread_path: str) -> None:
+        if self.refusals:
+            self.refusals -= 1
+            raise StoreError("the database is locked (test)")
+        await super().start_turn(turn, messages, thread_path)
+
+
+async def test_a_message_whose_turn_could_not_start_is_answered_once_the_database_works_without_another(tmp_path):
+    # Its worker failed: the mailbox runs it again after a growing delay (the team's backoff), not only at the next
+    # message or restart (a user who waits for the answer sends none).
+    async with run_emulator(retry_after=0.01) as emu:
+        cfg = team(emu.base_url, tmp_path / "db")
+        store = RefusingStore(cfg.db_path, refusals=3)
+        async with running_bot(cfg, store) as (bot, surface):
+            await bot.accept(message("hello"))
+            await surface.wait_for(1)
+            await bot.idle()
+            assert store.refusals == 0
+            assert [p.text for p in surface.posted] == ["You said: hello"]
+            assert await bot.store.unfinished_turns() == [] and await bot.store.pending_inbound("console:rel:c1") == []
 
 
 async def test_a_turn_whose_reply_cannot_be_recorded_still_answers_once_and_finishes_later(tmp_path, breaker):
