@@ -4,7 +4,9 @@ several on one PostgreSQL database share them through leases (`storage.leases`):
 `LeasedOwnership` keeps its leases alive with a heartbeat every third of `lease_seconds`, takes over conversations
 whose owner stopped renewing (a killed or cut-off instance) and resumes their turns as a restart does, wakes the
 owner's worker when a message for it was stored by any instance (NOTIFY, with the heartbeat's scan as a catch-up),
-stops the local worker of a conversation it lost, and gives every lease back on a clean stop.
+stops the local worker of a conversation it lost, and gives every lease back on a clean stop. Whatever takes a
+conversation from another instance (the heartbeat, a worker for a new message, an admin action's door) has its
+unfinished turn resumed before anything new.
 """
 
 from __future__ import annotations

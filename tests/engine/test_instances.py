@@ -46,7 +46,10 @@ async def die(bot: Bot) -> None:
     """What SIGKILL leaves behind: the work stops mid-turn, nothing is given back, leases run until they expire."""
     assert isinstance(bot.ownership, LeasedOwnership) and bot.ownership._heartbeat is not None
     bot.ownership._heartbeat.cancel()
-    await bot.mailbox.close()
+    stopping = asyncio.ensure_future(bot.mailbox.close())
+    await asyncio.sleep(0)  # the workers are cancelled; a create being sent waits for its answer, shielded, so...
+    await bot.backend.close()  # ...its connection goes, as with the process: the create took effect, unrecorded
+    await stopping
     assert isinstance(bot.store, PostgresStore)
     bot.store.pool.terminate()
 
@@ -97,35 +100,51 @@ async def test_a_dead_instances_turn_is_taken_over_and_answered_once(emu, pg_url
         assert [r.status for r in emu.responses.values() if r.agent == "proxy"] == ["completed"]
 
 
-@pytest.mark.parametrize("taker", ["new message", "admin door"])
-async def test_a_dead_instances_turn_is_resumed_by_whatever_takes_its_conversation(emu, pg_url, taker):
+#: the provider creates of a turn that delegates once: the proxy's, the critic's, the proxy's with the critic's result
+DELEGATING_CREATES = 3
+TAKERS = ("heartbeat", "new message", "admin door")
+
+
+@pytest.mark.parametrize("nth", range(1, DELEGATING_CREATES + 1))
+@pytest.mark.parametrize("taker", TAKERS)
+@pytest.mark.parametrize("backend", ["responses", "chains"])
+async def test_a_dead_instances_turn_is_resumed_by_whatever_takes_its_conversation_at_every_create(
+    emu, pg_url, backend, taker, nth
+):
     # The instances soak lost a message this way: the dead owner's lease ran out, a new message for the conversation
     # reached another instance, whose worker took the lease before its heartbeat did, and started a turn for the new
     # message. The dead instance's turn was left unfinished, under a live owner's lease, for good. An admin action's
-    # door takes a lease too.
-    emu.scripts["proxy"] = Script(rules=[Rule(delay=1.0, times=1)])
-    cfg = shared_team(emu.base_url, pg_url)
+    # door takes a lease too. Each way of taking it, with the owner killed at each create of a delegating turn (the
+    # create took effect, its answer never came), on both kinds of Responses thread.
+    cfg = shared_team(emu.base_url, pg_url, backend)
     async with instance(cfg, "b") as (b, b_surface):
         assert isinstance(b.ownership, LeasedOwnership) and b.ownership._heartbeat is not None
-        b.ownership._heartbeat.cancel()  # so the message or the door, not b's heartbeat, takes the conversation
+        b.ownership._heartbeat.cancel()  # the taker under test, and nothing else, takes the conversation
         a = Bot.from_config(dataclasses.replace(cfg, storage=dataclasses.replace(cfg.storage, instance="a")))
         a.add_surface(RecordingSurface())
         await a.start()
-        await a.accept(inbound("hello", conversation=CONV))
-        await emu.wait_until(lambda: any(r.agent == "proxy" for r in emu.responses.values()), within=10)
+        emu.faults.hang(method="POST", template="/v1/responses", nth=nth)
+        await a.accept(inbound("ask the critic about plan A", conversation=CONV))
+        await emu.wait_until(lambda: any(i.kind == "hang" for i in emu.faults.injected), within=10)
         await die(a)
         assert isinstance(b.store, PostgresStore)
         await b.store._execute("UPDATE leases SET expires_at = 0 WHERE conversation = $1", CONV)  # a's ran out
-        if taker == "new message":
+        expected = 1
+        if taker == "heartbeat":
+            await b.ownership.beat()
+        elif taker == "new message":
             await b.accept(inbound("second", conversation=CONV))
-            expected = ["You said: hello", "You said: second"]
+            expected = 2
         else:
             async with b.commands.control.doors.exclusive(CONV):
                 pass
-            expected = ["You said: hello"]
-        await b_surface.wait_for(len(expected))
+        await b_surface.wait_for(expected)
         await b.idle()
-        assert [r.text for r in b_surface.replies()] == expected
+        replies = b_surface.replies()
+        assert len(replies) == expected and all(r.kind == "answer" for r in replies)
+        assert "critic" in replies[0].text.lower()  # the delegating turn first, answered with the critic's part
+        if taker == "new message":
+            assert replies[1].text == "You said: second"
         assert await b.store.unfinished_turns() == [] and await b.store.pending_inbound(CONV) == []
 
 
