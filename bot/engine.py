@@ -47,6 +47,7 @@ log = logging.getLogger("switchboard.engine")
 
 MAX_MESSAGE_CHARS = 32_000
 STOP_GRACE_SECONDS = 5.0
+STOP_UNANSWERED_SECONDS = 5.0  # see `Bot.stop`
 
 
 class Bot:
@@ -146,14 +147,22 @@ class Bot:
             self.mailbox.kick(conversation)
         self._start_pruner()
 
-    async def stop(self, grace: float = STOP_GRACE_SECONDS) -> None:
-        """Let in-flight work finish for up to `grace` seconds, then cancel it (it resumes on the next start)."""
+    async def stop(self, grace: float = STOP_GRACE_SECONDS, unanswered: float = STOP_UNANSWERED_SECONDS) -> None:
+        """Let in-flight work finish for up to `grace` seconds, then cancel it (it resumes on the next start). A
+        worker cancelled while it sends a create waits for the answer (the run must be on record); after
+        `unanswered` more seconds without one, the provider connections are closed, as a crash would."""
         try:
             async with asyncio.timeout(grace):
                 await self.mailbox.idle()
         except TimeoutError:
             log.info("stopping with turns in flight; they resume on the next start")
-        await self.mailbox.close()
+        closing = asyncio.ensure_future(self.mailbox.close())
+        done, _ = await asyncio.wait([closing], timeout=unanswered)
+        if not done:
+            log.warning("a provider request was still unanswered %g s after stopping; closing the connections (its "
+                        "turn resumes on the next start, as after a crash)", unanswered)
+            await self.backend.close()
+        await closing
         showing, self._showing = list(self._showing), set()
         for task in showing:
             task.cancel()

@@ -281,3 +281,20 @@ async def test_a_recovery_lookup_that_fails_transiently_is_retried_not_reported_
     assert bot.supervisor.recovery_counts["rate_limit"] == 1
     assert bot.supervisor.recovery_counts["lost_create_adopted"] == 1
     assert len(remote_runs(emu, "critic")) == 1  # the adopted create's call was answered once
+
+
+async def test_a_stop_while_a_create_goes_unanswered_ends_and_the_next_start_answers_once(emu, store_url, backend):
+    # The cancelled worker waits, shielded, for the create's answer (its run must be on record). The provider never
+    # answers: the stop closes the connections after `unanswered` seconds rather than waiting out the request
+    # timeout (600 s) or the turn's (60 s here), and the next start finds what the create left, as after a crash.
+    cfg = team(emu.base_url, store_url, backend=backend)
+    emu.faults.hang(method="POST", path=RUN_CREATE_PATHS[backend])
+    async with running_bot(cfg) as (bot, _):
+        await bot.accept(inbound("hello"))
+        await emu.wait_until(lambda: any(i.kind == "hang" for i in emu.faults.injected), within=10)
+        async with asyncio.timeout(20):
+            await bot.stop(grace=0, unanswered=0.2)
+    async with running_bot(cfg) as (bot, surface):
+        _, reply = await one_reply(bot, surface)
+        assert reply.kind == "answer" and reply.text == "You said: hello"
+        assert await bot.store.unfinished_turns() == []
