@@ -148,21 +148,14 @@ class Bot:
         self._start_pruner()
 
     async def stop(self, grace: float = STOP_GRACE_SECONDS, unanswered: float = STOP_UNANSWERED_SECONDS) -> None:
-        """Let in-flight work finish for up to `grace` seconds, then cancel it (it resumes on the next start). A
-        worker cancelled while it sends a create waits for the answer (the run must be on record); after
-        `unanswered` more seconds without one, the provider connections are closed, as a crash would."""
+        """Let in-flight work finish for up to `grace` seconds, then cancel it (`cancel_work`: it resumes on the next
+        start)."""
         try:
             async with asyncio.timeout(grace):
                 await self.mailbox.idle()
         except TimeoutError:
             log.info("stopping with turns in flight; they resume on the next start")
-        closing = asyncio.ensure_future(self.mailbox.close())
-        done, _ = await asyncio.wait([closing], timeout=unanswered)
-        if not done:
-            log.warning("a provider request was still unanswered %g s after stopping; closing the connections (its "
-                        "turn resumes on the next start, as after a crash)", unanswered)
-            await self.backend.close()
-        await closing
+        await self.cancel_work(unanswered)
         showing, self._showing = list(self._showing), set()
         for task in showing:
             task.cancel()
@@ -180,6 +173,18 @@ class Bot:
         if self._lock is not None:
             self._lock.release()
             self._lock = None
+
+    async def cancel_work(self, unanswered: float = STOP_UNANSWERED_SECONDS) -> None:
+        """Cancel every worker; no new one starts. A worker cancelled while it sends a create waits for the answer
+        (the run must be on record); after `unanswered` seconds without one, the provider connections are closed, as
+        a crash would close them, and the turn resumes on the next start."""
+        closing = asyncio.ensure_future(self.mailbox.close())
+        done, _ = await asyncio.wait([closing], timeout=unanswered)
+        if not done:
+            log.warning("a provider request was still unanswered %g s after stopping; closing the connections (its "
+                        "turn resumes on the next start, as after a crash)", unanswered)
+            await self.backend.close()
+        await closing
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[Bot]:

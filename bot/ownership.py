@@ -111,11 +111,11 @@ class LeasedOwnership(Ownership):
             log.warning("conversation %s is now owned by another instance; stopping its work here", conversation)
             await self._lost(conversation)
         for conversation in await self.leases.claimable_work():
-            held = conversation in self.leases.store.tokens
-            if held or await self.leases.acquire(conversation):
-                if not held:
-                    self.takeovers += 1
-                self._wake(conversation, not held)
+            claim = await self.claim(conversation)
+            if claim is Claim.TAKEN:
+                self.takeovers += 1
+            if claim is not Claim.ELSEWHERE:
+                self._wake(conversation, claim is Claim.TAKEN)
 
     async def _beat_forever(self) -> None:
         while True:

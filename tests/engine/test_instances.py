@@ -46,10 +46,7 @@ async def die(bot: Bot) -> None:
     """What SIGKILL leaves behind: the work stops mid-turn, nothing is given back, leases run until they expire."""
     assert isinstance(bot.ownership, LeasedOwnership) and bot.ownership._heartbeat is not None
     bot.ownership._heartbeat.cancel()
-    stopping = asyncio.ensure_future(bot.mailbox.close())
-    await asyncio.sleep(0)  # the workers are cancelled; a create being sent waits for its answer, shielded, so...
-    await bot.backend.close()  # ...its connection goes, as with the process: the create took effect, unrecorded
-    await stopping
+    await bot.cancel_work(unanswered=0)  # a create being sent loses its connection with the process: unrecorded
     assert isinstance(bot.store, PostgresStore)
     bot.store.pool.terminate()
 

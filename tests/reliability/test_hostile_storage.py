@@ -18,6 +18,7 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -28,9 +29,9 @@ from bot.engine import Bot
 from emulator import ManualClock, Rule, Script, run_emulator
 from fakes.configs import slack_settings
 from fakes.slack_api import FakeSlack
-from storage.base import InboxMessage, StoreError, TurnRecord
+from storage.base import StoreError
 from storage.sqlite import SQLiteStore
-from tests.reliability.helpers import RecordingStore, message, running_bot, team
+from tests.reliability.helpers import WAIT, RecordingStore, message, running_bot, team
 
 
 def sqlite_store(bot: Bot) -> SQLiteStore:
@@ -143,33 +144,47 @@ async def test_new_messages_are_refused_plainly_and_accepted_again_once_the_data
     assert integrity(cfg.db_path) == "ok"
 
 
-class RefusingStore(SQLiteStore):
-    """Refuses to start a turn `refusals` times: the database failed the write the worker needed first."""
+#: what a conversation's worker asks the store, in order, outside a turn's answering (which ends in an explicit
+#: failure reply when the store fails): reading the inbox, the conversation, starting the turn, ending its delivery
+WORKER_STORE_CALLS = ("pending_inbound", "get_conversation", "start_turn", "finish_delivery")
 
-    def __init__(self, path: str, refusals: int) -> None:
+
+class RefusingStore(SQLiteStore):
+    """Refuses `method` `refusals` times, as a database locked or away for a moment; `served` is set once the call
+    goes through after that."""
+
+    def __init__(self, path: str, method: str, refusals: int) -> None:
         super().__init__(path)
         self.refusals = refusals
+        self.served = asyncio.Event()
+        real = getattr(self, method)
 
-    async def start_turn(self, turn: TurnRecord, messages: list[InboxMessage], thread_path: str) -> None:
-        if self.refusals:
-            self.refusals -= 1
-            raise StoreError("the database is locked (test)")
-        await super().start_turn(turn, messages, thread_path)
+        async def refusing(*args: Any) -> Any:
+            if self.refusals:
+                self.refusals -= 1
+                raise StoreError(f"the database refused {method} (test)")
+            result = await real(*args)
+            self.served.set()
+            return result
+
+        setattr(self, method, refusing)
 
 
-async def test_a_message_whose_turn_could_not_start_is_answered_once_the_database_works_without_another(tmp_path):
+@pytest.mark.parametrize("method", WORKER_STORE_CALLS)
+async def test_a_worker_the_store_failed_runs_again_and_answers_once_without_another_message(tmp_path, method):
     # Its worker failed: the mailbox runs it again after a growing delay (the team's backoff), not only at the next
-    # message or restart (a user who waits for the answer sends none).
+    # message or restart (a user who waits for the answer sends none). Refused after the reply was posted
+    # (`finish_delivery`), the turn resumes and finds the reply on the platform instead of posting it twice.
     async with run_emulator(retry_after=0.01) as emu:
         cfg = team(emu.base_url, tmp_path / "db")
-        store = RefusingStore(cfg.db_path, refusals=3)
+        store = RefusingStore(cfg.db_path, method, refusals=3)
         async with running_bot(cfg, store) as (bot, surface):
             await bot.accept(message("hello"))
-            await surface.wait_for(1)
+            await asyncio.wait_for(store.served.wait(), WAIT)  # the retries are timers: idle() alone returns early
             await bot.idle()
-            assert store.refusals == 0
             assert [p.text for p in surface.posted] == ["You said: hello"]
             assert await bot.store.unfinished_turns() == [] and await bot.store.pending_inbound("console:rel:c1") == []
+            assert [m.state for m in await bot.store.inbound_for_turn(surface.posted[0].turn_id)] == ["answered"]
 
 
 async def test_a_turn_whose_reply_cannot_be_recorded_still_answers_once_and_finishes_later(tmp_path, breaker):
